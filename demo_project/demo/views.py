@@ -1,0 +1,43 @@
+"""The demo page: a form that calls ``.delay()`` and a live list of recent runs."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET
+
+from django_tasks.models import TaskRun
+
+from .tasks import resize_image, send_report
+
+
+class JobForm(forms.Form):
+    JOBS = [("report", "Send a report"), ("resize", "Resize an image"), ("bad", "Resize (bad scale)")]
+    job = forms.ChoiceField(choices=JOBS)
+    email = forms.EmailField(initial="team@example.com", required=False)
+    count = forms.IntegerField(min_value=1, max_value=20, initial=1)
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    form = JobForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        job, count = form.cleaned_data["job"], form.cleaned_data["count"]
+        for _ in range(count):
+            if job == "report":
+                send_report.delay(form.cleaned_data["email"] or "team@example.com", pages=3)
+            else:
+                resize_image.delay(640, 480, scale=0.25 if job == "resize" else 3.0)
+        messages.success(request, f"Enqueued {count} run(s); watch them below.")
+        return redirect("index")
+    return render(request, "demo/index.html", {"form": form, "runs": _recent()})
+
+
+@require_GET
+def recent_runs(request: HttpRequest) -> HttpResponse:
+    return render(request, "demo/_runs.html", {"runs": _recent()})
+
+
+def _recent() -> list[TaskRun]:
+    return list(TaskRun.objects.defer("parameters", "result")[:15])

@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import path
+
+from demo_project.demo import views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("runs/", views.recent_runs, name="recent-runs"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,40 @@
+"""django_tasks: Prefect-style tasks for Django, with PostgreSQL as the only infrastructure.
+
+Public API::
+
+    from django_tasks import task
+
+    @task(queue="emails")
+    def send_welcome(user_id: int) -> str: ...
+
+    send_welcome(42)            # inline, recorded as a task run
+    run = send_welcome.delay(42)  # background, committed with the caller's transaction
+    run.result(timeout=10)
+
+This module must not import models: it is imported while Django populates INSTALLED_APPS.
+"""
+
+from __future__ import annotations
+
+from .futures import State, TaskRunFailed, TaskRunFuture
+from .registry import UnknownTask
+from .serializers import PayloadError, PayloadSignatureError, PayloadTooLarge, SerializationError
+from .states import StateName, StateType
+from .tasks import Task, task
+
+__all__ = [
+    "PayloadError",
+    "PayloadSignatureError",
+    "PayloadTooLarge",
+    "SerializationError",
+    "State",
+    "StateName",
+    "StateType",
+    "Task",
+    "TaskRunFailed",
+    "TaskRunFuture",
+    "UnknownTask",
+    "task",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,174 @@
+"""Read-only admin for task runs: list, filters, search, and a run page with its history.
+
+The admin shows JSON previews and tracebacks only; payload columns are never read, so nothing
+is unpickled on the web side. Runs are history: they cannot be added, changed or deleted here.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from .models import TaskRun, TaskRunState
+from .states import StateType
+
+__all__ = ["TaskRunAdmin"]
+
+# The admin classes are generic only for the type checker (django-stubs); at run time they are not.
+if TYPE_CHECKING:
+    _RunAdminBase = admin.ModelAdmin[TaskRun]
+    _StateInlineBase = admin.TabularInline[TaskRunState, TaskRun]
+else:
+    _RunAdminBase = admin.ModelAdmin
+    _StateInlineBase = admin.TabularInline
+
+_BADGE_COLOURS = {
+    StateType.SCHEDULED: "#6b7280",
+    StateType.PENDING: "#a16207",
+    StateType.RUNNING: "#1d4ed8",
+    StateType.COMPLETED: "#15803d",
+    StateType.FAILED: "#b91c1c",
+    StateType.CRASHED: "#9d174d",
+    StateType.CANCELLING: "#7c3aed",
+    StateType.CANCELLED: "#4b5563",
+}
+
+
+def state_badge(state_type: str, state_name: str) -> str:
+    colour = _BADGE_COLOURS.get(StateType(state_type), "#6b7280")
+    return format_html(
+        '<span class="djt-state" style="background:{};color:#fff;padding:1px 7px;'
+        'border-radius:9px;white-space:nowrap">{}</span>',
+        colour,
+        state_name,
+    )
+
+
+def _pretty_json(value: Any) -> str:
+    return format_html(
+        '<pre style="margin:0;white-space:pre-wrap">{}</pre>',
+        json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True),
+    )
+
+
+class ReadOnlyMixin:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class TaskRunStateInline(ReadOnlyMixin, _StateInlineBase):
+    model = TaskRunState
+    fields = ["timestamp", "badge", "message", "worker"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name = "state change"
+    verbose_name_plural = "State history"
+
+    @admin.display(description="state")
+    def badge(self, obj: TaskRunState) -> str:
+        return state_badge(obj.type, obj.name)
+
+
+@admin.register(TaskRun)
+class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
+    list_display = [
+        "id",
+        "task_name",
+        "badge",
+        "queue",
+        "worker",
+        "created",
+        "duration_display",
+    ]
+    list_display_links = ["id", "task_name"]
+    list_filter = ["state_type", "task_name", "queue", "origin"]
+    search_fields = ["task_name"]
+    list_per_page = 50
+    show_full_result_count = False  # no COUNT(*) of the whole table on every page
+    inlines = [TaskRunStateInline]
+    fieldsets = [
+        (None, {"fields": ["id", "task_name", "name", "badge", "state_message", "origin"]}),
+        ("Queue", {"fields": ["queue", "priority", "tags", "scheduled_time", "worker"]}),
+        (
+            "Timing",
+            {"fields": ["created", "started", "finished", "duration_display", "attempts"]},
+        ),
+        ("Parameters and result", {"fields": ["parameters_display", "result_display"]}),
+        ("Traceback", {"fields": ["traceback_display"]}),
+        ("Task", {"fields": ["task_key"], "classes": ["collapse"]}),
+    ]
+    readonly_fields = [
+        "id",
+        "task_name",
+        "name",
+        "badge",
+        "state_message",
+        "origin",
+        "queue",
+        "priority",
+        "tags",
+        "scheduled_time",
+        "worker",
+        "created",
+        "started",
+        "finished",
+        "duration_display",
+        "attempts",
+        "parameters_display",
+        "result_display",
+        "traceback_display",
+        "task_key",
+    ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TaskRun]:
+        # Payload columns can be large and are never shown: do not even fetch them.
+        return super().get_queryset(request).defer("parameters", "result")
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[TaskRun], search_term: str
+    ) -> tuple[QuerySet[TaskRun], bool]:
+        """Search by task name, or by run id when the term is a UUID."""
+        term = search_term.strip()
+        try:
+            run_id = uuid.UUID(term)
+        except ValueError:
+            return super().get_search_results(request, queryset, search_term)
+        return queryset.filter(pk=run_id), False
+
+    @admin.display(description="state", ordering="state_type")
+    def badge(self, obj: TaskRun) -> str:
+        return state_badge(obj.state_type, obj.state_name)
+
+    @admin.display(description="duration")
+    def duration_display(self, obj: TaskRun) -> str:
+        seconds = obj.duration
+        return "—" if seconds is None else f"{seconds:.3f} s"
+
+    @admin.display(description="parameters")
+    def parameters_display(self, obj: TaskRun) -> str:
+        return _pretty_json(obj.parameters_preview)
+
+    @admin.display(description="result")
+    def result_display(self, obj: TaskRun) -> str:
+        if obj.state_type != StateType.COMPLETED:
+            return "—"
+        return _pretty_json(obj.result_preview)
+
+    @admin.display(description="traceback")
+    def traceback_display(self, obj: TaskRun) -> str:
+        if not obj.traceback:
+            return "—"
+        return format_html('<pre style="margin:0;white-space:pre-wrap">{}</pre>', obj.traceback)

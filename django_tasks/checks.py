@@ -1,0 +1,59 @@
+"""System checks for the ``DJANGO_TASKS`` settings, with stable ids (``django_tasks.E00x``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, register
+from django.db import connections
+
+from .conf import DEFAULTS
+
+__all__ = ["check_database", "check_settings"]
+
+
+@register()
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Unknown keys and wrongly typed values in ``DJANGO_TASKS`` are errors, not silent defaults."""
+    user = getattr(settings, "DJANGO_TASKS", {})
+    if not isinstance(user, dict):
+        return [Error("DJANGO_TASKS must be a dict.", id="django_tasks.E001")]
+    errors: list[CheckMessage] = []
+    for key, value in user.items():
+        if key not in DEFAULTS:
+            errors.append(
+                Error(
+                    f"Unknown DJANGO_TASKS setting {key!r}.",
+                    hint=f"Known settings: {', '.join(sorted(DEFAULTS))}.",
+                    id="django_tasks.E002",
+                )
+            )
+            continue
+        expected = type(DEFAULTS[key])
+        ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
+        if not ok or isinstance(value, bool) or (isinstance(value, int | float) and value <= 0):
+            errors.append(
+                Error(
+                    f"DJANGO_TASKS[{key!r}] must be a positive {expected.__name__}, got {value!r}.",
+                    id="django_tasks.E003",
+                )
+            )
+    return errors
+
+
+@register()
+def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The queue relies on SKIP LOCKED and LISTEN/NOTIFY: PostgreSQL only."""
+    alias = (getattr(settings, "DJANGO_TASKS", {}) or {}).get("DATABASE_ALIAS", "default")
+    if alias not in connections:
+        return [Error(f"DATABASE_ALIAS {alias!r} is not in DATABASES.", id="django_tasks.E004")]
+    if connections[alias].vendor != "postgresql":
+        return [
+            Error(
+                "django_tasks needs a PostgreSQL database.",
+                hint=f"DATABASES[{alias!r}] uses {connections[alias].vendor}.",
+                id="django_tasks.E005",
+            )
+        ]
+    return []

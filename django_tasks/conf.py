@@ -1,0 +1,49 @@
+"""Typed access to the ``DJANGO_TASKS`` settings dict.
+
+All settings live in one dict so that they never collide with Django's own ``TASKS`` setting
+(Django 6 owns that name). Values are read on every access, so ``override_settings`` works in
+tests without any cache to reset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings as django_settings
+
+__all__ = ["DEFAULTS", "TaskSettings", "task_settings"]
+
+DEFAULTS: dict[str, Any] = {
+    # Largest signed payload (parameters or result) accepted, in bytes.
+    "MAX_PAYLOAD_BYTES": 1024 * 1024,
+    # Queue used by tasks that do not name one.
+    "DEFAULT_QUEUE": "default",
+    # Seconds a worker sleeps between polls when no NOTIFY arrives (PgBouncer drops LISTEN).
+    "POLL_INTERVAL": 1.0,
+    # How many runs a worker claims in one short transaction.
+    "BATCH_SIZE": 10,
+    # Database alias that holds the task tables.
+    "DATABASE_ALIAS": "default",
+    # Longest text kept in a JSON preview of a parameter or result.
+    "PREVIEW_MAX_CHARS": 200,
+}
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """A snapshot of the effective settings, with defaults filled in."""
+
+    MAX_PAYLOAD_BYTES: int
+    DEFAULT_QUEUE: str
+    POLL_INTERVAL: float
+    BATCH_SIZE: int
+    DATABASE_ALIAS: str
+    PREVIEW_MAX_CHARS: int
+
+
+def task_settings() -> TaskSettings:
+    """Return the current settings merged over :data:`DEFAULTS`."""
+    user: dict[str, Any] = getattr(django_settings, "DJANGO_TASKS", {}) or {}
+    merged = {**DEFAULTS, **{k: v for k, v in user.items() if k in DEFAULTS}}
+    return TaskSettings(**merged)

@@ -1,0 +1,147 @@
+"""Futures for background runs: look a run up, wait for it and read its result from any process.
+
+A :class:`TaskRunFuture` holds only the run id, so it can be rebuilt anywhere with
+``TaskRunFuture(run_id)``; every read goes to the database.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from .serializers import loads
+from .states import FINAL_TYPES, StateType
+
+__all__ = ["State", "TaskRunFailed", "TaskRunFuture"]
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class State:
+    """A run's current state as read from the database."""
+
+    type: StateType
+    name: str
+    message: str
+    timestamp: datetime
+
+    def is_final(self) -> bool:
+        return self.type in FINAL_TYPES
+
+    def is_completed(self) -> bool:
+        return self.type == StateType.COMPLETED
+
+    def is_failed(self) -> bool:
+        return self.type == StateType.FAILED
+
+    def is_scheduled(self) -> bool:
+        return self.type == StateType.SCHEDULED
+
+    def is_running(self) -> bool:
+        return self.type == StateType.RUNNING
+
+
+class TaskRunFailed(Exception):
+    """A run ended FAILED, CRASHED or CANCELLED and its own exception could not be rebuilt."""
+
+    def __init__(self, message: str, *, state: State, traceback: str = "") -> None:
+        super().__init__(message)
+        self.state = state
+        self.traceback = traceback
+
+
+class TaskRunFuture(Generic[R]):
+    """A handle on one background run, valid in any process that can reach the database."""
+
+    def __init__(self, run_id: uuid.UUID | str) -> None:
+        self.id = run_id if isinstance(run_id, uuid.UUID) else uuid.UUID(str(run_id))
+        self._state: State | None = None
+
+    def __repr__(self) -> str:
+        return f"<TaskRunFuture {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TaskRunFuture) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def refresh(self) -> State:
+        """Read the run's current state from the database."""
+        from .models import TaskRun
+
+        row = (
+            TaskRun.objects.filter(pk=self.id)
+            .values_list("state_type", "state_name", "state_message", "updated")
+            .first()
+        )
+        if row is None:
+            raise TaskRun.DoesNotExist(
+                f"No task run {self.id}: it was never committed (rolled back?) or was purged."
+            )
+        self._state = State(StateType(row[0]), row[1], row[2], row[3])
+        return self._state
+
+    @property
+    def state(self) -> State:
+        """The run's current state, read fresh from the database."""
+        return self.refresh()
+
+    def wait(self, timeout: float | None = None) -> State:
+        """Block until the run is in a final state or ``timeout`` seconds pass; return the state.
+
+        Like Prefect's ``wait()``, running out of time is not an error: check ``is_final()``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            state = self.refresh()
+            if state.is_final():
+                return state
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return state
+                delay = min(delay, remaining)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
+        """Wait for the run and return its value.
+
+        A run that failed raises its own exception again (or :class:`TaskRunFailed` when that
+        exception could not be pickled); with ``raise_on_failure=False`` the exception is
+        returned instead. Raises :class:`TimeoutError` if the run is not final in time.
+        """
+        from .models import TaskRun
+
+        state = self.wait(timeout)
+        if not state.is_final():
+            raise TimeoutError(f"Task run {self.id} is still {state.name} after {timeout}s.")
+        run = TaskRun.objects.only("result", "traceback").get(pk=self.id)
+        payload = bytes(run.result) if run.result is not None else None
+        if state.is_completed():
+            value: R = loads(payload) if payload else None  # type: ignore[assignment]
+            return value
+        error = self._failure(state, payload, run.traceback)
+        if raise_on_failure:
+            raise error
+        return error  # type: ignore[return-value]
+
+    def _failure(self, state: State, payload: bytes | None, tb: str) -> BaseException:
+        if payload:
+            try:
+                exc = loads(payload)
+            except Exception:  # a bad payload must not hide the failure itself
+                exc = None
+            if isinstance(exc, BaseException):
+                return exc
+        text = f"Task run {self.id} ended {state.name}: {state.message}"
+        return TaskRunFailed(text, state=state, traceback=tb)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (TaskRunFuture, (str(self.id),))

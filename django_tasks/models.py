@@ -1,0 +1,97 @@
+"""The task run table (the topic *and* the record) and its state history.
+
+``TaskRun`` is both the queue and the permanent record: a worker claims rows whose state is
+SCHEDULED, and the same row later holds the result. A partial index covers exactly the ready
+rows in claim order, so dequeue cost does not grow with finished history.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+from .states import StateType
+
+__all__ = ["TaskRun", "TaskRunState"]
+
+
+class TaskRun(models.Model):
+    """One invocation of a task: inline (``__call__``) or in the background (``.delay()``)."""
+
+    class Origin(models.TextChoices):
+        CALL = "call", "Called inline"
+        DELAY = "delay", "Background (.delay)"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    task_key = models.CharField(max_length=64, help_text="Hash of the task name and function.")
+    task_name = models.CharField(max_length=255, db_index=True)
+    name = models.CharField(max_length=255, blank=True, help_text="The run's display name.")
+    origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.DELAY)
+    queue = models.CharField(max_length=100, default="default")
+    priority = models.SmallIntegerField(default=0, help_text="Higher runs first (-100..100).")
+    tags = models.JSONField(default=list, blank=True)
+
+    state_type = models.CharField(max_length=16, choices=StateType.choices)
+    state_name = models.CharField(max_length=32)
+    state_message = models.TextField(blank=True)
+
+    scheduled_time = models.DateTimeField(help_text="Not taken by a worker before this time.")
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=255, blank=True, help_text="host:pid of the worker.")
+
+    # Signed cloudpickle payloads: only workers and explicit ``result()`` calls unpickle them.
+    parameters = models.BinaryField()
+    parameters_preview = models.JSONField(default=dict, blank=True)
+    result = models.BinaryField(null=True, blank=True)
+    result_preview = models.JSONField(null=True, blank=True)
+    traceback = models.TextField(blank=True)
+
+    created = models.DateTimeField(db_index=True)
+    updated = models.DateTimeField()
+    started = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+        indexes = [
+            # Matches the claim query in sql.py exactly: its WHERE (state) and ORDER BY.
+            models.Index(
+                "queue",
+                models.F("priority").desc(),
+                "scheduled_time",
+                name="django_tasks_ready_idx",
+                condition=Q(state_type="SCHEDULED"),
+            ),
+            models.Index(fields=["state_type", "-created"], name="django_tasks_state_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name or self.task_name} [{self.state_name}]"
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds between RUNNING and the final state, when both are known."""
+        if self.started and self.finished:
+            return (self.finished - self.started).total_seconds()
+        return None
+
+
+class TaskRunState(models.Model):
+    """One transition of a run: the history the admin shows as a timeline."""
+
+    id = models.BigAutoField(primary_key=True)
+    run = models.ForeignKey(TaskRun, on_delete=models.CASCADE, related_name="states")
+    type = models.CharField(max_length=16, choices=StateType.choices)
+    name = models.CharField(max_length=32)
+    message = models.TextField(blank=True)
+    timestamp = models.DateTimeField()
+    worker = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["timestamp", "id"]
+        indexes = [models.Index(fields=["run", "timestamp"], name="django_tasks_state_run_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.timestamp.isoformat()}"

@@ -1,0 +1,118 @@
+"""Signed cloudpickle payloads and JSON-safe previews.
+
+Unpickling runs code, so every payload carries an HMAC-SHA256 over its bytes keyed from
+``SECRET_KEY``; :func:`loads` refuses any payload whose signature does not verify with
+``SECRET_KEY`` or one of ``SECRET_KEY_FALLBACKS`` (key rotation). The web side only ever reads
+the JSON preview stored beside a payload.
+"""
+
+from __future__ import annotations
+
+import hmac
+import pickle
+from collections.abc import Mapping
+from typing import Any
+
+import cloudpickle
+from django.conf import settings
+from django.utils.crypto import salted_hmac
+
+from .conf import task_settings
+
+__all__ = [
+    "PayloadError",
+    "PayloadSignatureError",
+    "PayloadTooLarge",
+    "SerializationError",
+    "dumps",
+    "loads",
+    "preview",
+]
+
+_MAGIC = b"djt1"
+_SALT = "django_tasks.serializers.payload"
+_DIGEST_SIZE = 32
+
+
+class PayloadError(Exception):
+    """Base class of every payload problem."""
+
+
+class SerializationError(PayloadError, TypeError):
+    """A value could not be pickled (a lock, a socket, an open file, a generator...)."""
+
+
+class PayloadTooLarge(PayloadError, ValueError):
+    """A payload is over ``DJANGO_TASKS["MAX_PAYLOAD_BYTES"]``."""
+
+
+class PayloadSignatureError(PayloadError, ValueError):
+    """A payload's signature does not verify: it was tampered with or signed with another key."""
+
+
+def _signature(data: bytes, secret: str | bytes) -> bytes:
+    return salted_hmac(_SALT, data, secret=secret, algorithm="sha256").digest()
+
+
+def dumps(value: Any, *, what: str = "value") -> bytes:
+    """Pickle and sign ``value``; raise a clear error if it cannot be pickled or is too large."""
+    try:
+        data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise SerializationError(f"The task's {what} cannot be pickled: {exc}") from exc
+    limit = task_settings().MAX_PAYLOAD_BYTES
+    if len(data) > limit:
+        raise PayloadTooLarge(
+            f"The task's {what} pickle to {len(data)} bytes, over the limit of {limit} bytes "
+            f"(DJANGO_TASKS['MAX_PAYLOAD_BYTES']). Pass a reference (a primary key, a file path) "
+            f"instead of the data."
+        )
+    return _MAGIC + _signature(data, settings.SECRET_KEY) + data
+
+
+def loads(payload: bytes | memoryview) -> Any:
+    """Verify and unpickle a payload made by :func:`dumps`."""
+    raw = bytes(payload)
+    head = len(_MAGIC) + _DIGEST_SIZE
+    if len(raw) < head or not raw.startswith(_MAGIC):
+        raise PayloadSignatureError("The payload is not a signed django_tasks payload.")
+    signature, data = raw[len(_MAGIC) : head], raw[head:]
+    secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    if not any(hmac.compare_digest(signature, _signature(data, key)) for key in secrets):
+        raise PayloadSignatureError(
+            "The payload's signature does not verify with SECRET_KEY or SECRET_KEY_FALLBACKS: "
+            "it was tampered with or signed with another key. It was not unpickled."
+        )
+    return pickle.loads(data)
+
+
+def preview(value: Any, *, depth: int = 0) -> Any:
+    """A JSON-safe, bounded picture of ``value`` for the admin and API (never unpickled)."""
+    limit = task_settings().PREVIEW_MAX_CHARS
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[:limit] + "…"
+    if depth >= 3:
+        return _short_repr(value, limit)
+    if isinstance(value, Mapping):
+        items = list(value.items())
+        shown = {str(k): preview(v, depth=depth + 1) for k, v in items[:20]}
+        if len(items) > 20:
+            shown["…"] = f"{len(items) - 20} more"
+        return shown
+    if isinstance(value, list | tuple | set | frozenset):
+        seq = list(value)
+        out = [preview(v, depth=depth + 1) for v in seq[:20]]
+        if len(seq) > 20:
+            out.append(f"… {len(seq) - 20} more")
+        return out
+    return _short_repr(value, limit)
+
+
+def _short_repr(value: Any, limit: int) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__qualname__} (repr failed)>"
+    return text if len(text) <= limit else text[:limit] + "…"

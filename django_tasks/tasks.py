@@ -1,0 +1,279 @@
+"""The ``@task`` decorator and :class:`Task`: options validated at decoration time.
+
+A task is a plain function plus options. Calling it runs it inline and records a run;
+``.delay()``/``.apply_async()`` put a run into the PostgreSQL topic for a worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from django.utils import timezone
+
+from .futures import TaskRunFuture
+from .registry import registry, task_key
+
+__all__ = ["Task", "TaskOptions", "task"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_QUEUE_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
+PRIORITY_MIN, PRIORITY_MAX = -100, 100
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOptions:
+    """A task's options, checked when the decorator runs so mistakes surface at import."""
+
+    name: str
+    queue: str | None = None
+    priority: int = 0
+    tags: tuple[str, ...] = ()
+    description: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+        if self.queue is not None:
+            check_queue(self.queue)
+        check_priority(self.priority)
+        if self.description is not None and not isinstance(self.description, str):
+            raise TypeError(f"description must be a str, got {type(self.description).__name__}.")
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"Task name must be a str, got {type(name).__name__}.")
+    if not name.strip() or len(name) > 255:
+        raise ValueError(f"Task name must be 1 to 255 characters, got {name!r}.")
+
+
+def check_queue(queue: object) -> str:
+    """Validate a queue name: it is stored, indexed and sent as a NOTIFY payload."""
+    if not isinstance(queue, str):
+        raise TypeError(f"queue must be a str, got {type(queue).__name__}.")
+    if not _QUEUE_RE.match(queue):
+        raise ValueError(
+            f"queue must be 1 to 100 letters, digits or '_.:-', got {queue!r}."
+        )
+    return queue
+
+
+def check_priority(priority: object) -> int:
+    """Validate a priority: an int from -100 to 100, higher runs first (as in ``django.tasks``)."""
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise TypeError(f"priority must be an int, got {type(priority).__name__}.")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ValueError(
+            f"priority must be between {PRIORITY_MIN} and {PRIORITY_MAX}, got {priority}."
+        )
+    return priority
+
+
+def _normalize_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
+    if tags is None:
+        return ()
+    if isinstance(tags, str | bytes) or not isinstance(tags, Iterable):
+        raise TypeError(f"tags must be an iterable of str (a set or list), got {tags!r}.")
+    out = set()
+    for tag in tags:
+        if not isinstance(tag, str) or not tag:
+            raise TypeError(f"each tag must be a non-empty str, got {tag!r}.")
+        out.add(tag)
+    return tuple(sorted(out))
+
+
+class Task(Generic[P, R]):
+    """A function with task options. Use the :func:`task` decorator to make one."""
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int = 0,
+        tags: Iterable[str] | None = None,
+        description: str | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"@task decorates a function, got {fn!r}.")
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(f"{fn.__qualname__} is async: async tasks are not supported yet.")
+        self.fn = fn
+        self.options = TaskOptions(
+            name=fn.__name__ if name is None else name,
+            queue=queue,
+            priority=priority,
+            tags=_normalize_tags(tags),
+            description=inspect.getdoc(fn) if description is None else description,
+        )
+        self.key = task_key(self.options.name, fn)
+        self.signature = inspect.signature(fn)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        registry.register(self)
+
+    # Options read by the rest of the package.
+    @property
+    def name(self) -> str:
+        return self.options.name
+
+    @property
+    def queue(self) -> str:
+        from .conf import task_settings
+
+        return self.options.queue or task_settings().DEFAULT_QUEUE
+
+    @property
+    def priority(self) -> int:
+        return self.options.priority
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        return self.options.tags
+
+    @property
+    def description(self) -> str | None:
+        return self.options.description
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} ({self.fn.__module__}.{self.fn.__qualname__})>"
+
+    def with_options(
+        self,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        tags: Iterable[str] | None = None,
+        description: str | None = None,
+    ) -> Task[P, R]:
+        """A copy of this task with some options changed (a new name gives a new task key)."""
+        return Task(
+            self.fn,
+            name=self.name if name is None else name,
+            queue=self.options.queue if queue is None else queue,
+            priority=self.priority if priority is None else priority,
+            tags=self.tags if tags is None else tags,
+            description=self.description if description is None else description,
+        )
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the function now, in this process, recorded as a task run."""
+        from .runs import run_inline
+
+        return run_inline(self, args, kwargs)
+
+    def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskRunFuture[R]:
+        """Put a run into the background topic, in the caller's current transaction."""
+        return self.apply_async(args=args, kwargs=kwargs)
+
+    def apply_async(
+        self,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        scheduled_time: datetime | None = None,
+        countdown: float | None = None,
+    ) -> TaskRunFuture[R]:
+        """``.delay()`` with per-run options: queue, priority, and when to start at the earliest.
+
+        Every argument is checked before anything is written: wrong arguments for the function,
+        an unknown option value, a value that cannot be pickled or a payload that is too large
+        raise here and leave the database untouched.
+        """
+        from .topic import enqueue
+
+        return enqueue(
+            self,
+            tuple(args),
+            dict(kwargs or {}),
+            queue=self.queue if queue is None else check_queue(queue),
+            priority=self.priority if priority is None else check_priority(priority),
+            scheduled_time=_when(scheduled_time, countdown),
+        )
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments:
+        """Bind arguments to the function's signature: a mismatch is a ``TypeError`` here."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"Wrong arguments for task {self.name!r}: {exc}") from None
+        bound.apply_defaults()
+        return bound
+
+
+def _when(scheduled_time: datetime | None, countdown: float | None) -> datetime | None:
+    if scheduled_time is not None and countdown is not None:
+        raise TypeError("Pass scheduled_time or countdown, not both.")
+    if countdown is not None:
+        if isinstance(countdown, bool) or not isinstance(countdown, int | float):
+            raise TypeError(f"countdown must be a number of seconds, got {countdown!r}.")
+        if countdown < 0:
+            raise ValueError(f"countdown must not be negative, got {countdown}.")
+        return timezone.now() + timedelta(seconds=countdown)
+    if scheduled_time is not None:
+        if not isinstance(scheduled_time, datetime):
+            raise TypeError(f"scheduled_time must be a datetime, got {scheduled_time!r}.")
+        if timezone.is_naive(scheduled_time):
+            raise ValueError("scheduled_time must be timezone-aware (use django.utils.timezone).")
+    return scheduled_time
+
+
+@overload
+def task(fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    priority: int = 0,
+    tags: Iterable[str] | None = None,
+    description: str | None = None,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    priority: int = 0,
+    tags: Iterable[str] | None = None,
+    description: str | None = None,
+) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    """Make a function a task, bare (``@task``) or with options (``@task(queue="emails")``)."""
+    options: dict[str, Any] = {
+        "name": name,
+        "queue": queue,
+        "priority": priority,
+        "tags": tags,
+        "description": description,
+    }
+    if fn is not None:
+        return Task(fn, **options)
+    # Validate now, so a bad option fails at the decorator line even before a function is given.
+    TaskOptions(
+        name=name or "placeholder",
+        queue=queue,
+        priority=priority,
+        tags=_normalize_tags(tags),
+        description=description,
+    )
+
+    def decorator(f: Callable[P, R]) -> Task[P, R]:
+        return Task(f, **options)
+
+    return decorator
+

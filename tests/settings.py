@@ -1,0 +1,21 @@
+"""Test settings: the demo's settings plus a test app with tasks of every shape.
+
+Worker subprocesses started by the tests use these settings too; ``DJANGO_TASKS_TEST_DB`` tells
+them the name of the test database that pytest-django created.
+"""
+
+import os
+
+from demo_project.settings import *  # noqa: F403
+from demo_project.settings import DATABASES, INSTALLED_APPS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.taskapp"]
+SECRET_KEY = "tests-secret-key"
+SECRET_KEY_FALLBACKS = ["tests-old-secret-key"]
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if os.environ.get("DJANGO_TASKS_TEST_DB"):
+    DATABASES["default"]["NAME"] = os.environ["DJANGO_TASKS_TEST_DB"]
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["DJANGO_TASKS_TEST_DB"]}
+
+LOGGING = {"version": 1, "disable_existing_loggers": False}

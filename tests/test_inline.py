@@ -1,0 +1,56 @@
+import pytest
+
+from django_tasks.models import TaskRun
+from tests.taskapp.tasks import add, explode
+
+
+@pytest.mark.django_db
+def test_call_runs_inline_and_records_completed():
+    assert add(2, 3) == 5
+    run = TaskRun.objects.get()
+    assert (run.origin, run.task_name, run.state_type, run.state_name) == (
+        "call",
+        "add",
+        "COMPLETED",
+        "Completed",
+    )
+    assert run.parameters_preview == {"a": 2, "b": 3}
+    assert run.result_preview == 5
+    assert run.attempts == 1
+    history = list(run.states.values_list("type", flat=True))
+    assert history == ["PENDING", "RUNNING", "COMPLETED"]
+    stamps = list(run.states.values_list("timestamp", flat=True))
+    assert stamps == sorted(stamps)
+    assert run.duration is not None and run.duration >= 0
+
+
+@pytest.mark.django_db
+def test_call_failure_is_recorded_and_reraised():
+    with pytest.raises(RuntimeError, match="kaput"):
+        explode("kaput")
+    run = TaskRun.objects.get()
+    assert run.state_type == "FAILED"
+    assert run.state_message == "RuntimeError: kaput"
+    assert 'raise RuntimeError(message)' in run.traceback
+    assert list(run.states.values_list("type", flat=True)) == ["PENDING", "RUNNING", "FAILED"]
+
+
+@pytest.mark.django_db
+def test_wrong_arguments_raise_before_running():
+    with pytest.raises(TypeError, match="Wrong arguments for task 'add'"):
+        add(1)  # type: ignore[call-arg]
+    assert not TaskRun.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recording_failure_does_not_change_the_call(caplog):
+    from django.db import connection, transaction
+
+    with transaction.atomic():
+        with pytest.raises(Exception):  # noqa: B017, PT011 - break the transaction on purpose
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1/0")
+        assert add(1, 1) == 2  # the record cannot be written in a broken transaction
+        transaction.set_rollback(True)
+    assert "Could not record inline run" in caplog.text
+    assert not TaskRun.objects.exists()
