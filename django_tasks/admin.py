@@ -71,7 +71,7 @@ class ReadOnlyMixin:
 class TaskRunStateInline(ReadOnlyMixin, _StateInlineBase):
     model = TaskRunState
     fields = ["timestamp", "badge", "message", "worker"]
-    readonly_fields = fields
+    readonly_fields = ["timestamp", "badge", "message", "worker"]
     extra = 0
     can_delete = False
     verbose_name = "state change"

@@ -46,7 +46,12 @@ def run_inline(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, An
             [
                 (StateType.PENDING, StateName.PENDING, "", pending),
                 (StateType.RUNNING, StateName.RUNNING, "", running),
-                (StateType.FAILED, StateName.FAILED, f"{type(exc).__name__}: {exc}", timezone.now()),
+                (
+                    StateType.FAILED,
+                    StateName.FAILED,
+                    f"{type(exc).__name__}: {exc}",
+                    timezone.now(),
+                ),
             ],
             result_preview=None,
             tb=traceback.format_exc(),

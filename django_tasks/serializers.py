@@ -67,7 +67,8 @@ def dumps(value: Any, *, what: str = "value") -> bytes:
             f"(DJANGO_TASKS['MAX_PAYLOAD_BYTES']). Pass a reference (a primary key, a file path) "
             f"instead of the data."
         )
-    return _MAGIC + _signature(data, settings.SECRET_KEY) + data
+    signature = _signature(data, settings.SECRET_KEY)
+    return _MAGIC + signature + bytes(data)
 
 
 def loads(payload: bytes | memoryview) -> Any:

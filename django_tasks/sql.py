@@ -67,16 +67,19 @@ SELECT pg_notify('{NOTIFY_CHANNEL}', %(queue)s)
 
 _PENDING = _move(StateType.SCHEDULED, StateType.PENDING)
 
-#: The claim. ``ready`` is MATERIALIZED so the locking subquery runs exactly once (a plain
+#: The claim, from one queue (a worker asks its queues in their order of preference).
+#: ``ready`` is MATERIALIZED so the locking subquery runs exactly once (a plain
 #: ``IN (subquery)`` may be re-evaluated by the planner and lock more rows than it returns).
-#: Its WHERE and ORDER BY match the partial index ``django_tasks_ready_idx`` column for column,
-#: so the cost does not depend on how many finished runs the table holds. SKIP LOCKED lets
+#: Its WHERE and ORDER BY match the partial index ``django_tasks_ready_idx`` column for column
+#: (``queue = x`` then ``priority DESC, scheduled_time``), so PostgreSQL reads the index in
+#: order and stops after ``limit`` rows: the cost depends neither on finished history nor on
+#: the backlog. (``queue = ANY(...)`` would force a sort of every ready row.) SKIP LOCKED lets
 #: any number of workers claim at once without waiting on each other; the final ORDER BY
 #: hands the batch to the worker in priority order (RETURNING has no order of its own).
 CLAIM = f"""
 WITH ready AS MATERIALIZED (
     SELECT id FROM {RUN}
-    WHERE state_type = 'SCHEDULED' AND queue = ANY(%(queues)s)
+    WHERE state_type = 'SCHEDULED' AND queue = %(queue)s
       AND scheduled_time <= clock_timestamp()
     ORDER BY priority DESC, scheduled_time
     LIMIT %(limit)s

@@ -59,9 +59,7 @@ def check_queue(queue: object) -> str:
     if not isinstance(queue, str):
         raise TypeError(f"queue must be a str, got {type(queue).__name__}.")
     if not _QUEUE_RE.match(queue):
-        raise ValueError(
-            f"queue must be 1 to 100 letters, digits or '_.:-', got {queue!r}."
-        )
+        raise ValueError(f"queue must be 1 to 100 letters, digits or '_.:-', got {queue!r}.")
     return queue
 
 
@@ -116,7 +114,7 @@ class Task(Generic[P, R]):
         )
         self.key = task_key(self.options.name, fn)
         self.signature = inspect.signature(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
         registry.register(self)
 
     # Options read by the rest of the package.
@@ -168,7 +166,8 @@ class Task(Generic[P, R]):
         """Run the function now, in this process, recorded as a task run."""
         from .runs import run_inline
 
-        return run_inline(self, args, kwargs)
+        value: R = run_inline(self, args, kwargs)
+        return value
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskRunFuture[R]:
         """Put a run into the background topic, in the caller's current transaction."""
@@ -276,4 +275,3 @@ def task(
         return Task(f, **options)
 
     return decorator
-

@@ -55,8 +55,9 @@ def enqueue(
     """
     check_importable(task)
     bound = task.bind(args, kwargs)
-    params = {
-        "id": uuid.uuid4(),
+    run_id = uuid.uuid4()
+    params: dict[str, Any] = {
+        "id": run_id,
         "task_key": task.key,
         "task_name": task.name,
         "name": task.name,
@@ -70,7 +71,7 @@ def enqueue(
     }
     with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
         cursor.execute(sql.ENQUEUE, params)
-    return TaskRunFuture(params["id"])
+    return TaskRunFuture(run_id)
 
 
 def open_worker_connection(alias: str | None = None) -> psycopg.Connection[Any]:

@@ -13,6 +13,7 @@ signal exits at once; what was running is left for the rescue of a later worker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -83,10 +84,8 @@ class _QueueConnection:
 
     def close(self) -> None:
         if self.conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):  # closing a dead socket may complain
                 self.conn.close()
-            except psycopg.Error:  # pragma: no cover - closing a dead socket
-                pass
             self.conn = None
 
 
@@ -102,6 +101,7 @@ class Worker:
         poll_interval: float | None = None,
         burst: bool = False,
         alias: str | None = None,
+        handle_signals: bool = True,
     ) -> None:
         conf = task_settings()
         self.queues = list(queues or [conf.DEFAULT_QUEUE])
@@ -112,6 +112,7 @@ class Worker:
         self.poll_interval = conf.POLL_INTERVAL if poll_interval is None else poll_interval
         self.burst = burst
         self.alias = alias or conf.DATABASE_ALIAS
+        self.handle_signals = handle_signals
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._stopping = threading.Event()
         self._wake = threading.Condition()
@@ -124,9 +125,17 @@ class Worker:
 
     def run(self) -> int:
         """Run until stopped (or, with ``burst``, until no run is ready). Returns the exit code."""
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._on_signal)
-            signal.signal(signal.SIGINT, self._on_signal)
+        previous = {}
+        if self.handle_signals and threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, self._on_signal)
+        try:
+            return self._run()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _run(self) -> int:
         logger.info(
             "Worker %s started: queues=%s concurrency=%d", self.name, self.queues, self.concurrency
         )
@@ -195,10 +204,7 @@ class Worker:
                 if not runs:
                     if self.burst:
                         return
-                    with self._wake:
-                        self._wake.wait_for(
-                            lambda: self._generation != generation, timeout=self.poll_interval
-                        )
+                    self._sleep(generation)
                     continue
                 for index, run in enumerate(runs):
                     if self._stopping.is_set():
@@ -211,13 +217,26 @@ class Worker:
         finally:
             db.close()
 
+    def _sleep(self, generation: int) -> None:
+        """Wait for a NOTIFY seen after ``generation`` was read, a stop, or the poll interval.
+
+        Comparing generations (not a shared Event) means a notification that arrives while
+        this thread is claiming is not lost: the thread goes straight back to claiming.
+        """
+        with self._wake:
+            self._wake.wait_for(lambda: self._generation != generation, self.poll_interval)
+
     def _claim(self, db: _QueueConnection) -> list[ClaimedRun]:
-        rows = db.execute(
-            sql.CLAIM,
-            {"queues": self.queues, "limit": self.batch_size, "worker": self.name},
-            give_up_on_stop=True,
-        )
-        return [ClaimedRun(row[0], row[1], row[2], bytes(row[3])) for row in rows]
+        """Claim a batch from the first of our queues (in the order given) that has ready runs."""
+        for queue in self.queues:
+            rows = db.execute(
+                sql.CLAIM,
+                {"queue": queue, "limit": self.batch_size, "worker": self.name},
+                give_up_on_stop=True,
+            )
+            if rows:
+                return [ClaimedRun(row[0], row[1], row[2], bytes(row[3])) for row in rows]
+        return []
 
     def _hand_back(self, db: _QueueConnection, runs: Sequence[ClaimedRun]) -> None:
         ids = [run.id for run in runs]
@@ -306,7 +325,8 @@ class Worker:
     def _refuse(self, db: _QueueConnection, run: ClaimedRun, message: str) -> None:
         logger.error("Run %s failed before starting: %s", run.id, message)
         db.execute(
-            sql.REFUSE, {"id": run.id, "worker": self.name, "message": message},
+            sql.REFUSE,
+            {"id": run.id, "worker": self.name, "message": message},
             give_up_on_stop=False,
         )
         with self._count_lock:

@@ -21,7 +21,8 @@ def test_call_runs_inline_and_records_completed():
     assert history == ["PENDING", "RUNNING", "COMPLETED"]
     stamps = list(run.states.values_list("timestamp", flat=True))
     assert stamps == sorted(stamps)
-    assert run.duration is not None and run.duration >= 0
+    assert run.duration is not None
+    assert run.duration >= 0
 
 
 @pytest.mark.django_db
@@ -31,7 +32,7 @@ def test_call_failure_is_recorded_and_reraised():
     run = TaskRun.objects.get()
     assert run.state_type == "FAILED"
     assert run.state_message == "RuntimeError: kaput"
-    assert 'raise RuntimeError(message)' in run.traceback
+    assert "raise RuntimeError(message)" in run.traceback
     assert list(run.states.values_list("type", flat=True)) == ["PENDING", "RUNNING", "FAILED"]
 
 
@@ -44,12 +45,12 @@ def test_wrong_arguments_raise_before_running():
 
 @pytest.mark.django_db(transaction=True)
 def test_recording_failure_does_not_change_the_call(caplog):
+    caplog.set_level("DEBUG", logger="django_tasks")
     from django.db import connection, transaction
 
     with transaction.atomic():
-        with pytest.raises(Exception):  # noqa: B017, PT011 - break the transaction on purpose
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT 1/0")
+        with pytest.raises(Exception), connection.cursor() as cursor:  # noqa: B017, PT011
+            cursor.execute("SELECT 1/0")  # break the transaction on purpose
         assert add(1, 1) == 2  # the record cannot be written in a broken transaction
         transaction.set_rollback(True)
     assert "Could not record inline run" in caplog.text

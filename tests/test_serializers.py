@@ -59,9 +59,11 @@ def test_preview_is_json_safe_and_bounded():
     lock = threading.Lock()
     shown = preview({"n": 1, "s": "x" * 500, "obj": lock, "items": list(range(50)), 3: (1, 2)})
     assert shown["n"] == 1
-    assert shown["s"].endswith("…") and len(shown["s"]) == 201
+    assert shown["s"].endswith("…")
+    assert len(shown["s"]) == 201
     assert shown["obj"].startswith("<unlocked _thread.lock")
-    assert len(shown["items"]) == 21 and shown["items"][-1] == "… 30 more"
+    assert len(shown["items"]) == 21
+    assert shown["items"][-1] == "… 30 more"
     assert shown["3"] == [1, 2]
     assert preview({f"k{i}": i for i in range(25)})["…"] == "5 more"
     assert preview([[[["deep"]]]]) == [[["['deep']"]]]

@@ -38,7 +38,7 @@ def test_description_defaults_to_docstring():
         """Says why."""
 
     assert documented.description == "Says why."
-    assert documented.__name__ == "documented"
+    assert documented.__name__ == "documented"  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,10 @@ def resize_image(width: int, height: int, scale: float = 0.5) -> dict[str, int]:
     pixels = [[rng.randrange(256) for _ in range(width)] for _ in range(height)]
     step = max(1, round(1 / scale))
     out = [
-        [sum(pixels[y][x : x + step]) // len(pixels[y][x : x + step]) for x in range(0, width, step)]
+        [
+            sum(pixels[y][x : x + step]) // len(pixels[y][x : x + step])
+            for x in range(0, width, step)
+        ]
         for y in range(0, height, step)
     ]
     time.sleep(1)

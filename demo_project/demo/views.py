@@ -14,7 +14,11 @@ from .tasks import resize_image, send_report
 
 
 class JobForm(forms.Form):
-    JOBS = [("report", "Send a report"), ("resize", "Resize an image"), ("bad", "Resize (bad scale)")]
+    JOBS = [
+        ("report", "Send a report"),
+        ("resize", "Resize an image"),
+        ("bad", "Resize (bad scale)"),
+    ]
     job = forms.ChoiceField(choices=JOBS)
     email = forms.EmailField(initial="team@example.com", required=False)
     count = forms.IntegerField(min_value=1, max_value=20, initial=1)

@@ -49,13 +49,7 @@ class Command(BaseCommand):
             raise CommandError("--concurrency must be at least 1.")
         if options["batch_size"] is not None and options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1.")
-        if options["verbosity"] >= 1 and not logging.getLogger("django_tasks").handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-            logging.getLogger("django_tasks").addHandler(handler)
-            # 1: start/stop and problems; 2: every run (with its id); 3: everything.
-            level = logging.DEBUG if options["verbosity"] >= 2 else logging.INFO
-            logging.getLogger("django_tasks").setLevel(level)
+        self._configure_logging(options["verbosity"])
         worker = Worker(
             _queues(options["queues"]) if options["queues"] else None,
             concurrency=options["concurrency"],
@@ -64,3 +58,12 @@ class Command(BaseCommand):
             burst=options["burst"],
         )
         worker.run()
+
+    def _configure_logging(self, verbosity: int) -> None:
+        """0: errors only; 1: start, stop and problems; 2: every run, with its id."""
+        log = logging.getLogger("django_tasks")
+        log.setLevel({0: logging.ERROR, 1: logging.INFO}.get(verbosity, logging.DEBUG))
+        if not log.handlers:  # the project's LOGGING did not configure us: print to stderr
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            log.addHandler(handler)

@@ -25,8 +25,15 @@ class Command(BaseCommand):
             users.objects.create_superuser("admin", "admin@example.com", "admin")
         self.stdout.write("Demo admin login: admin / admin (development only)")
         worker = subprocess.Popen(
-            [sys.executable, "manage.py", "runtaskworker", "--concurrency",
-             str(options["concurrency"]), "--verbosity", "2"]
+            [
+                sys.executable,
+                "manage.py",
+                "runtaskworker",
+                "--concurrency",
+                str(options["concurrency"]),
+                "--verbosity",
+                "2",
+            ]
         )
         try:
             call_command("runserver", options["addrport"], use_reloader=False)

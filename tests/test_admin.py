@@ -1,0 +1,80 @@
+"""The read-only admin: list, filters, search, run page; payloads are never unpickled."""
+
+import pytest
+from django.urls import reverse
+
+from django_tasks import serializers
+from django_tasks.models import TaskRun
+from django_tasks.worker import Worker
+from tests.taskapp.tasks import add, explode
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def runs(monkeypatch):
+    ok = add.delay(1, 2)
+    bad = explode.delay("admin sees this")
+    waiting = add.apply_async((5, 5), queue="other")
+    Worker(burst=True, handle_signals=False).run()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the admin must never unpickle a payload")
+
+    monkeypatch.setattr(serializers, "loads", refuse)
+    monkeypatch.setattr("django_tasks.futures.loads", refuse)
+    return ok, bad, waiting
+
+
+def test_list_filters_and_search(admin_client, runs):
+    ok, bad, waiting = runs
+    url = reverse("admin:django_tasks_taskrun_changelist")
+    page = admin_client.get(url).content.decode()
+    for future in runs:
+        assert str(future.id) in page
+    assert "Completed" in page
+    assert "Failed" in page
+    assert "Scheduled" in page
+    failed_only = admin_client.get(url, {"state_type__exact": "FAILED"}).content.decode()
+    assert str(bad.id) in failed_only
+    assert str(ok.id) not in failed_only
+    by_queue = admin_client.get(url, {"queue": "other"}).content.decode()
+    assert str(waiting.id) in by_queue
+    assert str(ok.id) not in by_queue
+    by_id = admin_client.get(url, {"q": str(ok.id)}).content.decode()
+    assert str(ok.id) in by_id
+    assert str(bad.id) not in by_id
+    by_name = admin_client.get(url, {"q": "explode"}).content.decode()
+    assert str(bad.id) in by_name
+    assert str(ok.id) not in by_name
+
+
+def test_run_page_shows_history_previews_and_traceback(admin_client, runs):
+    ok, bad, _ = runs
+    page = admin_client.get(reverse("admin:django_tasks_taskrun_change", args=[bad.id]))
+    text = page.content.decode()
+    assert page.status_code == 200
+    assert "State history" in text
+    for name in ["Scheduled", "Pending", "Running", "Failed"]:
+        assert name in text
+    assert "RuntimeError: admin sees this" in text
+    assert "Traceback (most recent call last)" in text
+    assert "&quot;message&quot;: &quot;admin sees this&quot;" in text
+    ok_page = admin_client.get(reverse("admin:django_tasks_taskrun_change", args=[ok.id]))
+    assert '<pre style="margin:0;white-space:pre-wrap">3</pre>' in ok_page.content.decode()
+
+
+def test_runs_cannot_be_added_changed_or_deleted(admin_client, runs):
+    ok = runs[0]
+    assert admin_client.get(reverse("admin:django_tasks_taskrun_add")).status_code == 403
+    change = reverse("admin:django_tasks_taskrun_change", args=[ok.id])
+    admin_client.post(change, {"queue": "hacked"})
+    assert TaskRun.objects.get(pk=ok.id).queue == "default"
+    delete = reverse("admin:django_tasks_taskrun_delete", args=[ok.id])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert TaskRun.objects.filter(pk=ok.id).exists()
+
+
+def test_admin_requires_staff(client, runs):
+    url = reverse("admin:django_tasks_taskrun_changelist")
+    assert client.get(url).status_code == 302

@@ -1,0 +1,103 @@
+"""The claim query: SKIP LOCKED with real concurrent connections, order, queues, due time."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from django_tasks import sql
+from django_tasks.models import TaskRun
+from django_tasks.topic import open_worker_connection
+from tests.taskapp.tasks import add, on_other_queue
+
+
+def claim(conn, limit=10, queue="default", worker="w"):
+    rows = conn.execute(sql.CLAIM, {"queue": queue, "limit": limit, "worker": worker}).fetchall()
+    return [row[0] for row in rows]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_open_claim_transactions_get_disjoint_runs():
+    ids = {add.delay(i, i).id for i in range(10)}
+    first, second = open_worker_connection(), open_worker_connection()
+    try:
+        with first.transaction(), second.transaction():
+            mine = claim(first, 6, worker="first")  # locks held until the block ends
+            theirs = claim(second, 6, worker="second")  # must skip, not wait
+        assert len(mine) == 6
+        assert len(theirs) == 4
+        assert set(mine).isdisjoint(theirs)
+        assert set(mine) | set(theirs) == ids
+    finally:
+        first.close()
+        second.close()
+    workers = dict(TaskRun.objects.values_list("id", "worker"))
+    assert {workers[i] for i in mine} == {"first"}
+    assert {workers[i] for i in theirs} == {"second"}
+    assert TaskRun.objects.filter(state_type="PENDING").count() == 10
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_claimers_never_share_a_run():
+    total = 400
+    from django_tasks.topic import enqueue
+
+    for i in range(total):
+        enqueue(add, (i, 0), {}, queue="default", priority=0, scheduled_time=None)
+    claimed: dict[str, list[object]] = {"a": [], "b": [], "c": []}
+
+    def drain(name):
+        conn = open_worker_connection()
+        try:
+            while batch := claim(conn, 3, worker=name):
+                claimed[name].extend(batch)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=drain, args=(n,)) for n in claimed]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [i for batch in claimed.values() for i in batch]
+    assert len(every) == total == len(set(every))
+    assert sum(1 for batch in claimed.values() if batch) >= 2  # they really raced
+    pending_history = TaskRun.objects.filter(states__type="PENDING").count()
+    assert pending_history == total  # exactly one PENDING state per run
+
+
+@pytest.mark.django_db(transaction=True)
+def test_claim_respects_due_time_priority_and_queue():
+    later = add.apply_async((1, 1), scheduled_time=timezone.now() + timedelta(minutes=5))
+    low = add.apply_async((1, 2), priority=-5)
+    high = add.apply_async((1, 3), priority=50)
+    normal = add.delay(1, 4)
+    other = on_other_queue.delay()
+    conn = open_worker_connection()
+    try:
+        assert claim(conn) == [high.id, normal.id, low.id]  # higher priority first
+        assert claim(conn) == []  # the future run is not due, the other queue not asked for
+        assert claim(conn, queue="other") == [other.id]
+        TaskRun.objects.filter(pk=later.id).update(scheduled_time=timezone.now())
+        assert claim(conn) == [later.id]
+    finally:
+        conn.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_claim_uses_the_partial_index():
+    conn = open_worker_connection()
+    try:
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            row[0]
+            for row in conn.execute(
+                "EXPLAIN " + sql.CLAIM, {"queue": "default", "limit": 10, "worker": "w"}
+            )
+        )
+    finally:
+        conn.close()
+    ready_scan = plan.split("CTE ready")[1].split("CTE claimed")[0]
+    assert "Index Scan using django_tasks_ready_idx" in ready_scan, plan
+    assert "Sort" not in ready_scan, plan  # read in index order, stops after LIMIT rows

@@ -1,0 +1,28 @@
+import pytest
+from django.core.management import CommandError, call_command
+
+from tests.taskapp.tasks import add
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--concurrency", "0"], "--concurrency must be at least 1"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--queues", "bad queue"], "queue must be"),
+    ],
+)
+def test_bad_options(args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("runtaskworker", *args)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_burst_run_in_process():
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    future = add.apply_async((2, 3), queue="q2")
+    call_command("runtaskworker", "--burst", "--queues", "q1, q2", "-v", "0")
+    assert future.result(timeout=1) == 5
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers are put back

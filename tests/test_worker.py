@@ -1,0 +1,212 @@
+"""The Worker class in this process (real PostgreSQL, its own connections)."""
+
+import threading
+import time
+
+import pytest
+
+from django_tasks import TaskRunFailed, TaskRunFuture
+from django_tasks.models import TaskRun
+from django_tasks.serializers import _MAGIC, _signature
+from django_tasks.topic import open_worker_connection
+from django_tasks.worker import Worker, _QueueConnection
+from tests.taskapp.models import Effect
+from tests.taskapp.tasks import add, explode, noop, raise_unpicklable, record, return_unpicklable
+
+
+def drain(**options) -> Worker:
+    worker = Worker(burst=True, handle_signals=False, **options)
+    assert worker.run() == 0
+    return worker
+
+
+def history(future):
+    return list(TaskRun.objects.get(pk=future.id).states.values_list("type", flat=True))
+
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_runs_complete_with_full_history_and_result():
+    futures = [add.delay(i, 10) for i in range(5)]
+    worker = drain(concurrency=2, batch_size=2)
+    assert worker.processed == 5
+    assert [f.result(timeout=1) for f in futures] == [10, 11, 12, 13, 14]
+    for future in futures:
+        run = TaskRun.objects.get(pk=future.id)
+        assert history(future) == ["SCHEDULED", "PENDING", "RUNNING", "COMPLETED"]
+        stamps = list(run.states.values_list("timestamp", flat=True))
+        assert stamps == sorted(stamps)
+        assert len(set(stamps)) == 4
+        assert (run.attempts, run.worker, run.result_preview) == (1, worker.name, future.result())
+        assert run.started
+        assert run.finished
+        assert run.finished >= run.started
+
+
+def test_failure_records_traceback_and_reraises_in_result():
+    future = explode.delay("kaput")
+    drain()
+    run = TaskRun.objects.get(pk=future.id)
+    assert (run.state_type, run.state_message) == ("FAILED", "RuntimeError: kaput")
+    assert "raise RuntimeError(message)" in run.traceback
+    assert history(future) == ["SCHEDULED", "PENDING", "RUNNING", "FAILED"]
+    with pytest.raises(RuntimeError, match="kaput"):
+        future.result(timeout=1)
+    error = future.result(timeout=1, raise_on_failure=False)
+    assert isinstance(error, RuntimeError)
+
+
+def test_unpicklable_exception_and_result_still_end_the_run():
+    bad_exc, bad_result = raise_unpicklable.delay(), return_unpicklable.delay()
+    drain()
+    with pytest.raises(TaskRunFailed, match="cannot pickle me") as info:
+        bad_exc.result(timeout=1)
+    assert "Unpicklable" in info.value.traceback
+    assert info.value.state.is_failed()
+    run = TaskRun.objects.get(pk=bad_result.id)
+    assert run.state_type == "FAILED"
+    assert "result cannot be pickled" in run.state_message
+
+
+def _tamper(future, payload):
+    TaskRun.objects.filter(pk=future.id).update(parameters=payload)
+
+
+def test_bad_runs_fail_clearly_and_the_worker_goes_on():
+    unknown = add.delay(1, 1)
+    TaskRun.objects.filter(pk=unknown.id).update(task_key="0" * 32, task_name="gone.task")
+    tampered = add.delay(1, 2)
+    raw = bytearray(TaskRun.objects.get(pk=tampered.id).parameters)
+    raw[-2] ^= 0x01
+    _tamper(tampered, bytes(raw))
+    garbage = add.delay(1, 3)
+    signed_garbage = _MAGIC + _signature(b"not a pickle", "tests-secret-key") + b"not a pickle"
+    _tamper(garbage, signed_garbage)
+    good = add.delay(2, 2)
+    drain()
+    states = {f: TaskRun.objects.get(pk=f.id) for f in (unknown, tampered, garbage, good)}
+    assert states[unknown].state_type == "FAILED"
+    assert "Unknown task 'gone.task'" in states[unknown].state_message
+    assert "not registered in this worker" not in states[unknown].state_message
+    assert "no task with this key is registered in this worker" in states[unknown].state_message
+    assert states[tampered].state_type == "FAILED"
+    assert "signature does not verify" in states[tampered].state_message
+    assert "It was not unpickled" in states[tampered].state_message
+    assert states[garbage].state_type == "FAILED"
+    assert "could not be unpickled" in states[garbage].state_message
+    assert history(tampered) == ["SCHEDULED", "PENDING", "FAILED"]
+    assert good.result(timeout=1) == 4
+    with pytest.raises(TaskRunFailed, match="Unknown task"):
+        unknown.result(timeout=1)
+
+
+def test_task_database_writes_use_djangos_connection():
+    futures = [record.delay(f"effect-{i}") for i in range(3)]
+    drain()
+    assert sorted(Effect.objects.values_list("label", flat=True)) == [
+        "effect-0",
+        "effect-1",
+        "effect-2",
+    ]
+    assert all(f.state.is_completed() for f in futures)
+
+
+def test_queues_are_taken_in_the_given_order():
+    from tests.taskapp.tasks import on_other_queue
+
+    other = on_other_queue.delay()
+    default = noop.delay()
+    worker = Worker(["other", "default"], burst=True, handle_signals=False, batch_size=1)
+    worker.run()
+    runs = TaskRun.objects.in_bulk([other.id, default.id])
+    first, second = runs[other.id].started, runs[default.id].started
+    assert first is not None
+    assert second is not None
+    assert first < second
+
+
+def test_run_taken_away_is_not_executed(caplog):
+    caplog.set_level("DEBUG", logger="django_tasks")
+    future = record.delay("never")
+    worker = Worker(burst=True, handle_signals=False)
+    db = _QueueConnection(worker.alias, lambda: False)
+    [claimed] = worker._claim(db)
+    TaskRun.objects.filter(pk=future.id).update(worker="someone-else")
+    worker._process(db, claimed)
+    db.close()
+    assert not Effect.objects.exists()
+    assert "no longer held by this worker" in caplog.text
+
+
+def test_stopping_worker_hands_back_claimed_runs():
+    futures = [noop.delay() for _ in range(5)]
+    worker = Worker(burst=True, handle_signals=False, batch_size=5)
+    db = _QueueConnection(worker.alias, lambda: False)
+    claimed = worker._claim(db)
+    assert len(claimed) == 5
+    worker._hand_back(db, claimed)
+    db.close()
+    for future in futures:
+        assert history(future) == ["SCHEDULED", "PENDING", "SCHEDULED"]
+        run = TaskRun.objects.get(pk=future.id)
+        assert (run.state_type, run.worker) == ("SCHEDULED", "")
+    drain()
+    assert all(f.state.is_completed() for f in futures)
+
+
+def test_listening_worker_wakes_on_notify_and_stops():
+    worker = Worker(handle_signals=False, poll_interval=30)  # polling alone would take 30 s
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        time.sleep(0.5)  # the worker is idle, waiting
+        started = time.monotonic()
+        assert add.delay(20, 22).result(timeout=10) == 42
+        assert time.monotonic() - started < 5
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_connection_is_reopened_after_the_server_drops_it(caplog):
+    caplog.set_level("DEBUG", logger="django_tasks")
+    db = _QueueConnection("default", lambda: False)
+    assert db.execute("SELECT 1", {}, give_up_on_stop=False) == [(1,)]
+    assert db.conn is not None
+    pid = db.conn.info.backend_pid
+    killer = open_worker_connection()
+    killer.execute("SELECT pg_terminate_backend(%s)", [pid])
+    killer.close()
+    assert db.execute("SELECT pg_backend_pid()", {}, give_up_on_stop=False)[0][0] != pid
+    assert "Database unavailable" in caplog.text
+    db.close()
+
+
+def test_claim_gives_up_when_stopping_and_the_database_is_gone(monkeypatch):
+    from django.db import connections
+
+    monkeypatch.setitem(connections["default"].settings_dict, "PORT", "1")  # nothing listens
+    db = _QueueConnection("default", lambda: True)
+    assert db.execute("SELECT 1", {}, give_up_on_stop=True) == []
+    assert db.conn is None
+
+
+def test_future_for_missing_run():
+    import uuid
+
+    with pytest.raises(TaskRun.DoesNotExist, match="never committed"):
+        _ = TaskRunFuture(uuid.uuid4()).state
+
+
+def test_result_times_out_while_scheduled():
+    future = noop.delay()
+    with pytest.raises(TimeoutError, match="still Scheduled"):
+        future.result(timeout=0.05)
+    assert not future.wait(timeout=0.01).is_final()
+
+
+def test_bad_concurrency():
+    with pytest.raises(ValueError, match="at least 1"):
+        Worker(concurrency=0)
