@@ -94,4 +94,4 @@ class TaskRunState(models.Model):
         indexes = [models.Index(fields=["run", "timestamp"], name="django_tasks_state_run_idx")]
 
     def __str__(self) -> str:
-        return f"{self.name} at {self.timestamp.isoformat()}"
+        return self.name

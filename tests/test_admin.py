@@ -1,5 +1,7 @@
 """The read-only admin: list, filters, search, run page; payloads are never unpickled."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -31,7 +33,8 @@ def test_list_filters_and_search(admin_client, runs):
     url = reverse("admin:django_tasks_taskrun_changelist")
     page = admin_client.get(url).content.decode()
     for future in runs:
-        assert str(future.id) in page
+        assert str(future.id) in page  # in the link to the run page
+        assert f">{str(future.id).split('-')[0]}</a>" in page  # the short id shown
     assert "Completed" in page
     assert "Failed" in page
     assert "Scheduled" in page
@@ -55,6 +58,7 @@ def test_run_page_shows_history_previews_and_traceback(admin_client, runs):
     text = page.content.decode()
     assert page.status_code == 200
     assert "State history" in text
+    assert len(re.findall(r"\d{2}:\d{2}:\d{2}\.\d{3}", text)) == 4  # one per transition, to the ms
     for name in ["Scheduled", "Pending", "Running", "Failed"]:
         assert name in text
     assert "RuntimeError: admin sees this" in text
