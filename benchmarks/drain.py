@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
         ours = worker_drain(options.runs, processes)
         reset()
         rows.append((f"drain {options.runs} no-op runs, {processes} worker process(es)", ours, raw))
-    print(f"\nPostgreSQL: {connection.pg_version}; runs/s (higher is better)\n")
+    version = connection.cursor().connection.info.server_version
+    print(f"\nPostgreSQL {version}; runs/s (higher is better)\n")
     print(f"| {'measure':<48} | {'django_tasks':>12} | {'raw psycopg':>11} | {'ratio':>5} |")
     print(f"|{'-' * 50}|{'-' * 14}|{'-' * 13}|{'-' * 7}|")
     for label, ours_rate, raw_rate in rows:
