@@ -27,6 +27,16 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE_ALIAS": "default",
     # Longest text kept in a JSON preview of a parameter or result.
     "PREVIEW_MAX_CHARS": 200,
+    # Seconds between a worker's heartbeats (and its rescue and cancel checks).
+    "HEARTBEAT_INTERVAL": 2.0,
+    # A worker silent for longer is lost: any live worker rescues the runs it held.
+    "HEARTBEAT_TIMEOUT": 30.0,
+    # A run taken more than this many seconds after its scheduled time is marked Late.
+    "LATE_AFTER": 5.0,
+    # Seconds past timeout_seconds before the supervisor kills a child that ignores it.
+    "TIMEOUT_GRACE": 5.0,
+    # Seconds a cancelled run may take to stop before the supervisor kills its child.
+    "CANCEL_GRACE": 10.0,
 }
 
 
@@ -40,6 +50,11 @@ class TaskSettings:
     BATCH_SIZE: int
     DATABASE_ALIAS: str
     PREVIEW_MAX_CHARS: int
+    HEARTBEAT_INTERVAL: float
+    HEARTBEAT_TIMEOUT: float
+    LATE_AFTER: float
+    TIMEOUT_GRACE: float
+    CANCEL_GRACE: float
 
 
 def task_settings() -> TaskSettings:

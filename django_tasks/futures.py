@@ -91,6 +91,17 @@ class TaskRunFuture(Generic[R]):
         """The run's current state, read fresh from the database."""
         return self.refresh()
 
+    def cancel(self) -> bool:
+        """Ask for the run to be cancelled; ``False`` if it had already finished.
+
+        A run not yet started is CANCELLED at once; a running one becomes CANCELLING and its
+        worker interrupts it (then CANCELLED). Runs in the caller's transaction, like
+        ``.delay()``.
+        """
+        from .topic import cancel
+
+        return cancel(self.id) is not None
+
     def wait(self, timeout: float | None = None) -> State:
         """Block until the run is in a final state or ``timeout`` seconds pass; return the state.
 

@@ -14,7 +14,7 @@ from django.db.models import Q
 
 from .states import StateType
 
-__all__ = ["TaskRun", "TaskRunState"]
+__all__ = ["TaskRun", "TaskRunState", "Worker"]
 
 
 class TaskRun(models.Model):
@@ -39,6 +39,11 @@ class TaskRun(models.Model):
 
     scheduled_time = models.DateTimeField(help_text="Not taken by a worker before this time.")
     attempts = models.PositiveIntegerField(default=0)
+    # The task's retry and timeout options, copied at enqueue so that the worker's maintenance
+    # (rescue of crashed runs, hard timeouts) can apply them in SQL without importing the task.
+    retries = models.PositiveIntegerField(default=0, help_text="Retries allowed after a failure.")
+    retry_delay = models.FloatField(default=0, help_text="Seconds to wait before a retry.")
+    timeout = models.FloatField(null=True, blank=True, help_text="Seconds a run may take.")
     worker = models.CharField(max_length=255, blank=True, help_text="host:pid of the worker.")
 
     # Signed cloudpickle payloads: only workers and explicit ``result()`` calls unpickle them.
@@ -65,6 +70,12 @@ class TaskRun(models.Model):
                 condition=Q(state_type="SCHEDULED"),
             ),
             models.Index(fields=["state_type", "-created"], name="django_tasks_state_idx"),
+            # The rescue looks up runs held by dead workers: only held runs are indexed.
+            models.Index(
+                "worker",
+                name="django_tasks_held_idx",
+                condition=Q(state_type__in=["PENDING", "RUNNING", "CANCELLING"]),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -92,6 +103,31 @@ class TaskRunState(models.Model):
     class Meta:
         ordering = ["timestamp", "id"]
         indexes = [models.Index(fields=["run", "timestamp"], name="django_tasks_state_run_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Worker(models.Model):
+    """One worker process: what it takes and when it last said it was alive.
+
+    A run held (PENDING/RUNNING/CANCELLING) by a worker whose heartbeat is older than
+    ``HEARTBEAT_TIMEOUT`` is rescued by any live worker: it is marked CRASHED and retried if the
+    task allows.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    name = models.CharField(max_length=255, unique=True, help_text="host:pid, as runs name it.")
+    host = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    queues = models.JSONField(default=list)
+    concurrency = models.PositiveIntegerField(default=1)
+    started = models.DateTimeField()
+    last_heartbeat = models.DateTimeField(db_index=True)
+    stopped = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started"]
 
     def __str__(self) -> str:
         return self.name

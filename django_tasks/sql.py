@@ -16,24 +16,16 @@ from __future__ import annotations
 
 from .states import StateName, StateType, check_transition
 
-__all__ = [
-    "CLAIM",
-    "ENQUEUE",
-    "FINISH",
-    "HAND_BACK",
-    "LISTEN",
-    "NOTIFY_CHANNEL",
-    "REFUSE",
-    "START",
-]
-
 RUN = "django_tasks_taskrun"
 STATE = "django_tasks_taskrunstate"
+WORKER = "django_tasks_worker"
 
 #: One channel for every queue, the payload names the queue. Notifications with the same payload
 #: in one transaction are merged by PostgreSQL, so a bulk enqueue wakes workers once.
 NOTIFY_CHANNEL = "django_tasks"
-LISTEN = f"LISTEN {NOTIFY_CHANNEL}"
+#: Cancel requests name the worker that holds the run.
+CANCEL_CHANNEL = "django_tasks_cancel"
+LISTEN = f"LISTEN {NOTIFY_CHANNEL}; LISTEN {CANCEL_CHANNEL}"
 
 
 def _move(source: StateType | None, target: StateType) -> str:
@@ -50,13 +42,42 @@ WITH run AS (
     INSERT INTO {RUN} (
         id, task_key, task_name, name, origin, queue, priority, tags,
         state_type, state_name, state_message, scheduled_time, attempts, worker,
+        retries, retry_delay, timeout,
         parameters, parameters_preview, traceback, created, updated
     ) VALUES (
         %(id)s, %(task_key)s, %(task_name)s, %(name)s, 'delay', %(queue)s, %(priority)s,
         %(tags)s::jsonb, '{_SCHEDULED}', %(state_name)s, '',
         COALESCE(%(scheduled_time)s, clock_timestamp()), 0, '',
+        %(retries)s, %(retry_delay)s, %(timeout)s,
         %(parameters)s, %(parameters_preview)s::jsonb, '', clock_timestamp(), clock_timestamp()
     )
+    RETURNING id, created
+), history AS (
+    INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
+    SELECT id, '{_SCHEDULED}', %(state_name)s, '', created, '' FROM run
+)
+SELECT pg_notify('{NOTIFY_CHANNEL}', %(queue)s)
+"""
+
+#: Bulk enqueue: the same rows as ENQUEUE, built from parallel arrays in one statement, so a
+#: backfill of thousands of runs is one round trip, one commit and one NOTIFY.
+ENQUEUE_MANY = f"""
+WITH item AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(parameters)s::bytea[], %(previews)s::jsonb[])
+        AS t(id, parameters, preview)
+), run AS (
+    INSERT INTO {RUN} (
+        id, task_key, task_name, name, origin, queue, priority, tags,
+        state_type, state_name, state_message, scheduled_time, attempts, worker,
+        retries, retry_delay, timeout,
+        parameters, parameters_preview, traceback, created, updated
+    )
+    SELECT id, %(task_key)s, %(task_name)s, %(task_name)s, 'delay', %(queue)s, %(priority)s,
+        %(tags)s::jsonb, '{_SCHEDULED}', %(state_name)s, '',
+        COALESCE(%(scheduled_time)s, clock_timestamp()), 0, '',
+        %(retries)s, %(retry_delay)s, %(timeout)s,
+        parameters, preview, '', clock_timestamp(), clock_timestamp()
+    FROM item
     RETURNING id, created
 ), history AS (
     INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
@@ -90,12 +111,21 @@ WITH ready AS MATERIALIZED (
         worker = %(worker)s, updated = clock_timestamp()
     WHERE r.id IN (SELECT id FROM ready)
     RETURNING r.id, r.task_key, r.task_name, r.parameters, r.priority, r.scheduled_time,
-              r.updated
+              r.updated, r.timeout
 ), history AS (
     INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
     SELECT id, '{_PENDING}', '{StateName.PENDING}', '', updated, %(worker)s FROM claimed
+), late AS (
+    -- Late is a name of the SCHEDULED type, not a move: it records in the history that the
+    -- run was taken more than LATE_AFTER seconds after its scheduled time.
+    INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
+    SELECT id, 'SCHEDULED', '{StateName.LATE}',
+           'Taken ' || round(extract(epoch FROM updated - scheduled_time)::numeric, 3)
+           || ' s after its scheduled time.', updated - interval '1 microsecond', %(worker)s
+    FROM claimed WHERE updated - scheduled_time > make_interval(secs => %(late_after)s)
 )
-SELECT id, task_key, task_name, parameters FROM claimed ORDER BY priority DESC, scheduled_time
+SELECT id, task_key, task_name, parameters, timeout FROM claimed
+ORDER BY priority DESC, scheduled_time
 """
 
 _RUNNING = _move(StateType.PENDING, StateType.RUNNING)
@@ -105,33 +135,62 @@ _RUNNING = _move(StateType.PENDING, StateType.RUNNING)
 START = f"""
 WITH run AS (
     UPDATE {RUN}
-    SET state_type = '{_RUNNING}', state_name = '{StateName.RUNNING}',
+    SET state_type = '{_RUNNING}',
+        state_name = CASE WHEN attempts > 0 THEN '{StateName.RETRYING}'
+                          ELSE '{StateName.RUNNING}' END,
         attempts = attempts + 1, started = clock_timestamp(), updated = clock_timestamp()
     WHERE id = %(id)s AND state_type = '{StateType.PENDING.value}' AND worker = %(worker)s
-    RETURNING id, started
+    RETURNING id, started, attempts, retries, retry_delay
+), history AS (
+    INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
+    SELECT id, '{_RUNNING}',
+           CASE WHEN attempts > 1 THEN '{StateName.RETRYING}' ELSE '{StateName.RUNNING}' END,
+           '', started, %(worker)s FROM run
 )
-INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
-SELECT id, '{_RUNNING}', '{StateName.RUNNING}', '', started, %(worker)s FROM run
-RETURNING run_id
+SELECT attempts, retries, retry_delay FROM run
 """
 
-_move(StateType.RUNNING, StateType.COMPLETED)
-_move(StateType.RUNNING, StateType.FAILED)
+for _source in (StateType.RUNNING, StateType.CANCELLING):
+    for _target in (StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED):
+        _move(_source, _target)
 
-#: RUNNING -> COMPLETED or FAILED with the signed result (or pickled exception), its preview
-#: and the traceback, in one statement with the history row.
+#: RUNNING (or CANCELLING) -> COMPLETED, FAILED or CANCELLED with the signed result (or
+#: pickled exception), its preview and the traceback, in one statement with the history row.
+#: A run cancelled while it ran may still complete: the work was done, so it says so.
 FINISH = f"""
 WITH run AS (
     UPDATE {RUN}
     SET state_type = %(type)s, state_name = %(name)s, state_message = %(message)s,
         result = %(result)s, result_preview = %(result_preview)s::jsonb,
         traceback = %(traceback)s, finished = clock_timestamp(), updated = clock_timestamp()
-    WHERE id = %(id)s AND state_type = '{StateType.RUNNING.value}' AND worker = %(worker)s
+    WHERE id = %(id)s AND state_type IN ('RUNNING', 'CANCELLING') AND worker = %(worker)s
     RETURNING id, finished
 )
 INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
 SELECT id, %(type)s, %(name)s, %(message)s, finished, %(worker)s FROM run
 RETURNING run_id
+"""
+
+_AWAITING_RETRY = _move(StateType.RUNNING, StateType.SCHEDULED)
+
+#: RUNNING -> SCHEDULED (AwaitingRetry): the run failed and its task allows another attempt.
+#: The row goes back into the topic with a later ``scheduled_time``; the error stays in the
+#: history row's message and in ``traceback``, so every attempt's error is kept.
+RETRY = f"""
+WITH run AS (
+    UPDATE {RUN}
+    SET state_type = '{_AWAITING_RETRY}', state_name = '{StateName.AWAITING_RETRY}',
+        state_message = %(message)s, traceback = %(traceback)s, worker = '',
+        scheduled_time = clock_timestamp() + make_interval(secs => %(delay)s),
+        updated = clock_timestamp()
+    WHERE id = %(id)s AND state_type = 'RUNNING' AND worker = %(worker)s
+    RETURNING id, updated, queue
+), history AS (
+    INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
+    SELECT id, '{_AWAITING_RETRY}', '{StateName.AWAITING_RETRY}', %(message)s, updated,
+           %(worker)s FROM run
+)
+SELECT pg_notify('{NOTIFY_CHANNEL}', queue) FROM run
 """
 
 _REFUSED = _move(StateType.PENDING, StateType.FAILED)
@@ -168,4 +227,163 @@ WITH run AS (
            updated, %(worker)s FROM run
 )
 SELECT pg_notify('{NOTIFY_CHANNEL}', queue) FROM (SELECT DISTINCT queue FROM run) AS queues
+"""
+
+# -- workers and their heartbeats -----------------------------------------------------------
+
+#: A worker process announces itself before its first claim, so that every held run names a
+#: registered worker. ON CONFLICT: a pid reused on the same host after a crash.
+REGISTER_WORKER = f"""
+INSERT INTO {WORKER} (name, host, pid, queues, concurrency, started, last_heartbeat, stopped)
+VALUES (%(name)s, %(host)s, %(pid)s, %(queues)s::jsonb, %(concurrency)s, clock_timestamp(),
+        clock_timestamp(), NULL)
+ON CONFLICT (name) DO UPDATE
+SET queues = EXCLUDED.queues, concurrency = EXCLUDED.concurrency, started = EXCLUDED.started,
+    last_heartbeat = EXCLUDED.last_heartbeat, stopped = NULL
+"""
+
+HEARTBEAT = f"UPDATE {WORKER} SET last_heartbeat = clock_timestamp() WHERE name = %(name)s"
+
+WORKER_STOPPED = f"UPDATE {WORKER} SET stopped = clock_timestamp() WHERE name = %(name)s"
+
+#: The runs this worker holds that someone asked to cancel (the held-runs index answers it).
+CANCEL_REQUESTED = f"""
+SELECT id FROM {RUN} WHERE worker = %(worker)s AND state_type = 'CANCELLING'
+"""
+
+# -- rescue: runs held by workers that are gone ----------------------------------------------
+
+#: A held run is lost when no live worker holds it: its worker stopped, its heartbeat is older
+#: than the timeout, or it has no worker row at all. Compared on the database's clock only.
+_LOST = f"""
+NOT EXISTS (
+    SELECT 1 FROM {WORKER} AS w
+    WHERE w.name = r.worker AND w.stopped IS NULL
+      AND w.last_heartbeat > clock_timestamp() - make_interval(secs => %(timeout)s)
+)
+"""
+
+_RESCUED_PENDING = _move(StateType.PENDING, StateType.SCHEDULED)
+
+#: PENDING runs of a lost worker never started: they go straight back into the topic.
+RESCUE_PENDING = f"""
+WITH lost AS (
+    SELECT r.id, r.worker FROM {RUN} AS r
+    WHERE r.state_type = 'PENDING' AND r.origin = 'delay' AND {_LOST}
+    FOR UPDATE OF r SKIP LOCKED
+), run AS (
+    UPDATE {RUN} AS r
+    SET state_type = '{_RESCUED_PENDING}', state_name = '{StateName.SCHEDULED}',
+        state_message = 'Rescued: claimed by worker ' || lost.worker || ', which was lost.',
+        worker = '', updated = clock_timestamp()
+    FROM lost WHERE r.id = lost.id
+    RETURNING r.id, r.updated, r.queue, r.state_message
+), history AS (
+    INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
+    SELECT id, '{_RESCUED_PENDING}', '{StateName.SCHEDULED}', state_message, updated,
+           %(rescuer)s FROM run
+)
+SELECT id, pg_notify('{NOTIFY_CHANNEL}', queue) FROM run
+"""
+
+_CRASHED = _move(StateType.RUNNING, StateType.CRASHED)
+_RETRY_AFTER_CRASH = _move(StateType.CRASHED, StateType.SCHEDULED)
+
+#: RUNNING runs of a lost worker: CRASHED (history names the worker), then in the same
+#: transaction SCHEDULED/AwaitingRetry when ``attempts <= retries``, so a reader never sees a
+#: crashed run as final while its retry is pending. The CRASHED row is stamped one microsecond
+#: before the retry row so that the history stays strictly ordered.
+RESCUE_RUNNING = f"""
+WITH lost AS (
+    SELECT r.id, r.worker, r.attempts <= r.retries AS retry FROM {RUN} AS r
+    WHERE r.state_type = 'RUNNING' AND r.origin = 'delay' AND {_LOST}
+    FOR UPDATE OF r SKIP LOCKED
+), run AS (
+    UPDATE {RUN} AS r
+    SET state_type = CASE WHEN lost.retry THEN '{_RETRY_AFTER_CRASH}' ELSE '{_CRASHED}' END,
+        state_name = CASE WHEN lost.retry THEN '{StateName.AWAITING_RETRY}'
+                          ELSE '{StateName.CRASHED}' END,
+        state_message = 'Worker ' || lost.worker || ' was lost while running this run.',
+        scheduled_time = CASE WHEN lost.retry
+                              THEN clock_timestamp() + make_interval(secs => r.retry_delay)
+                              ELSE r.scheduled_time END,
+        worker = CASE WHEN lost.retry THEN '' ELSE r.worker END,
+        finished = CASE WHEN lost.retry THEN NULL ELSE clock_timestamp() END,
+        updated = clock_timestamp()
+    FROM lost WHERE r.id = lost.id
+    RETURNING r.id, r.updated, r.queue, r.state_message, lost.worker AS lost_worker, lost.retry
+), crashed AS (
+    INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
+    SELECT id, '{_CRASHED}', '{StateName.CRASHED}', state_message,
+           updated - interval '1 microsecond', lost_worker FROM run
+), retried AS (
+    INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
+    SELECT id, '{_RETRY_AFTER_CRASH}', '{StateName.AWAITING_RETRY}',
+           'Retrying after the crash.', updated, %(rescuer)s FROM run WHERE retry
+)
+SELECT id, retry, pg_notify('{NOTIFY_CHANNEL}', queue) FROM run
+"""
+
+_CANCELLED_BY_RESCUE = _move(StateType.CANCELLING, StateType.CANCELLED)
+
+#: CANCELLING runs of a lost worker: the cancel asked for has happened.
+RESCUE_CANCELLING = f"""
+WITH lost AS (
+    SELECT r.id, r.worker FROM {RUN} AS r
+    WHERE r.state_type = 'CANCELLING' AND r.origin = 'delay' AND {_LOST}
+    FOR UPDATE OF r SKIP LOCKED
+), run AS (
+    UPDATE {RUN} AS r
+    SET state_type = '{_CANCELLED_BY_RESCUE}', state_name = '{StateName.CANCELLED}',
+        state_message = 'Cancelled; worker ' || lost.worker || ' stopped while cancelling.',
+        finished = clock_timestamp(), updated = clock_timestamp()
+    FROM lost WHERE r.id = lost.id
+    RETURNING r.id, r.updated, r.state_message
+)
+INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
+SELECT id, '{_CANCELLED_BY_RESCUE}', '{StateName.CANCELLED}', state_message, updated,
+       %(rescuer)s FROM run
+RETURNING run_id
+"""
+
+# -- cancellation ------------------------------------------------------------------------------
+
+_move(StateType.SCHEDULED, StateType.CANCELLED)
+_move(StateType.PENDING, StateType.CANCELLED)
+_move(StateType.RUNNING, StateType.CANCELLING)
+
+#: Cancel, in the caller's transaction: a run not started yet is CANCELLED at once (a worker
+#: holding it PENDING finds it gone at START); a RUNNING run becomes CANCELLING and its worker
+#: interrupts it. Returns the new state type, or nothing when the run was already final.
+CANCEL = f"""
+WITH run AS (
+    UPDATE {RUN}
+    SET state_type = CASE WHEN state_type = 'RUNNING' THEN 'CANCELLING' ELSE 'CANCELLED' END,
+        state_name = CASE WHEN state_type = 'RUNNING' THEN '{StateName.CANCELLING}'
+                          ELSE '{StateName.CANCELLED}' END,
+        state_message = %(message)s,
+        finished = CASE WHEN state_type = 'RUNNING' THEN NULL ELSE clock_timestamp() END,
+        updated = clock_timestamp()
+    WHERE id = %(id)s AND state_type IN ('SCHEDULED', 'PENDING', 'RUNNING')
+    RETURNING id, state_type, state_name, updated, worker
+), history AS (
+    INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
+    SELECT id, state_type, state_name, %(message)s, updated, '' FROM run
+)
+SELECT state_type, pg_notify('{CANCEL_CHANNEL}', worker) FROM run
+"""
+
+# -- supervisor: hard limits -------------------------------------------------------------------
+
+#: Runs of the supervisor's children that overran: past ``timeout + grace`` while RUNNING (the
+#: task ignored its timeout) or CANCELLING for longer than the cancel grace. The supervisor
+#: kills the child that holds each, then records the outcome with FINISH/RETRY.
+OVERDUE = f"""
+SELECT id, worker, state_type, attempts, retries, retry_delay, timeout FROM {RUN}
+WHERE worker = ANY(%(workers)s) AND (
+    (state_type = 'RUNNING' AND timeout IS NOT NULL
+     AND started + make_interval(secs => timeout + %(timeout_grace)s) < clock_timestamp())
+    OR (state_type = 'CANCELLING'
+        AND updated + make_interval(secs => %(cancel_grace)s) < clock_timestamp())
+)
 """

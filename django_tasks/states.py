@@ -73,7 +73,9 @@ ALLOWED_MOVES: dict[StateType | None, frozenset[StateType]] = {
     _S.CANCELLING: frozenset({_S.CANCELLED, _S.COMPLETED, _S.FAILED, _S.CRASHED}),
     _S.COMPLETED: frozenset(),
     _S.FAILED: frozenset(),
-    _S.CRASHED: frozenset(),
+    # A crashed run (its worker died) is scheduled again, in the same transaction, when the
+    # task's retries allow; otherwise CRASHED is where it ends.
+    _S.CRASHED: frozenset({_S.SCHEDULED}),
     _S.CANCELLED: frozenset(),
 }
 

@@ -37,6 +37,9 @@ class TaskOptions:
     priority: int = 0
     tags: tuple[str, ...] = ()
     description: str | None = None
+    retries: int = 0
+    retry_delay_seconds: float = 0
+    timeout_seconds: float | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name)
@@ -45,6 +48,21 @@ class TaskOptions:
         check_priority(self.priority)
         if self.description is not None and not isinstance(self.description, str):
             raise TypeError(f"description must be a str, got {type(self.description).__name__}.")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int):
+            raise TypeError(f"retries must be an int, got {self.retries!r}.")
+        if self.retries < 0:
+            raise ValueError(f"retries must not be negative, got {self.retries}.")
+        _check_seconds("retry_delay_seconds", self.retry_delay_seconds, allow_zero=True)
+        if self.timeout_seconds is not None:
+            _check_seconds("timeout_seconds", self.timeout_seconds, allow_zero=False)
+
+
+def _check_seconds(option: str, value: object, *, allow_zero: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{option} must be a number of seconds, got {value!r}.")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = "negative" if allow_zero else "zero or negative"
+        raise ValueError(f"{option} must not be {bound}, got {value}.")
 
 
 def _check_name(name: object) -> None:
@@ -99,6 +117,9 @@ class Task(Generic[P, R]):
         priority: int = 0,
         tags: Iterable[str] | None = None,
         description: str | None = None,
+        retries: int = 0,
+        retry_delay_seconds: float = 0,
+        timeout_seconds: float | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"@task decorates a function, got {fn!r}.")
@@ -111,6 +132,9 @@ class Task(Generic[P, R]):
             priority=priority,
             tags=_normalize_tags(tags),
             description=inspect.getdoc(fn) if description is None else description,
+            retries=retries,
+            retry_delay_seconds=retry_delay_seconds,
+            timeout_seconds=timeout_seconds,
         )
         self.key = task_key(self.options.name, fn)
         self.signature = inspect.signature(fn)
@@ -143,24 +167,16 @@ class Task(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<Task {self.name} ({self.fn.__module__}.{self.fn.__qualname__})>"
 
-    def with_options(
-        self,
-        *,
-        name: str | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        tags: Iterable[str] | None = None,
-        description: str | None = None,
-    ) -> Task[P, R]:
-        """A copy of this task with some options changed (a new name gives a new task key)."""
-        return Task(
-            self.fn,
-            name=self.name if name is None else name,
-            queue=self.options.queue if queue is None else queue,
-            priority=self.priority if priority is None else priority,
-            tags=self.tags if tags is None else tags,
-            description=self.description if description is None else description,
-        )
+    def with_options(self, **changes: Any) -> Task[P, R]:
+        """A copy of this task with some options changed (a new name gives a new task key).
+
+        Takes the keyword arguments of :func:`task`; an unknown one is a ``TypeError``.
+        """
+        unknown = set(changes) - {f.name for f in dataclasses.fields(TaskOptions)}
+        if unknown:
+            raise TypeError(f"Unknown task option(s): {', '.join(sorted(unknown))}.")
+        options = {**dataclasses.asdict(self.options), **changes}
+        return Task(self.fn, **options)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function now, in this process, recorded as a task run."""
@@ -195,6 +211,38 @@ class Task(Generic[P, R]):
             self,
             tuple(args),
             dict(kwargs or {}),
+            queue=self.queue if queue is None else check_queue(queue),
+            priority=self.priority if priority is None else check_priority(priority),
+            scheduled_time=_when(scheduled_time, countdown),
+        )
+
+    def delay_many(
+        self,
+        calls: Iterable[tuple[Any, ...] | dict[str, Any]],
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        scheduled_time: datetime | None = None,
+        countdown: float | None = None,
+    ) -> list[TaskRunFuture[R]]:
+        """Enqueue one run per item in one round trip (backfills): a tuple item gives the
+        positional arguments, a dict the keyword arguments. One bad item writes nothing."""
+        from .topic import enqueue_many
+
+        items: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+        for item in calls:
+            if isinstance(item, dict):
+                items.append(((), dict(item)))
+            elif isinstance(item, tuple):
+                items.append((item, {}))
+            else:
+                raise TypeError(
+                    f"delay_many takes tuples (positional arguments) or dicts (keyword "
+                    f"arguments), got {type(item).__name__}."
+                )
+        return enqueue_many(
+            self,
+            items,
             queue=self.queue if queue is None else check_queue(queue),
             priority=self.priority if priority is None else check_priority(priority),
             scheduled_time=_when(scheduled_time, countdown),
@@ -239,6 +287,9 @@ def task(
     priority: int = 0,
     tags: Iterable[str] | None = None,
     description: str | None = None,
+    retries: int = 0,
+    retry_delay_seconds: float = 0,
+    timeout_seconds: float | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -251,6 +302,9 @@ def task(
     priority: int = 0,
     tags: Iterable[str] | None = None,
     description: str | None = None,
+    retries: int = 0,
+    retry_delay_seconds: float = 0,
+    timeout_seconds: float | None = None,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Make a function a task, bare (``@task``) or with options (``@task(queue="emails")``)."""
     options: dict[str, Any] = {
@@ -259,17 +313,14 @@ def task(
         "priority": priority,
         "tags": tags,
         "description": description,
+        "retries": retries,
+        "retry_delay_seconds": retry_delay_seconds,
+        "timeout_seconds": timeout_seconds,
     }
     if fn is not None:
         return Task(fn, **options)
     # Validate now, so a bad option fails at the decorator line even before a function is given.
-    TaskOptions(
-        name=name or "placeholder",
-        queue=queue,
-        priority=priority,
-        tags=_normalize_tags(tags),
-        description=description,
-    )
+    TaskOptions(**{**options, "name": name or "placeholder", "tags": _normalize_tags(tags)})
 
     def decorator(f: Callable[P, R]) -> Task[P, R]:
         return Task(f, **options)

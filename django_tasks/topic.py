@@ -20,12 +20,12 @@ from . import sql
 from .conf import task_settings
 from .futures import TaskRunFuture
 from .serializers import dumps, preview
-from .states import StateName
+from .states import StateName, StateType
 
 if TYPE_CHECKING:
     from .tasks import Task
 
-__all__ = ["check_importable", "enqueue", "open_worker_connection"]
+__all__ = ["cancel", "check_importable", "enqueue", "enqueue_many", "open_worker_connection"]
 
 
 def check_importable(task: Task[Any, Any]) -> None:
@@ -66,12 +66,70 @@ def enqueue(
         "tags": Json(list(task.tags)),
         "state_name": StateName.SCHEDULED,
         "scheduled_time": scheduled_time,
+        "retries": task.options.retries,
+        "retry_delay": task.options.retry_delay_seconds,
+        "timeout": task.options.timeout_seconds,
         "parameters": dumps((args, kwargs), what="parameters"),
         "parameters_preview": Json(preview(dict(bound.arguments))),
     }
     with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
         cursor.execute(sql.ENQUEUE, params)
     return TaskRunFuture(run_id)
+
+
+def enqueue_many(
+    task: Task[Any, Any],
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    *,
+    queue: str,
+    priority: int,
+    scheduled_time: datetime | None,
+) -> list[TaskRunFuture[Any]]:
+    """Insert many SCHEDULED runs in one round trip (``unnest`` of arrays) and one NOTIFY.
+
+    Every call is bound and serialized before anything is sent, so one bad item writes
+    nothing at all.
+    """
+    check_importable(task)
+    ids, payloads, previews = [], [], []
+    for args, kwargs in calls:
+        bound = task.bind(args, kwargs)
+        ids.append(uuid.uuid4())
+        payloads.append(dumps((args, kwargs), what="parameters"))
+        previews.append(Json(preview(dict(bound.arguments))))
+    if not ids:
+        return []
+    params: dict[str, Any] = {
+        "ids": ids,
+        "parameters": payloads,
+        "previews": previews,
+        "task_key": task.key,
+        "task_name": task.name,
+        "queue": queue,
+        "priority": priority,
+        "tags": Json(list(task.tags)),
+        "state_name": StateName.SCHEDULED,
+        "scheduled_time": scheduled_time,
+        "retries": task.options.retries,
+        "retry_delay": task.options.retry_delay_seconds,
+        "timeout": task.options.timeout_seconds,
+    }
+    with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
+        cursor.execute(sql.ENQUEUE_MANY, params)
+    return [TaskRunFuture(run_id) for run_id in ids]
+
+
+def cancel(run_id: uuid.UUID, *, message: str = "Cancelled by request.") -> StateType | None:
+    """Cancel a run, in the caller's transaction.
+
+    SCHEDULED or PENDING -> CANCELLED at once; RUNNING -> CANCELLING (its worker interrupts
+    the task, or the supervisor kills it after ``CANCEL_GRACE``). Returns the new state type,
+    or ``None`` when the run was already final (or does not exist).
+    """
+    with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
+        cursor.execute(sql.CANCEL, {"id": run_id, "message": message})
+        row = cursor.fetchone()
+    return StateType(row[0]) if row else None
 
 
 def open_worker_connection(alias: str | None = None) -> psycopg.Connection[Any]:

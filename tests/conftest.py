@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,15 @@ from django_tasks.topic import open_worker_connection
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: Worker subprocesses of the tests beat, rescue and give up quickly.
+FAST_WORKER_SETTINGS = {
+    "HEARTBEAT_INTERVAL": 0.2,
+    "HEARTBEAT_TIMEOUT": 2.0,
+    "TIMEOUT_GRACE": 0.5,
+    "CANCEL_GRACE": 1.0,
+    "POLL_INTERVAL": 0.5,
+}
+
 
 @pytest.fixture
 def worker_env() -> dict[str, str]:
@@ -27,6 +37,7 @@ def worker_env() -> dict[str, str]:
     env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
     env["DJANGO_TASKS_TEST_DB"] = connection.settings_dict["NAME"]
     env["PYTHONUNBUFFERED"] = "1"
+    env["DJANGO_TASKS_TEST_SETTINGS"] = json.dumps(FAST_WORKER_SETTINGS)
     return env
 
 
@@ -38,6 +49,8 @@ def start_worker(
     started: list[subprocess.Popen[bytes]] = []
 
     def start(*args: str) -> subprocess.Popen[bytes]:
+        if "--concurrency" not in args:
+            args = ("--concurrency", "1", *args)
         log = open(tmp_path / f"worker-{len(started)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "runtaskworker", "-v", "2", *args],

@@ -4,6 +4,7 @@ Worker subprocesses started by the tests use these settings too; ``DJANGO_TASKS_
 them the name of the test database that pytest-django created.
 """
 
+import json
 import os
 
 from demo_project.settings import *  # noqa: F403
@@ -19,3 +20,6 @@ if os.environ.get("DJANGO_TASKS_TEST_DB"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["DJANGO_TASKS_TEST_DB"]}
 
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+
+# Worker subprocesses of a test can get faster heartbeats etc. through this variable.
+DJANGO_TASKS = json.loads(os.environ.get("DJANGO_TASKS_TEST_SETTINGS", "{}"))

@@ -13,7 +13,8 @@ from tests.taskapp.tasks import add, on_other_queue
 
 
 def claim(conn, limit=10, queue="default", worker="w"):
-    rows = conn.execute(sql.CLAIM, {"queue": queue, "limit": limit, "worker": worker}).fetchall()
+    params = {"queue": queue, "limit": limit, "worker": worker, "late_after": 5.0}
+    rows = conn.execute(sql.CLAIM, params).fetchall()
     return [row[0] for row in rows]
 
 
@@ -93,7 +94,8 @@ def test_claim_uses_the_partial_index():
         plan = "\n".join(
             row[0]
             for row in conn.execute(
-                "EXPLAIN " + sql.CLAIM, {"queue": "default", "limit": 10, "worker": "w"}
+                "EXPLAIN " + sql.CLAIM,
+                {"queue": "default", "limit": 10, "worker": "w", "late_after": 5.0},
             )
         )
     finally:

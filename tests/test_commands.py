@@ -9,6 +9,8 @@ from tests.taskapp.tasks import add
     [
         (["--concurrency", "0"], "--concurrency must be at least 1"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--max-tasks-per-child", "0"], "--max-tasks-per-child must be at least 1"),
+        (["--shutdown-timeout", "-1"], "--shutdown-timeout must not be negative"),
         (["--queues", "bad queue"], "queue must be"),
     ],
 )
@@ -18,11 +20,16 @@ def test_bad_options(args, message):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_burst_run_in_process():
+def test_burst_run_in_process(monkeypatch):
     import signal
+
+    from django.db import connection
+
+    # The supervisor's children are fresh interpreters: tell them the test database's name.
+    monkeypatch.setenv("DJANGO_TASKS_TEST_DB", connection.settings_dict["NAME"])
 
     before = signal.getsignal(signal.SIGTERM)
     future = add.apply_async((2, 3), queue="q2")
-    call_command("runtaskworker", "--burst", "--queues", "q1, q2", "-v", "0")
+    call_command("runtaskworker", "--burst", "--queues", "q1, q2", "--concurrency", "1", "-v", "0")
     assert future.result(timeout=1) == 5
     assert signal.getsignal(signal.SIGTERM) is before  # handlers are put back

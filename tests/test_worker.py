@@ -9,7 +9,8 @@ from django_tasks import TaskRunFailed, TaskRunFuture
 from django_tasks.models import TaskRun
 from django_tasks.serializers import _MAGIC, _signature
 from django_tasks.topic import open_worker_connection
-from django_tasks.worker import Worker, _QueueConnection
+from django_tasks.worker import Worker
+from django_tasks.worker.connection import QueueConnection
 from tests.taskapp.models import Effect
 from tests.taskapp.tasks import add, explode, noop, raise_unpicklable, record, return_unpicklable
 
@@ -130,7 +131,7 @@ def test_run_taken_away_is_not_executed(caplog):
     caplog.set_level("DEBUG", logger="django_tasks")
     future = record.delay("never")
     worker = Worker(burst=True, handle_signals=False)
-    db = _QueueConnection(worker.alias, lambda: False)
+    db = QueueConnection(worker.alias, lambda: False)
     [claimed] = worker._claim(db)
     TaskRun.objects.filter(pk=future.id).update(worker="someone-else")
     worker._process(db, claimed)
@@ -142,7 +143,7 @@ def test_run_taken_away_is_not_executed(caplog):
 def test_stopping_worker_hands_back_claimed_runs():
     futures = [noop.delay() for _ in range(5)]
     worker = Worker(burst=True, handle_signals=False, batch_size=5)
-    db = _QueueConnection(worker.alias, lambda: False)
+    db = QueueConnection(worker.alias, lambda: False)
     claimed = worker._claim(db)
     assert len(claimed) == 5
     worker._hand_back(db, claimed)
@@ -172,7 +173,7 @@ def test_listening_worker_wakes_on_notify_and_stops():
 
 def test_connection_is_reopened_after_the_server_drops_it(caplog):
     caplog.set_level("DEBUG", logger="django_tasks")
-    db = _QueueConnection("default", lambda: False)
+    db = QueueConnection("default", lambda: False)
     assert db.execute("SELECT 1", {}, give_up_on_stop=False) == [(1,)]
     assert db.conn is not None
     pid = db.conn.info.backend_pid
@@ -188,7 +189,7 @@ def test_claim_gives_up_when_stopping_and_the_database_is_gone(monkeypatch):
     from django.db import connections
 
     monkeypatch.setitem(connections["default"].settings_dict, "PORT", "1")  # nothing listens
-    db = _QueueConnection("default", lambda: True)
+    db = QueueConnection("default", lambda: True)
     assert db.execute("SELECT 1", {}, give_up_on_stop=True) == []
     assert db.conn is None
 

@@ -14,6 +14,11 @@ from tests.taskapp.tasks import add, explode, record, sleep_then_record
 
 from .conftest import wait_until, worker_log
 
+
+def history(future):
+    return list(TaskRunState.objects.filter(run_id=future.id).values_list("type", flat=True))
+
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -81,7 +86,12 @@ def test_second_signal_stops_at_once(start_worker):
     time.sleep(0.3)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(10) == 1
-    assert long.state.is_running()  # left for a rescue by a later worker
+    # The supervisor killed its child at once and rescued the run it held (no retries left).
+    state = long.state
+    assert state.type == "CRASHED"
+    assert state.message.startswith("Worker ")
+    assert "was lost while running" in state.message
+    assert history(long)[-2:] == ["RUNNING", "CRASHED"]
     assert not Effect.objects.exists()
 
 

@@ -1,4 +1,4 @@
-"""``manage.py runtaskworker``: parse options, hand over to :class:`django_tasks.worker.Worker`."""
+"""``manage.py runtaskworker``: parse options, hand over to the worker supervisor."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_tasks.tasks import check_queue
-from django_tasks.worker import Worker
+from django_tasks.worker import Supervisor
 
 
 def _queues(value: str) -> list[str]:
@@ -19,6 +19,11 @@ def _queues(value: str) -> list[str]:
         raise CommandError(str(exc)) from None
 
 
+def _positive(option: str, value: float | None) -> None:
+    if value is not None and value < 1:
+        raise CommandError(f"{option} must be at least 1.")
+
+
 class Command(BaseCommand):
     help = "Run background task runs from the PostgreSQL topic until SIGTERM/SIGINT."
 
@@ -26,13 +31,25 @@ class Command(BaseCommand):
         parser.add_argument(
             "--queues",
             default=None,
-            help="Comma-separated queues to take runs from (default: DJANGO_TASKS DEFAULT_QUEUE).",
+            help="Comma-separated queues, in order of preference (default: DEFAULT_QUEUE).",
         )
         parser.add_argument(
-            "--concurrency", type=int, default=1, help="Runs executed at once (threads)."
+            "--concurrency", type=int, default=None, help="Worker processes (default: CPUs)."
         )
         parser.add_argument(
-            "--batch-size", type=int, default=None, help="Runs claimed per transaction."
+            "--batch-size", type=int, default=None, help="Runs a process claims at once."
+        )
+        parser.add_argument(
+            "--max-tasks-per-child",
+            type=int,
+            default=None,
+            help="Replace a worker process after it ran this many runs.",
+        )
+        parser.add_argument(
+            "--shutdown-timeout",
+            type=float,
+            default=30.0,
+            help="Seconds running runs get to finish after SIGTERM before they are killed.",
         )
         parser.add_argument(
             "--poll-interval",
@@ -45,19 +62,24 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if options["concurrency"] < 1:
-            raise CommandError("--concurrency must be at least 1.")
-        if options["batch_size"] is not None and options["batch_size"] < 1:
-            raise CommandError("--batch-size must be at least 1.")
+        _positive("--concurrency", options["concurrency"])
+        _positive("--batch-size", options["batch_size"])
+        _positive("--max-tasks-per-child", options["max_tasks_per_child"])
+        if options["shutdown_timeout"] < 0:
+            raise CommandError("--shutdown-timeout must not be negative.")
         self._configure_logging(options["verbosity"])
-        worker = Worker(
+        supervisor = Supervisor(
             _queues(options["queues"]) if options["queues"] else None,
             concurrency=options["concurrency"],
             batch_size=options["batch_size"],
             poll_interval=options["poll_interval"],
+            max_tasks_per_child=options["max_tasks_per_child"],
+            shutdown_timeout=options["shutdown_timeout"],
             burst=options["burst"],
         )
-        worker.run()
+        code = supervisor.run()
+        if code:
+            sys.exit(code)
 
     def _configure_logging(self, verbosity: int) -> None:
         """0: errors only; 1: start, stop and problems; 2: every run, with its id."""
@@ -65,5 +87,7 @@ class Command(BaseCommand):
         log.setLevel({0: logging.ERROR, 1: logging.INFO}.get(verbosity, logging.DEBUG))
         if not log.handlers:  # the project's LOGGING did not configure us: print to stderr
             handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s")
+            )
             log.addHandler(handler)

@@ -1,0 +1,53 @@
+"""Maintenance every worker runs in its own control thread: rescue of runs held by lost workers.
+
+Rescue belongs to the workers themselves, not to a queued job (which would wait behind the
+backlog it is meant to unblock). Any number of workers may rescue at once: the statements lock
+the runs they change with SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from .. import sql
+from .connection import QueueConnection
+
+__all__ = ["Rescued", "rescue"]
+
+logger = logging.getLogger("django_tasks.worker")
+
+
+@dataclass(frozen=True)
+class Rescued:
+    handed_back: int
+    retried: int
+    crashed: int
+    cancelled: int
+
+    @property
+    def total(self) -> int:
+        return self.handed_back + self.retried + self.crashed + self.cancelled
+
+
+def rescue(db: QueueConnection, *, rescuer: str, heartbeat_timeout: float) -> Rescued:
+    """Free every run held by a worker that stopped or whose heartbeat is too old."""
+    params = {"timeout": heartbeat_timeout, "rescuer": rescuer}
+    pending = db.execute(sql.RESCUE_PENDING, params, give_up_on_stop=True)
+    running = db.execute(sql.RESCUE_RUNNING, params, give_up_on_stop=True)
+    cancelling = db.execute(sql.RESCUE_CANCELLING, params, give_up_on_stop=True)
+    result = Rescued(
+        handed_back=len(pending),
+        retried=sum(1 for row in running if row[1]),
+        crashed=sum(1 for row in running if not row[1]),
+        cancelled=len(cancelling),
+    )
+    if result.total:
+        logger.warning(
+            "Rescued runs of lost workers: %d handed back, %d retried, %d crashed, %d cancelled",
+            result.handed_back,
+            result.retried,
+            result.crashed,
+            result.cancelled,
+        )
+    return result

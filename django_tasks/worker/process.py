@@ -1,0 +1,450 @@
+"""One worker process: claims runs from the topic, executes them, records their states.
+
+A :class:`Worker` runs ``concurrency`` slots. Each slot holds its own connection and loops
+*claim a batch -> for each run: RUNNING, call the function outside any transaction,
+COMPLETED / FAILED / AwaitingRetry*. With one slot on the main thread (how the supervisor runs
+its children) a run can be interrupted: ``timeout_seconds`` raises :class:`TaskRunTimeout`
+inside it (SIGALRM) and a cancel raises :class:`TaskRunCancelled` (SIGUSR1).
+
+A control thread beside the slots LISTENs (waking idle slots on each NOTIFY; they also poll,
+because LISTEN does not pass through PgBouncer in transaction mode), writes the heartbeat,
+rescues runs of lost workers, notices cancel requests and the death of the supervisor.
+
+Stopping (SIGTERM/SIGINT, :meth:`Worker.stop`, ``max_tasks`` reached, supervisor gone): no new
+claims, the running run finishes, claimed runs not yet started are handed back
+(PENDING -> SCHEDULED). A second signal exits at once; what was running is rescued later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import psycopg
+from django.db import close_old_connections
+from psycopg.types.json import Json
+
+from .. import sql
+from ..conf import task_settings
+from ..registry import UnknownTask, registry
+from ..serializers import PayloadError, PayloadSignatureError, dumps, loads, preview
+from ..states import StateName, StateType
+from .connection import QueueConnection
+from .maintenance import rescue
+
+__all__ = ["ClaimedRun", "TaskRunCancelled", "TaskRunTimeout", "Worker", "worker_name"]
+
+logger = logging.getLogger("django_tasks.worker")
+
+
+class TaskRunTimeout(TimeoutError):
+    """Raised inside a task that ran longer than its ``timeout_seconds``."""
+
+
+class TaskRunCancelled(BaseException):
+    """Raised inside a task whose run was cancelled (a BaseException, so that a broad
+    ``except Exception`` in task code does not swallow it)."""
+
+
+def worker_name(pid: int | None = None) -> str:
+    """How runs and worker rows name a worker process: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    id: uuid.UUID
+    task_key: str
+    task_name: str
+    parameters: bytes
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    type: StateType
+    name: str
+    message: str
+    payload: bytes | None
+    preview: Any
+    traceback: str
+
+
+class Worker:
+    """Executes background runs of the given queues until stopped."""
+
+    def __init__(
+        self,
+        queues: Sequence[str] | None = None,
+        *,
+        concurrency: int = 1,
+        batch_size: int | None = None,
+        poll_interval: float | None = None,
+        burst: bool = False,
+        alias: str | None = None,
+        handle_signals: bool = True,
+        max_tasks: int | None = None,
+        parent_pid: int | None = None,
+    ) -> None:
+        conf = task_settings()
+        self.queues = list(queues or [conf.DEFAULT_QUEUE])
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}.")
+        self.concurrency = concurrency
+        self.batch_size = batch_size or conf.BATCH_SIZE
+        self.poll_interval = conf.POLL_INTERVAL if poll_interval is None else poll_interval
+        self.burst = burst
+        self.alias = alias or conf.DATABASE_ALIAS
+        self.handle_signals = handle_signals
+        self.max_tasks = max_tasks
+        self.parent_pid = parent_pid
+        self.heartbeat_interval = conf.HEARTBEAT_INTERVAL
+        self.heartbeat_timeout = conf.HEARTBEAT_TIMEOUT
+        self.late_after = conf.LATE_AFTER
+        self.name = worker_name()
+        self.processed = 0
+        self._stopping = threading.Event()
+        self._control_done = threading.Event()
+        self._wake = threading.Condition()
+        self._generation = 0
+        self._signals = 0
+        self._count_lock = threading.Lock()
+        self._interruptible = False  # one slot on the main thread: timeouts and cancels work
+        self._executing: uuid.UUID | None = None
+        self._cancel_target: uuid.UUID | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped (or, with ``burst``, until no run is ready). Returns the exit code."""
+        on_main = threading.current_thread() is threading.main_thread()
+        self._interruptible = on_main and self.concurrency == 1
+        previous: dict[signal.Signals, Any] = {}
+        if self.handle_signals and on_main:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, self._on_signal)
+        if self._interruptible:
+            previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._on_timeout)
+            previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._on_cancel)
+        try:
+            return self._run()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _run(self) -> int:
+        control_db = QueueConnection(self.alias, self._control_done.is_set)
+        control_db.execute(
+            sql.REGISTER_WORKER,
+            {
+                "name": self.name,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": Json(self.queues),
+                "concurrency": self.concurrency,
+            },
+            give_up_on_stop=False,
+        )
+        logger.info(
+            "Worker %s started: queues=%s concurrency=%d", self.name, self.queues, self.concurrency
+        )
+        control = threading.Thread(
+            target=self._control, args=(control_db,), name="django_tasks-control", daemon=True
+        )
+        control.start()
+        if self._interruptible:
+            self._slot()
+        else:
+            slots = [
+                threading.Thread(target=self._slot, name=f"django_tasks-{i}", daemon=True)
+                for i in range(self.concurrency)
+            ]
+            for thread in slots:
+                thread.start()
+            for thread in slots:
+                thread.join()
+        self._control_done.set()
+        control.join()
+        control_db.execute(sql.WORKER_STOPPED, {"name": self.name}, give_up_on_stop=False)
+        control_db.close()
+        logger.info("Worker %s stopped after %d runs", self.name, self.processed)
+        return 0
+
+    def stop(self) -> None:
+        """Take no new runs; running ones finish. Safe to call from any thread."""
+        self._stopping.set()
+        self._bump()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            logger.warning("Second signal: stopping at once; running runs will be rescued.")
+            os._exit(1)
+        logger.info("Signal %d: finishing running runs, taking no new ones.", signum)
+        self.stop()
+
+    def _on_timeout(self, signum: int, frame: FrameType | None) -> None:
+        if self._executing is not None:
+            raise TaskRunTimeout("The run exceeded its timeout_seconds.")
+
+    def _on_cancel(self, signum: int, frame: FrameType | None) -> None:
+        if self._executing is not None and self._executing == self._cancel_target:
+            raise TaskRunCancelled("The run was cancelled.")
+
+    def _bump(self) -> None:
+        with self._wake:
+            self._generation += 1
+            self._wake.notify_all()
+
+    # -- control thread: wake-ups, heartbeat, rescue, cancels, supervisor --------------------
+
+    def _control(self, db: QueueConnection) -> None:
+        next_beat = 0.0
+        listening_on: psycopg.Connection[Any] | None = None
+        while not self._control_done.is_set():
+            try:
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._beat(db)
+                    next_beat = now + self.heartbeat_interval
+                if db.conn is None or db.conn is not listening_on:
+                    # A new connection (first start, or reopened after a database restart)
+                    # listens afresh; runs enqueued meanwhile are found by claiming at once.
+                    db.execute(sql.LISTEN, None, give_up_on_stop=True)
+                    listening_on = db.conn
+                    self._bump()
+                    continue
+                wait = max(0.01, min(0.25, next_beat - time.monotonic()))
+                cancel_requested = False
+                for note in db.conn.notifies(timeout=wait):
+                    if note.channel == sql.CANCEL_CHANNEL:
+                        cancel_requested = cancel_requested or note.payload == self.name
+                    elif note.payload in self.queues:
+                        self._bump()
+                if cancel_requested:
+                    self._check_cancels(db)
+            except psycopg.OperationalError as exc:
+                logger.warning("Control connection lost (%s); reconnecting", exc)
+                db.close()
+                time.sleep(0.1)
+
+    def _beat(self, db: QueueConnection) -> None:
+        db.execute(sql.HEARTBEAT, {"name": self.name}, give_up_on_stop=True)
+        rescue(db, rescuer=self.name, heartbeat_timeout=self.heartbeat_timeout)
+        self._check_cancels(db)
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            logger.warning("Supervisor %d is gone: stopping.", self.parent_pid)
+            self.stop()
+
+    def _check_cancels(self, db: QueueConnection) -> None:
+        rows = db.execute(sql.CANCEL_REQUESTED, {"worker": self.name}, give_up_on_stop=True)
+        wanted = {row[0] for row in rows}
+        current = self._executing
+        if current is not None and current in wanted and self._cancel_target != current:
+            self._cancel_target = current
+            logger.info("Run %s: cancel requested, interrupting it", current)
+            if self._interruptible:
+                os.kill(os.getpid(), signal.SIGUSR1)
+
+    # -- one slot ---------------------------------------------------------------------------
+
+    def _slot(self) -> None:
+        db = QueueConnection(self.alias, self._stopping.is_set)
+        try:
+            while not self._stopping.is_set():
+                generation = self._generation
+                runs = self._claim(db)
+                if not runs:
+                    if self.burst:
+                        return
+                    self._sleep(generation)
+                    continue
+                for index, run in enumerate(runs):
+                    if self._stopping.is_set():
+                        self._hand_back(db, runs[index:])
+                        break
+                    self._process(db, run)
+        finally:
+            db.close()
+
+    def _sleep(self, generation: int) -> None:
+        """Wait for a NOTIFY seen after ``generation`` was read, a stop, or the poll interval.
+
+        Comparing generations (not a shared Event) means a notification that arrives while
+        this thread is claiming is not lost: the thread goes straight back to claiming.
+        """
+        with self._wake:
+            self._wake.wait_for(lambda: self._generation != generation, self.poll_interval)
+
+    def _claim(self, db: QueueConnection) -> list[ClaimedRun]:
+        """Claim a batch from the first of our queues (in the order given) that has ready runs."""
+        for queue in self.queues:
+            rows = db.execute(
+                sql.CLAIM,
+                {
+                    "queue": queue,
+                    "limit": self.batch_size,
+                    "worker": self.name,
+                    "late_after": self.late_after,
+                },
+                give_up_on_stop=True,
+            )
+            if rows:
+                return [ClaimedRun(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
+        return []
+
+    def _hand_back(self, db: QueueConnection, runs: Sequence[ClaimedRun]) -> None:
+        ids = [run.id for run in runs]
+        db.execute(sql.HAND_BACK, {"ids": ids, "worker": self.name}, give_up_on_stop=False)
+        logger.info("Handed back %d claimed runs", len(ids))
+
+    # -- one run ----------------------------------------------------------------------------
+
+    def _process(self, db: QueueConnection, run: ClaimedRun) -> None:
+        try:
+            task = registry.get(run.task_key)
+        except UnknownTask:
+            self._refuse(
+                db,
+                run,
+                f"Unknown task {run.task_name!r} (key {run.task_key}): no task with this key is "
+                f"registered in this worker. Is its module imported by an installed app's "
+                f"tasks.py, and does the worker run the same code as the enqueuer?",
+            )
+            return
+        try:
+            args, kwargs = loads(run.parameters)
+        except PayloadSignatureError as exc:
+            self._refuse(db, run, f"Refused to unpickle the parameters: {exc}")
+            return
+        except Exception as exc:
+            self._refuse(db, run, f"The parameters could not be unpickled: {exc!r}")
+            return
+        started = db.execute(sql.START, {"id": run.id, "worker": self.name}, give_up_on_stop=False)
+        if not started:
+            logger.warning("Run %s is no longer held by this worker; skipped", run.id)
+            return
+        attempts, retries, retry_delay = started[0]
+        logger.debug("Run %s (%s) started", run.id, task.name)
+        outcome = self._call(run, task.fn, args, kwargs)
+        if outcome.type == StateType.FAILED and attempts <= retries:
+            self._retry(db, run, outcome, retry_delay, attempts, retries)
+        else:
+            self._finish(db, run, outcome)
+        with self._count_lock:
+            self.processed += 1
+            if self.max_tasks is not None and self.processed >= self.max_tasks:
+                logger.info("Ran %d runs (--max-tasks-per-child): stopping", self.processed)
+                self.stop()
+
+    def _call(
+        self,
+        run: ClaimedRun,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Outcome:
+        """Run the function, interruptible by its timeout or a cancel when on the main thread."""
+        close_old_connections()
+        self._executing = run.id
+        try:
+            try:
+                if self._interruptible and run.timeout:
+                    signal.setitimer(signal.ITIMER_REAL, run.timeout)
+                value = fn(*args, **kwargs)
+            finally:
+                if self._interruptible:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+                self._executing = None
+        except TaskRunTimeout:
+            message = f"Timed out after {run.timeout} s (timeout_seconds)."
+            return Outcome(
+                StateType.FAILED, StateName.TIMED_OUT, message, None, None, traceback.format_exc()
+            )
+        except TaskRunCancelled:
+            return Outcome(
+                StateType.CANCELLED, StateName.CANCELLED, "Cancelled while running.", None, None, ""
+            )
+        except BaseException as exc:
+            tb = traceback.format_exc()
+            try:
+                payload: bytes | None = dumps(exc, what="exception")
+            except PayloadError:
+                payload = None
+            message = f"{type(exc).__name__}: {exc}"
+            return Outcome(StateType.FAILED, StateName.FAILED, message, payload, None, tb)
+        finally:
+            close_old_connections()
+        try:
+            payload = dumps(value, what="result")
+        except PayloadError as exc:
+            tb = traceback.format_exc()
+            return Outcome(StateType.FAILED, StateName.FAILED, str(exc), None, None, tb)
+        return Outcome(StateType.COMPLETED, StateName.COMPLETED, "", payload, preview(value), "")
+
+    def _finish(self, db: QueueConnection, run: ClaimedRun, outcome: Outcome) -> None:
+        finish_run(db, run.id, self.name, outcome)
+        logger.debug("Run %s %s", run.id, outcome.name)
+
+    def _retry(
+        self,
+        db: QueueConnection,
+        run: ClaimedRun,
+        outcome: Outcome,
+        delay: float,
+        attempts: int,
+        retries: int,
+    ) -> None:
+        message = f"{outcome.message} (attempt {attempts} of {retries + 1}; retrying)"
+        retry_run(db, run.id, self.name, message, outcome.traceback, delay)
+        logger.debug("Run %s failed; retry in %.1f s", run.id, delay)
+
+    def _refuse(self, db: QueueConnection, run: ClaimedRun, message: str) -> None:
+        logger.error("Run %s failed before starting: %s", run.id, message)
+        db.execute(
+            sql.REFUSE,
+            {"id": run.id, "worker": self.name, "message": message},
+            give_up_on_stop=False,
+        )
+        with self._count_lock:
+            self.processed += 1
+
+
+def finish_run(db: QueueConnection, run_id: uuid.UUID, worker: str, outcome: Outcome) -> bool:
+    """Write a run's final state (only if ``worker`` still holds it). Used by the supervisor too."""
+    rows = db.execute(
+        sql.FINISH,
+        {
+            "id": run_id,
+            "worker": worker,
+            "type": outcome.type.value,
+            "name": outcome.name,
+            "message": outcome.message,
+            "result": outcome.payload,
+            "result_preview": Json(outcome.preview),
+            "traceback": outcome.traceback,
+        },
+        give_up_on_stop=False,
+    )
+    return bool(rows)
+
+
+def retry_run(
+    db: QueueConnection, run_id: uuid.UUID, worker: str, message: str, tb: str, delay: float
+) -> None:
+    """Put a failed run back in the topic as AwaitingRetry after ``delay`` seconds."""
+    db.execute(
+        sql.RETRY,
+        {"id": run_id, "worker": worker, "message": message, "traceback": tb, "delay": delay},
+        give_up_on_stop=False,
+    )
