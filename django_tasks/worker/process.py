@@ -42,7 +42,17 @@ from ..states import StateName, StateType
 from .connection import QueueConnection
 from .maintenance import rescue
 
-__all__ = ["ClaimedRun", "TaskRunCancelled", "TaskRunTimeout", "Worker", "worker_name"]
+__all__ = [
+    "EXIT_RECYCLE",
+    "ClaimedRun",
+    "TaskRunCancelled",
+    "TaskRunTimeout",
+    "Worker",
+    "worker_name",
+]
+
+#: Exit code of a worker process that stopped after ``max_tasks`` runs and wants a successor.
+EXIT_RECYCLE = 75
 
 logger = logging.getLogger("django_tasks.worker")
 
@@ -113,6 +123,7 @@ class Worker:
         self.late_after = conf.LATE_AFTER
         self.name = worker_name()
         self.processed = 0
+        self.recycle = False
         self._stopping = threading.Event()
         self._control_done = threading.Event()
         self._wake = threading.Condition()
@@ -178,7 +189,7 @@ class Worker:
         control_db.execute(sql.WORKER_STOPPED, {"name": self.name}, give_up_on_stop=False)
         control_db.close()
         logger.info("Worker %s stopped after %d runs", self.name, self.processed)
-        return 0
+        return EXIT_RECYCLE if self.recycle else 0
 
     def stop(self) -> None:
         """Take no new runs; running ones finish. Safe to call from any thread."""
@@ -345,6 +356,7 @@ class Worker:
             self.processed += 1
             if self.max_tasks is not None and self.processed >= self.max_tasks:
                 logger.info("Ran %d runs (--max-tasks-per-child): stopping", self.processed)
+                self.recycle = True
                 self.stop()
 
     def _call(
@@ -393,8 +405,15 @@ class Worker:
         return Outcome(StateType.COMPLETED, StateName.COMPLETED, "", payload, preview(value), "")
 
     def _finish(self, db: QueueConnection, run: ClaimedRun, outcome: Outcome) -> None:
-        finish_run(db, run.id, self.name, outcome)
-        logger.debug("Run %s %s", run.id, outcome.name)
+        if finish_run(db, run.id, self.name, outcome):
+            logger.debug("Run %s %s", run.id, outcome.name)
+        else:
+            logger.warning(
+                "Run %s was taken from this worker while it ran (rescued as lost, or by a "
+                "supervisor's kill): its outcome %s is discarded",
+                run.id,
+                outcome.name,
+            )
 
     def _retry(
         self,

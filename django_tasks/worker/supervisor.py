@@ -35,7 +35,7 @@ from ..conf import task_settings
 from ..states import StateName, StateType
 from .connection import QueueConnection
 from .maintenance import rescue
-from .process import Outcome, finish_run, retry_run, worker_name
+from .process import EXIT_RECYCLE, Outcome, finish_run, retry_run, worker_name
 
 __all__ = ["Supervisor"]
 
@@ -159,7 +159,9 @@ class Supervisor:
                 continue
             child.join()
             self._forget(db, child)
-            if child.exitcode != 0:
+            if child.exitcode == EXIT_RECYCLE:
+                logger.info("Worker process %s recycled (--max-tasks-per-child)", child.pid)
+            elif child.exitcode != 0:
                 logger.warning("Worker process %s died (exit code %s)", child.pid, child.exitcode)
             if not (self._stopping.is_set() or (self.burst and child.exitcode == 0)):
                 alive.append(self._spawn())
