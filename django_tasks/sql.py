@@ -387,3 +387,27 @@ WHERE worker = ANY(%(workers)s) AND (
         AND updated + make_interval(secs => %(cancel_grace)s) < clock_timestamp())
 )
 """
+
+# -- retention ---------------------------------------------------------------------------------
+
+#: Delete one batch of finished runs older than the cutoff, with their history, in one
+#: statement. ``created < cutoff`` is implied by ``finished < cutoff`` and lets the
+#: (state_type, created) index bound the scan; batches keep each transaction short.
+PURGE = f"""
+WITH doomed AS (
+    SELECT id FROM {RUN}
+    WHERE state_type = ANY(%(states)s)
+      AND created < clock_timestamp() - make_interval(secs => %(age)s)
+      AND COALESCE(finished, updated) < clock_timestamp() - make_interval(secs => %(age)s)
+    LIMIT %(limit)s
+), history AS (
+    DELETE FROM {STATE} WHERE run_id IN (SELECT id FROM doomed)
+)
+DELETE FROM {RUN} WHERE id IN (SELECT id FROM doomed)
+"""
+
+#: Worker rows of processes that stopped before the cutoff (live workers are never deleted).
+PURGE_WORKERS = f"""
+DELETE FROM {WORKER}
+WHERE stopped IS NOT NULL AND stopped < clock_timestamp() - make_interval(secs => %(age)s)
+"""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -58,6 +59,7 @@ def start_worker(
             env=worker_env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: teardown kills its children too
         )
         proc.log_path = log.name  # type: ignore[attr-defined]
         started.append(proc)
@@ -65,9 +67,9 @@ def start_worker(
 
     yield start
     for proc in started:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the supervisor and every worker process
+        proc.wait(10)
 
 
 def worker_log(proc: subprocess.Popen[bytes]) -> str:
@@ -91,3 +93,30 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: floa
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def restart_database() -> bool:
+    """Restart the PostgreSQL server the tests use; False when this machine cannot.
+
+    The embedded server is restarted with pg_ctl; the machine's own server (DATABASE_URL on
+    127.0.0.1) with pg_ctlcluster when the tests run as root, as in CI.
+    """
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        from demo_project.database import restart_embedded
+
+        restart_embedded()
+    else:
+        clusters = Path("/etc/postgresql")
+        local = "@127.0.0.1" in url or "@localhost" in url
+        if not (local and os.geteuid() == 0 and clusters.is_dir()):
+            return False
+        version = sorted(p.name for p in clusters.iterdir())[0]
+        subprocess.run(
+            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    connection.close()  # this process's own connection died with the server
+    return True

@@ -88,9 +88,14 @@ def test_claim_respects_due_time_priority_and_queue():
 
 @pytest.mark.django_db(transaction=True)
 def test_claim_uses_the_partial_index():
+    # A table with history and a backlog, analysed, as in production.
+    futures = add.delay_many([(i, i) for i in range(3000)])
+    TaskRun.objects.filter(pk__in=[f.id for f in futures[:2000]]).update(
+        state_type="COMPLETED", state_name="Completed"
+    )
     conn = open_worker_connection()
     try:
-        conn.execute("SET enable_seqscan = off")
+        conn.execute("ANALYZE django_tasks_taskrun")
         plan = "\n".join(
             row[0]
             for row in conn.execute(

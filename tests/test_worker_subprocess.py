@@ -96,7 +96,7 @@ def test_second_signal_stops_at_once(start_worker):
 
 
 def test_future_scheduled_runs_wait_for_their_time(start_worker):
-    soon = record.apply_async(args=("soon",), countdown=1.5)
+    soon = record.apply_async(args=("soon",), countdown=5)  # well after the worker is up
     now = record.delay("now")
     start_worker("--poll-interval", "0.2")
     assert now.result(timeout=30)

@@ -105,6 +105,7 @@ class Worker:
         handle_signals: bool = True,
         max_tasks: int | None = None,
         parent_pid: int | None = None,
+        orphan_timeout: float = 30.0,
     ) -> None:
         conf = task_settings()
         self.queues = list(queues or [conf.DEFAULT_QUEUE])
@@ -118,6 +119,8 @@ class Worker:
         self.handle_signals = handle_signals
         self.max_tasks = max_tasks
         self.parent_pid = parent_pid
+        self.orphan_timeout = orphan_timeout
+        self._orphaned_at: float | None = None
         self.heartbeat_interval = conf.HEARTBEAT_INTERVAL
         self.heartbeat_timeout = conf.HEARTBEAT_TIMEOUT
         self.late_after = conf.LATE_AFTER
@@ -254,8 +257,26 @@ class Worker:
         rescue(db, rescuer=self.name, heartbeat_timeout=self.heartbeat_timeout)
         self._check_cancels(db)
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            self._orphaned(db)
+
+    def _orphaned(self, db: QueueConnection) -> None:
+        """The supervisor was killed: stop like on SIGTERM, but never outlive it for long.
+
+        Without a supervisor nothing would enforce hard timeouts, so a run that does not finish
+        within ``orphan_timeout`` is abandoned: the process marks itself stopped and exits,
+        and the run is rescued like any run of a lost worker.
+        """
+        now = time.monotonic()
+        if self._orphaned_at is None:
             logger.warning("Supervisor %d is gone: stopping.", self.parent_pid)
+            self._orphaned_at = now
             self.stop()
+        elif now - self._orphaned_at > self.orphan_timeout:
+            logger.warning(
+                "Orphaned for %.0f s with a run still going: exiting.", self.orphan_timeout
+            )
+            db.execute(sql.WORKER_STOPPED, {"name": self.name}, give_up_on_stop=False)
+            os._exit(1)
 
     def _check_cancels(self, db: QueueConnection) -> None:
         rows = db.execute(sql.CANCEL_REQUESTED, {"worker": self.name}, give_up_on_stop=True)

@@ -90,6 +90,7 @@ class Supervisor:
             "burst": burst,
             "alias": alias,
             "parent_pid": os.getpid(),
+            "orphan_timeout": shutdown_timeout,
         }
         self.children: list[BaseProcess] = []
         self.replaced = 0

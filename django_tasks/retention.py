@@ -1,0 +1,62 @@
+"""Retention: delete finished runs (and their history) older than a cutoff, in short batches.
+
+The claim query reads a partial index of ready runs only, so history does not slow the queue;
+purging keeps the table, its indexes and the admin's pages at a size worth keeping.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from django.db import connections
+
+from . import sql
+from .conf import task_settings
+from .states import FINAL_TYPES, StateType
+
+__all__ = ["parse_age", "purge"]
+
+_AGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_age(text: str) -> timedelta:
+    """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"`` -> a timedelta."""
+    match = _AGE_RE.match(text)
+    if not match:
+        raise ValueError(f"Age must look like 7d, 12h, 30m, 45s or 2w, got {text!r}.")
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def purge(
+    older_than: timedelta,
+    states: Iterable[StateType | str] = FINAL_TYPES,
+    *,
+    batch_size: int = 10_000,
+) -> int:
+    """Delete runs in ``states`` (final states only) finished before ``now - older_than``."""
+    wanted = sorted({StateType(s) for s in states})
+    unfinished = [s for s in wanted if s not in FINAL_TYPES]
+    if unfinished:
+        raise ValueError(
+            f"Only finished runs can be purged; {', '.join(unfinished)} runs are still in use."
+        )
+    age = older_than.total_seconds()
+    params: dict[str, Any] = {
+        "states": [s.value for s in wanted],
+        "age": age,
+        "limit": batch_size,
+    }
+    deleted = 0
+    with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
+        while True:
+            cursor.execute(sql.PURGE, params)
+            batch: int = cursor.rowcount
+            deleted += batch
+            if batch < batch_size:
+                break
+        cursor.execute(sql.PURGE_WORKERS, {"age": age})
+    return deleted

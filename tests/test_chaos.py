@@ -1,0 +1,125 @@
+"""Chaos: kill -9 children and the supervisor, restart PostgreSQL, during a 2,000-run drain.
+
+Afterwards every run is final and COMPLETED, every run's effect exists, no run is lost, and a
+duplicated effect only ever belongs to a run that was started more than once because a kill
+interrupted it (at-least-once delivery).
+"""
+
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.db.models import Count, Q
+
+from django_tasks.models import TaskRun
+from tests.taskapp.models import Effect
+from tests.taskapp.tasks import chaos_record
+
+from .conftest import restart_database, worker_log
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+TOTAL = 2000
+
+
+def completed() -> int:
+    return TaskRun.objects.filter(task_name="chaos_record", state_type="COMPLETED").count()
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def kill_a_child(supervisor) -> bool:
+    """kill -9 a worker process of ``supervisor`` that holds a run right now."""
+    holders = (
+        TaskRun.objects.filter(state_type__in=["PENDING", "RUNNING"])
+        .exclude(worker="")
+        .values_list("worker", flat=True)
+        .distinct()
+    )
+    for holder in holders:
+        pid = int(holder.rsplit(":", 1)[1])
+        if parent_of(pid) == supervisor.pid:
+            os.kill(pid, signal.SIGKILL)
+            return True
+    return False
+
+
+def test_chaos_drain_loses_nothing(start_worker):
+    chaos_record.delay_many([(i,) for i in range(TOTAL)])
+    supervisors = [start_worker("--concurrency", "2", "--batch-size", "5")]
+    plan = [
+        (150, "child"),
+        (400, "supervisor"),
+        (700, "database"),
+        (1000, "child"),
+        (1300, "supervisor"),
+        (1600, "child"),
+    ]
+    done_actions: Counter[str] = Counter()
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        try:
+            progress = completed()
+        except Exception:  # the test's own connection may drop during the restart
+            connection.close()
+            continue
+        if progress >= TOTAL:
+            break
+        if plan and progress >= plan[0][0]:
+            action = plan[0][1]
+            current = supervisors[-1]
+            if action == "child":
+                if kill_a_child(current):
+                    done_actions["child"] += 1
+                    plan.pop(0)
+            elif action == "supervisor":
+                current.send_signal(signal.SIGKILL)
+                current.wait(10)
+                done_actions["supervisor"] += 1
+                supervisors.append(start_worker("--concurrency", "2", "--batch-size", "5"))
+                plan.pop(0)
+            else:
+                if restart_database():
+                    done_actions["database"] += 1
+                plan.pop(0)
+        time.sleep(0.02)
+    connection.close()
+
+    runs = TaskRun.objects.filter(task_name="chaos_record")
+    by_state = dict(runs.values_list("state_type").annotate(n=Count("id")))
+    print(f"\nchaos: {TOTAL} runs, kills={dict(done_actions)}, final states={by_state}")
+    assert by_state == {"COMPLETED": TOTAL}, worker_log(supervisors[-1])[-3000:]
+    assert done_actions["child"] == 3
+    assert done_actions["supervisor"] == 2
+
+    labels = Counter(Effect.objects.values_list("label", flat=True))
+    assert set(labels) == {f"chaos-{i}" for i in range(TOTAL)}  # every effect exists
+    duplicated = {int(label.split("-")[1]) for label, n in labels.items() if n > 1}
+    started_again = set(
+        runs.annotate(starts=Count("states", filter=Q(states__type="RUNNING")))
+        .filter(starts__gt=1)
+        .values_list("parameters_preview__index", flat=True)
+    )
+    interrupted = set(
+        runs.filter(
+            Q(states__type="CRASHED") | Q(states__message__startswith="Rescued")
+        ).values_list("parameters_preview__index", flat=True)
+    )
+    # A duplicate effect belongs to a run a kill interrupted (CRASHED) and that ran again.
+    assert duplicated <= started_again
+    assert duplicated <= interrupted
+    print(f"chaos: duplicated effects={len(duplicated)}, runs started again={len(started_again)}")
+    for supervisor in supervisors[:-1]:
+        assert supervisor.poll() is not None
+    supervisors[-1].send_signal(signal.SIGTERM)
+    assert supervisors[-1].wait(30) == 0

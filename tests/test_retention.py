@@ -1,0 +1,57 @@
+from datetime import timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from django_tasks.models import TaskRun, TaskRunState, Worker
+from django_tasks.retention import parse_age, purge
+from django_tasks.worker import Worker as Executor
+from tests.taskapp.tasks import add, explode, noop
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def age_runs(days: float) -> None:
+    past = timezone.now() - timedelta(days=days)
+    TaskRun.objects.update(created=past, finished=past)
+
+
+def test_purge_deletes_old_finished_runs_with_their_history(capsys):
+    done = [add.delay(1, i) for i in range(5)]
+    failed = explode.delay()
+    Executor(burst=True, handle_signals=False).run()
+    age_runs(10)
+    waiting = noop.delay()  # SCHEDULED: never purged
+    fresh = add.delay(2, 2)
+    Executor(burst=True, handle_signals=False).run()  # finished just now: too young
+    call_command("taskruns", "purge", "--older-than", "7d", "--state", "COMPLETED")
+    assert "Deleted 5 runs" in capsys.readouterr().out
+    remaining = set(TaskRun.objects.values_list("id", flat=True))
+    assert remaining == {failed.id, waiting.id, fresh.id}
+    assert not TaskRunState.objects.filter(run_id__in=[f.id for f in done]).exists()
+    assert purge(timedelta(days=7), batch_size=1) == 1  # the failed one, in batches of one
+    assert set(TaskRun.objects.values_list("id", flat=True)) == {waiting.id, fresh.id}
+
+
+def test_purge_removes_long_stopped_worker_rows():
+    Executor(burst=True, handle_signals=False).run()
+    Worker.objects.update(stopped=timezone.now() - timedelta(days=30))
+    purge(timedelta(days=7))
+    assert not Worker.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("7d", 604800), ("12h", 43200), ("30m", 1800), ("1.5s", 1.5)]
+)
+def test_parse_age(text, seconds):
+    assert parse_age(text).total_seconds() == seconds
+
+
+def test_bad_purge_requests():
+    with pytest.raises(CommandError, match="Age must look like"):
+        call_command("taskruns", "purge", "--older-than", "soon")
+    with pytest.raises(CommandError, match="--batch-size"):
+        call_command("taskruns", "purge", "--older-than", "1d", "--batch-size", "0")
+    with pytest.raises(ValueError, match="RUNNING runs are still in use"):
+        purge(timedelta(days=1), ["RUNNING"])
