@@ -31,6 +31,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
             continue
         expected = type(DEFAULTS[key])
+        if expected is bool:
+            if not isinstance(value, bool):
+                errors.append(
+                    Error(
+                        f"DJANGO_TASKS[{key!r}] must be True or False, got {value!r}.",
+                        id="django_tasks.E003",
+                    )
+                )
+            continue
         ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
         if not ok or isinstance(value, bool) or (isinstance(value, int | float) and value <= 0):
             errors.append(

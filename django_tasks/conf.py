@@ -1,16 +1,19 @@
 """Typed access to the ``DJANGO_TASKS`` settings dict.
 
 All settings live in one dict so that they never collide with Django's own ``TASKS`` setting
-(Django 6 owns that name). Values are read on every access, so ``override_settings`` works in
-tests without any cache to reset.
+(Django 6 owns that name). The merged values are cached and the cache is cleared when the
+setting changes (``override_settings`` in tests).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
 __all__ = ["DEFAULTS", "TaskSettings", "task_settings"]
 
@@ -37,6 +40,9 @@ DEFAULTS: dict[str, Any] = {
     "TIMEOUT_GRACE": 5.0,
     # Seconds a cancelled run may take to stop before the supervisor kills its child.
     "CANCEL_GRACE": 10.0,
+    # Workers prepare their few fixed statements on the server (planning costs more than
+    # running them). Set False behind a PgBouncer older than 1.21 in transaction mode.
+    "PREPARE_STATEMENTS": True,
 }
 
 
@@ -55,10 +61,19 @@ class TaskSettings:
     LATE_AFTER: float
     TIMEOUT_GRACE: float
     CANCEL_GRACE: float
+    PREPARE_STATEMENTS: bool
 
 
+@functools.lru_cache(maxsize=1)
 def task_settings() -> TaskSettings:
-    """Return the current settings merged over :data:`DEFAULTS`."""
+    """Return the current settings merged over :data:`DEFAULTS` (cached: the worker reads
+    them for every run; ``override_settings`` clears the cache through ``setting_changed``)."""
     user: dict[str, Any] = getattr(django_settings, "DJANGO_TASKS", {}) or {}
     merged = {**DEFAULTS, **{k: v for k, v in user.items() if k in DEFAULTS}}
     return TaskSettings(**merged)
+
+
+@receiver(setting_changed)
+def _clear_cache(setting: str, **kwargs: Any) -> None:
+    if setting == "DJANGO_TASKS":
+        task_settings.cache_clear()

@@ -8,6 +8,8 @@ the JSON preview stored beside a payload.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import hmac
 import pickle
 from collections.abc import Mapping
@@ -15,7 +17,7 @@ from typing import Any
 
 import cloudpickle
 from django.conf import settings
-from django.utils.crypto import salted_hmac
+from django.utils.encoding import force_str
 
 from .conf import task_settings
 
@@ -50,16 +52,29 @@ class PayloadSignatureError(PayloadError, ValueError):
     """A payload's signature does not verify: it was tampered with or signed with another key."""
 
 
+@functools.lru_cache(maxsize=8)
+def _key(secret: str | bytes) -> bytes:
+    """The HMAC key derived from a secret, as ``salted_hmac`` derives it (computed once)."""
+    return hashlib.sha256((_SALT + force_str(secret)).encode()).digest()
+
+
 def _signature(data: bytes, secret: str | bytes) -> bytes:
-    return salted_hmac(_SALT, data, secret=secret, algorithm="sha256").digest()
+    return hmac.new(_key(secret), data, hashlib.sha256).digest()
 
 
 def dumps(value: Any, *, what: str = "value") -> bytes:
     """Pickle and sign ``value``; raise a clear error if it cannot be pickled or is too large."""
     try:
-        data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        raise SerializationError(f"The task's {what} cannot be pickled: {exc}") from exc
+        # The C pickler first (most values: fast); cloudpickle for what it cannot do (lambdas,
+        # closures, classes defined in __main__). Both are read back by pickle.loads.
+        data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        if b"__main__" in data:  # pickled by reference to a script: workers can't import it
+            raise pickle.PicklingError("refers to __main__")
+    except Exception:
+        try:
+            data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise SerializationError(f"The task's {what} cannot be pickled: {exc}") from exc
     limit = task_settings().MAX_PAYLOAD_BYTES
     if len(data) > limit:
         raise PayloadTooLarge(

@@ -25,6 +25,8 @@ def test_defaults_are_clean():
         ({"BATCH_SIZE": 0}, ["django_tasks.E003"]),
         ({"BATCH_SIZE": True}, ["django_tasks.E003"]),
         ({"POLL_INTERVAL": 2, "BATCH_SIZE": 5}, []),
+        ({"PREPARE_STATEMENTS": "yes"}, ["django_tasks.E003"]),
+        ({"PREPARE_STATEMENTS": False}, []),
     ],
 )
 def test_settings_errors(value, expected):

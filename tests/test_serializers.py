@@ -75,3 +75,17 @@ def test_preview_survives_broken_repr():
             raise RuntimeError
 
     assert preview(Broken()) == "<test_preview_survives_broken_repr.<locals>.Broken (repr failed)>"
+
+
+def test_values_from_main_are_pickled_by_value(monkeypatch):
+    class Local:
+        pass
+
+    Local.__module__ = "__main__"
+    Local.__qualname__ = "Local"
+    import __main__
+
+    monkeypatch.setattr(__main__, "Local", Local, raising=False)
+    payload = dumps(Local())
+    monkeypatch.delattr(__main__, "Local")
+    assert type(loads(payload)).__name__ == "Local"  # cloudpickle carried the class itself

@@ -127,10 +127,11 @@ def test_queues_are_taken_in_the_given_order():
     assert first < second
 
 
-def test_run_taken_away_is_not_executed(caplog):
+def test_run_taken_away_is_not_executed_when_checked_first(caplog):
     caplog.set_level("DEBUG", logger="django_tasks")
     future = record.delay("never")
     worker = Worker(burst=True, handle_signals=False)
+    worker._durations[record.key] = 1.0  # known to be long: RUNNING is written (and checked) first
     db = QueueConnection(worker.alias, lambda: False)
     [claimed] = worker._claim(db)
     TaskRun.objects.filter(pk=future.id).update(worker="someone-else")
@@ -138,6 +139,22 @@ def test_run_taken_away_is_not_executed(caplog):
     db.close()
     assert not Effect.objects.exists()
     assert "no longer held by this worker" in caplog.text
+
+
+def test_short_run_taken_away_has_its_outcome_discarded(caplog):
+    caplog.set_level("DEBUG", logger="django_tasks")
+    future = record.delay("ran")
+    worker = Worker(burst=True, handle_signals=False)
+    db = QueueConnection(worker.alias, lambda: False)
+    [claimed] = worker._claim(db)
+    TaskRun.objects.filter(pk=future.id).update(worker="someone-else")
+    worker._process(db, claimed)  # short runs are not checked first: it runs...
+    worker._write_deferred(db, worker._take_deferred())
+    db.close()
+    assert Effect.objects.count() == 1
+    run = TaskRun.objects.get(pk=future.id)
+    assert (run.state_type, run.worker) == ("PENDING", "someone-else")  # ...but changes nothing
+    assert f"Run {future.id} was taken from this worker" in caplog.text
 
 
 def test_stopping_worker_hands_back_claimed_runs():

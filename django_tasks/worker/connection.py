@@ -6,10 +6,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
+from ..conf import task_settings
 from ..topic import open_worker_connection
 
 __all__ = ["QueueConnection"]
@@ -29,6 +31,30 @@ class QueueConnection:
         self.alias = alias
         self.stopping = stopping
         self.conn: psycopg.Connection[Any] | None = None
+        self.clock_offset = 0.0
+        self.prepare = task_settings().PREPARE_STATEMENTS
+
+    def open(self) -> psycopg.Connection[Any]:
+        """Connect, and measure how far the database's clock is from ours.
+
+        Deferred completions are stamped by the worker (:meth:`db_time`) but must sort with
+        the stamps the database gives (``clock_timestamp()``): the offset keeps one clock.
+        """
+        conn = open_worker_connection(self.alias)
+        # Django turns preparing off (prepare_threshold=None), and then psycopg ignores even
+        # an explicit prepare=True: switch it back on for the queue's own connections.
+        conn.prepare_threshold = 5 if self.prepare else None
+        before = time.time()
+        row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+        after = time.time()
+        assert row is not None
+        self.clock_offset = float(row[0]) - (before + after) / 2
+        self.conn = conn
+        return conn
+
+    def db_time(self) -> datetime:
+        """Now, on the database's clock."""
+        return datetime.fromtimestamp(time.time() + self.clock_offset, tz=UTC)
 
     def execute(
         self, query: str, params: dict[str, Any] | None = None, *, give_up_on_stop: bool
@@ -36,9 +62,11 @@ class QueueConnection:
         delay = 0.1
         while True:
             try:
-                if self.conn is None or self.conn.closed:
-                    self.conn = open_worker_connection(self.alias)
-                cursor = self.conn.execute(query, params)
+                conn = self.conn if self.conn is not None and not self.conn.closed else self.open()
+                # Server-side prepared: the queue's statements are few and fixed, and planning
+                # them costs more than running them (PREPARE_STATEMENTS=False for PgBouncer
+                # versions that cannot keep prepared statements in transaction mode).
+                cursor = conn.execute(query, params, prepare=self.prepare and params is not None)
                 return cursor.fetchall() if cursor.description else []
             except psycopg.OperationalError as exc:
                 logger.warning("Database unavailable (%s); retrying in %.1fs", exc, delay)

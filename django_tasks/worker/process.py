@@ -17,6 +17,7 @@ claims, the running run finishes, claimed runs not yet started are handed back
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any
 
@@ -72,15 +74,6 @@ def worker_name(pid: int | None = None) -> str:
 
 
 @dataclass(frozen=True)
-class ClaimedRun:
-    id: uuid.UUID
-    task_key: str
-    task_name: str
-    parameters: bytes
-    timeout: float | None = None
-
-
-@dataclass(frozen=True)
 class Outcome:
     type: StateType
     name: str
@@ -88,6 +81,38 @@ class Outcome:
     payload: bytes | None
     preview: Any
     traceback: str
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    id: uuid.UUID
+    task_key: str
+    task_name: str
+    parameters: bytes
+    timeout: float | None = None
+    attempts: int = 0
+    retries: int = 0
+    retry_delay: float = 0.0
+    pending_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A finished run whose RUNNING and final states are written with the next claim."""
+
+    run: ClaimedRun
+    started: datetime
+    finished: datetime
+    outcome: Outcome
+
+
+#: Runs of a task whose recent runs took less than this are executed without writing RUNNING
+#: first (their completion is written with the next claim).
+DEFER_BELOW = 0.01
+#: A deferred run still going after this many seconds is marked RUNNING by the control thread.
+MARK_RUNNING_AFTER = 0.02
+#: A microsecond, to keep a run's history strictly ordered when clocks tick alike.
+_TICK = timedelta(microseconds=1)
 
 
 class Worker:
@@ -136,6 +161,15 @@ class Worker:
         self._interruptible = False  # one slot on the main thread: timeouts and cancels work
         self._executing: uuid.UUID | None = None
         self._cancel_target: uuid.UUID | None = None
+        # Deferred-write bookkeeping, shared by the slot and the control thread.
+        self._lock = threading.Lock()
+        self._deferred: list[Deferred] = []
+        self._current: ClaimedRun | None = None
+        self._current_since = 0.0
+        self._current_started: datetime | None = None
+        self._current_marked = False
+        self._current_lost = False
+        self._durations: dict[str, float] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -238,7 +272,8 @@ class Worker:
                     listening_on = db.conn
                     self._bump()
                     continue
-                wait = max(0.01, min(0.25, next_beat - time.monotonic()))
+                self._mark_long_run(db)
+                wait = max(0.005, min(self._control_wait(), next_beat - time.monotonic()))
                 cancel_requested = False
                 for note in db.conn.notifies(timeout=wait):
                     if note.channel == sql.CANCEL_CHANNEL:
@@ -251,6 +286,35 @@ class Worker:
                 logger.warning("Control connection lost (%s); reconnecting", exc)
                 db.close()
                 time.sleep(0.1)
+
+    def _control_wait(self) -> float:
+        """Short waits while a deferred run is going, so it is marked RUNNING in time."""
+        with self._lock:
+            if self._current is not None and not self._current_marked:
+                return max(0.0, self._current_since + MARK_RUNNING_AFTER - time.monotonic())
+        return 0.25
+
+    def _mark_long_run(self, db: QueueConnection) -> None:
+        """Write RUNNING for a deferred run that turned out long (and what waited before it)."""
+        with self._lock:
+            run = self._current
+            if run is None or self._current_marked:
+                return
+            if time.monotonic() - self._current_since < MARK_RUNNING_AFTER:
+                return
+            self._write_deferred(db, self._take_deferred())
+            started = db.execute(
+                sql.START,
+                {"id": run.id, "worker": self.name, "started": self._current_started},
+                give_up_on_stop=False,
+            )
+            self._current_marked = True
+            self._current_lost = not started
+        if not started:
+            logger.warning("Run %s was cancelled or taken before it started; stopping it", run.id)
+            self._cancel_target = run.id
+            if self._interruptible:
+                os.kill(os.getpid(), signal.SIGUSR1)
 
     def _beat(self, db: QueueConnection) -> None:
         db.execute(sql.HEARTBEAT, {"name": self.name}, give_up_on_stop=True)
@@ -307,6 +371,7 @@ class Worker:
                         break
                     self._process(db, run)
         finally:
+            self._write_deferred(db, self._take_deferred())
             db.close()
 
     def _sleep(self, generation: int) -> None:
@@ -319,23 +384,92 @@ class Worker:
             self._wake.wait_for(lambda: self._generation != generation, self.poll_interval)
 
     def _claim(self, db: QueueConnection) -> list[ClaimedRun]:
-        """Claim a batch from the first of our queues (in the order given) that has ready runs."""
+        """Claim a batch from the first of our queues (in the order given) that has ready runs,
+        writing the deferred completions of the previous batch in the same statement."""
+        done = self._take_deferred()
         for queue in self.queues:
-            rows = db.execute(
-                sql.CLAIM,
-                {
-                    "queue": queue,
-                    "limit": self.batch_size,
-                    "worker": self.name,
-                    "late_after": self.late_after,
-                },
-                give_up_on_stop=True,
-            )
-            if rows:
-                return [ClaimedRun(r[0], r[1], r[2], bytes(r[3]), r[4]) for r in rows]
+            params = {
+                "queue": queue,
+                "limit": self.batch_size,
+                "worker": self.name,
+                "late_after": self.late_after,
+                **self._deferred_params(done),
+            }
+            # Completions must be written even while stopping: only an empty claim gives up.
+            rows = db.execute(sql.CLAIM, params, give_up_on_stop=not done)
+            self._check_flushed(done, {row[1] for row in rows if row[0] == "flushed"})
+            done = []
+            claimed = [
+                ClaimedRun(
+                    id=row[1],
+                    task_key=row[2],
+                    task_name=row[3],
+                    parameters=bytes(row[4]),
+                    timeout=row[5],
+                    attempts=row[6],
+                    retries=row[7],
+                    retry_delay=row[8],
+                    pending_at=row[9],
+                )
+                for row in rows
+                if row[0] == "claimed"
+            ]
+            if claimed:
+                return claimed
         return []
 
+    def _take_deferred(self) -> list[Deferred]:
+        with self._count_lock:
+            done, self._deferred = self._deferred, []
+        return done
+
+    def _write_deferred(self, db: QueueConnection, done: list[Deferred]) -> None:
+        if done:
+            params = {"worker": self.name, **self._deferred_params(done)}
+            rows = db.execute(sql.FLUSH, params, give_up_on_stop=False)
+            self._check_flushed(done, {row[0] for row in rows})
+
+    @staticmethod
+    def _deferred_params(done: list[Deferred]) -> dict[str, Any]:
+        return {
+            "done": Json(
+                [
+                    {
+                        "id": str(d.run.id),
+                        "started": d.started.isoformat(),
+                        "finished": d.finished.isoformat(),
+                        "type": d.outcome.type.value,
+                        "name": d.outcome.name,
+                        "message": d.outcome.message,
+                        "result": (
+                            base64.b64encode(d.outcome.payload).decode()
+                            if d.outcome.payload is not None
+                            else None
+                        ),
+                        "preview": d.outcome.preview,
+                        "traceback": d.outcome.traceback,
+                    }
+                    for d in done
+                ]
+            )
+        }
+
+    def _check_flushed(self, done: list[Deferred], written: set[uuid.UUID]) -> None:
+        for item in done:
+            if item.run.id not in written:
+                self._discarded(item.run.id, item.outcome.name)
+
+    @staticmethod
+    def _discarded(run_id: uuid.UUID, outcome: str) -> None:
+        logger.warning(
+            "Run %s was taken from this worker while it ran (cancelled, rescued as lost, or by "
+            "a supervisor's kill): its outcome %s is discarded",
+            run_id,
+            outcome,
+        )
+
     def _hand_back(self, db: QueueConnection, runs: Sequence[ClaimedRun]) -> None:
+        self._write_deferred(db, self._take_deferred())
         ids = [run.id for run in runs]
         db.execute(sql.HAND_BACK, {"ids": ids, "worker": self.name}, give_up_on_stop=False)
         logger.info("Handed back %d claimed runs", len(ids))
@@ -362,23 +496,115 @@ class Worker:
         except Exception as exc:
             self._refuse(db, run, f"The parameters could not be unpickled: {exc!r}")
             return
-        started = db.execute(sql.START, {"id": run.id, "worker": self.name}, give_up_on_stop=False)
-        if not started:
-            logger.warning("Run %s is no longer held by this worker; skipped", run.id)
-            return
-        attempts, retries, retry_delay = started[0]
-        logger.debug("Run %s (%s) started", run.id, task.name)
-        outcome = self._call(run, task.fn, args, kwargs)
-        if outcome.type == StateType.FAILED and attempts <= retries:
-            self._retry(db, run, outcome, retry_delay, attempts, retries)
+        expected = self._durations.get(run.task_key, 0.0)
+        if run.timeout is not None or expected >= DEFER_BELOW:
+            self._run_now(db, run, task.fn, args, kwargs)
         else:
-            self._finish(db, run, outcome)
+            self._run_deferred(db, run, task.fn, args, kwargs)
         with self._count_lock:
             self.processed += 1
             if self.max_tasks is not None and self.processed >= self.max_tasks:
                 logger.info("Ran %d runs (--max-tasks-per-child): stopping", self.processed)
                 self.recycle = True
                 self.stop()
+
+    def _run_now(
+        self,
+        db: QueueConnection,
+        run: ClaimedRun,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """A run expected to be long (or with a timeout): RUNNING first, then the function."""
+        self._write_deferred(db, self._take_deferred())  # earlier completions first
+        started = db.execute(
+            sql.START, {"id": run.id, "worker": self.name, "started": None}, give_up_on_stop=False
+        )
+        if not started:
+            logger.warning("Run %s is no longer held by this worker; skipped", run.id)
+            return
+        attempts, retries, retry_delay = started[0]
+        logger.debug("Run %s (%s) started", run.id, run.task_name)
+        outcome, _, _ = self._timed_call(db, run, fn, args, kwargs, marked=True)
+        self._record(db, run, outcome, attempts, retries, retry_delay)
+
+    def _run_deferred(
+        self,
+        db: QueueConnection,
+        run: ClaimedRun,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """A run expected to be short: the function first, its states written with the next
+        claim - unless it ran long enough for the control thread to mark it RUNNING."""
+        logger.debug("Run %s (%s) started", run.id, run.task_name)
+        outcome, started, marked = self._timed_call(db, run, fn, args, kwargs, marked=False)
+        attempts = run.attempts + 1
+        if marked:
+            if self._current_lost:
+                self._discarded(run.id, outcome.name)
+                return
+            self._record(db, run, outcome, attempts, run.retries, run.retry_delay)
+            return
+        finished = max(db.db_time(), started + _TICK)
+        if outcome.type == StateType.FAILED and attempts <= run.retries:
+            # Rare: write RUNNING with its real start, then the retry.
+            db.execute(
+                sql.START,
+                {"id": run.id, "worker": self.name, "started": started},
+                give_up_on_stop=False,
+            )
+            self._record(db, run, outcome, attempts, run.retries, run.retry_delay)
+            return
+        with self._count_lock:
+            self._deferred.append(Deferred(run, started, finished, outcome))
+
+    def _timed_call(
+        self,
+        db: QueueConnection,
+        run: ClaimedRun,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        marked: bool,
+    ) -> tuple[Outcome, datetime, bool]:
+        """Call the function, publishing what runs for the control thread; learn its duration."""
+        started = db.db_time()
+        if run.pending_at is not None:
+            started = max(started, run.pending_at + _TICK)
+        with self._lock:
+            self._current = run
+            self._current_since = time.monotonic()
+            self._current_started = started
+            self._current_marked = marked
+            self._current_lost = False
+        outcome = self._call(run, fn, args, kwargs)
+        with self._lock:
+            self._current = None
+            marked = self._current_marked
+        elapsed = time.monotonic() - self._current_since
+        previous = self._durations.get(run.task_key)
+        self._durations[run.task_key] = (
+            elapsed if previous is None else 0.8 * previous + 0.2 * elapsed
+        )
+        return outcome, started, marked
+
+    def _record(
+        self,
+        db: QueueConnection,
+        run: ClaimedRun,
+        outcome: Outcome,
+        attempts: int,
+        retries: int,
+        retry_delay: float,
+    ) -> None:
+        if outcome.type == StateType.FAILED and attempts <= retries:
+            self._retry(db, run, outcome, retry_delay, attempts, retries)
+        else:
+            self._finish(db, run, outcome)
 
     def _call(
         self,
@@ -387,8 +613,11 @@ class Worker:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Outcome:
-        """Run the function, interruptible by its timeout or a cancel when on the main thread."""
-        close_old_connections()
+        """Run the function, interruptible by its timeout or a cancel when on the main thread.
+
+        Django connections the task opened are closed afterwards per CONN_MAX_AGE (or when
+        broken), as at the end of a request.
+        """
         self._executing = run.id
         try:
             try:

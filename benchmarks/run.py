@@ -1,0 +1,455 @@
+"""django_tasks against raw psycopg SKIP LOCKED baselines, measured in the same run.
+
+    .venv/bin/python -m benchmarks.run [--drain-runs 20000] [--history-runs 1000000]
+
+Same database, same table shape (the raw baselines use a copy of the task-run table and its
+ready index, with no framework). Prints a Markdown table with the ratios that
+docs/performance.md reports. Uses DATABASE_URL when set, else the embedded PostgreSQL; all
+data goes to a separate database, ``django_tasks_bench``, which is emptied first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DB = "django_tasks_bench"
+os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+os.environ["DJANGO_TASKS_TEST_DB"] = BENCH_DB
+sys.path.insert(0, str(ROOT))
+
+
+def _ensure_database() -> None:
+    """Create the benchmark database next to the configured one."""
+    import psycopg
+    from django.db import connections
+
+    params = connections["default"].get_connection_params()
+    for key in ("cursor_factory", "context"):
+        params.pop(key, None)
+    params["dbname"] = "postgres"
+    with psycopg.connect(**params, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB]).fetchone():
+            conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
+
+
+import django  # noqa: E402
+
+django.setup()
+_ensure_database()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+
+from django_tasks.topic import open_worker_connection  # noqa: E402
+from tests.taskapp.tasks import noop  # noqa: E402
+
+RAW_TABLE = """
+DROP TABLE IF EXISTS bench_raw_job;
+CREATE TABLE bench_raw_job (LIKE django_tasks_taskrun INCLUDING DEFAULTS);
+ALTER TABLE bench_raw_job ADD PRIMARY KEY (id);
+CREATE INDEX bench_raw_ready ON bench_raw_job (queue, priority DESC, scheduled_time)
+    WHERE state_type = 'SCHEDULED';
+"""
+RAW_VALUES = """(gen_random_uuid(), 'k', 'noop', 'noop', 'delay', 'default', 0, '[]', 'SCHEDULED',
+    'Scheduled', '', clock_timestamp(), 0, '', 0, 0, NULL, %s, '{}', '', clock_timestamp(),
+    clock_timestamp())"""
+RAW_COLUMNS = """(id, task_key, task_name, name, origin, queue, priority, tags, state_type,
+    state_name, state_message, scheduled_time, attempts, worker, retries, retry_delay, timeout,
+    parameters, parameters_preview, traceback, created, updated)"""
+RAW_INSERT = f"INSERT INTO bench_raw_job {RAW_COLUMNS} VALUES {RAW_VALUES}"
+RAW_INSERT_NOTIFY = (
+    f"WITH i AS (INSERT INTO bench_raw_job {RAW_COLUMNS} VALUES {RAW_VALUES}) "
+    "SELECT pg_notify('bench', 'default')"
+)
+RAW_CLAIM = """
+UPDATE bench_raw_job SET state_type = 'RUNNING', worker = %s, started = clock_timestamp()
+WHERE id IN (SELECT id FROM bench_raw_job WHERE state_type = 'SCHEDULED' AND queue = 'default'
+             ORDER BY priority DESC, scheduled_time LIMIT 10 FOR UPDATE SKIP LOCKED)
+RETURNING id, parameters
+"""
+RAW_DONE = """UPDATE bench_raw_job SET state_type = 'COMPLETED', finished = clock_timestamp()
+WHERE id = ANY(%s)"""
+PAYLOAD = b"x" * 64
+
+
+def raw(sql_text: str, params: Any = None) -> list[Any]:
+    conn = open_worker_connection()
+    try:
+        cur = conn.execute(sql_text, params)
+        return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def reset() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE django_tasks_taskrun, django_tasks_taskrunstate, django_tasks_worker"
+        )
+
+
+def wait_for(query: str, target: int, timeout: float = 600) -> float:
+    """Poll ``query`` (a count) until it reaches ``target``; return the time it happened."""
+    conn = open_worker_connection()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            row = conn.execute(query).fetchone()
+            if row and row[0] >= target:
+                return time.perf_counter()
+            time.sleep(0.02)
+    finally:
+        conn.close()
+    raise SystemExit(f"timed out waiting for {query}")
+
+
+# -- (a) enqueue ---------------------------------------------------------------------------
+
+
+def raw_single(n: int, notify: bool) -> float:
+    raw(RAW_TABLE)
+    conn = open_worker_connection()
+    started = time.perf_counter()
+    for _ in range(n):
+        conn.execute(RAW_INSERT_NOTIFY if notify else RAW_INSERT, [PAYLOAD])
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return n / elapsed
+
+
+def raw_bulk(n: int) -> float:
+    raw(RAW_TABLE)
+    conn = open_worker_connection()
+    started = time.perf_counter()
+    with conn.cursor() as cur, conn.transaction():
+        cur.executemany(RAW_INSERT, [[PAYLOAD]] * n)
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return n / elapsed
+
+
+def ours_single(n: int) -> float:
+    reset()
+    started = time.perf_counter()
+    for _ in range(n):
+        noop.delay()
+    return n / (time.perf_counter() - started)
+
+
+def ours_bulk(n: int) -> float:
+    reset()
+    started = time.perf_counter()
+    for offset in range(0, n, 10_000):
+        noop.delay_many([()] * min(10_000, n - offset))
+    return n / (time.perf_counter() - started)
+
+
+# -- (b, d) drain ----------------------------------------------------------------------------
+
+
+def _raw_consumer(worker: str, stop_after: int) -> None:
+    conn = open_worker_connection()
+    done = 0
+    while done < stop_after:
+        with conn.transaction():
+            rows = conn.execute(RAW_CLAIM, [worker]).fetchall()
+            if rows:
+                conn.execute(RAW_DONE, [[row[0] for row in rows]])
+        done += len(rows)
+        if not rows:
+            if (
+                conn.execute(
+                    "SELECT count(*) FROM bench_raw_job WHERE state_type <> 'COMPLETED'"
+                ).fetchone()[0]
+                == 0
+                and done
+            ):
+                break
+            time.sleep(0.001)
+    conn.close()
+
+
+def raw_drain(n: int, processes: int) -> float:
+    raw(RAW_TABLE)
+    pool = [
+        multiprocessing.Process(target=_raw_consumer, args=(f"raw-{i}", n))
+        for i in range(processes)
+    ]
+    for proc in pool:
+        proc.start()
+    time.sleep(0.5)
+    conn = open_worker_connection()
+    with conn.cursor() as cur, conn.transaction():
+        cur.executemany(RAW_INSERT, [[PAYLOAD]] * n)
+    started = time.perf_counter()
+    conn.close()
+    finished = wait_for("SELECT count(*) FROM bench_raw_job WHERE state_type = 'COMPLETED'", n)
+    for proc in pool:
+        proc.join(30)
+    return n / (finished - started)
+
+
+def start_workers(concurrency: int) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "manage.py"),
+            "runtaskworker",
+            "-v",
+            "0",
+            "--concurrency",
+            str(concurrency),
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+    )
+    wait_for(
+        "SELECT count(*) FROM django_tasks_worker WHERE stopped IS NULL", concurrency, timeout=60
+    )
+    time.sleep(0.3)
+    return proc
+
+
+def stop_workers(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+
+
+def ours_drain(n: int, concurrency: int) -> float:
+    """Workers idle first; then ``n`` runs appear in one commit; time until all are done."""
+    proc = start_workers(concurrency)
+    try:
+        noop.delay_many([()] * n)
+        started = time.perf_counter()
+        finished = wait_for(
+            "SELECT count(*) FROM django_tasks_taskrun"
+            " WHERE state_type = 'COMPLETED' AND task_name = 'noop'",
+            n,
+        )
+    finally:
+        stop_workers(proc)
+    return n / (finished - started)
+
+
+def add_history(n: int) -> None:
+    """``n`` finished runs with three history rows each, as months of use would leave."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO django_tasks_taskrun {RAW_COLUMNS}
+            SELECT gen_random_uuid(), 'k', 'old', 'old', 'delay', 'default', 0, '[]',
+                   'COMPLETED', 'Completed', '', now() - interval '1 day', 1, 'gone', 0, 0,
+                   NULL, '\\x00', '{{}}', '', now() - interval '1 day', now() - interval '1 day'
+            FROM generate_series(1, %s)
+            """,
+            [n],
+        )
+        cursor.execute(
+            """
+            INSERT INTO django_tasks_taskrunstate (run_id, type, name, message, timestamp, worker)
+            SELECT id, t.type, t.type, '', created, 'gone' FROM django_tasks_taskrun,
+                   (VALUES ('PENDING'), ('RUNNING'), ('COMPLETED')) AS t(type)
+            WHERE task_name = 'old'
+            """
+        )
+        cursor.execute("ANALYZE django_tasks_taskrun")
+        cursor.execute("ANALYZE django_tasks_taskrunstate")
+
+
+# -- (c) latency -----------------------------------------------------------------------------
+
+
+def _raw_listener(ready: Any) -> None:
+    conn = open_worker_connection()
+    conn.execute("LISTEN bench")
+    ready.set()
+    while True:
+        with conn.transaction():
+            rows = conn.execute(RAW_CLAIM, ["raw"]).fetchall()
+            if rows:
+                conn.execute(RAW_DONE, [[row[0] for row in rows]])
+        if not rows:
+            for _ in conn.notifies(timeout=1.0, stop_after=1):
+                pass
+
+
+def raw_latency(n: int, rate: float) -> tuple[float, float]:
+    raw(RAW_TABLE)
+    ready = multiprocessing.Event()
+    proc = multiprocessing.Process(target=_raw_listener, args=(ready,))
+    proc.start()
+    ready.wait(10)
+    time.sleep(0.3)
+    conn = open_worker_connection()
+    for _ in range(n):
+        conn.execute(RAW_INSERT_NOTIFY, [PAYLOAD])
+        time.sleep(1 / rate)
+    time.sleep(0.5)
+    rows = conn.execute(
+        "SELECT extract(epoch FROM started - created) * 1000 FROM bench_raw_job"
+    ).fetchall()
+    conn.close()
+    proc.kill()
+    return _percentiles([float(r[0]) for r in rows if r[0] is not None])
+
+
+def ours_latency(n: int, rate: float) -> tuple[float, float]:
+    reset()
+    proc = start_workers(1)
+    try:
+        for _ in range(n):
+            noop.delay()
+            time.sleep(1 / rate)
+        time.sleep(0.5)
+    finally:
+        stop_workers(proc)
+    rows = raw(
+        """SELECT extract(epoch FROM s.timestamp - r.created) * 1000
+           FROM django_tasks_taskrun r JOIN django_tasks_taskrunstate s ON s.run_id = r.id
+           WHERE s.type = 'RUNNING'"""
+    )
+    return _percentiles([float(r[0]) for r in rows])
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    values.sort()
+    return statistics.median(values), values[max(0, int(len(values) * 0.99) - 1)]
+
+
+# -- (e) memory ------------------------------------------------------------------------------
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise SystemExit(f"no RSS for {pid}")
+
+
+def worker_memory(first: int, total: int) -> tuple[int, int]:
+    reset()
+    proc = start_workers(1)
+    try:
+        child = int(raw("SELECT pid FROM django_tasks_worker WHERE stopped IS NULL")[0][0])
+        noop.delay_many([()] * first)
+        wait_for("SELECT count(*) FROM django_tasks_taskrun WHERE state_type = 'COMPLETED'", first)
+        time.sleep(0.5)
+        early = _rss_kib(child)
+        for offset in range(first, total, 10_000):
+            noop.delay_many([()] * min(10_000, total - offset))
+        wait_for("SELECT count(*) FROM django_tasks_taskrun WHERE state_type = 'COMPLETED'", total)
+        time.sleep(0.5)
+        late = _rss_kib(child)
+    finally:
+        stop_workers(proc)
+    return early, late
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--single-runs", type=int, default=2000)
+    parser.add_argument("--bulk-runs", type=int, default=100_000)
+    parser.add_argument("--drain-runs", type=int, default=20_000)
+    parser.add_argument("--history-runs", type=int, default=1_000_000)
+    parser.add_argument("--latency-runs", type=int, default=500)
+    parser.add_argument("--memory-runs", type=int, default=100_000)
+    options = parser.parse_args(argv)
+    call_command("migrate", verbosity=0)
+    reset()
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def ratio_row(label: str, ours: float, base: float, target: str, unit: str = "/s") -> None:
+        rows.append(
+            (label, f"{ours:,.0f}{unit}", f"{base:,.0f}{unit}", f"{ours / base:.2f}", target)
+        )
+        print(rows[-1], flush=True)
+
+    n = options.single_runs
+    ratio_row(
+        "(a) single enqueue vs INSERT+NOTIFY per commit",
+        ours_single(n),
+        raw_single(n, notify=True),
+        ">= 0.9",
+    )
+    base = raw_single(n, notify=False)
+    rows.append(("    raw INSERT per commit, no NOTIFY", "", f"{base:,.0f}/s", "", ""))
+    ratio_row(
+        "(a) bulk delay_many vs executemany",
+        ours_bulk(options.bulk_runs),
+        raw_bulk(options.bulk_runs),
+        ">= 1.0",
+    )
+    drains: dict[int, float] = {}
+    for concurrency in (2, 4):
+        reset()
+        base = raw_drain(options.drain_runs, concurrency)
+        reset()
+        drains[concurrency] = ours_drain(options.drain_runs, concurrency)
+        ratio_row(
+            f"(b) drain {options.drain_runs:,} no-op runs, {concurrency} processes "
+            "vs raw 10-per-claim",
+            drains[concurrency],
+            base,
+            ">= 0.8",
+        )
+    p50, p99 = ours_latency(options.latency_runs, 50)
+    raw_p50, raw_p99 = raw_latency(options.latency_runs, 50)
+    rows.append(
+        (
+            "(c) enqueue->start p50, idle worker, 50 runs/s",
+            f"{p50:.1f} ms",
+            f"{raw_p50:.1f} ms",
+            "",
+            "<= 3 ms",
+        )
+    )
+    rows.append(("(c) enqueue->start p99", f"{p99:.1f} ms", f"{raw_p99:.1f} ms", "", "<= 10 ms"))
+    print(rows[-2:], flush=True)
+    reset()
+    add_history(options.history_runs)
+    with_history = ours_drain(options.drain_runs, 2)
+    reset()
+    rows.append(
+        (
+            f"(d) drain, 2 processes, {options.history_runs:,} finished runs in history",
+            f"{with_history:,.0f}/s",
+            f"{drains[2]:,.0f}/s (empty)",
+            f"{with_history / drains[2]:.2f}",
+            ">= 0.9",
+        )
+    )
+    print(rows[-1], flush=True)
+    early, late = worker_memory(1000, options.memory_runs)
+    rows.append(
+        (
+            f"(e) worker RSS after {options.memory_runs:,} runs vs after 1,000",
+            f"{late / 1024:.1f} MiB",
+            f"{early / 1024:.1f} MiB",
+            f"{late / early:.2f}",
+            "< 1.10",
+        )
+    )
+    reset()
+    raw("DROP TABLE IF EXISTS bench_raw_job")
+    version = raw("SHOW server_version")[0][0]
+    print(f"\nPostgreSQL {version}, {os.cpu_count()} CPUs\n")
+    print("| measure | django_tasks | raw psycopg baseline | ratio | target |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
