@@ -92,15 +92,16 @@ _RUNNING = _move(StateType.PENDING, StateType.RUNNING)
 _move(StateType.RUNNING, StateType.COMPLETED)
 _move(StateType.RUNNING, StateType.FAILED)
 
-#: Deferred completions (CTEs shared by FLUSH and CLAIM), passed as one JSON array (one
-#: parameter is much cheaper to send than nine arrays; results travel as base64). A worker
-#: runs a short run without writing RUNNING first: it keeps the outcome with the times the run
-#: started and finished, and writes a batch of them at once - PENDING -> RUNNING -> COMPLETED/FAILED, two history rows per
-#: run with their real times - in the same statement and commit as its next claim. Round trips
-#: and commits per run then fall to about one per batch, as for a raw SKIP LOCKED consumer. A run
-#: still going after a few milliseconds is marked RUNNING at once by the worker's control thread,
-#: so what the admin shows is never more than that late. ``r.state_type = 'PENDING' AND
-#: r.worker = me`` makes a run cancelled or rescued meanwhile a no-op (its id is not returned).
+#: Deferred completions (CTEs shared by FLUSH and CLAIM). A worker runs a short run without
+#: writing RUNNING first: it keeps the outcome with the times the run started and finished,
+#: and writes a batch of them at once - PENDING -> RUNNING -> COMPLETED/FAILED, two history
+#: rows per run with their real times - in the same statement and commit as its next claim.
+#: Round trips and commits per run then fall to about one per batch, as for a raw SKIP LOCKED
+#: consumer. A run still going after a few milliseconds is marked RUNNING at once by the
+#: worker's control thread, so what the admin shows is never more than that late.
+#: ``r.state_type = 'PENDING' AND r.worker = me`` makes a run cancelled or rescued meanwhile a
+#: no-op (its id is not returned). The batch travels as one JSON parameter (much cheaper to
+#: send than nine arrays; results as base64).
 _FLUSH_CTES = f"""
 done AS (
     SELECT t.id, t.started, t.finished, t.type, t.name, t.message,
