@@ -167,13 +167,10 @@ def _raw_consumer(worker: str, stop_after: int) -> None:
                 conn.execute(RAW_DONE, [[row[0] for row in rows]])
         done += len(rows)
         if not rows:
-            if (
-                conn.execute(
-                    "SELECT count(*) FROM bench_raw_job WHERE state_type <> 'COMPLETED'"
-                ).fetchone()[0]
-                == 0
-                and done
-            ):
+            left = conn.execute(
+                "SELECT count(*) FROM bench_raw_job WHERE state_type <> 'COMPLETED'"
+            ).fetchone()
+            if done and left is not None and left[0] == 0:
                 break
             time.sleep(0.001)
     conn.close()
