@@ -7,11 +7,10 @@ rows in claim order, so dequeue cost does not grow with finished history.
 
 from __future__ import annotations
 
-import uuid
-
 from django.db import models
 from django.db.models import Q
 
+from .ids import uuid7
 from .states import StateType
 
 __all__ = ["TaskRun", "TaskRunState", "Worker"]
@@ -24,7 +23,7 @@ class TaskRun(models.Model):
         CALL = "call", "Called inline"
         DELAY = "delay", "Background (.delay)"
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
     task_key = models.CharField(max_length=64, help_text="Hash of the task name and function.")
     # Not indexed on its own: every index costs each state change of every run (the claim and
     # the completion rewrite the row); the admin's filters use the (state_type, created) index.

@@ -19,6 +19,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from .conf import task_settings
+from .ids import uuid7
 from .serializers import preview
 from .states import StateName, StateType, check_transition
 
@@ -33,7 +34,7 @@ logger = logging.getLogger("django_tasks.runs")
 def run_inline(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Call the function; record COMPLETED with its result, or FAILED and re-raise."""
     bound = task.bind(args, kwargs)
-    run_id = uuid.uuid4()
+    run_id = uuid7()
     pending = timezone.now()
     running = timezone.now()
     try:

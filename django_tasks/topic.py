@@ -19,6 +19,7 @@ from psycopg.types.json import Json
 from . import sql
 from .conf import task_settings
 from .futures import TaskRunFuture
+from .ids import uuid7
 from .serializers import dumps, preview
 from .states import StateName, StateType
 
@@ -55,7 +56,7 @@ def enqueue(
     """
     check_importable(task)
     bound = task.bind(args, kwargs)
-    run_id = uuid.uuid4()
+    run_id = uuid7()
     params: dict[str, Any] = {
         "id": run_id,
         "task_key": task.key,
@@ -94,7 +95,7 @@ def enqueue_many(
     ids, payloads, previews = [], [], []
     for args, kwargs in calls:
         bound = task.bind(args, kwargs)
-        ids.append(uuid.uuid4())
+        ids.append(uuid7())
         payloads.append(dumps((args, kwargs), what="parameters"))
         previews.append(Json(preview(dict(bound.arguments))))
     if not ids:

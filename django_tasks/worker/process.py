@@ -497,7 +497,9 @@ class Worker:
             self._refuse(db, run, f"The parameters could not be unpickled: {exc!r}")
             return
         expected = self._durations.get(run.task_key, 0.0)
-        if run.timeout is not None or expected >= DEFER_BELOW:
+        # Deferred writes need the control thread to watch the one run in hand: only for a
+        # process with a single slot (as the supervisor runs them).
+        if self.concurrency > 1 or run.timeout is not None or expected >= DEFER_BELOW:
             self._run_now(db, run, task.fn, args, kwargs)
         else:
             self._run_deferred(db, run, task.fn, args, kwargs)
