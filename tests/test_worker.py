@@ -228,3 +228,26 @@ def test_result_times_out_while_scheduled():
 def test_bad_concurrency():
     with pytest.raises(ValueError, match="at least 1"):
         Worker(concurrency=0)
+
+
+def test_claims_grow_for_short_runs_unless_the_size_is_given():
+    adaptive = Worker(burst=True, handle_signals=False)
+    assert adaptive._batch_limit() == 10  # nothing known yet
+    adaptive._durations["fast"] = 0.0001
+    assert adaptive._batch_limit() == 100  # capped
+    adaptive._durations["medium"] = 0.001
+    assert adaptive._batch_limit() == 20  # about 20 ms of the slowest known task
+    adaptive._durations["slow"] = 1.0
+    assert adaptive._batch_limit() == 10  # never below the configured size
+    fixed = Worker(burst=True, handle_signals=False, batch_size=3)
+    fixed._durations["fast"] = 0.0001
+    assert fixed._batch_limit() == 3
+
+
+def test_adaptive_worker_claims_big_batches_of_short_runs():
+    futures = add.delay_many([(i, 1) for i in range(150)])
+    worker = Worker(burst=True, handle_signals=False)
+    worker.run()
+    assert all(f.state.is_completed() for f in futures)
+    assert worker.processed == 150
+    assert worker.claims < 10  # a handful of claims, not 15 claims of 10
