@@ -54,6 +54,11 @@ def test_description_defaults_to_docstring():
         ({"tags": "email"}, TypeError, "tags must be an iterable"),
         ({"tags": [1]}, TypeError, "each tag must be a non-empty str"),
         ({"description": 5}, TypeError, "description must be a str"),
+        ({"retries": 1.5}, TypeError, "retries must be an int"),
+        ({"retries": -1}, ValueError, "retries must not be negative"),
+        ({"retry_delay_seconds": "soon"}, TypeError, "retry_delay_seconds must be a number"),
+        ({"retry_delay_seconds": -1}, ValueError, "must not be negative"),
+        ({"timeout_seconds": 0}, ValueError, "must not be zero or negative"),
     ],
 )
 def test_bad_options_fail_at_decoration(options, error, message):
@@ -80,6 +85,9 @@ def test_with_options_copies_and_validates():
     assert renamed.key != taskapp.add.key
     with pytest.raises(ValueError, match="priority"):
         taskapp.add.with_options(priority=1000)
+    with pytest.raises(TypeError, match="Unknown task option"):
+        taskapp.add.with_options(retry=3)
+    assert taskapp.add.with_options(retries=2, timeout_seconds=5).options.retries == 2
 
 
 def test_task_key_is_stable_across_fresh_processes():
