@@ -67,8 +67,14 @@ def start_worker(
 
     yield start
     for proc in started:
+        # A polite stop first (so coverage data of the subprocesses is saved), then the whole
+        # process group: the supervisor and every worker process, stuck or orphaned.
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(3)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the supervisor and every worker process
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
 
