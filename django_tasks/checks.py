@@ -30,7 +30,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 )
             )
             continue
-        expected = type(DEFAULTS[key])
+        if DEFAULTS[key] is None and value is None:
+            continue
+        expected = int if key == "BATCH_SIZE" else type(DEFAULTS[key])
         if expected is bool:
             if not isinstance(value, bool):
                 errors.append(

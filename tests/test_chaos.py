@@ -1,8 +1,7 @@
 """Chaos: kill -9 children and the supervisor, restart PostgreSQL, during a 2,000-run drain.
 
 Afterwards every run is final and COMPLETED, every run's effect exists, no run is lost, and a
-duplicated effect only ever belongs to a run that was started more than once because a kill
-interrupted it (at-least-once delivery).
+duplicated effect only ever belongs to a run that a kill interrupted (at-least-once delivery).
 """
 
 import os
@@ -115,8 +114,9 @@ def test_chaos_drain_loses_nothing(start_worker):
             Q(states__type="CRASHED") | Q(states__message__startswith="Rescued")
         ).values_list("parameters_preview__index", flat=True)
     )
-    # A duplicate effect belongs to a run a kill interrupted (CRASHED) and that ran again.
-    assert duplicated <= started_again
+    # A duplicate effect belongs to a run a kill interrupted: its history shows the crash
+    # (CRASHED) or, for a short run whose states were still waiting to be written with the
+    # next claim, the rescue of its claim ("Rescued: claimed by worker ..., which was lost").
     assert duplicated <= interrupted
     print(f"chaos: duplicated effects={len(duplicated)}, runs started again={len(started_again)}")
     for supervisor in supervisors[:-1]:

@@ -24,6 +24,8 @@ def test_defaults_are_clean():
         ({"POLL_INTERVAL": "1"}, ["django_tasks.E003"]),
         ({"BATCH_SIZE": 0}, ["django_tasks.E003"]),
         ({"BATCH_SIZE": True}, ["django_tasks.E003"]),
+        ({"BATCH_SIZE": None}, []),
+        ({"BATCH_SIZE": 2.5}, ["django_tasks.E003"]),
         ({"POLL_INTERVAL": 2, "BATCH_SIZE": 5}, []),
         ({"PREPARE_STATEMENTS": "yes"}, ["django_tasks.E003"]),
         ({"PREPARE_STATEMENTS": False}, []),

@@ -232,13 +232,13 @@ def test_bad_concurrency():
 
 def test_claims_grow_for_short_runs_unless_the_size_is_given():
     adaptive = Worker(burst=True, handle_signals=False)
-    assert adaptive._batch_limit() == 10  # nothing known yet
+    assert adaptive._batch_limit() == 1  # nothing known yet: do not hoard
     adaptive._durations["fast"] = 0.0001
     assert adaptive._batch_limit() == 100  # capped
     adaptive._durations["medium"] = 0.001
     assert adaptive._batch_limit() == 20  # about 20 ms of the slowest known task
     adaptive._durations["slow"] = 1.0
-    assert adaptive._batch_limit() == 10  # never below the configured size
+    assert adaptive._batch_limit() == 1  # slow tasks: one at a time, others may start them
     fixed = Worker(burst=True, handle_signals=False, batch_size=3)
     fixed._durations["fast"] = 0.0001
     assert fixed._batch_limit() == 3

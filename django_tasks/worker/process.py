@@ -140,10 +140,8 @@ class Worker:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}.")
         self.concurrency = concurrency
+        # An explicit batch size is obeyed exactly; without one, claims adapt (_batch_limit).
         self.batch_size = batch_size or conf.BATCH_SIZE
-        # Without an explicit batch size, a process whose runs are short claims more per
-        # transaction (see _batch_limit); an explicit one is obeyed exactly.
-        self.adaptive_batch = batch_size is None
         self.poll_interval = conf.POLL_INTERVAL if poll_interval is None else poll_interval
         self.burst = burst
         self.alias = alias or conf.DATABASE_ALIAS
@@ -427,17 +425,19 @@ class Worker:
         return []
 
     def _batch_limit(self) -> int:
-        """How many runs to claim: ``batch_size``, or more when every task seen so far is short.
+        """How many runs to claim: the configured size, or - adaptive - about ``BATCH_WORK``
+        seconds of the slowest task seen so far (one run while nothing is known yet).
 
         A claim costs a round trip and a commit whatever its size, so tiny runs are claimed by
-        the dozens - but never more than about ``BATCH_WORK`` seconds of expected work, so a
-        worker does not sit on runs that another worker could start sooner.
+        the dozens; slow ones one at a time, so that a worker never sits on runs another
+        worker could start now. Processes with several slots (threads) claim one at a time.
         """
-        if not self.adaptive_batch or self.concurrency > 1 or not self._durations:
+        if self.batch_size is not None:
             return self.batch_size
+        if self.concurrency > 1 or not self._durations:
+            return 1
         slowest = max(self._durations.values())
-        fits = int(BATCH_WORK / max(slowest, 1e-6))
-        return max(self.batch_size, min(MAX_BATCH_SIZE, fits))
+        return max(1, min(MAX_BATCH_SIZE, int(BATCH_WORK / max(slowest, 1e-6))))
 
     def _take_deferred(self) -> list[Deferred]:
         with self._count_lock:

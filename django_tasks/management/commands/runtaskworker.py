@@ -37,7 +37,10 @@ class Command(BaseCommand):
             "--concurrency", type=int, default=None, help="Worker processes (default: CPUs)."
         )
         parser.add_argument(
-            "--batch-size", type=int, default=None, help="Runs a process claims at once."
+            "--batch-size",
+            type=int,
+            default=None,
+            help="Runs a process claims at once (default: adaptive, 1 to 100 by task duration).",
         )
         parser.add_argument(
             "--max-tasks-per-child",
