@@ -35,28 +35,18 @@ def _move(source: StateType | None, target: StateType) -> str:
 _SCHEDULED = _move(None, StateType.SCHEDULED)
 
 #: Runs in the caller's own connection and transaction (transactional enqueue): if the caller
-#: rolls back, the run, its history and the NOTIFY (which PostgreSQL sends only at commit) are
-#: gone together.
-ENQUEUE = f"""
-WITH run AS (
-    INSERT INTO {RUN} (
-        id, task_key, task_name, name, origin, queue, priority, tags,
-        state_type, state_name, state_message, scheduled_time, attempts, worker,
-        retries, retry_delay, timeout,
-        parameters, parameters_preview, traceback, created, updated
-    ) VALUES (
-        %(id)s, %(task_key)s, %(task_name)s, %(name)s, 'delay', %(queue)s, %(priority)s,
-        %(tags)s::jsonb, '{_SCHEDULED}', %(state_name)s, '',
-        COALESCE(%(scheduled_time)s, clock_timestamp()), 0, '',
-        %(retries)s, %(retry_delay)s, %(timeout)s,
-        %(parameters)s, %(parameters_preview)s::jsonb, '', clock_timestamp(), clock_timestamp()
-    )
-    RETURNING id, created
-), history AS (
-    INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
-    SELECT id, '{_SCHEDULED}', %(state_name)s, '', created, '' FROM run
+#: rolls back, the run, its history row and the NOTIFY (which PostgreSQL sends only at commit)
+#: are gone together. The body - INSERT of the run, INSERT of its SCHEDULED history row,
+#: pg_notify - is the PL/pgSQL function created by migration 0003, because Django's connection
+#: cannot keep prepared statements and PL/pgSQL caches its plans per session: planning this
+#: statement each time cost as much as running it.
+ENQUEUE = """
+SELECT django_tasks_enqueue(
+    %(id)s::uuid, %(task_key)s::text, %(task_name)s::text, %(queue)s::text,
+    %(priority)s::integer, %(tags)s::jsonb, %(scheduled_time)s::timestamptz,
+    %(retries)s::integer, %(retry_delay)s::float8, %(timeout)s::float8,
+    %(parameters)s::bytea, %(parameters_preview)s::jsonb
 )
-SELECT pg_notify('{NOTIFY_CHANNEL}', %(queue)s)
 """
 
 #: Bulk enqueue: the same rows as ENQUEUE, built from parallel arrays in one statement, so a
