@@ -681,12 +681,7 @@ class Worker:
         if finish_run(db, run.id, self.name, outcome):
             logger.debug("Run %s %s", run.id, outcome.name)
         else:
-            logger.warning(
-                "Run %s was taken from this worker while it ran (rescued as lost, or by a "
-                "supervisor's kill): its outcome %s is discarded",
-                run.id,
-                outcome.name,
-            )
+            self._discarded(run.id, outcome.name)
 
     def _retry(
         self,
