@@ -305,15 +305,21 @@ NOT EXISTS (
 )
 """
 
+
+def _lost_runs(state: StateType, extra: str = "") -> str:
+    """The CTE that locks the background runs in ``state`` whose worker is lost."""
+    return f"""lost AS (
+    SELECT r.id, r.worker{extra} FROM {RUN} AS r
+    WHERE r.state_type = '{state.value}' AND r.origin = 'delay' AND {_LOST}
+    FOR UPDATE OF r SKIP LOCKED
+)"""
+
+
 _RESCUED_PENDING = _move(StateType.PENDING, StateType.SCHEDULED)
 
 #: PENDING runs of a lost worker never started: they go straight back into the topic.
 RESCUE_PENDING = f"""
-WITH lost AS (
-    SELECT r.id, r.worker FROM {RUN} AS r
-    WHERE r.state_type = 'PENDING' AND r.origin = 'delay' AND {_LOST}
-    FOR UPDATE OF r SKIP LOCKED
-), run AS (
+WITH {_lost_runs(StateType.PENDING)}, run AS (
     UPDATE {RUN} AS r
     SET state_type = '{_RESCUED_PENDING}', state_name = '{StateName.SCHEDULED}',
         state_message = 'Rescued: claimed by worker ' || lost.worker || ', which was lost.',
@@ -336,11 +342,7 @@ _RETRY_AFTER_CRASH = _move(StateType.CRASHED, StateType.SCHEDULED)
 #: crashed run as final while its retry is pending. The CRASHED row is stamped one microsecond
 #: before the retry row so that the history stays strictly ordered.
 RESCUE_RUNNING = f"""
-WITH lost AS (
-    SELECT r.id, r.worker, r.attempts <= r.retries AS retry FROM {RUN} AS r
-    WHERE r.state_type = 'RUNNING' AND r.origin = 'delay' AND {_LOST}
-    FOR UPDATE OF r SKIP LOCKED
-), run AS (
+WITH {_lost_runs(StateType.RUNNING, ", r.attempts <= r.retries AS retry")}, run AS (
     UPDATE {RUN} AS r
     SET state_type = CASE WHEN lost.retry THEN '{_RETRY_AFTER_CRASH}' ELSE '{_CRASHED}' END,
         state_name = CASE WHEN lost.retry THEN '{StateName.AWAITING_RETRY}'
@@ -370,11 +372,7 @@ _CANCELLED_BY_RESCUE = _move(StateType.CANCELLING, StateType.CANCELLED)
 
 #: CANCELLING runs of a lost worker: the cancel asked for has happened.
 RESCUE_CANCELLING = f"""
-WITH lost AS (
-    SELECT r.id, r.worker FROM {RUN} AS r
-    WHERE r.state_type = 'CANCELLING' AND r.origin = 'delay' AND {_LOST}
-    FOR UPDATE OF r SKIP LOCKED
-), run AS (
+WITH {_lost_runs(StateType.CANCELLING)}, run AS (
     UPDATE {RUN} AS r
     SET state_type = '{_CANCELLED_BY_RESCUE}', state_name = '{StateName.CANCELLED}',
         state_message = 'Cancelled; worker ' || lost.worker || ' stopped while cancelling.',

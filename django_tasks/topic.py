@@ -40,6 +40,23 @@ def check_importable(task: Task[Any, Any]) -> None:
         )
 
 
+def _run_columns(
+    task: Task[Any, Any], queue: str, priority: int, scheduled_time: datetime | None
+) -> dict[str, Any]:
+    """The columns every run of ``task`` shares, for ENQUEUE and ENQUEUE_MANY alike."""
+    return {
+        "task_key": task.key,
+        "task_name": task.name,
+        "queue": queue,
+        "priority": priority,
+        "tags": Json(list(task.tags)),
+        "scheduled_time": scheduled_time,
+        "retries": task.options.retries,
+        "retry_delay": task.options.retry_delay_seconds,
+        "timeout": task.options.timeout_seconds,
+    }
+
+
 def enqueue(
     task: Task[Any, Any],
     args: tuple[Any, ...],
@@ -57,17 +74,9 @@ def enqueue(
     check_importable(task)
     bound = task.bind(args, kwargs)
     run_id = uuid7()
-    params: dict[str, Any] = {
+    params = {
+        **_run_columns(task, queue, priority, scheduled_time),
         "id": run_id,
-        "task_key": task.key,
-        "task_name": task.name,
-        "queue": queue,
-        "priority": priority,
-        "tags": Json(list(task.tags)),
-        "scheduled_time": scheduled_time,
-        "retries": task.options.retries,
-        "retry_delay": task.options.retry_delay_seconds,
-        "timeout": task.options.timeout_seconds,
         "parameters": dumps((args, kwargs), what="parameters"),
         "parameters_preview": Json(preview(dict(bound.arguments))),
     }
@@ -98,20 +107,12 @@ def enqueue_many(
         previews.append(Json(preview(dict(bound.arguments))))
     if not ids:
         return []
-    params: dict[str, Any] = {
+    params = {
+        **_run_columns(task, queue, priority, scheduled_time),
         "ids": ids,
         "parameters": payloads,
         "previews": previews,
-        "task_key": task.key,
-        "task_name": task.name,
-        "queue": queue,
-        "priority": priority,
-        "tags": Json(list(task.tags)),
         "state_name": StateName.SCHEDULED,
-        "scheduled_time": scheduled_time,
-        "retries": task.options.retries,
-        "retry_delay": task.options.retry_delay_seconds,
-        "timeout": task.options.timeout_seconds,
     }
     with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
         cursor.execute(sql.ENQUEUE_MANY, params)
