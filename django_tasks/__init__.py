@@ -16,13 +16,16 @@ This module must not import models: it is imported while Django populates INSTAL
 
 from __future__ import annotations
 
+from .context import MissingContextError, TaskRunContext, get_run_context
 from .futures import State, TaskRunFailed, TaskRunFuture
 from .registry import UnknownTask
+from .retries import exponential_backoff
 from .serializers import PayloadError, PayloadSignatureError, PayloadTooLarge, SerializationError
 from .states import StateName, StateType
 from .tasks import Task, task
 
 __all__ = [
+    "MissingContextError",
     "PayloadError",
     "PayloadSignatureError",
     "PayloadTooLarge",
@@ -31,9 +34,12 @@ __all__ = [
     "StateName",
     "StateType",
     "Task",
+    "TaskRunContext",
     "TaskRunFailed",
     "TaskRunFuture",
     "UnknownTask",
+    "exponential_backoff",
+    "get_run_context",
     "task",
 ]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -28,6 +28,19 @@ class State:
     name: str
     message: str
     timestamp: datetime
+    #: Set on the states handed to hooks and ``retry_condition_fn``: the run's return value
+    #: (completed) or its exception (failed). States read from the database carry neither.
+    data: Any = field(default=None, compare=False, repr=False)
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+    def result(self, raise_on_failure: bool = True) -> Any:
+        """Prefect's ``state.result()`` for hook and retry-condition states: the value, or the
+        exception raised again (returned with ``raise_on_failure=False``)."""
+        if self.exception is not None:
+            if raise_on_failure:
+                raise self.exception
+            return self.exception
+        return self.data
 
     def is_final(self) -> bool:
         return self.type in FINAL_TYPES

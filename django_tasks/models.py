@@ -43,7 +43,12 @@ class TaskRun(models.Model):
     # The task's retry and timeout options, copied at enqueue so that the worker's maintenance
     # (rescue of crashed runs, hard timeouts) can apply them in SQL without importing the task.
     retries = models.PositiveIntegerField(default=0, help_text="Retries allowed after a failure.")
-    retry_delay = models.FloatField(default=0, help_text="Seconds to wait before a retry.")
+    retry_delays = models.JSONField(
+        default=list, blank=True, help_text="Seconds before each retry; the last one repeats."
+    )
+    retry_jitter = models.FloatField(
+        null=True, blank=True, help_text="Retry delays vary by up to this fraction."
+    )
     timeout = models.FloatField(null=True, blank=True, help_text="Seconds a run may take.")
     worker = models.CharField(max_length=255, blank=True, help_text="host:pid of the worker.")
 

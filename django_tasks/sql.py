@@ -42,10 +42,10 @@ _SCHEDULED = _move(None, StateType.SCHEDULED)
 #: statement each time cost as much as running it.
 ENQUEUE = """
 SELECT django_tasks_enqueue(
-    %(id)s::uuid, %(task_key)s::text, %(task_name)s::text, %(queue)s::text,
+    %(id)s::uuid, %(task_key)s::text, %(task_name)s::text, %(name)s::text, %(queue)s::text,
     %(priority)s::integer, %(tags)s::jsonb, %(scheduled_time)s::timestamptz,
-    %(retries)s::integer, %(retry_delay)s::float8, %(timeout)s::float8,
-    %(parameters)s::bytea, %(parameters_preview)s::jsonb
+    %(retries)s::integer, %(retry_delays)s::jsonb, %(retry_jitter)s::float8,
+    %(timeout)s::float8, %(parameters)s::bytea, %(parameters_preview)s::jsonb
 )
 """
 
@@ -53,19 +53,20 @@ SELECT django_tasks_enqueue(
 #: backfill of thousands of runs is one round trip, one commit and one NOTIFY.
 ENQUEUE_MANY = f"""
 WITH item AS (
-    SELECT * FROM unnest(%(ids)s::uuid[], %(parameters)s::bytea[], %(previews)s::jsonb[])
-        AS t(id, parameters, preview)
+    SELECT * FROM unnest(
+        %(ids)s::uuid[], %(names)s::text[], %(parameters)s::bytea[], %(previews)s::jsonb[]
+    ) AS t(id, name, parameters, preview)
 ), run AS (
     INSERT INTO {RUN} (
         id, task_key, task_name, name, origin, queue, priority, tags,
         state_type, state_name, state_message, scheduled_time, attempts, worker,
-        retries, retry_delay, timeout,
+        retries, retry_delays, retry_jitter, timeout,
         parameters, parameters_preview, traceback, created, updated
     )
-    SELECT id, %(task_key)s, %(task_name)s, %(task_name)s, 'delay', %(queue)s, %(priority)s,
+    SELECT id, %(task_key)s, %(task_name)s, name, 'delay', %(queue)s, %(priority)s,
         %(tags)s::jsonb, '{_SCHEDULED}', %(state_name)s, '',
         COALESCE(%(scheduled_time)s, clock_timestamp()), 0, '',
-        %(retries)s, %(retry_delay)s, %(timeout)s,
+        %(retries)s, %(retry_delays)s::jsonb, %(retry_jitter)s, %(timeout)s,
         parameters, preview, '', clock_timestamp(), clock_timestamp()
     FROM item
     RETURNING id, created
@@ -149,7 +150,7 @@ WITH {_FLUSH_CTES}, ready AS MATERIALIZED (
         worker = %(worker)s, updated = clock_timestamp()
     WHERE r.id IN (SELECT id FROM ready)
     RETURNING r.id, r.task_key, r.task_name, r.parameters, r.priority, r.scheduled_time,
-              r.updated, r.timeout, r.attempts, r.retries, r.retry_delay
+              r.updated, r.timeout, r.attempts, r.retries, r.retry_delays, r.retry_jitter, r.name
 ), history AS (
     INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
     SELECT id, '{_PENDING}', '{StateName.PENDING}', '', updated, %(worker)s FROM claimed
@@ -163,10 +164,11 @@ WITH {_FLUSH_CTES}, ready AS MATERIALIZED (
     FROM claimed WHERE updated - scheduled_time > make_interval(secs => %(late_after)s)
 )
 SELECT 'claimed' AS kind, id, task_key, task_name, parameters, timeout, attempts, retries,
-       retry_delay, updated, priority, scheduled_time
+       retry_delays, retry_jitter, updated, priority, scheduled_time, name
 FROM claimed
 UNION ALL
-SELECT 'flushed', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM flushed
+SELECT 'flushed', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM flushed
 ORDER BY kind, priority DESC, scheduled_time
 """
 
@@ -182,14 +184,14 @@ WITH run AS (
         attempts = attempts + 1, started = COALESCE(%(started)s, clock_timestamp()),
         updated = clock_timestamp()
     WHERE id = %(id)s AND state_type = '{StateType.PENDING.value}' AND worker = %(worker)s
-    RETURNING id, started, attempts, retries, retry_delay
+    RETURNING id, started, attempts
 ), history AS (
     INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
     SELECT id, '{_RUNNING}',
            CASE WHEN attempts > 1 THEN '{StateName.RETRYING}' ELSE '{StateName.RUNNING}' END,
            '', started, %(worker)s FROM run
 )
-SELECT attempts, retries, retry_delay FROM run
+SELECT attempts FROM run
 """
 
 for _source in (StateType.RUNNING, StateType.CANCELLING):
@@ -293,6 +295,13 @@ CANCEL_REQUESTED = f"""
 SELECT id FROM {RUN} WHERE worker = %(worker)s AND state_type = 'CANCELLING'
 """
 
+#: The delay before the retry that follows attempt ``r.attempts``, as
+#: :func:`django_tasks.retries.delay_for` computes it in Python: the attempt's entry of
+#: ``retry_delays`` (the last one repeating; none means 0), varied by ``retry_jitter``.
+RETRY_DELAY = """GREATEST(0, COALESCE(
+    (r.retry_delays ->> (LEAST(r.attempts, jsonb_array_length(r.retry_delays)) - 1))::float8, 0
+) * (1 + COALESCE(r.retry_jitter, 0) * (2 * random() - 1)))"""
+
 # -- rescue: runs held by workers that are gone ----------------------------------------------
 
 #: A held run is lost when no live worker holds it: its worker stopped, its heartbeat is older
@@ -349,7 +358,7 @@ WITH {_lost_runs(StateType.RUNNING, ", r.attempts <= r.retries AS retry")}, run 
                           ELSE '{StateName.CRASHED}' END,
         state_message = 'Worker ' || lost.worker || ' was lost while running this run.',
         scheduled_time = CASE WHEN lost.retry
-                              THEN clock_timestamp() + make_interval(secs => r.retry_delay)
+                              THEN clock_timestamp() + make_interval(secs => {RETRY_DELAY})
                               ELSE r.scheduled_time END,
         worker = CASE WHEN lost.retry THEN '' ELSE r.worker END,
         finished = CASE WHEN lost.retry THEN NULL ELSE clock_timestamp() END,
@@ -419,7 +428,7 @@ SELECT state_type, pg_notify('{CANCEL_CHANNEL}', worker) FROM run
 #: task ignored its timeout) or CANCELLING for longer than the cancel grace. The supervisor
 #: kills the child that holds each, then records the outcome with FINISH/RETRY.
 OVERDUE = f"""
-SELECT id, worker, state_type, attempts, retries, retry_delay, timeout FROM {RUN}
+SELECT id, worker, state_type, attempts, retries, {RETRY_DELAY}, timeout FROM {RUN} AS r
 WHERE worker = ANY(%(workers)s) AND (
     (state_type = 'RUNNING' AND timeout IS NOT NULL
      AND started + make_interval(secs => timeout + %(timeout_grace)s) < clock_timestamp())

@@ -9,23 +9,56 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import logging
 import re
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from django.utils import timezone
 
 from .futures import TaskRunFuture
 from .registry import registry, task_key
+from .retries import RetryDelay, check_jitter, resolve_delays
 
-__all__ = ["Task", "TaskOptions", "task"]
+if TYPE_CHECKING:
+    from .context import TaskRunContext
+    from .futures import State
+
+__all__ = ["RetryCondition", "StateHook", "Task", "TaskOptionKwargs", "TaskOptions", "task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
+logger = logging.getLogger("django_tasks.tasks")
+
 _QUEUE_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
 PRIORITY_MIN, PRIORITY_MAX = -100, 100
+
+#: ``retry_condition_fn(task, task_run, state)``: retry this failure?
+RetryCondition = Callable[["Task[Any, Any]", "TaskRunContext", "State"], bool]
+#: ``on_completion`` / ``on_failure`` hooks: ``hook(task, task_run, state)``.
+StateHook = Callable[["Task[Any, Any]", "TaskRunContext", "State"], None]
+
+
+class TaskOptionKwargs(TypedDict, total=False):
+    """The keyword arguments of :func:`task`, :class:`Task` and :meth:`Task.with_options`."""
+
+    name: str | None
+    queue: str | None
+    priority: int
+    tags: Iterable[str] | None
+    description: str | None
+    version: str | None
+    retries: int
+    retry_delay_seconds: RetryDelay
+    retry_jitter_factor: float | None
+    retry_condition_fn: RetryCondition | None
+    timeout_seconds: float | None
+    task_run_name: str | Callable[[], str] | None
+    on_completion: Sequence[StateHook] | None
+    on_failure: Sequence[StateHook] | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,24 +70,55 @@ class TaskOptions:
     priority: int = 0
     tags: tuple[str, ...] = ()
     description: str | None = None
+    version: str | None = None
     retries: int = 0
-    retry_delay_seconds: float = 0
+    retry_delay_seconds: RetryDelay = 0
+    retry_jitter_factor: float | None = None
+    retry_condition_fn: RetryCondition | None = None
     timeout_seconds: float | None = None
+    task_run_name: str | Callable[[], str] | None = None
+    on_completion: tuple[StateHook, ...] = ()
+    on_failure: tuple[StateHook, ...] = ()
+    #: ``retry_delay_seconds`` resolved to one delay per retry (see :mod:`.retries`).
+    retry_delays: tuple[float, ...] = dataclasses.field(init=False, default=())
 
     def __post_init__(self) -> None:
         _check_name(self.name)
         if self.queue is not None:
             check_queue(self.queue)
         check_priority(self.priority)
-        if self.description is not None and not isinstance(self.description, str):
-            raise TypeError(f"description must be a str, got {type(self.description).__name__}.")
+        for option in ("description", "version"):
+            value = getattr(self, option)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"{option} must be a str, got {type(value).__name__}.")
         if isinstance(self.retries, bool) or not isinstance(self.retries, int):
             raise TypeError(f"retries must be an int, got {self.retries!r}.")
         if self.retries < 0:
             raise ValueError(f"retries must not be negative, got {self.retries}.")
-        _check_seconds("retry_delay_seconds", self.retry_delay_seconds, allow_zero=True)
+        delays = resolve_delays(self.retry_delay_seconds, self.retries)
+        object.__setattr__(self, "retry_delays", delays)
+        check_jitter(self.retry_jitter_factor)
+        _check_callable("retry_condition_fn", self.retry_condition_fn)
         if self.timeout_seconds is not None:
             _check_seconds("timeout_seconds", self.timeout_seconds, allow_zero=False)
+        if self.task_run_name is not None and not isinstance(self.task_run_name, str):
+            _check_callable("task_run_name", self.task_run_name)
+        for option in ("on_completion", "on_failure"):
+            for hook in getattr(self, option):
+                _check_callable(f"each {option} hook", hook)
+
+
+def _check_callable(option: str, value: object) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{option} must be callable, got {value!r}.")
+
+
+def _hooks(option: str, hooks: Sequence[StateHook] | None) -> tuple[StateHook, ...]:
+    if hooks is None:
+        return ()
+    if callable(hooks):
+        raise TypeError(f"{option} takes a list of functions, got one function: [{hooks!r}].")
+    return tuple(hooks)
 
 
 def _check_seconds(option: str, value: object, *, allow_zero: bool) -> None:
@@ -108,34 +172,13 @@ def _normalize_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
 class Task(Generic[P, R]):
     """A function with task options. Use the :func:`task` decorator to make one."""
 
-    def __init__(
-        self,
-        fn: Callable[P, R],
-        *,
-        name: str | None = None,
-        queue: str | None = None,
-        priority: int = 0,
-        tags: Iterable[str] | None = None,
-        description: str | None = None,
-        retries: int = 0,
-        retry_delay_seconds: float = 0,
-        timeout_seconds: float | None = None,
-    ) -> None:
+    def __init__(self, fn: Callable[P, R], **options: Unpack[TaskOptionKwargs]) -> None:
         if not callable(fn):
             raise TypeError(f"@task decorates a function, got {fn!r}.")
         if inspect.iscoroutinefunction(fn):
             raise TypeError(f"{fn.__qualname__} is async: async tasks are not supported yet.")
         self.fn = fn
-        self.options = TaskOptions(
-            name=fn.__name__ if name is None else name,
-            queue=queue,
-            priority=priority,
-            tags=_normalize_tags(tags),
-            description=inspect.getdoc(fn) if description is None else description,
-            retries=retries,
-            retry_delay_seconds=retry_delay_seconds,
-            timeout_seconds=timeout_seconds,
-        )
+        self.options = _make_options(fn, options)
         self.key = task_key(self.options.name, fn)
         self.signature = inspect.signature(fn)
         functools.update_wrapper(self, fn)
@@ -167,15 +210,16 @@ class Task(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<Task {self.name} ({self.fn.__module__}.{self.fn.__qualname__})>"
 
-    def with_options(self, **changes: Any) -> Task[P, R]:
+    def with_options(self, **changes: Unpack[TaskOptionKwargs]) -> Task[P, R]:
         """A copy of this task with some options changed (a new name gives a new task key).
 
         Takes the keyword arguments of :func:`task`; an unknown one is a ``TypeError``.
         """
-        unknown = set(changes) - {f.name for f in dataclasses.fields(TaskOptions)}
-        if unknown:
-            raise TypeError(f"Unknown task option(s): {', '.join(sorted(unknown))}.")
-        options = {**dataclasses.asdict(self.options), **changes}
+        _check_known(changes)
+        current = {
+            f.name: getattr(self.options, f.name) for f in dataclasses.fields(TaskOptions) if f.init
+        }
+        options: Any = {**current, **changes}
         return Task(self.fn, **options)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -248,6 +292,32 @@ class Task(Generic[P, R]):
             scheduled_time=_when(scheduled_time, countdown),
         )
 
+    def run_name(self, parameters: Mapping[str, Any], run_id: uuid.UUID, origin: str) -> str:
+        """A run's display name: ``task_run_name`` formatted with the run's parameters (or
+        called), else the task name. A template naming a missing parameter is an error here,
+        at the call; a callable that fails falls back to the task name (it must not stop
+        the run)."""
+        template = self.options.task_run_name
+        if template is None:
+            return self.name
+        if isinstance(template, str):
+            try:
+                return template.format(**parameters)[:255]
+            except (KeyError, IndexError, ValueError, AttributeError) as exc:
+                raise ValueError(
+                    f"task_run_name {template!r} of task {self.name!r} cannot be formatted with "
+                    f"the parameters {sorted(parameters)}: {exc!r}"
+                ) from None
+        from .context import TaskRunContext, run_context
+
+        context = TaskRunContext(self, run_id, self.name, 1, dict(parameters), origin)
+        try:
+            with run_context(context):
+                return str(template())[:255]
+        except Exception:
+            logger.warning("task_run_name of %s raised; using the task name", self, exc_info=True)
+            return self.name
+
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments:
         """Bind arguments to the function's signature: a mismatch is a ``TypeError`` here."""
         try:
@@ -275,54 +345,59 @@ def _when(scheduled_time: datetime | None, countdown: float | None) -> datetime 
     return scheduled_time
 
 
+def _check_known(options: Mapping[str, Any]) -> None:
+    unknown = set(options) - set(TaskOptionKwargs.__annotations__)
+    if unknown:
+        raise TypeError(f"Unknown task option(s): {', '.join(sorted(unknown))}.")
+
+
+def _make_options(fn: Callable[..., Any], options: Mapping[str, Any]) -> TaskOptions:
+    _check_known(options)
+    given = dict(options)
+    name = given.pop("name", None)
+    description = given.pop("description", None)
+    return TaskOptions(
+        name=fn.__name__ if name is None else name,
+        description=inspect.getdoc(fn) if description is None else description,
+        tags=_normalize_tags(given.pop("tags", None)),
+        on_completion=_hooks("on_completion", given.pop("on_completion", None)),
+        on_failure=_hooks("on_failure", given.pop("on_failure", None)),
+        **given,
+    )
+
+
 @overload
 def task(fn: Callable[P, R], /) -> Task[P, R]: ...
 
 
 @overload
 def task(
-    *,
-    name: str | None = None,
-    queue: str | None = None,
-    priority: int = 0,
-    tags: Iterable[str] | None = None,
-    description: str | None = None,
-    retries: int = 0,
-    retry_delay_seconds: float = 0,
-    timeout_seconds: float | None = None,
+    **options: Unpack[TaskOptionKwargs],
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
 def task(
-    fn: Callable[P, R] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    queue: str | None = None,
-    priority: int = 0,
-    tags: Iterable[str] | None = None,
-    description: str | None = None,
-    retries: int = 0,
-    retry_delay_seconds: float = 0,
-    timeout_seconds: float | None = None,
+    fn: Callable[P, R] | None = None, /, **options: Unpack[TaskOptionKwargs]
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
-    """Make a function a task, bare (``@task``) or with options (``@task(queue="emails")``)."""
-    options: dict[str, Any] = {
-        "name": name,
-        "queue": queue,
-        "priority": priority,
-        "tags": tags,
-        "description": description,
-        "retries": retries,
-        "retry_delay_seconds": retry_delay_seconds,
-        "timeout_seconds": timeout_seconds,
-    }
+    """Make a function a task, bare (``@task``) or with options (``@task(queue="emails")``).
+
+    Options (all keyword-only, checked here so a mistake fails at the decorator line):
+    ``name``, ``queue``, ``priority``, ``tags``, ``description``, ``version``, ``retries``,
+    ``retry_delay_seconds`` (seconds, a list per retry, or a callable such as
+    :func:`~django_tasks.retries.exponential_backoff`), ``retry_jitter_factor``,
+    ``retry_condition_fn(task, task_run, state) -> bool``, ``timeout_seconds``,
+    ``task_run_name`` (a template such as ``"add-{x}"`` or a callable), ``on_completion`` and
+    ``on_failure`` (lists of ``hook(task, task_run, state)``).
+    """
     if fn is not None:
         return Task(fn, **options)
-    # Validate now, so a bad option fails at the decorator line even before a function is given.
-    TaskOptions(**{**options, "name": name or "placeholder", "tags": _normalize_tags(tags)})
+    _make_options(_placeholder, options)  # validate before a function is given
 
     def decorator(f: Callable[P, R]) -> Task[P, R]:
         return Task(f, **options)
 
     return decorator
+
+
+def _placeholder() -> None:
+    """Stands in for the function while ``@task(...)`` options are checked."""

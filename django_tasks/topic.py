@@ -52,7 +52,8 @@ def _run_columns(
         "tags": Json(list(task.tags)),
         "scheduled_time": scheduled_time,
         "retries": task.options.retries,
-        "retry_delay": task.options.retry_delay_seconds,
+        "retry_delays": Json(list(task.options.retry_delays)),
+        "retry_jitter": task.options.retry_jitter_factor,
         "timeout": task.options.timeout_seconds,
     }
 
@@ -74,11 +75,13 @@ def enqueue(
     check_importable(task)
     bound = task.bind(args, kwargs)
     run_id = uuid7()
+    arguments = dict(bound.arguments)
     params = {
         **_run_columns(task, queue, priority, scheduled_time),
         "id": run_id,
+        "name": task.run_name(arguments, run_id, "delay"),
         "parameters": dumps((args, kwargs), what="parameters"),
-        "parameters_preview": Json(preview(dict(bound.arguments))),
+        "parameters_preview": Json(preview(arguments)),
     }
     with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
         cursor.execute(sql.ENQUEUE, params)
@@ -99,17 +102,19 @@ def enqueue_many(
     nothing at all.
     """
     check_importable(task)
-    ids, payloads, previews = [], [], []
+    ids, names, payloads, previews = [], [], [], []
     for args, kwargs in calls:
-        bound = task.bind(args, kwargs)
+        arguments = dict(task.bind(args, kwargs).arguments)
         ids.append(uuid7())
+        names.append(task.run_name(arguments, ids[-1], "delay"))
         payloads.append(dumps((args, kwargs), what="parameters"))
-        previews.append(Json(preview(dict(bound.arguments))))
+        previews.append(Json(preview(arguments)))
     if not ids:
         return []
     params = {
         **_run_columns(task, queue, priority, scheduled_time),
         "ids": ids,
+        "names": names,
         "parameters": payloads,
         "previews": previews,
         "state_name": StateName.SCHEDULED,

@@ -86,7 +86,7 @@ def test_with_options_copies_and_validates():
     with pytest.raises(ValueError, match="priority"):
         taskapp.add.with_options(priority=1000)
     with pytest.raises(TypeError, match="Unknown task option"):
-        taskapp.add.with_options(retry=3)
+        taskapp.add.with_options(retry=3)  # type: ignore[call-arg]
     assert taskapp.add.with_options(retries=2, timeout_seconds=5).options.retries == 2
 
 

@@ -27,22 +27,30 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from django.db import close_old_connections
+from django.utils import timezone
 from psycopg.types.json import Json
 
 from .. import sql
 from ..conf import task_settings
+from ..context import TaskRunContext, run_context
+from ..futures import State
+from ..hooks import call_hooks, retry_allowed
 from ..registry import UnknownTask, registry
+from ..retries import delay_for
 from ..serializers import PayloadError, PayloadSignatureError, dumps, loads, preview
 from ..states import StateName, StateType
 from .connection import QueueConnection
 from .maintenance import rescue
+
+if TYPE_CHECKING:
+    from ..tasks import Task
 
 __all__ = [
     "EXIT_RECYCLE",
@@ -81,6 +89,9 @@ class Outcome:
     payload: bytes | None
     preview: Any
     traceback: str
+    #: The return value or the exception itself, for hooks and ``retry_condition_fn``.
+    value: Any = field(default=None, compare=False, repr=False)
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -92,8 +103,10 @@ class ClaimedRun:
     timeout: float | None = None
     attempts: int = 0
     retries: int = 0
-    retry_delay: float = 0.0
+    retry_delays: tuple[float, ...] = ()
+    retry_jitter: float | None = None
     pending_at: datetime | None = None
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -413,8 +426,10 @@ class Worker:
                     timeout=row[5],
                     attempts=row[6],
                     retries=row[7],
-                    retry_delay=row[8],
-                    pending_at=row[9],
+                    retry_delays=tuple(row[8] or ()),
+                    retry_jitter=row[9],
+                    pending_at=row[10],
+                    name=row[13],
                 )
                 for row in rows
                 if row[0] == "claimed"
@@ -521,9 +536,11 @@ class Worker:
         # Deferred writes need the control thread to watch the one run in hand: only for a
         # process with a single slot (as the supervisor runs them).
         if self.concurrency > 1 or run.timeout is not None or expected >= DEFER_BELOW:
-            self._run_now(db, run, task.fn, args, kwargs)
+            outcome = self._run_now(db, run, task, args, kwargs)
         else:
-            self._run_deferred(db, run, task.fn, args, kwargs)
+            outcome = self._run_deferred(db, run, task, args, kwargs)
+        if outcome is not None:
+            call_hooks(task, self._context(task, run, args, kwargs), outcome_state(outcome))
         with self._count_lock:
             self.processed += 1
             if self.max_tasks is not None and self.processed >= self.max_tasks:
@@ -535,62 +552,66 @@ class Worker:
         self,
         db: QueueConnection,
         run: ClaimedRun,
-        fn: Callable[..., Any],
+        task: Task[Any, Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-    ) -> None:
-        """A run expected to be long (or with a timeout): RUNNING first, then the function."""
+    ) -> Outcome | None:
+        """A run expected to be long (or with a timeout): RUNNING first, then the function.
+        Returns the final outcome (``None`` when the run was retried or is no longer ours)."""
         self._write_deferred(db, self._take_deferred())  # earlier completions first
         started = db.execute(
             sql.START, {"id": run.id, "worker": self.name, "started": None}, give_up_on_stop=False
         )
         if not started:
             logger.warning("Run %s is no longer held by this worker; skipped", run.id)
-            return
-        attempts, retries, retry_delay = started[0]
+            return None
+        attempts = started[0][0]
         logger.debug("Run %s (%s) started", run.id, run.task_name)
-        outcome, _, _ = self._timed_call(db, run, fn, args, kwargs, marked=True)
-        self._record(db, run, outcome, attempts, retries, retry_delay)
+        outcome, _, _ = self._timed_call(db, run, task, args, kwargs, attempts, marked=True)
+        return self._record(db, task, run, outcome, attempts, args, kwargs)
 
     def _run_deferred(
         self,
         db: QueueConnection,
         run: ClaimedRun,
-        fn: Callable[..., Any],
+        task: Task[Any, Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-    ) -> None:
+    ) -> Outcome | None:
         """A run expected to be short: the function first, its states written with the next
         claim - unless it ran long enough for the control thread to mark it RUNNING."""
         logger.debug("Run %s (%s) started", run.id, run.task_name)
-        outcome, started, marked = self._timed_call(db, run, fn, args, kwargs, marked=False)
         attempts = run.attempts + 1
+        outcome, started, marked = self._timed_call(
+            db, run, task, args, kwargs, attempts, marked=False
+        )
         if marked:
             if self._current_lost:
                 self._discarded(run.id, outcome.name)
-                return
-            self._record(db, run, outcome, attempts, run.retries, run.retry_delay)
-            return
+                return None
+            return self._record(db, task, run, outcome, attempts, args, kwargs)
         finished = max(db.db_time(), started + _TICK)
-        if outcome.type == StateType.FAILED and attempts <= run.retries:
+        if self._should_retry(task, run, outcome, attempts, args, kwargs):
             # Rare: write RUNNING with its real start, then the retry.
             db.execute(
                 sql.START,
                 {"id": run.id, "worker": self.name, "started": started},
                 give_up_on_stop=False,
             )
-            self._record(db, run, outcome, attempts, run.retries, run.retry_delay)
-            return
+            self._retry(db, run, outcome, attempts)
+            return None
         with self._count_lock:
             self._deferred.append(Deferred(run, started, finished, outcome))
+        return outcome
 
     def _timed_call(
         self,
         db: QueueConnection,
         run: ClaimedRun,
-        fn: Callable[..., Any],
+        task: Task[Any, Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        attempt: int,
         *,
         marked: bool,
     ) -> tuple[Outcome, datetime, bool]:
@@ -604,7 +625,8 @@ class Worker:
             self._current_started = started
             self._current_marked = marked
             self._current_lost = False
-        outcome = self._call(run, fn, args, kwargs)
+        with run_context(self._context(task, run, args, kwargs, attempt)):
+            outcome = self._call(run, task.fn, args, kwargs)
         with self._lock:
             self._current = None
             marked = self._current_marked
@@ -615,19 +637,48 @@ class Worker:
         )
         return outcome, started, marked
 
+    @staticmethod
+    def _context(
+        task: Task[Any, Any],
+        run: ClaimedRun,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        attempt: int | None = None,
+    ) -> TaskRunContext:
+        parameters = dict(task.bind(args, kwargs).arguments)
+        attempt = run.attempts + 1 if attempt is None else attempt
+        return TaskRunContext(task, run.id, run.name or run.task_name, attempt, parameters, "delay")
+
     def _record(
         self,
         db: QueueConnection,
+        task: Task[Any, Any],
         run: ClaimedRun,
         outcome: Outcome,
         attempts: int,
-        retries: int,
-        retry_delay: float,
-    ) -> None:
-        if outcome.type == StateType.FAILED and attempts <= retries:
-            self._retry(db, run, outcome, retry_delay, attempts, retries)
-        else:
-            self._finish(db, run, outcome)
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Outcome | None:
+        """Retry the run or write its final state; the final outcome is returned for hooks."""
+        if self._should_retry(task, run, outcome, attempts, args, kwargs):
+            self._retry(db, run, outcome, attempts)
+            return None
+        self._finish(db, run, outcome)
+        return outcome
+
+    def _should_retry(
+        self,
+        task: Task[Any, Any],
+        run: ClaimedRun,
+        outcome: Outcome,
+        attempts: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> bool:
+        if outcome.type != StateType.FAILED or attempts > run.retries:
+            return False
+        context = self._context(task, run, args, kwargs, attempts)
+        return retry_allowed(task, context, outcome_state(outcome))
 
     def _call(
         self,
@@ -651,10 +702,11 @@ class Worker:
                 if self._interruptible:
                     signal.setitimer(signal.ITIMER_REAL, 0)
                 self._executing = None
-        except TaskRunTimeout:
+        except TaskRunTimeout as exc:
             message = f"Timed out after {run.timeout} s (timeout_seconds)."
+            tb = traceback.format_exc()
             return Outcome(
-                StateType.FAILED, StateName.TIMED_OUT, message, None, None, traceback.format_exc()
+                StateType.FAILED, StateName.TIMED_OUT, message, None, None, tb, exception=exc
             )
         except TaskRunCancelled:
             return Outcome(
@@ -667,15 +719,21 @@ class Worker:
             except PayloadError:
                 payload = None
             message = f"{type(exc).__name__}: {exc}"
-            return Outcome(StateType.FAILED, StateName.FAILED, message, payload, None, tb)
+            return Outcome(
+                StateType.FAILED, StateName.FAILED, message, payload, None, tb, exception=exc
+            )
         finally:
             close_old_connections()
         try:
             payload = dumps(value, what="result")
         except PayloadError as exc:
             tb = traceback.format_exc()
-            return Outcome(StateType.FAILED, StateName.FAILED, str(exc), None, None, tb)
-        return Outcome(StateType.COMPLETED, StateName.COMPLETED, "", payload, preview(value), "")
+            return Outcome(
+                StateType.FAILED, StateName.FAILED, str(exc), None, None, tb, exception=exc
+            )
+        return Outcome(
+            StateType.COMPLETED, StateName.COMPLETED, "", payload, preview(value), "", value=value
+        )
 
     def _finish(self, db: QueueConnection, run: ClaimedRun, outcome: Outcome) -> None:
         if finish_run(db, run.id, self.name, outcome):
@@ -683,16 +741,9 @@ class Worker:
         else:
             self._discarded(run.id, outcome.name)
 
-    def _retry(
-        self,
-        db: QueueConnection,
-        run: ClaimedRun,
-        outcome: Outcome,
-        delay: float,
-        attempts: int,
-        retries: int,
-    ) -> None:
-        message = f"{outcome.message} (attempt {attempts} of {retries + 1}; retrying)"
+    def _retry(self, db: QueueConnection, run: ClaimedRun, outcome: Outcome, attempts: int) -> None:
+        delay = delay_for(run.retry_delays, attempts, run.retry_jitter)
+        message = f"{outcome.message} (attempt {attempts} of {run.retries + 1}; retrying)"
         retry_run(db, run.id, self.name, message, outcome.traceback, delay)
         logger.debug("Run %s failed; retry in %.1f s", run.id, delay)
 
@@ -705,6 +756,18 @@ class Worker:
         )
         with self._count_lock:
             self.processed += 1
+
+
+def outcome_state(outcome: Outcome) -> State:
+    """An outcome as the :class:`State` that hooks and ``retry_condition_fn`` receive."""
+    return State(
+        outcome.type,
+        outcome.name,
+        outcome.message,
+        timezone.now(),
+        data=outcome.value,
+        exception=outcome.exception,
+    )
 
 
 def finish_run(db: QueueConnection, run_id: uuid.UUID, worker: str, outcome: Outcome) -> bool:

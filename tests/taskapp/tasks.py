@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import time
 
-from django_tasks import task
+from django_tasks import State, task
+from django_tasks.context import TaskRunContext, get_run_context
+from django_tasks.tasks import StateHook
 
 from .models import Effect
 
@@ -114,3 +116,68 @@ def always_fails(label: str) -> None:
 def chaos_record(index: int) -> int:
     time.sleep(0.002)
     return Effect.objects.create(label=f"chaos-{index}").pk
+
+
+def _fail_until(label: str, failures: int, error: type[Exception] = ConnectionError) -> int:
+    """Leave a mark per attempt; raise ``error`` until ``failures`` attempts have failed."""
+    Effect.objects.create(label=label)
+    attempts = Effect.objects.filter(label=label).count()
+    if attempts <= failures:
+        raise error(f"attempt {attempts} of {label} failed")
+    return attempts
+
+
+@task(retries=3, retry_delay_seconds=[0.2, 0.4])
+def fails_twice_listed(label: str) -> int:
+    """Retried after 0.2 s, then 0.4 s (the list), succeeds on the third attempt."""
+    return _fail_until(label, 2)
+
+
+@task(retries=3, retry_delay_seconds=0.3)
+def fails_then_waits(label: str) -> int:
+    """Fails once; its retry waits 0.3 s (long enough to restart a worker in between)."""
+    return _fail_until(label, 1)
+
+
+def _only_connection_errors(task: object, task_run: object, state: State) -> bool:
+    return isinstance(state.exception, ConnectionError)
+
+
+@task(retries=3, retry_condition_fn=_only_connection_errors)
+def picky(label: str, error: str) -> int:
+    """Retried on ConnectionError only: a ValueError ends the run at once."""
+    kind = {"connection": ConnectionError, "value": ValueError}[error]
+    return _fail_until(label, 1, kind)
+
+
+def _hook_mark(prefix: str) -> StateHook:
+    def hook(task: object, task_run: TaskRunContext, state: State) -> None:
+        Effect.objects.create(label=f"{prefix}:{task_run.parameters['label']}:{state.name}")
+
+    return hook
+
+
+@task(
+    retries=1,
+    on_completion=[_hook_mark("done")],
+    on_failure=[_hook_mark("failed"), _hook_mark("failed-again")],
+    task_run_name="hooked-{label}",
+)
+def hooked(label: str, fail: bool = False) -> str:
+    if fail:
+        raise ValueError(f"{label} fails")
+    return label
+
+
+@task(task_run_name=lambda: f"ctx-{get_run_context().parameters['n']}")
+def context_report(n: int) -> dict[str, object]:
+    """Returns what its run context says, as the code inside a run sees it."""
+    context = get_run_context()
+    return {
+        "id": str(context.id),
+        "name": context.name,
+        "attempt": context.attempt,
+        "parameters": context.parameters,
+        "origin": context.origin,
+        "task": context.task.name,
+    }

@@ -1,0 +1,71 @@
+"""The run context: which run the current code belongs to, available inside a task.
+
+``get_run_context()`` inside a task function (inline, submitted or in a worker) returns a
+:class:`TaskRunContext` with the run id, the attempt, the task and its parameters. It is also
+what hooks and ``retry_condition_fn`` receive as ``task_run``. A context variable holds it, so
+threads of the task runner each see their own run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .tasks import Task
+
+__all__ = ["MissingContextError", "TaskRunContext", "get_run_context"]
+
+
+class MissingContextError(RuntimeError):
+    """``get_run_context()`` was called outside a task run."""
+
+
+@dataclass(frozen=True)
+class TaskRunContext:
+    """One run as the code running it sees it."""
+
+    task: Task[Any, Any]
+    id: uuid.UUID
+    name: str
+    #: 1 for the first attempt, 2 for the first retry, ...
+    attempt: int
+    parameters: dict[str, Any]
+    #: ``call`` (inline or submitted) or ``delay`` (a worker runs it).
+    origin: str
+
+    @property
+    def run_count(self) -> int:
+        """Prefect's name for :attr:`attempt`."""
+        return self.attempt
+
+    @property
+    def task_key(self) -> str:
+        return self.task.key
+
+
+_current: contextvars.ContextVar[TaskRunContext | None] = contextvars.ContextVar(
+    "django_tasks_run", default=None
+)
+
+
+def get_run_context() -> TaskRunContext:
+    """The context of the run whose code is executing; raises outside a run."""
+    context = _current.get()
+    if context is None:
+        raise MissingContextError("get_run_context() was called outside a task run.")
+    return context
+
+
+@contextlib.contextmanager
+def run_context(context: TaskRunContext) -> Iterator[TaskRunContext]:
+    """Make ``context`` current for the code inside the block (the task function, its hooks)."""
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
