@@ -17,9 +17,19 @@ This module must not import models: it is imported while Django populates INSTAL
 from __future__ import annotations
 
 from .context import MissingContextError, TaskRunContext, get_run_context
+from .dependencies import UpstreamFailed, allow_failure
 from .futures import State, TaskRunFailed, TaskRunFuture
+from .recorder import flush
 from .registry import UnknownTask
 from .retries import exponential_backoff
+from .runners import (
+    SubmittedFuture,
+    TaskFutureList,
+    ThreadPoolTaskRunner,
+    as_completed,
+    unmapped,
+    wait,
+)
 from .serializers import PayloadError, PayloadSignatureError, PayloadTooLarge, SerializationError
 from .states import StateName, StateType
 from .tasks import Task, task
@@ -33,14 +43,23 @@ __all__ = [
     "State",
     "StateName",
     "StateType",
+    "SubmittedFuture",
     "Task",
+    "TaskFutureList",
     "TaskRunContext",
     "TaskRunFailed",
     "TaskRunFuture",
+    "ThreadPoolTaskRunner",
     "UnknownTask",
+    "UpstreamFailed",
+    "allow_failure",
+    "as_completed",
     "exponential_backoff",
+    "flush",
     "get_run_context",
     "task",
+    "unmapped",
+    "wait",
 ]
 
 __version__ = "0.1.0"

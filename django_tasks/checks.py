@@ -10,7 +10,10 @@ from django.db import connections
 
 from .conf import DEFAULTS
 
-__all__ = ["check_database", "check_settings"]
+__all__ = ["RECORD_MODES", "check_database", "check_settings"]
+
+RECORD_MODES = ("batched", "sync")
+_OPTIONAL_INTS = ("BATCH_SIZE", "TASK_RUNNER_MAX_WORKERS")
 
 
 @register()
@@ -32,7 +35,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             continue
         if DEFAULTS[key] is None and value is None:
             continue
-        expected = int if key == "BATCH_SIZE" else type(DEFAULTS[key])
+        if key == "RECORD_MODE":
+            if value not in RECORD_MODES:
+                errors.append(
+                    Error(
+                        f"DJANGO_TASKS['RECORD_MODE'] must be one of {RECORD_MODES}, "
+                        f"got {value!r}.",
+                        id="django_tasks.E006",
+                    )
+                )
+            continue
+        expected = int if key in _OPTIONAL_INTS else type(DEFAULTS[key])
         if expected is bool:
             if not isinstance(value, bool):
                 errors.append(

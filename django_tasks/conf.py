@@ -44,6 +44,19 @@ DEFAULTS: dict[str, Any] = {
     # Workers prepare their few fixed statements on the server (planning costs more than
     # running them). Set False behind a PgBouncer older than 1.21 in transaction mode.
     "PREPARE_STATEMENTS": True,
+    # How inline and submitted runs are recorded: "batched" - by a background writer with its
+    # own connection, many runs per statement, eventually consistent (as Prefect logs task
+    # runs client-side); "sync" - at once, on Django's connection, in the caller's
+    # transaction (simplest in tests that use TestCase).
+    "RECORD_MODE": "batched",
+    # The batched writer writes when this many state events wait, or this many seconds after
+    # the first of them, and at exit (and on django_tasks.flush()).
+    "RECORD_BATCH_SIZE": 500,
+    "RECORD_FLUSH_INTERVAL": 0.2,
+    # The task runner of .submit()/.map() (a django_tasks.runners.TaskRunner subclass), and
+    # the threads of the default thread pool (None: Python's default, min(32, CPUs + 4)).
+    "TASK_RUNNER": "django_tasks.runners.ThreadPoolTaskRunner",
+    "TASK_RUNNER_MAX_WORKERS": None,
 }
 
 
@@ -63,6 +76,11 @@ class TaskSettings:
     TIMEOUT_GRACE: float
     CANCEL_GRACE: float
     PREPARE_STATEMENTS: bool
+    RECORD_MODE: str
+    RECORD_BATCH_SIZE: int
+    RECORD_FLUSH_INTERVAL: float
+    TASK_RUNNER: str
+    TASK_RUNNER_MAX_WORKERS: int | None
 
 
 @functools.lru_cache(maxsize=1)

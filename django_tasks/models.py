@@ -13,7 +13,7 @@ from django.db.models import Q
 from .ids import uuid7
 from .states import StateType
 
-__all__ = ["TaskRun", "TaskRunState", "Worker"]
+__all__ = ["TaskRun", "TaskRunDependency", "TaskRunState", "Worker"]
 
 
 class TaskRun(models.Model):
@@ -21,6 +21,7 @@ class TaskRun(models.Model):
 
     class Origin(models.TextChoices):
         CALL = "call", "Called inline"
+        SUBMIT = "submit", "Submitted (.submit/.map)"
         DELAY = "delay", "Background (.delay)"
 
     id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
@@ -123,6 +124,46 @@ class TaskRunState(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class TaskRunDependency(models.Model):
+    """An upstream edge: ``downstream`` started only after ``upstream`` finished.
+
+    ``kind`` says how the edge arose: ``data`` (a future was passed as an argument) or
+    ``wait_for``. No database foreign-key checks: submitted runs are recorded in batches by a
+    writer, and an edge may be written before its upstream run's row.
+    """
+
+    class Kind(models.TextChoices):
+        DATA = "data", "Argument"
+        WAIT_FOR = "wait_for", "wait_for"
+
+    id = models.BigAutoField(primary_key=True)
+    downstream = models.ForeignKey(
+        TaskRun,
+        on_delete=models.CASCADE,
+        related_name="upstream_edges",
+        db_index=False,
+        db_constraint=False,
+    )
+    upstream = models.ForeignKey(
+        TaskRun,
+        on_delete=models.CASCADE,
+        related_name="downstream_edges",
+        db_constraint=False,
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.DATA)
+    allow_failure = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["downstream", "upstream"], name="django_tasks_dependency_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.upstream_id} -> {self.downstream_id}"
 
 
 class Worker(models.Model):

@@ -1,85 +1,136 @@
-"""Inline runs (``task(...)``): run the function here and record it as a task run.
+"""Runs orchestrated in the caller's process: inline calls and ``.submit()``.
 
-The record is written after the function returns, in one savepoint on Django's connection:
-PENDING, RUNNING (and, per retry, AwaitingRetry, Pending, Retrying) and the final state, with
-the timestamps at which they happened. If that write
-fails (for example the caller's transaction is already broken) the call itself still returns
-or raises as the function did, and the failure is logged: recording must never change what the
-function does.
+:func:`execute` is the one place their lifecycle is decided: wait for upstream runs, call the
+function in its run context, retry as the task's options allow (AwaitingRetry -> Pending ->
+Retrying), end COMPLETED or FAILED, call the hooks. Each change goes into a
+:class:`~django_tasks.recorder.RunRecord`, which the recorder writes in batches (or at once in
+``sync`` mode). Recording never changes what the function does: the call returns or raises as
+the function did even when the record cannot be written.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 import traceback
-import uuid
-from datetime import datetime
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from .conf import task_settings
 from .context import TaskRunContext, run_context
+from .dependencies import UpstreamFailed, check_upstreams, collect_upstreams, resolve
 from .futures import State
 from .hooks import call_hooks, retry_allowed
 from .ids import uuid7
+from .recorder import RunRecord, record
 from .retries import delay_for
 from .serializers import preview
-from .states import StateName, StateType, check_transition
+from .states import StateName, StateType
 
 if TYPE_CHECKING:
     from .tasks import Task
 
-__all__ = ["run_inline"]
+__all__ = ["execute", "new_record", "run_inline"]
 
-logger = logging.getLogger("django_tasks.runs")
+#: Called with the record after each change before the final one (submitted runs record
+#: and show every change; inline runs are recorded once, at the end).
+Publish = Callable[[RunRecord, State], None]
 
 
-def run_inline(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Call the function (again, as its retry options allow); record the run; call hooks.
-
-    Returns the value, or raises the last attempt's exception once retries are spent.
-    """
+def new_record(
+    task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], origin: str
+) -> RunRecord:
+    """A PENDING run of ``task``; wrong arguments raise here, before anything is recorded."""
     arguments = dict(task.bind(args, kwargs).arguments)
     run_id = uuid7()
-    name = task.run_name(arguments, run_id, "call")
-    history: list[tuple[StateType, str, str, datetime]] = [
-        (StateType.PENDING, StateName.PENDING, "", timezone.now())
-    ]
-    attempt = 0
+    now = timezone.now()
+    return RunRecord(
+        id=run_id,
+        task_key=task.key,
+        task_name=task.name,
+        name=task.run_name(arguments, run_id, origin),
+        origin=origin,
+        queue=task.queue,
+        priority=task.priority,
+        tags=list(task.tags),
+        state_type=StateType.PENDING,
+        state_name=StateName.PENDING,
+        state_message="",
+        attempts=0,
+        parameters_preview=preview(arguments),
+        created=now,
+        updated=now,
+        states=[(StateType.PENDING, StateName.PENDING, "", now)],
+    )
+
+
+def run_inline(
+    task: Task[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    wait_for: Iterable[Any] = (),
+) -> Any:
+    """``task(...)``: run now, in this thread; return the value or raise the final error."""
+    run = new_record(task, args, kwargs, "call")
+    state = execute(task, run, args, kwargs, wait_for)
+    if state.exception is not None:
+        raise state.exception
+    return state.data
+
+
+def execute(
+    task: Task[Any, Any],
+    run: RunRecord,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    wait_for: Iterable[Any] = (),
+    publish: Publish | None = None,
+) -> State:
+    """Run ``run`` to its final state and return that state (value or exception in it)."""
+    upstreams = collect_upstreams(args, kwargs, wait_for)
+    run.edges = [(u.future.id, u.kind, u.allow_failure) for u in upstreams]
+    try:
+        check_upstreams(upstreams)
+        args, kwargs = resolve(args), resolve(kwargs)
+    except UpstreamFailed as exc:
+        return _end(task, run, None, _failed(exc))
+    arguments = dict(task.bind(args, kwargs).arguments)
+    if upstreams:
+        run.parameters_preview = preview(arguments)
     while True:
-        attempt += 1
-        context = TaskRunContext(task, run_id, name, attempt, arguments, "call")
-        running = StateName.RUNNING if attempt == 1 else StateName.RETRYING
-        history.append((StateType.RUNNING, running, "", timezone.now()))
+        context = TaskRunContext(task, run.id, run.name, run.attempts + 1, arguments, run.origin)
+        _move(
+            run, StateType.RUNNING, StateName.RUNNING if run.attempts == 0 else StateName.RETRYING
+        )
+        run.attempts += 1
+        run.started = run.updated
+        if publish:
+            publish(run, _state(run))
         try:
             with run_context(context):
                 value = task.fn(*args, **kwargs)
         except BaseException as exc:
-            message = f"{type(exc).__name__}: {exc}"
-            failed = State(
-                StateType.FAILED, StateName.FAILED, message, timezone.now(), exception=exc
-            )
-            if _retry_inline(task, context, failed, history):
+            failed = _failed(exc)
+            if _retry(task, run, context, failed, publish):
                 continue
-            history.append((StateType.FAILED, StateName.FAILED, message, failed.timestamp))
-            _record(task, run_id, name, attempt, arguments, history, None, traceback.format_exc())
-            call_hooks(task, context, failed)
-            raise
+            run.traceback = traceback.format_exc()
+            return _end(task, run, context, failed)
         done = State(StateType.COMPLETED, StateName.COMPLETED, "", timezone.now(), data=value)
-        history.append((StateType.COMPLETED, StateName.COMPLETED, "", done.timestamp))
-        _record(task, run_id, name, attempt, arguments, history, preview(value), "")
-        call_hooks(task, context, done)
-        return value
+        run.result_preview = preview(value)
+        return _end(task, run, context, done)
 
 
-def _retry_inline(
+def _failed(exc: BaseException) -> State:
+    message = f"{type(exc).__name__}: {exc}"
+    return State(StateType.FAILED, StateName.FAILED, message, timezone.now(), exception=exc)
+
+
+def _retry(
     task: Task[Any, Any],
+    run: RunRecord,
     context: TaskRunContext,
     failed: State,
-    history: list[tuple[StateType, str, str, datetime]],
+    publish: Publish | None,
 ) -> bool:
     """Wait and record AwaitingRetry -> Pending if this failure is to be retried."""
     retries = task.options.retries
@@ -89,62 +140,47 @@ def _retry_inline(
         return False
     delay = delay_for(task.options.retry_delays, context.attempt, task.options.retry_jitter_factor)
     message = f"{failed.message} (attempt {context.attempt} of {retries + 1}; retrying)"
-    history.append((StateType.SCHEDULED, StateName.AWAITING_RETRY, message, failed.timestamp))
+    _move(run, StateType.SCHEDULED, StateName.AWAITING_RETRY, message)
+    if publish:
+        publish(run, _state(run))
     time.sleep(delay)
-    history.append((StateType.PENDING, StateName.PENDING, "", timezone.now()))
+    _move(run, StateType.PENDING, StateName.PENDING)
     return True
 
 
-def _record(
+def _end(
     task: Task[Any, Any],
-    run_id: uuid.UUID,
+    run: RunRecord,
+    context: TaskRunContext | None,
+    state: State,
+) -> State:
+    """Record the final state, then call the hooks (a run that never started has none).
+
+    The caller learns the outcome from the returned state, after the hooks ran."""
+    _move(run, state.type, state.name, state.message, state.timestamp)
+    run.finished = run.updated
+    record(run)
+    if context is not None:
+        call_hooks(task, context, state)
+    return state
+
+
+def _move(
+    run: RunRecord,
+    state_type: StateType,
     name: str,
-    attempts: int,
-    arguments: dict[str, Any],
-    history: list[tuple[StateType, str, str, datetime]],
-    result_preview: Any,
-    tb: str,
+    message: str = "",
+    timestamp: Any = None,
 ) -> None:
-    from .models import TaskRun, TaskRunState
-
-    current: StateType | None = None
-    for state_type, *_ in history:
-        current = check_transition(current, state_type)
-    final_type, final_name, final_message, finished = history[-1]
-    run = TaskRun(
-        id=run_id,
-        task_key=task.key,
-        task_name=task.name,
-        name=name,
-        origin=TaskRun.Origin.CALL,
-        queue=task.queue,
-        priority=task.priority,
-        tags=list(task.tags),
-        state_type=final_type,
-        state_name=final_name,
-        state_message=final_message,
-        scheduled_time=history[0][3],
-        attempts=attempts,
-        parameters=b"",
-        parameters_preview=preview(arguments),
-        result_preview=result_preview,
-        traceback=tb,
-        created=history[0][3],
-        updated=finished,
-        started=_last(history, StateType.RUNNING),
-        finished=finished,
+    when = timestamp or timezone.now()
+    run.states.append((state_type, name, message, when))
+    run.state_type, run.state_name, run.state_message, run.updated = (
+        state_type,
+        name,
+        message,
+        when,
     )
-    states = [
-        TaskRunState(run=run, type=t, name=n, message=m, timestamp=ts) for t, n, m, ts in history
-    ]
-    try:
-        with transaction.atomic(using=task_settings().DATABASE_ALIAS):
-            run.save(force_insert=True)
-            TaskRunState.objects.bulk_create(states)
-    except DatabaseError:
-        logger.warning("Could not record inline run %s of %s", run_id, task.name, exc_info=True)
 
 
-def _last(history: list[tuple[StateType, str, str, datetime]], state: StateType) -> datetime:
-    """When the run last entered ``state`` (the start of its last attempt, for RUNNING)."""
-    return [ts for t, _, _, ts in history if t == state][-1]
+def _state(run: RunRecord) -> State:
+    return State(run.state_type, run.state_name, run.state_message, run.updated)

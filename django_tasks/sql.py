@@ -19,6 +19,7 @@ from .states import StateName, StateType, check_transition
 RUN = "django_tasks_taskrun"
 STATE = "django_tasks_taskrunstate"
 WORKER = "django_tasks_worker"
+DEPENDENCY = "django_tasks_taskrundependency"
 
 #: One channel for every queue, the payload names the queue. Notifications with the same payload
 #: in one transaction are merged by PostgreSQL, so a bulk enqueue wakes workers once.
@@ -459,4 +460,53 @@ DELETE FROM {RUN} WHERE id IN (SELECT id FROM doomed)
 PURGE_WORKERS = f"""
 DELETE FROM {WORKER}
 WHERE stopped IS NOT NULL AND stopped < clock_timestamp() - make_interval(secs => %(age)s)
+"""
+
+# -- inline and submitted runs (django_tasks.recorder) ----------------------------------------
+
+#: A batch of inline/submitted run records in one statement: each run's latest row upserted
+#: (the states in between arrive as history rows), history rows and upstream edges inserted.
+#: Their moves were checked in Python (``RunRecord.take``). Three JSON parameters whatever the
+#: batch size: one round trip and one commit for hundreds of state changes.
+RECORD_RUNS = f"""
+WITH run_rows AS (
+    SELECT * FROM jsonb_to_recordset(%(runs)s::jsonb) AS t(
+        id uuid, task_key text, task_name text, name text, origin text, queue text,
+        priority integer, tags jsonb, state_type text, state_name text, state_message text,
+        attempts integer, parameters_preview jsonb, result_preview jsonb, traceback text,
+        created timestamptz, updated timestamptz, started timestamptz, finished timestamptz
+    )
+), runs AS (
+    INSERT INTO {RUN} (
+        id, task_key, task_name, name, origin, queue, priority, tags,
+        state_type, state_name, state_message, scheduled_time, attempts, worker,
+        retries, retry_delays, retry_jitter, timeout, parameters, parameters_preview,
+        result, result_preview, traceback, created, updated, started, finished
+    )
+    SELECT id, task_key, task_name, name, origin, queue, priority, tags,
+           state_type, state_name, state_message, created, attempts, '',
+           0, '[]'::jsonb, NULL, NULL, ''::bytea, parameters_preview,
+           NULL, result_preview, traceback, created, updated, started, finished
+    FROM run_rows
+    ON CONFLICT (id) DO UPDATE
+    SET name = EXCLUDED.name, state_type = EXCLUDED.state_type,
+        state_name = EXCLUDED.state_name, state_message = EXCLUDED.state_message,
+        attempts = EXCLUDED.attempts, result_preview = EXCLUDED.result_preview,
+        traceback = EXCLUDED.traceback, updated = EXCLUDED.updated,
+        started = EXCLUDED.started, finished = EXCLUDED.finished
+), history AS (
+    INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
+    SELECT run_id, type, name, message, timestamp, ''
+    FROM jsonb_to_recordset(%(states)s::jsonb) AS t(
+        run_id uuid, type text, name text, message text, timestamp timestamptz
+    )
+), edges AS (
+    INSERT INTO {DEPENDENCY} (downstream_id, upstream_id, kind, allow_failure)
+    SELECT downstream, upstream, kind, allow_failure
+    FROM jsonb_to_recordset(%(edges)s::jsonb) AS t(
+        downstream uuid, upstream uuid, kind text, allow_failure boolean
+    )
+    ON CONFLICT DO NOTHING
+)
+SELECT count(*) FROM run_rows
 """

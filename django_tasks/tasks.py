@@ -25,6 +25,7 @@ from .retries import RetryDelay, check_jitter, resolve_delays
 if TYPE_CHECKING:
     from .context import TaskRunContext
     from .futures import State
+    from .runners import SubmittedFuture, TaskFutureList
 
 __all__ = ["RetryCondition", "StateHook", "Task", "TaskOptionKwargs", "TaskOptions", "task"]
 
@@ -228,6 +229,28 @@ class Task(Generic[P, R]):
 
         value: R = run_inline(self, args, kwargs)
         return value
+
+    def submit(
+        self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any
+    ) -> SubmittedFuture[R]:
+        """Run in this process, concurrently, on the task runner; returns a future at once.
+
+        Futures among the arguments (also inside lists, tuples, dicts) and in ``wait_for``
+        are upstream runs: this run starts after they complete, with their results as
+        arguments, and ends FAILED without running if one of them does not complete
+        (unless wrapped in ``allow_failure``)."""
+        from .runners import get_task_runner
+
+        return get_task_runner().submit(self, args, kwargs, wait_for or ())
+
+    def map(
+        self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any
+    ) -> TaskFutureList[R]:
+        """``.submit()`` once per element of the iterable arguments (of equal length); wrap
+        an iterable that every run should receive whole in ``unmapped(...)``."""
+        from .runners import get_task_runner
+
+        return get_task_runner().map(self, args, kwargs, wait_for or ())
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskRunFuture[R]:
         """Put a run into the background topic, in the caller's current transaction."""

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from django.db import connection
 
+from django_tasks.recorder import writer
 from django_tasks.topic import open_worker_connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +30,21 @@ FAST_WORKER_SETTINGS = {
     "CANCEL_GRACE": 1.0,
     "POLL_INTERVAL": 0.5,
 }
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _recorder_stops_before_the_test_database(django_db_setup: Any) -> Iterator[None]:
+    """The batched writer has its own connection: close it before the test database is
+    dropped (and so that nothing is written to the real database at exit)."""
+    yield
+    writer.close()
+
+
+@pytest.fixture(autouse=True)
+def _recorder_flushed_after_each_test() -> Iterator[None]:
+    """Records of one test's inline runs must not arrive during the next test."""
+    yield
+    writer.flush()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from django_tasks import MissingContextError, get_run_context, task
+from django_tasks import MissingContextError, flush, get_run_context, task
 from django_tasks.models import TaskRun
 from django_tasks.worker import Worker
 from tests.taskapp.models import Effect
@@ -31,6 +31,7 @@ def test_inline_failure_hooks_run_once_after_the_last_attempt():
         hooked("b", fail=True)
     # retries=1: two attempts, but the failure hooks run once, at the end, in order.
     assert marks() == ["failed-again:b:Failed", "failed:b:Failed"]
+    flush()
     assert TaskRun.objects.get(name="hooked-b").attempts == 2
 
 
@@ -55,6 +56,7 @@ def test_a_hook_that_raises_is_logged_and_changes_nothing(caplog):
     both = hooked.with_options(on_completion=[broken, fine])
     assert both("e") == "e"
     assert marks() == ["fine:e"]
+    flush()
     assert TaskRun.objects.get(name="hooked-e").state_type == "COMPLETED"
     assert "hook broke" in caplog.text
 
@@ -62,6 +64,7 @@ def test_a_hook_that_raises_is_logged_and_changes_nothing(caplog):
 def test_run_names_from_a_template_inline_and_in_the_background():
     hooked("f")
     future = hooked.delay("g")
+    flush()
     assert TaskRun.objects.get(pk=future.id).name == "hooked-g"
     assert set(TaskRun.objects.values_list("name", flat=True)) == {"hooked-f", "hooked-g"}
     assert set(TaskRun.objects.values_list("task_name", flat=True)) == {"hooked"}
@@ -79,6 +82,7 @@ def test_a_template_naming_a_missing_parameter_fails_at_the_call_and_writes_noth
 
 def test_run_context_inside_an_inline_run():
     report = context_report(7)
+    flush()
     run = TaskRun.objects.get()
     assert report == {
         "id": str(run.id),

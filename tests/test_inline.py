@@ -1,12 +1,34 @@
 import pytest
+from django.test import override_settings
 
+from django_tasks import flush
 from django_tasks.models import TaskRun
 from tests.taskapp.tasks import add, explode
 
+#: Both ways of recording inline runs: batched (the default; the writer has its own
+#: connection, so the test must commit: transaction=True) and sync (in the test's transaction).
+both_modes = pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param("batched", marks=pytest.mark.django_db(transaction=True)),
+        pytest.param("sync", marks=pytest.mark.django_db),
+    ],
+    indirect=True,
+)
 
-@pytest.mark.django_db
-def test_call_runs_inline_and_records_completed():
+
+@pytest.fixture
+def mode(request):
+    with override_settings(DJANGO_TASKS={"RECORD_MODE": request.param}):
+        yield request.param
+
+
+@both_modes
+def test_call_runs_inline_and_records_completed(mode):
     assert add(2, 3) == 5
+    if mode == "batched":
+        assert not TaskRun.objects.exists()  # not yet: the writer waits for more
+    assert flush()
     run = TaskRun.objects.get()
     assert (run.origin, run.task_name, run.state_type, run.state_name) == (
         "call",
@@ -25,10 +47,11 @@ def test_call_runs_inline_and_records_completed():
     assert run.duration >= 0
 
 
-@pytest.mark.django_db
-def test_call_failure_is_recorded_and_reraised():
+@both_modes
+def test_call_failure_is_recorded_and_reraised(mode):
     with pytest.raises(RuntimeError, match="kaput"):
         explode("kaput")
+    assert flush()
     run = TaskRun.objects.get()
     assert run.state_type == "FAILED"
     assert run.state_message == "RuntimeError: kaput"
@@ -40,10 +63,12 @@ def test_call_failure_is_recorded_and_reraised():
 def test_wrong_arguments_raise_before_running():
     with pytest.raises(TypeError, match="Wrong arguments for task 'add'"):
         add(1)  # type: ignore[call-arg]
+    assert flush()
     assert not TaskRun.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)
+@override_settings(DJANGO_TASKS={"RECORD_MODE": "sync"})
 def test_recording_failure_does_not_change_the_call(caplog):
     caplog.set_level("DEBUG", logger="django_tasks")
     from django.db import connection, transaction

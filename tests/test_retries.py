@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from django_tasks import State, StateType, task
+from django_tasks import State, StateType, flush, task
 from django_tasks.models import TaskRun
 from django_tasks.retries import delay_for, exponential_backoff, resolve_delays
 from django_tasks.sql import RETRY_DELAY
@@ -107,6 +107,7 @@ def test_jitter_stays_within_its_factor_in_python_and_in_sql():
 
 def test_inline_retries_follow_the_list_and_record_every_attempt():
     assert fails_twice_listed("inline") == 3
+    flush()
     run = TaskRun.objects.get(name="fails_twice_listed")
     assert (run.state_type, run.attempts) == ("COMPLETED", 3)
     assert [(t, n) for t, n, _ in states(run.id)] == [
@@ -133,6 +134,7 @@ def test_inline_retries_follow_the_list_and_record_every_attempt():
 def test_inline_retries_spent_raise_the_last_error_and_keep_each_one():
     with pytest.raises(ValueError, match="attempt failed: twice"):
         always_fails("twice")
+    flush()
     run = TaskRun.objects.get(task_name="always_fails")
     assert (run.state_type, run.attempts) == ("FAILED", 2)
     assert [m for t, _, m in states(run.id) if m] == [
@@ -146,6 +148,7 @@ def test_inline_condition_refuses_a_retry():
         picky("no-retry", "value")
     assert Effect.objects.filter(label="no-retry").count() == 1
     assert picky("retried", "connection") == 2
+    flush()
     assert TaskRun.objects.filter(task_name="picky", state_type="FAILED").get().attempts == 1
 
 

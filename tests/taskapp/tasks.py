@@ -181,3 +181,20 @@ def context_report(n: int) -> dict[str, object]:
         "origin": context.origin,
         "task": context.task.name,
     }
+
+
+@task
+def slow_echo(value: object, seconds: float = 0.0) -> object:
+    time.sleep(seconds)
+    return value
+
+
+@task
+def total(values: list[int], offset: int = 0) -> int:
+    return sum(values) + offset
+
+
+@task
+def describe(value: object) -> str:
+    """Receives an upstream's exception when the upstream is wrapped in allow_failure."""
+    return f"{type(value).__name__}: {value}"

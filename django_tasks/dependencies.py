@@ -1,0 +1,116 @@
+"""Upstream runs: futures passed as arguments (data dependencies) and ``wait_for``.
+
+Before a run starts, every future among its arguments - also inside lists, tuples, sets and
+dicts - is waited for and replaced by its result, and every future in ``wait_for`` is waited
+for. If one of them did not complete, the run does not start: it ends FAILED with a message
+naming that upstream (:class:`UpstreamFailed`), unless the future was wrapped in
+:func:`allow_failure`, in which case the argument is the upstream's exception. These are
+Prefect's rules; they hold for inline calls and ``.submit()``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+
+from .futures import State
+
+__all__ = [
+    "AnyFuture",
+    "Upstream",
+    "UpstreamFailed",
+    "allow_failure",
+    "collect_upstreams",
+    "resolve",
+]
+
+T = TypeVar("T")
+
+
+@runtime_checkable
+class AnyFuture(Protocol):
+    """What submitted futures and background run futures have in common."""
+
+    id: uuid.UUID
+
+    def wait(self, timeout: float | None = None) -> State: ...
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any: ...
+
+
+class allow_failure(Generic[T]):  # Prefect's name (lower case)
+    """Wrap an upstream future so that its failure does not stop the downstream run: the
+    downstream receives the upstream's exception as the argument instead."""
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"allow_failure({self.value!r})"
+
+
+class UpstreamFailed(Exception):
+    """An upstream run did not complete, so this run did not start."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    future: AnyFuture
+    kind: str  # "data" or "wait_for"
+    allow_failure: bool
+
+
+def collect_upstreams(
+    args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] = ()
+) -> list[Upstream]:
+    """Every future a run depends on, once each, in the order met."""
+    found: dict[uuid.UUID, Upstream] = {}
+
+    def visit(value: Any, kind: str, allowed: bool) -> None:
+        if isinstance(value, allow_failure):
+            visit(value.value, kind, True)
+        elif isinstance(value, AnyFuture):
+            found.setdefault(value.id, Upstream(value, kind, allowed))
+        elif isinstance(value, list | tuple | set | frozenset):
+            for item in value:
+                visit(item, kind, allowed)
+        elif isinstance(value, dict):
+            for item in value.values():
+                visit(item, kind, allowed)
+
+    visit(list(args) + list(kwargs.values()), "data", False)
+    for item in wait_for:
+        visit(item, "wait_for", False)
+    return list(found.values())
+
+
+def check_upstreams(upstreams: list[Upstream]) -> None:
+    """Wait for every upstream; raise :class:`UpstreamFailed` for the first that failed."""
+    for upstream in upstreams:
+        state = upstream.future.wait()
+        if not state.is_completed() and not upstream.allow_failure:
+            raise UpstreamFailed(
+                f"Upstream run {upstream.future.id} ended {state.name}"
+                f"{': ' + state.message if state.message else ''}; this run did not start."
+            )
+
+
+def resolve(value: Any) -> Any:
+    """``value`` with every future replaced by its result (after :func:`check_upstreams`)."""
+    if isinstance(value, allow_failure):
+        inner = value.value
+        if isinstance(inner, AnyFuture):
+            return inner.result(raise_on_failure=False)
+        return resolve(inner)
+    if isinstance(value, AnyFuture):
+        return value.result()
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return type(value)(*(resolve(item) for item in value))
+    for kind in (list, tuple, set, frozenset):
+        if isinstance(value, kind):
+            return kind(resolve(item) for item in value)
+    if isinstance(value, dict):
+        return {key: resolve(item) for key, item in value.items()}
+    return value

@@ -1,0 +1,298 @@
+"""Recording inline and submitted runs: batched by a background writer, or synchronously.
+
+Inline calls and ``.submit()`` runs are orchestrated in the caller's process (as Prefect
+orchestrates task runs client-side). Writing each of their state changes as it happens would
+cost a round trip and a commit per transition, more than a small task itself. Instead each
+change is queued here and a writer thread writes them in batches: one statement per batch
+(runs upserted, history rows and dependency edges inserted, as data-modifying CTEs), when
+``RECORD_BATCH_SIZE`` events wait or ``RECORD_FLUSH_INTERVAL`` seconds after the first, at
+exit, and when :func:`flush` is called. Readers (the admin, the API) are therefore eventually
+consistent for these runs - a fraction of a second behind.
+
+The writer has its own connection, outside the caller's transaction: a run that happened is
+recorded even if the view that called it rolls back. ``RECORD_MODE = "sync"`` writes each
+record at once on Django's connection, in the caller's transaction instead (the simplest
+choice inside ``TestCase``). Background runs (``.delay()``) never go through here: their
+writes are the queue itself and are synchronous.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from django.db import DatabaseError, transaction
+from psycopg.types.json import Json
+
+from . import sql
+from .conf import task_settings
+from .states import StateType, check_transition
+
+__all__ = ["RunRecord", "RunWriter", "flush", "record", "writer"]
+
+logger = logging.getLogger("django_tasks.recorder")
+
+#: Seconds without anything to write after which the writer closes its connection.
+IDLE_CLOSE = 5.0
+
+
+@dataclass
+class RunRecord:
+    """The current picture of one inline or submitted run, and what happened since the last
+    record of it: new history rows and upstream edges."""
+
+    id: uuid.UUID
+    task_key: str
+    task_name: str
+    name: str
+    origin: str
+    queue: str
+    priority: int
+    tags: list[str]
+    state_type: StateType
+    state_name: str
+    state_message: str
+    attempts: int
+    parameters_preview: Any
+    created: datetime
+    updated: datetime
+    started: datetime | None = None
+    finished: datetime | None = None
+    result_preview: Any = None
+    traceback: str = ""
+    #: New history rows: (type, name, message, timestamp).
+    states: list[tuple[StateType, str, str, datetime]] = field(default_factory=list)
+    #: New upstream edges: (upstream run id, kind, allow_failure).
+    edges: list[tuple[uuid.UUID, str, bool]] = field(default_factory=list)
+    #: The last state type written for this run (checked against ALLOWED_MOVES).
+    written_type: StateType | None = None
+
+    def take(self) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+        """The run row, its new history rows and new edges, as JSON-ready dicts; clears them.
+
+        Every new state is checked against the table of allowed moves first."""
+        for state_type, *_ in self.states:
+            self.written_type = check_transition(self.written_type, state_type)
+        row = {
+            "id": str(self.id),
+            "task_key": self.task_key,
+            "task_name": self.task_name,
+            "name": self.name,
+            "origin": self.origin,
+            "queue": self.queue,
+            "priority": self.priority,
+            "tags": self.tags,
+            "state_type": self.state_type.value,
+            "state_name": self.state_name,
+            "state_message": self.state_message,
+            "attempts": self.attempts,
+            "parameters_preview": self.parameters_preview,
+            "result_preview": self.result_preview,
+            "traceback": self.traceback,
+            "created": self.created.isoformat(),
+            "updated": self.updated.isoformat(),
+            "started": self.started.isoformat() if self.started else None,
+            "finished": self.finished.isoformat() if self.finished else None,
+        }
+        states = [
+            {
+                "run_id": str(self.id),
+                "type": t.value,
+                "name": n,
+                "message": m,
+                "timestamp": ts.isoformat(),
+            }
+            for t, n, m, ts in self.states
+        ]
+        edges = [
+            {"downstream": str(self.id), "upstream": str(up), "kind": k, "allow_failure": a}
+            for up, k, a in self.edges
+        ]
+        self.states, self.edges = [], []
+        return row, states, edges
+
+
+@dataclass
+class _Batch:
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    states: list[dict[str, Any]] = field(default_factory=list)
+    edges: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def events(self) -> int:
+        return len(self.states) + len(self.edges) + (0 if self.states else len(self.runs))
+
+
+class RunWriter:
+    """The per-process writer thread and its queue (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._batch = _Batch()
+        self._first_at: float | None = None
+        self._queued = 0  # records accepted
+        self._written = 0  # records written (or given up on)
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        #: Statements sent and state events written, for the measurements in docs/concepts.md.
+        self.statements = 0
+        self.events = 0
+
+    def put(self, record: RunRecord) -> None:
+        """Queue what ``record`` holds now (it can be put again after later changes)."""
+        row, states, edges = record.take()
+        with self._cond:
+            self._ensure_thread()
+            # A run seen twice in one batch keeps its latest row (one upsert per run).
+            self._batch.runs[row["id"]] = row
+            self._batch.states.extend(states)
+            self._batch.edges.extend(edges)
+            self._queued += 1
+            if self._first_at is None:
+                self._first_at = time.monotonic()
+            if self._batch.events >= task_settings().RECORD_BATCH_SIZE:
+                self._cond.notify_all()
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Write everything queued so far; ``False`` if that took longer than ``timeout``."""
+        with self._cond:
+            if self._thread is None or self._pid != os.getpid():
+                return True
+            target = self._queued
+            self._first_at = 0.0  # due now
+            self._cond.notify_all()
+            return self._cond.wait_for(lambda: self._written >= target, timeout)
+
+    def close(self) -> None:
+        """Flush and stop the thread (at exit; the next record starts a new one)."""
+        self.flush()
+        with self._cond:
+            thread, self._thread = self._thread, None
+            self._cond.notify_all()
+        if thread is not None and thread.is_alive():
+            thread.join(10)
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._pid == os.getpid():
+            return
+        # First record in this process (or in a child forked after the parent wrote): what
+        # was queued belongs to the parent, which writes it.
+        self._batch, self._first_at = _Batch(), None
+        self._queued = self._written = 0
+        self._pid = os.getpid()
+        self._thread = threading.Thread(
+            target=self._loop, name="django_tasks-recorder", daemon=True
+        )
+        self._thread.start()
+
+    def _loop(self) -> None:
+        me = threading.current_thread()
+        conn: psycopg.Connection[Any] | None = None
+        while True:
+            with self._cond:
+                while not self._due() and self._thread is me:
+                    if not self._cond.wait(self._wait_time()) and self._first_at is None:
+                        conn = _close(conn)  # idle: do not hold a connection
+                if self._thread is not me and self._first_at is None:
+                    break
+                batch, self._batch, self._first_at = self._batch, _Batch(), None
+                upto = self._queued
+            if batch.runs:
+                conn = self._write(batch, conn)
+            with self._cond:
+                self._written = upto
+                self._cond.notify_all()
+        _close(conn)
+
+    def _wait_time(self) -> float:
+        if self._first_at is None:
+            return IDLE_CLOSE
+        due = self._first_at + task_settings().RECORD_FLUSH_INTERVAL
+        return max(0.0, due - time.monotonic())
+
+    def _due(self) -> bool:
+        if self._first_at is None:
+            return False
+        conf = task_settings()
+        waited = time.monotonic() - self._first_at
+        return self._batch.events >= conf.RECORD_BATCH_SIZE or waited >= (
+            conf.RECORD_FLUSH_INTERVAL
+        )
+
+    def _write(
+        self, batch: _Batch, conn: psycopg.Connection[Any] | None
+    ) -> psycopg.Connection[Any] | None:
+        """One statement for the whole batch; retried on a new connection if it fails."""
+        from .topic import open_worker_connection
+
+        params: dict[str, Any] = {
+            "runs": Json(list(batch.runs.values())),
+            "states": Json(batch.states),
+            "edges": Json(batch.edges),
+        }
+        for attempt in range(5):
+            try:
+                if conn is None:
+                    conn = open_worker_connection()
+                conn.execute(sql.RECORD_RUNS, params)
+                self.statements += 1
+                self.events += len(batch.states)
+                return conn
+            except psycopg.Error as exc:
+                logger.warning(
+                    "Recording %d runs failed (try %d): %s", len(batch.runs), attempt + 1, exc
+                )
+                conn = _close(conn)
+                time.sleep(0.1 * 2**attempt)
+        logger.error("Gave up recording %d inline/submitted runs", len(batch.runs))
+        return conn
+
+
+def _close(conn: psycopg.Connection[Any] | None) -> psycopg.Connection[Any] | None:
+    """Close ``conn`` if open; returns ``None`` to put in its place."""
+    if conn is not None:
+        conn.close()
+    return None
+
+
+#: The process's writer.
+writer = RunWriter()
+atexit.register(writer.close)
+
+
+def record(run: RunRecord) -> None:
+    """Record ``run``'s current state: queued for the writer, or at once in ``sync`` mode."""
+    if task_settings().RECORD_MODE == "sync":
+        _write_now(run)
+    else:
+        writer.put(run)
+
+
+def flush(timeout: float | None = 10.0) -> bool:
+    """Write every queued inline/submitted run record now (tests, scripts, before reading)."""
+    return writer.flush(timeout)
+
+
+def _write_now(run: RunRecord) -> None:
+    """``sync`` mode: one statement on Django's connection, in a savepoint of the caller's
+    transaction. A failure is logged, never raised: recording must not change the call."""
+    from django.db import connections
+
+    row, states, edges = run.take()
+    params: dict[str, Any] = {"runs": Json([row]), "states": Json(states), "edges": Json(edges)}
+    alias = task_settings().DATABASE_ALIAS
+    try:
+        with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+            cursor.execute(sql.RECORD_RUNS, params)
+    except DatabaseError:
+        logger.warning("Could not record inline run %s of %s", run.id, run.task_name, exc_info=True)

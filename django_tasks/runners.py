@@ -1,0 +1,351 @@
+"""Task runners: ``.submit()`` and ``.map()`` run tasks concurrently in this process.
+
+A runner executes submitted runs (see :func:`django_tasks.runs.execute`: dependencies,
+retries, hooks) and hands back a :class:`SubmittedFuture` at once. The default runner is a
+thread pool, created on first use from ``DJANGO_TASKS["TASK_RUNNER"]`` (a dotted path to a
+:class:`TaskRunner` subclass) with ``TASK_RUNNER_MAX_WORKERS`` threads; a runner can also be
+used directly as a context manager. Runs are submitted in order and a pool starts them in
+order, so a downstream run (which receives its upstream's future) never holds the last thread
+while its upstream waits for one.
+
+Database connections that task code opens in a runner thread are closed after each run as at
+the end of a request (``CONN_MAX_AGE``), so threads do not keep connections open.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+
+from django.db import close_old_connections
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from .conf import task_settings
+from .dependencies import AnyFuture
+from .futures import State
+from .recorder import RunRecord, record
+from .runs import execute, new_record
+from .states import StateName, StateType
+
+if TYPE_CHECKING:
+    from .tasks import Task
+
+__all__ = [
+    "DoneAndNotDoneFutures",
+    "SubmittedFuture",
+    "TaskFutureList",
+    "TaskRunner",
+    "ThreadPoolTaskRunner",
+    "as_completed",
+    "get_task_runner",
+    "unmapped",
+    "wait",
+]
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+class unmapped(Generic[T]):  # Prefect's name (lower case)
+    """Pass the same value to every run of a ``.map()`` instead of mapping over it."""
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"unmapped({self.value!r})"
+
+
+class SubmittedFuture(Generic[R]):
+    """A run submitted to a task runner in this process: its state, its result."""
+
+    def __init__(self, run: RunRecord) -> None:
+        self.id = run.id
+        self.task_run_name = run.name
+        self._state = State(run.state_type, run.state_name, "", run.updated)
+        self._inner: concurrent.futures.Future[State] = concurrent.futures.Future()
+
+    def __repr__(self) -> str:
+        return f"<SubmittedFuture {self.task_run_name} {self.id}>"
+
+    @property
+    def task_run_id(self) -> Any:
+        """Prefect's name for :attr:`id`."""
+        return self.id
+
+    @property
+    def state(self) -> State:
+        """The run's latest state, as this process knows it (no database read)."""
+        if self._inner.done():
+            return self._final()
+        return self._state
+
+    def done(self) -> bool:
+        return self._inner.done()
+
+    def wait(self, timeout: float | None = None) -> State:
+        """Block until the run is final or ``timeout`` seconds pass; return its state."""
+        concurrent.futures.wait([self._inner], timeout)
+        return self.state
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
+        """The return value; a failed run raises its exception (or returns it, with
+        ``raise_on_failure=False``). :class:`TimeoutError` if not final in time."""
+        try:
+            self._inner.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"Task run {self.id} is not final after {timeout}s.") from None
+        except BaseException:
+            pass  # the runner itself failed: _final() reports it as CRASHED
+        state = self._final()
+        if state.exception is not None:
+            if raise_on_failure:
+                raise state.exception
+            return state.exception  # type: ignore[return-value]
+        value: R = state.data
+        return value
+
+    def add_done_callback(self, fn: Any) -> None:
+        """Call ``fn(future)`` when the run is final (at once if it is already)."""
+        self._inner.add_done_callback(lambda _: fn(self))
+
+    def _final(self) -> State:
+        error = self._inner.exception()
+        if error is not None:
+            message = f"The task runner failed: {type(error).__name__}: {error}"
+            return State(
+                StateType.CRASHED, StateName.CRASHED, message, timezone.now(), exception=error
+            )
+        return self._inner.result()
+
+    def _publish(self, run: RunRecord, state: State) -> None:
+        record(run)
+        self._state = state
+
+
+class TaskFutureList(list[SubmittedFuture[R]]):
+    """The futures of a ``.map()``: ``.wait()`` for all, ``.result()`` gathers all results."""
+
+    def wait(self, timeout: float | None = None) -> None:
+        wait(self, timeout)
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[R]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        results = []
+        for future in self:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            results.append(future.result(left, raise_on_failure))
+        return results
+
+
+class TaskRunner:
+    """Runs submitted task runs; subclasses say where (``_start``)."""
+
+    def submit(
+        self,
+        task: Task[Any, R],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait_for: Iterable[Any] = (),
+    ) -> SubmittedFuture[R]:
+        """One run of ``task``; wrong arguments raise here and nothing is recorded."""
+        run = new_record(task, args, kwargs, "submit")
+        return self._submit(task, run, args, kwargs, list(wait_for))
+
+    def map(
+        self,
+        task: Task[Any, R],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait_for: Iterable[Any] = (),
+    ) -> TaskFutureList[R]:
+        """One run per element of the iterable arguments (all of equal length);
+        :class:`unmapped` arguments and non-iterables are passed to every run."""
+        calls = expand_map(args, kwargs)
+        runs = [new_record(task, a, k, "submit") for a, k in calls]  # all checked first
+        waits = list(wait_for)
+        return TaskFutureList(
+            self._submit(task, run, a, k, waits) for run, (a, k) in zip(runs, calls, strict=True)
+        )
+
+    def _submit(
+        self,
+        task: Task[Any, R],
+        run: RunRecord,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait_for: list[Any],
+    ) -> SubmittedFuture[R]:
+        record(run)
+        future: SubmittedFuture[R] = SubmittedFuture(run)
+        self._start(future, lambda: _execute(task, run, args, kwargs, wait_for, future))
+        return future
+
+    def _start(self, future: SubmittedFuture[Any], call: Any) -> None:
+        raise NotImplementedError
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop taking runs; with ``wait``, return when the submitted ones are final."""
+
+    def __enter__(self) -> TaskRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown(wait=True)
+
+
+class ThreadPoolTaskRunner(TaskRunner):
+    """Runs submitted runs on a pool of threads (I/O-bound work: requests, queries, files)."""
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        self.max_workers = max_workers
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_workers, thread_name_prefix="django_tasks-runner"
+        )
+
+    def _start(self, future: SubmittedFuture[Any], call: Any) -> None:
+        inner = self._pool.submit(call)
+        inner.add_done_callback(lambda done: _chain(done, future))
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait)
+
+
+def _chain(done: concurrent.futures.Future[State], future: SubmittedFuture[Any]) -> None:
+    error = done.exception()
+    if error is not None:
+        future._inner.set_exception(error)
+    else:
+        future._inner.set_result(done.result())
+
+
+def _execute(
+    task: Task[Any, Any],
+    run: RunRecord,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    wait_for: list[Any],
+    future: SubmittedFuture[Any],
+) -> State:
+    try:
+        return execute(task, run, args, kwargs, wait_for, publish=future._publish)
+    finally:
+        close_old_connections()
+
+
+def expand_map(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """The calls of a ``.map()``: iterables are mapped in step, everything else repeated."""
+    mapped: dict[int | str, list[Any]] = {}
+    items: list[tuple[int | str, Any]] = [*enumerate(args), *kwargs.items()]
+    for key, value in items:
+        if _is_mapped(value):
+            mapped[key] = list(value)
+    if not mapped:
+        raise TypeError(
+            ".map() needs at least one iterable argument (wrap constants in unmapped(...))."
+        )
+    lengths = {len(items) for items in mapped.values()}
+    if len(lengths) > 1:
+        sizes = ", ".join(f"{_label(key)}={len(items)}" for key, items in mapped.items())
+        raise ValueError(f".map() got iterables of different lengths: {sizes}.")
+    calls = []
+    for index in range(lengths.pop()):
+        call_args = tuple(
+            mapped[i][index] if i in mapped else _constant(v) for i, v in enumerate(args)
+        )
+        call_kwargs = {
+            k: mapped[k][index] if k in mapped else _constant(v) for k, v in kwargs.items()
+        }
+        calls.append((call_args, call_kwargs))
+    return calls
+
+
+def _is_mapped(value: Any) -> bool:
+    if isinstance(value, unmapped | str | bytes | Mapping):
+        return False
+    if isinstance(value, AnyFuture):  # a future of a list is one value, not mapped
+        return False
+    return isinstance(value, Iterable)
+
+
+def _constant(value: Any) -> Any:
+    return value.value if isinstance(value, unmapped) else value
+
+
+def _label(key: int | str) -> str:
+    return f"argument {key}" if isinstance(key, int) else key
+
+
+_default: TaskRunner | None = None
+_default_lock = threading.Lock()
+
+
+def get_task_runner() -> TaskRunner:
+    """The process's default runner, created on first use from the settings."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            conf = task_settings()
+            runner_class = import_string(conf.TASK_RUNNER)
+            if runner_class is ThreadPoolTaskRunner:
+                _default = ThreadPoolTaskRunner(conf.TASK_RUNNER_MAX_WORKERS)
+            else:
+                _default = runner_class()
+        return _default
+
+
+class DoneAndNotDoneFutures(NamedTuple):
+    done: set[Any]
+    not_done: set[Any]
+
+
+def wait(futures: Iterable[Any], timeout: float | None = None) -> DoneAndNotDoneFutures:
+    """Wait for ``futures`` (submitted or background) until all are final or time is up."""
+    pending = list(futures)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for future in pending:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        future.wait(left)
+    done = {f for f in pending if _is_done(f)}
+    return DoneAndNotDoneFutures(done, set(pending) - done)
+
+
+def as_completed(futures: Iterable[Any], timeout: float | None = None) -> Iterator[Any]:
+    """Yield ``futures`` as they finish; :class:`TimeoutError` if some are not final in time.
+
+    Submitted futures wake this at once; background ones are polled (5 ms, backing off to
+    200 ms), as :meth:`TaskRunFuture.wait` does."""
+    pending = list(dict.fromkeys(futures))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    finished = threading.Event()
+    for future in pending:
+        if isinstance(future, SubmittedFuture):
+            future.add_done_callback(lambda _: finished.set())
+    delay = 0.005
+    while pending:
+        ready = [f for f in pending if _is_done(f)]
+        for future in ready:
+            pending.remove(future)
+            yield future
+        if not pending:
+            return
+        if ready:
+            continue
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise TimeoutError(f"{len(pending)} of the futures are not final after {timeout}s.")
+        finished.clear()
+        finished.wait(delay if left is None else min(delay, left))
+        delay = min(delay * 2, 0.2)
+
+
+def _is_done(future: Any) -> bool:
+    if isinstance(future, SubmittedFuture):
+        return future.done()
+    return bool(future.state.is_final())
