@@ -13,9 +13,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, TypeVar
 
-from .futures import State
+from .futures import BaseFuture
 
 __all__ = [
     "AnyFuture",
@@ -29,15 +29,8 @@ __all__ = [
 T = TypeVar("T")
 
 
-@runtime_checkable
-class AnyFuture(Protocol):
-    """What submitted futures and background run futures have in common."""
-
-    id: uuid.UUID
-
-    def wait(self, timeout: float | None = None) -> State: ...
-
-    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any: ...
+#: Submitted and background futures alike.
+AnyFuture = BaseFuture
 
 
 class allow_failure(Generic[T]):  # Prefect's name (lower case)

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 from .serializers import loads
 from .states import FINAL_TYPES, StateType
 
-__all__ = ["State", "TaskRunFailed", "TaskRunFuture"]
+__all__ = ["BaseFuture", "State", "TaskRunFailed", "TaskRunFuture"]
 
 R = TypeVar("R")
 
@@ -67,7 +67,20 @@ class TaskRunFailed(Exception):
         self.traceback = traceback
 
 
-class TaskRunFuture(Generic[R]):
+class BaseFuture:
+    """What every future has: the run's ``id``, ``wait()`` and ``result()``. Passing a future
+    as an argument makes its run an upstream of the new one (:mod:`.dependencies`)."""
+
+    id: uuid.UUID
+
+    def wait(self, timeout: float | None = None) -> State:
+        raise NotImplementedError
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
+        raise NotImplementedError
+
+
+class TaskRunFuture(BaseFuture, Generic[R]):
     """A handle on one background run, valid in any process that can reach the database."""
 
     def __init__(self, run_id: uuid.UUID | str) -> None:

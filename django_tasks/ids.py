@@ -9,7 +9,7 @@ queue nothing. Python 3.14 has ``uuid.uuid7``; this is the same layout for 3.11-
 
 from __future__ import annotations
 
-import os
+import random
 import time
 import uuid
 
@@ -17,9 +17,13 @@ __all__ = ["uuid7"]
 
 
 def uuid7() -> uuid.UUID:
-    """48 bits of Unix time in ms, version 7, 74 random bits (with the RFC 9562 variant)."""
+    """48 bits of Unix time in ms, version 7, 74 random bits (with the RFC 9562 variant).
+
+    The random bits come from :mod:`random` (seeded from the OS at start and again in a forked
+    child): ids must be unique, not secret - nothing is granted by knowing one - and a system
+    call per id cost more than the rest of a submitted run's bookkeeping."""
     millis = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
+    rand = random.getrandbits(74)
     value = (millis & 0xFFFF_FFFF_FFFF) << 80
     value |= 0x7 << 76  # version
     value |= ((rand >> 62) & 0xFFF) << 64  # rand_a: 12 bits

@@ -30,6 +30,7 @@ from typing import Any
 
 import psycopg
 from django.db import DatabaseError, transaction
+from django.utils import timezone
 from psycopg.types.json import Json
 
 from . import sql
@@ -39,6 +40,9 @@ from .states import StateType, check_transition
 __all__ = ["RunRecord", "RunWriter", "flush", "record", "writer"]
 
 logger = logging.getLogger("django_tasks.recorder")
+
+#: In :meth:`RunRecord.move`, a field set to ``NOW`` gets the new state's timestamp.
+NOW = object()
 
 #: Seconds without anything to write after which the writer closes its connection.
 IDLE_CLOSE = 5.0
@@ -74,11 +78,42 @@ class RunRecord:
     edges: list[tuple[uuid.UUID, str, bool]] = field(default_factory=list)
     #: The last state type written for this run (checked against ALLOWED_MOVES).
     written_type: StateType | None = None
+    #: The bound arguments (never written: the preview is), for the run context.
+    arguments: dict[str, Any] = field(default_factory=dict, repr=False)
+    #: The run's thread changes the record while the writer's thread reads it.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def move(
+        self,
+        state_type: StateType,
+        name: str,
+        message: str = "",
+        timestamp: datetime | None = None,
+        **changes: Any,
+    ) -> None:
+        """Enter a new state (and change other fields with it), as one change."""
+        when = timestamp or timezone.now()
+        with self.lock:
+            self.states.append((state_type, name, message, when))
+            self.state_type, self.state_name, self.state_message = state_type, name, message
+            self.updated = when
+            for key, value in changes.items():
+                setattr(self, key, when if value is NOW else value)
+
+    def update(self, **changes: Any) -> None:
+        """Change fields other than the state."""
+        with self.lock:
+            for key, value in changes.items():
+                setattr(self, key, value)
 
     def take(self) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
         """The run row, its new history rows and new edges, as JSON-ready dicts; clears them.
 
         Every new state is checked against the table of allowed moves first."""
+        with self.lock:
+            return self._take()
+
+    def _take(self) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
         for state_type, *_ in self.states:
             self.written_type = check_transition(self.written_type, state_type)
         row = {
@@ -120,15 +155,16 @@ class RunRecord:
         return row, states, edges
 
 
-@dataclass
-class _Batch:
-    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    states: list[dict[str, Any]] = field(default_factory=list)
-    edges: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def events(self) -> int:
-        return len(self.states) + len(self.edges) + (0 if self.states else len(self.runs))
+def _batch(records: list[RunRecord]) -> tuple[dict[str, Any], int]:
+    """One statement's parameters for ``records``, and the number of state events in it."""
+    runs, states, edges = [], [], []
+    for run in records:
+        row, new_states, new_edges = run.take()
+        runs.append(row)
+        states.extend(new_states)
+        edges.extend(new_edges)
+    params = {"runs": Json(runs), "states": Json(states), "edges": Json(edges)}
+    return params, len(states)
 
 
 class RunWriter:
@@ -136,7 +172,9 @@ class RunWriter:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._batch = _Batch()
+        # Runs with changes not written yet. A record is read (serialized) by the writer when
+        # it writes, so a short run's Pending, Running and Completed cost one row.
+        self._dirty: dict[uuid.UUID, RunRecord] = {}
         self._first_at: float | None = None
         self._queued = 0  # records accepted
         self._written = 0  # records written (or given up on)
@@ -147,18 +185,15 @@ class RunWriter:
         self.events = 0
 
     def put(self, record: RunRecord) -> None:
-        """Queue what ``record`` holds now (it can be put again after later changes)."""
-        row, states, edges = record.take()
+        """``record`` has changed: write it with the next batch (put it again after later
+        changes; it is written once per batch, with every state it went through)."""
         with self._cond:
             self._ensure_thread()
-            # A run seen twice in one batch keeps its latest row (one upsert per run).
-            self._batch.runs[row["id"]] = row
-            self._batch.states.extend(states)
-            self._batch.edges.extend(edges)
+            self._dirty[record.id] = record
             self._queued += 1
             if self._first_at is None:
                 self._first_at = time.monotonic()
-            if self._batch.events >= task_settings().RECORD_BATCH_SIZE:
+            if len(self._dirty) >= task_settings().RECORD_BATCH_SIZE:
                 self._cond.notify_all()
 
     def flush(self, timeout: float | None = 10.0) -> bool:
@@ -187,7 +222,7 @@ class RunWriter:
             return
         # First record in this process (or in a child forked after the parent wrote): what
         # was queued belongs to the parent, which writes it.
-        self._batch, self._first_at = _Batch(), None
+        self._dirty, self._first_at = {}, None
         self._queued = self._written = 0
         self._pid = os.getpid()
         self._thread = threading.Thread(
@@ -203,12 +238,12 @@ class RunWriter:
                 while not self._due() and self._thread is me:
                     if not self._cond.wait(self._wait_time()) and self._first_at is None:
                         conn = _close(conn)  # idle: do not hold a connection
-                if self._thread is not me and self._first_at is None:
+                if self._thread is not me and not self._dirty:
                     break
-                batch, self._batch, self._first_at = self._batch, _Batch(), None
+                dirty, self._dirty, self._first_at = self._dirty, {}, None
                 upto = self._queued
-            if batch.runs:
-                conn = self._write(batch, conn)
+            if dirty:
+                conn = self._write(list(dirty.values()), conn)
             with self._cond:
                 self._written = upto
                 self._cond.notify_all()
@@ -225,36 +260,30 @@ class RunWriter:
             return False
         conf = task_settings()
         waited = time.monotonic() - self._first_at
-        return self._batch.events >= conf.RECORD_BATCH_SIZE or waited >= (
-            conf.RECORD_FLUSH_INTERVAL
-        )
+        return len(self._dirty) >= conf.RECORD_BATCH_SIZE or waited >= conf.RECORD_FLUSH_INTERVAL
 
     def _write(
-        self, batch: _Batch, conn: psycopg.Connection[Any] | None
+        self, records: list[RunRecord], conn: psycopg.Connection[Any] | None
     ) -> psycopg.Connection[Any] | None:
         """One statement for the whole batch; retried on a new connection if it fails."""
         from .topic import open_worker_connection
 
-        params: dict[str, Any] = {
-            "runs": Json(list(batch.runs.values())),
-            "states": Json(batch.states),
-            "edges": Json(batch.edges),
-        }
+        params, events = _batch(records)
         for attempt in range(5):
             try:
                 if conn is None:
                     conn = open_worker_connection()
                 conn.execute(sql.RECORD_RUNS, params)
                 self.statements += 1
-                self.events += len(batch.states)
+                self.events += events
                 return conn
             except psycopg.Error as exc:
                 logger.warning(
-                    "Recording %d runs failed (try %d): %s", len(batch.runs), attempt + 1, exc
+                    "Recording %d runs failed (try %d): %s", len(records), attempt + 1, exc
                 )
                 conn = _close(conn)
                 time.sleep(0.1 * 2**attempt)
-        logger.error("Gave up recording %d inline/submitted runs", len(batch.runs))
+        logger.error("Gave up recording %d inline/submitted runs", len(records))
         return conn
 
 
@@ -288,8 +317,7 @@ def _write_now(run: RunRecord) -> None:
     transaction. A failure is logged, never raised: recording must not change the call."""
     from django.db import connections
 
-    row, states, edges = run.take()
-    params: dict[str, Any] = {"runs": Json([row]), "states": Json(states), "edges": Json(edges)}
+    params, _ = _batch([run])
     alias = task_settings().DATABASE_ALIAS
     try:
         with transaction.atomic(using=alias), connections[alias].cursor() as cursor:

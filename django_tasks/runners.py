@@ -26,7 +26,7 @@ from django.utils.module_loading import import_string
 
 from .conf import task_settings
 from .dependencies import AnyFuture
-from .futures import State
+from .futures import BaseFuture, State
 from .recorder import RunRecord, record
 from .runs import execute, new_record
 from .states import StateName, StateType
@@ -60,7 +60,7 @@ class unmapped(Generic[T]):  # Prefect's name (lower case)
         return f"unmapped({self.value!r})"
 
 
-class SubmittedFuture(Generic[R]):
+class SubmittedFuture(BaseFuture, Generic[R]):
     """A run submitted to a task runner in this process: its state, its result."""
 
     def __init__(self, run: RunRecord) -> None:

@@ -22,7 +22,7 @@ from .dependencies import UpstreamFailed, check_upstreams, collect_upstreams, re
 from .futures import State
 from .hooks import call_hooks, retry_allowed
 from .ids import uuid7
-from .recorder import RunRecord, record
+from .recorder import NOW, RunRecord, record
 from .retries import delay_for
 from .serializers import preview
 from .states import StateName, StateType
@@ -61,6 +61,7 @@ def new_record(
         created=now,
         updated=now,
         states=[(StateType.PENDING, StateName.PENDING, "", now)],
+        arguments=arguments,
     )
 
 
@@ -88,22 +89,21 @@ def execute(
 ) -> State:
     """Run ``run`` to its final state and return that state (value or exception in it)."""
     upstreams = collect_upstreams(args, kwargs, wait_for)
-    run.edges = [(u.future.id, u.kind, u.allow_failure) for u in upstreams]
-    try:
-        check_upstreams(upstreams)
-        args, kwargs = resolve(args), resolve(kwargs)
-    except UpstreamFailed as exc:
-        return _end(task, run, None, _failed(exc))
-    arguments = dict(task.bind(args, kwargs).arguments)
+    arguments = run.arguments
     if upstreams:
-        run.parameters_preview = preview(arguments)
+        run.update(edges=[(u.future.id, u.kind, u.allow_failure) for u in upstreams])
+        try:
+            check_upstreams(upstreams)
+        except UpstreamFailed as exc:
+            return _end(task, run, None, _failed(exc))
+        args, kwargs = resolve(args), resolve(kwargs)
+        arguments = dict(task.bind(args, kwargs).arguments)
+        run.update(parameters_preview=preview(arguments))
     while True:
-        context = TaskRunContext(task, run.id, run.name, run.attempts + 1, arguments, run.origin)
-        _move(
-            run, StateType.RUNNING, StateName.RUNNING if run.attempts == 0 else StateName.RETRYING
-        )
-        run.attempts += 1
-        run.started = run.updated
+        attempt = run.attempts + 1
+        context = TaskRunContext(task, run.id, run.name, attempt, arguments, run.origin)
+        name = StateName.RUNNING if attempt == 1 else StateName.RETRYING
+        run.move(StateType.RUNNING, name, attempts=attempt, started=NOW)
         if publish:
             publish(run, _state(run))
         try:
@@ -113,10 +113,10 @@ def execute(
             failed = _failed(exc)
             if _retry(task, run, context, failed, publish):
                 continue
-            run.traceback = traceback.format_exc()
+            run.update(traceback=traceback.format_exc())
             return _end(task, run, context, failed)
         done = State(StateType.COMPLETED, StateName.COMPLETED, "", timezone.now(), data=value)
-        run.result_preview = preview(value)
+        run.update(result_preview=preview(value))
         return _end(task, run, context, done)
 
 
@@ -140,11 +140,11 @@ def _retry(
         return False
     delay = delay_for(task.options.retry_delays, context.attempt, task.options.retry_jitter_factor)
     message = f"{failed.message} (attempt {context.attempt} of {retries + 1}; retrying)"
-    _move(run, StateType.SCHEDULED, StateName.AWAITING_RETRY, message)
+    run.move(StateType.SCHEDULED, StateName.AWAITING_RETRY, message)
     if publish:
         publish(run, _state(run))
     time.sleep(delay)
-    _move(run, StateType.PENDING, StateName.PENDING)
+    run.move(StateType.PENDING, StateName.PENDING)
     return True
 
 
@@ -157,29 +157,11 @@ def _end(
     """Record the final state, then call the hooks (a run that never started has none).
 
     The caller learns the outcome from the returned state, after the hooks ran."""
-    _move(run, state.type, state.name, state.message, state.timestamp)
-    run.finished = run.updated
+    run.move(state.type, state.name, state.message, state.timestamp, finished=NOW)
     record(run)
     if context is not None:
         call_hooks(task, context, state)
     return state
-
-
-def _move(
-    run: RunRecord,
-    state_type: StateType,
-    name: str,
-    message: str = "",
-    timestamp: Any = None,
-) -> None:
-    when = timestamp or timezone.now()
-    run.states.append((state_type, name, message, when))
-    run.state_type, run.state_name, run.state_message, run.updated = (
-        state_type,
-        name,
-        message,
-        when,
-    )
 
 
 def _state(run: RunRecord) -> State:
