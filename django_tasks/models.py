@@ -13,7 +13,7 @@ from django.db.models import Q
 from .ids import uuid7
 from .states import StateType
 
-__all__ = ["TaskRun", "TaskRunDependency", "TaskRunState", "Worker"]
+__all__ = ["ResultRecord", "TaskRun", "TaskRunDependency", "TaskRunState", "Worker"]
 
 
 class TaskRun(models.Model):
@@ -189,3 +189,30 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ResultRecord(models.Model):
+    """A cached result, by cache key: a run whose key finds a live record ends CACHED with
+    this result instead of calling its function - in any process, on any host."""
+
+    key = models.CharField(primary_key=True, max_length=200)
+    task_key = models.CharField(max_length=64)
+    task_name = models.CharField(max_length=255)
+    run = models.ForeignKey(
+        TaskRun,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_constraint=False,
+        help_text="The run that computed the result.",
+    )
+    result = models.BinaryField(help_text="Signed pickle, as on runs.")
+    result_preview = models.JSONField(null=True, blank=True)
+    created = models.DateTimeField()
+    expires = models.DateTimeField(null=True, blank=True, help_text="Never, when empty.")
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} {self.key[:12]}"

@@ -19,6 +19,7 @@ writes are the queue itself and are synchronous.
 from __future__ import annotations
 
 import atexit
+import base64
 import logging
 import os
 import threading
@@ -71,6 +72,8 @@ class RunRecord:
     started: datetime | None = None
     finished: datetime | None = None
     result_preview: Any = None
+    #: The signed result payload, when the task persists results (persist_result, caching).
+    result: bytes | None = None
     traceback: str = ""
     #: New history rows: (type, name, message, timestamp).
     states: list[tuple[StateType, str, str, datetime]] = field(default_factory=list)
@@ -131,6 +134,7 @@ class RunRecord:
             "attempts": self.attempts,
             "parameters_preview": self.parameters_preview,
             "result_preview": self.result_preview,
+            "result": base64.b64encode(self.result).decode() if self.result is not None else None,
             "traceback": self.traceback,
             "created": self.created.isoformat(),
             "updated": self.updated.isoformat(),

@@ -10,13 +10,17 @@ the function did even when the record cannot be written.
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from django.db import DatabaseError
 from django.utils import timezone
 
+from .cache_policies import CacheKeyError
+from .caching import CachedResult, cache_key, cache_lock, cached_message, lookup, store
 from .context import TaskRunContext, run_context
 from .dependencies import UpstreamFailed, check_upstreams, collect_upstreams, resolve
 from .futures import State
@@ -24,13 +28,15 @@ from .hooks import call_hooks, retry_allowed
 from .ids import uuid7
 from .recorder import NOW, RunRecord, record
 from .retries import delay_for
-from .serializers import preview
+from .serializers import PayloadError, dumps, loads, preview
 from .states import StateName, StateType
 
 if TYPE_CHECKING:
     from .tasks import Task
 
 __all__ = ["execute", "new_record", "run_inline"]
+
+logger = logging.getLogger("django_tasks.runs")
 
 #: Called with the record after each change before the final one (submitted runs record
 #: and show every change; inline runs are recorded once, at the end).
@@ -99,6 +105,36 @@ def execute(
         args, kwargs = resolve(args), resolve(kwargs)
         arguments = dict(task.bind(args, kwargs).arguments)
         run.update(parameters_preview=preview(arguments))
+    if not task.options.caches:
+        return _attempts(task, run, args, kwargs, arguments, publish, None)
+    context = TaskRunContext(task, run.id, run.name, run.attempts + 1, arguments, run.origin)
+    try:
+        key = cache_key(task, context)
+    except CacheKeyError as exc:
+        return _end(task, run, None, _failed(exc))
+    with cache_lock(key):
+        if key is not None and not task.options.refresh_cache:
+            hit = lookup(key)
+            if hit is not None:
+                try:
+                    value = loads(hit.payload)
+                except PayloadError:
+                    logger.warning("Cached result %s does not load; recomputing", key)
+                else:
+                    return _cached(task, run, context, hit, value)
+        return _attempts(task, run, args, kwargs, arguments, publish, key)
+
+
+def _attempts(
+    task: Task[Any, Any],
+    run: RunRecord,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    arguments: dict[str, Any],
+    publish: Publish | None,
+    key: str | None,
+) -> State:
+    """Call the function until it succeeds or retries are spent; store a cached result."""
     while True:
         attempt = run.attempts + 1
         context = TaskRunContext(task, run.id, run.name, attempt, arguments, run.origin)
@@ -115,9 +151,42 @@ def execute(
                 continue
             run.update(traceback=traceback.format_exc())
             return _end(task, run, context, failed)
-        done = State(StateType.COMPLETED, StateName.COMPLETED, "", timezone.now(), data=value)
-        run.update(result_preview=preview(value))
-        return _end(task, run, context, done)
+        return _completed(task, run, context, value, key)
+
+
+def _completed(
+    task: Task[Any, Any], run: RunRecord, context: TaskRunContext, value: Any, key: str | None
+) -> State:
+    shown = preview(value)
+    if task.options.persists:
+        try:
+            payload = dumps(value, what="result")
+        except PayloadError as exc:
+            run.update(traceback=traceback.format_exc())
+            return _end(task, run, context, _failed(exc))
+        run.update(result=payload)
+        if key is not None:
+            try:
+                store(key, task, run.id, payload, shown)
+            except DatabaseError:
+                logger.warning("Could not store the result of run %s", run.id, exc_info=True)
+    done = State(StateType.COMPLETED, StateName.COMPLETED, "", timezone.now(), data=value)
+    run.update(result_preview=shown)
+    return _end(task, run, context, done)
+
+
+def _cached(
+    task: Task[Any, Any],
+    run: RunRecord,
+    context: TaskRunContext,
+    hit: CachedResult,
+    value: Any,
+) -> State:
+    """A cache hit: COMPLETED (Cached) with the recorded result, the function not called."""
+    message = cached_message(hit)
+    state = State(StateType.COMPLETED, StateName.CACHED, message, timezone.now(), data=value)
+    run.update(result=hit.payload, result_preview=hit.preview)
+    return _end(task, run, context, state)
 
 
 def _failed(exc: BaseException) -> State:

@@ -20,6 +20,7 @@ RUN = "django_tasks_taskrun"
 STATE = "django_tasks_taskrunstate"
 WORKER = "django_tasks_worker"
 DEPENDENCY = "django_tasks_taskrundependency"
+RESULT = "django_tasks_resultrecord"
 
 #: One channel for every queue, the payload names the queue. Notifications with the same payload
 #: in one transaction are merged by PostgreSQL, so a bulk enqueue wakes workers once.
@@ -474,6 +475,7 @@ WITH run_rows AS (
         id uuid, task_key text, task_name text, name text, origin text, queue text,
         priority integer, tags jsonb, state_type text, state_name text, state_message text,
         attempts integer, parameters_preview jsonb, result_preview jsonb, traceback text,
+        result text,
         created timestamptz, updated timestamptz, started timestamptz, finished timestamptz
     )
 ), runs AS (
@@ -486,12 +488,14 @@ WITH run_rows AS (
     SELECT id, task_key, task_name, name, origin, queue, priority, tags,
            state_type, state_name, state_message, created, attempts, '',
            0, '[]'::jsonb, NULL, NULL, ''::bytea, parameters_preview,
-           NULL, result_preview, traceback, created, updated, started, finished
+           decode(result, 'base64'), result_preview, traceback, created, updated, started,
+           finished
     FROM run_rows
     ON CONFLICT (id) DO UPDATE
     SET name = EXCLUDED.name, state_type = EXCLUDED.state_type,
         state_name = EXCLUDED.state_name, state_message = EXCLUDED.state_message,
-        attempts = EXCLUDED.attempts, result_preview = EXCLUDED.result_preview,
+        attempts = EXCLUDED.attempts, result = EXCLUDED.result,
+        result_preview = EXCLUDED.result_preview,
         traceback = EXCLUDED.traceback, updated = EXCLUDED.updated,
         started = EXCLUDED.started, finished = EXCLUDED.finished
 ), history AS (
@@ -509,4 +513,50 @@ WITH run_rows AS (
     ON CONFLICT DO NOTHING
 )
 SELECT count(*) FROM run_rows
+"""
+
+# -- result records (django_tasks.caching) ------------------------------------------------------
+
+#: Runs with the same cache key take turns: the first computes, the others then find its
+#: record. A session-level lock (released explicitly, or with the connection if the process
+#: dies), or a transaction-level one when the caller is inside a transaction, so that the lock
+#: is held until the record it guards is committed.
+CACHE_LOCK = "SELECT pg_advisory_lock(hashtextextended(%(key)s, 7))"
+CACHE_LOCK_XACT = "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 7))"
+CACHE_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended(%(key)s, 7))"
+
+CACHE_LOOKUP = f"""
+SELECT result, result_preview::text, run_id FROM {RESULT}
+WHERE key = %(key)s AND (expires IS NULL OR expires > clock_timestamp())
+"""
+
+#: A new record, or a fresher one (refresh_cache, or the old one expired).
+CACHE_STORE = f"""
+INSERT INTO {RESULT} (key, task_key, task_name, run_id, result, result_preview, created, expires)
+VALUES (%(key)s, %(task_key)s, %(task_name)s, %(run_id)s, %(result)s, %(preview)s::jsonb,
+        clock_timestamp(),
+        clock_timestamp() + make_interval(secs => %(expiration)s::float8))
+ON CONFLICT (key) DO UPDATE
+SET task_key = EXCLUDED.task_key, task_name = EXCLUDED.task_name, run_id = EXCLUDED.run_id,
+    result = EXCLUDED.result, result_preview = EXCLUDED.result_preview,
+    created = EXCLUDED.created, expires = EXCLUDED.expires
+"""
+
+_CACHED = _move(StateType.PENDING, StateType.COMPLETED)
+
+#: PENDING -> COMPLETED (Cached) for a background run whose key found a record: the function
+#: is not called; the run gets the record's result.
+CACHE_HIT = f"""
+WITH run AS (
+    UPDATE {RUN}
+    SET state_type = '{_CACHED}', state_name = '{StateName.CACHED}',
+        state_message = %(message)s, result = %(result)s,
+        result_preview = %(preview)s::jsonb,
+        finished = clock_timestamp(), updated = clock_timestamp()
+    WHERE id = %(id)s AND state_type = 'PENDING' AND worker = %(worker)s
+    RETURNING id, finished
+)
+INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
+SELECT id, '{_CACHED}', '{StateName.CACHED}', %(message)s, finished, %(worker)s FROM run
+RETURNING run_id
 """

@@ -64,8 +64,11 @@ ALLOWED_MOVES: dict[StateType | None, frozenset[StateType]] = {
     # Claimed by a worker, cancelled before it started, or failed before it could start
     # (for example an upstream dependency failed).
     _S.SCHEDULED: frozenset({_S.PENDING, _S.CANCELLED, _S.FAILED}),
-    # Started, handed back at shutdown, refused (unknown task, bad payload) or lost with its worker.
-    _S.PENDING: frozenset({_S.RUNNING, _S.SCHEDULED, _S.FAILED, _S.CRASHED, _S.CANCELLED}),
+    # Started, handed back at shutdown, refused (unknown task, bad payload), lost with its
+    # worker, or completed without running by a cache hit (Cached).
+    _S.PENDING: frozenset(
+        {_S.RUNNING, _S.SCHEDULED, _S.FAILED, _S.CRASHED, _S.CANCELLED, _S.COMPLETED}
+    ),
     # Finished one way or another; SCHEDULED again when a retry is awaited.
     _S.RUNNING: frozenset(
         {_S.COMPLETED, _S.FAILED, _S.CRASHED, _S.CANCELLING, _S.CANCELLED, _S.SCHEDULED}

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, U
 
 from django.utils import timezone
 
+from .cache_policies import NO_CACHE, CacheKeyFn, CachePolicy
+from .caching import check_expiration
 from .futures import TaskRunFuture
 from .registry import registry, task_key
 from .retries import RetryDelay, check_jitter, resolve_delays
@@ -60,6 +62,11 @@ class TaskOptionKwargs(TypedDict, total=False):
     task_run_name: str | Callable[[], str] | None
     on_completion: Sequence[StateHook] | None
     on_failure: Sequence[StateHook] | None
+    cache_policy: CachePolicy | None
+    cache_key_fn: CacheKeyFn | None
+    cache_expiration: timedelta | None
+    refresh_cache: bool
+    persist_result: bool | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +87,11 @@ class TaskOptions:
     task_run_name: str | Callable[[], str] | None = None
     on_completion: tuple[StateHook, ...] = ()
     on_failure: tuple[StateHook, ...] = ()
+    cache_policy: CachePolicy | None = None
+    cache_key_fn: CacheKeyFn | None = None
+    cache_expiration: timedelta | None = None
+    refresh_cache: bool = False
+    persist_result: bool | None = None
     #: ``retry_delay_seconds`` resolved to one delay per retry (see :mod:`.retries`).
     retry_delays: tuple[float, ...] = dataclasses.field(init=False, default=())
 
@@ -107,6 +119,36 @@ class TaskOptions:
         for option in ("on_completion", "on_failure"):
             for hook in getattr(self, option):
                 _check_callable(f"each {option} hook", hook)
+        self._check_caching()
+
+    def _check_caching(self) -> None:
+        if self.cache_policy is not None and not isinstance(self.cache_policy, CachePolicy):
+            raise TypeError(
+                f"cache_policy must be a cache policy such as INPUTS, got {self.cache_policy!r}."
+            )
+        _check_callable("cache_key_fn", self.cache_key_fn)
+        check_expiration(self.cache_expiration)
+        for option in ("refresh_cache", "persist_result"):
+            value = getattr(self, option)
+            if not isinstance(value, bool) and not (option == "persist_result" and value is None):
+                raise TypeError(f"{option} must be True or False, got {value!r}.")
+        if self.caches and self.persist_result is False:
+            raise ValueError(
+                "persist_result=False cannot go with caching: a cache hit returns the stored "
+                "result."
+            )
+
+    @property
+    def caches(self) -> bool:
+        """Whether runs look up and store results by cache key."""
+        policy = self.cache_policy is not None and self.cache_policy is not NO_CACHE
+        return policy or self.cache_key_fn is not None
+
+    @property
+    def persists(self) -> bool:
+        """Whether inline/submitted runs store their pickled result (background runs always
+        do: that is how ``result()`` reads it from another process)."""
+        return bool(self.persist_result) or self.caches
 
 
 def _check_callable(option: str, value: object) -> None:
@@ -410,7 +452,9 @@ def task(
     :func:`~django_tasks.retries.exponential_backoff`), ``retry_jitter_factor``,
     ``retry_condition_fn(task, task_run, state) -> bool``, ``timeout_seconds``,
     ``task_run_name`` (a template such as ``"add-{x}"`` or a callable), ``on_completion`` and
-    ``on_failure`` (lists of ``hook(task, task_run, state)``).
+    ``on_failure`` (lists of ``hook(task, task_run, state)``), ``cache_policy``,
+    ``cache_key_fn(context, parameters)``, ``cache_expiration``, ``refresh_cache``,
+    ``persist_result``.
     """
     if fn is not None:
         return Task(fn, **options)

@@ -38,6 +38,8 @@ from django.utils import timezone
 from psycopg.types.json import Json
 
 from .. import sql
+from ..cache_policies import CacheKeyError
+from ..caching import CachedResult, cache_key, cache_lock, cached_message, lookup, store
 from ..conf import task_settings
 from ..context import TaskRunContext, run_context
 from ..futures import State
@@ -535,7 +537,9 @@ class Worker:
         expected = self._durations.get(run.task_key, 0.0)
         # Deferred writes need the control thread to watch the one run in hand: only for a
         # process with a single slot (as the supervisor runs them).
-        if self.concurrency > 1 or run.timeout is not None or expected >= DEFER_BELOW:
+        if task.options.caches:
+            outcome = self._run_cached(db, run, task, args, kwargs)
+        elif self.concurrency > 1 or run.timeout is not None or expected >= DEFER_BELOW:
             outcome = self._run_now(db, run, task, args, kwargs)
         else:
             outcome = self._run_deferred(db, run, task, args, kwargs)
@@ -569,6 +573,61 @@ class Worker:
         logger.debug("Run %s (%s) started", run.id, run.task_name)
         outcome, _, _ = self._timed_call(db, run, task, args, kwargs, attempts, marked=True)
         return self._record(db, task, run, outcome, attempts, args, kwargs)
+
+    def _run_cached(
+        self,
+        db: QueueConnection,
+        run: ClaimedRun,
+        task: Task[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Outcome | None:
+        """A run of a caching task: with its key locked, a recorded result ends it CACHED;
+        otherwise it runs (RUNNING first) and its result is stored before the lock is let go,
+        so that runs with the same key on other workers find it (see :mod:`..caching`)."""
+        try:
+            key = cache_key(task, self._context(task, run, args, kwargs))
+        except CacheKeyError as exc:
+            self._refuse(db, run, str(exc))
+            return None
+
+        def execute(query: str, params: dict[str, Any]) -> list[Any]:
+            return db.execute(query, params, give_up_on_stop=False)
+
+        self._write_deferred(db, self._take_deferred())
+        with cache_lock(key, execute):
+            if key is not None and not task.options.refresh_cache:
+                hit = lookup(key, execute)
+                if hit is not None:
+                    outcome = self._cache_hit(db, run, hit)
+                    if outcome is not None:
+                        return outcome
+            outcome = self._run_now(db, run, task, args, kwargs)
+            if key and outcome and outcome.type == StateType.COMPLETED and outcome.payload:
+                store(key, task, run.id, outcome.payload, outcome.preview, execute)
+            return outcome
+
+    def _cache_hit(self, db: QueueConnection, run: ClaimedRun, hit: CachedResult) -> Outcome | None:
+        """End the run CACHED with the record's result (``None``: the record did not load,
+        so the run is computed instead)."""
+        try:
+            value = loads(hit.payload)
+        except PayloadError:
+            logger.warning("Cached result for run %s does not load; recomputing", run.id)
+            return None
+        message = cached_message(hit)
+        params = {
+            "id": run.id,
+            "worker": self.name,
+            "message": message,
+            "result": hit.payload,
+            "preview": Json(hit.preview),
+        }
+        if not db.execute(sql.CACHE_HIT, params, give_up_on_stop=False):
+            self._discarded(run.id, StateName.CACHED)
+        return Outcome(
+            StateType.COMPLETED, StateName.CACHED, message, hit.payload, hit.preview, "", value
+        )
 
     def _run_deferred(
         self,

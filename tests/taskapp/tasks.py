@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import time
+from datetime import timedelta
 
 from django_tasks import State, task
+from django_tasks.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
 from django_tasks.context import TaskRunContext, get_run_context
 from django_tasks.tasks import StateHook
 
@@ -198,3 +200,53 @@ def total(values: list[int], offset: int = 0) -> int:
 def describe(value: object) -> str:
     """Receives an upstream's exception when the upstream is wrapped in allow_failure."""
     return f"{type(value).__name__}: {value}"
+
+
+@task(cache_policy=INPUTS)
+def cached_square(x: object) -> object:
+    """Leaves a mark each time it really runs."""
+    Effect.objects.create(label=f"square-{x!r}")
+    return x * x if isinstance(x, int) else x
+
+
+@task(cache_policy=INPUTS, cache_expiration=timedelta(seconds=0.5))
+def cached_briefly(x: int) -> int:
+    Effect.objects.create(label=f"briefly-{x}")
+    return x
+
+
+@task(cache_policy=INPUTS - "noise")
+def cached_ignoring_noise(x: int, noise: int) -> int:
+    Effect.objects.create(label=f"noise-{x}-{noise}")
+    return x
+
+
+@task(cache_key_fn=lambda context, parameters: f"user-{parameters['user_id']}")
+def cached_by_key_fn(user_id: int, attempt: int) -> int:
+    Effect.objects.create(label=f"keyfn-{user_id}-{attempt}")
+    return attempt
+
+
+@task(cache_policy=RUN_ID)
+def cached_per_run(x: int) -> int:
+    Effect.objects.create(label=f"per-run-{x}")
+    return x
+
+
+@task(cache_policy=INPUTS + TASK_SOURCE)
+def cached_by_source(x: int) -> int:
+    Effect.objects.create(label=f"source-{x}")
+    return x
+
+
+@task(cache_policy=INPUTS)
+def slow_cached(x: int, seconds: float) -> int:
+    """For the race: two workers take runs with the same key at once."""
+    time.sleep(seconds)
+    Effect.objects.create(label=f"slow-cached-{x}")
+    return x * 10
+
+
+@task(persist_result=True)
+def persisted(x: int) -> dict[str, int]:
+    return {"x": x}
