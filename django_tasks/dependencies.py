@@ -90,20 +90,23 @@ def check_upstreams(upstreams: list[Upstream]) -> None:
             )
 
 
-def resolve(value: Any) -> Any:
-    """``value`` with every future replaced by its result (after :func:`check_upstreams`)."""
+def resolve(value: Any, only: type[BaseFuture] = BaseFuture, timeout: float | None = None) -> Any:
+    """``value`` with every future (of class ``only``) replaced by its result, after
+    :func:`check_upstreams`; an ``allow_failure`` future gives its exception instead."""
     if isinstance(value, allow_failure):
         inner = value.value
-        if isinstance(inner, AnyFuture):
-            return inner.result(raise_on_failure=False)
-        return resolve(inner)
-    if isinstance(value, AnyFuture):
-        return value.result()
+        if isinstance(inner, only):
+            return inner.result(timeout, raise_on_failure=False)
+        if isinstance(inner, BaseFuture):
+            return value  # a future of another kind: resolved where it runs
+        return resolve(inner, only, timeout)
+    if isinstance(value, only):
+        return value.result(timeout)
     if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
-        return type(value)(*(resolve(item) for item in value))
+        return type(value)(*(resolve(item, only, timeout) for item in value))
     for kind in (list, tuple, set, frozenset):
         if isinstance(value, kind):
-            return kind(resolve(item) for item in value)
+            return kind(resolve(item, only, timeout) for item in value)
     if isinstance(value, dict):
-        return {key: resolve(item) for key, item in value.items()}
+        return {key: resolve(item, only, timeout) for key, item in value.items()}
     return value

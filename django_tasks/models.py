@@ -52,6 +52,12 @@ class TaskRun(models.Model):
     )
     timeout = models.FloatField(null=True, blank=True, help_text="Seconds a run may take.")
     worker = models.CharField(max_length=255, blank=True, help_text="host:pid of the worker.")
+    # Background dependencies: a SCHEDULED run with upstream runs not finished yet is
+    # ``blocked`` (and outside the ready index, so claims never read it); a database trigger
+    # on runs that ``has_downstream`` releases or fails their downstream runs when they end.
+    # Defaults in the database: the queue's raw INSERTs leave these columns out.
+    blocked = models.PositiveIntegerField(db_default=0, help_text="Upstream runs still awaited.")
+    has_downstream = models.BooleanField(db_default=False)
 
     # Signed cloudpickle payloads: only workers and explicit ``result()`` calls unpickle them.
     parameters = models.BinaryField()
@@ -76,7 +82,7 @@ class TaskRun(models.Model):
                 models.F("priority").desc(),
                 "scheduled_time",
                 name="django_tasks_ready_idx",
-                condition=Q(state_type="SCHEDULED"),
+                condition=Q(state_type="SCHEDULED", blocked=0),
             ),
             # The rescue looks up runs held by dead workers: only held runs are indexed.
             models.Index(

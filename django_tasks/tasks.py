@@ -307,8 +307,14 @@ class Task(Generic[P, R]):
         priority: int | None = None,
         scheduled_time: datetime | None = None,
         countdown: float | None = None,
+        wait_for: Iterable[Any] | None = None,
     ) -> TaskRunFuture[R]:
-        """``.delay()`` with per-run options: queue, priority, and when to start at the earliest.
+        """``.delay()`` with per-run options: queue, priority, when to start at the earliest,
+        and ``wait_for``: background runs (their futures) to wait for without taking their
+        results. Futures among the arguments are upstream runs too, and are passed as their
+        results. The run is not taken by a worker before every upstream is COMPLETED; if one
+        ends otherwise (and is not wrapped in ``allow_failure``), the run ends FAILED without
+        running, with a message naming it.
 
         Every argument is checked before anything is written: wrong arguments for the function,
         an unknown option value, a value that cannot be pickled or a payload that is too large
@@ -323,6 +329,7 @@ class Task(Generic[P, R]):
             queue=self.queue if queue is None else check_queue(queue),
             priority=self.priority if priority is None else check_priority(priority),
             scheduled_time=_when(scheduled_time, countdown),
+            wait_for=wait_for or (),
         )
 
     def delay_many(

@@ -9,19 +9,22 @@ disturb the queue, and no run pays for a new connection.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from django.db import connections
+from django.db import connections, transaction
 from psycopg.types.json import Json
 
 from . import sql
 from .conf import task_settings
+from .dependencies import Upstream, collect_upstreams, resolve
 from .futures import TaskRunFuture
 from .ids import uuid7
+from .runners import SubmittedFuture
 from .serializers import dumps, preview
-from .states import StateName, StateType
+from .states import StateName, StateType, is_final
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -66,13 +69,19 @@ def enqueue(
     queue: str,
     priority: int,
     scheduled_time: datetime | None,
+    wait_for: Iterable[Any] = (),
 ) -> TaskRunFuture[Any]:
     """Insert one SCHEDULED run (and its history row, and a NOTIFY) in one round trip.
 
     Serialization happens first, so a value that cannot be pickled or is too large raises
-    before anything is sent to the database.
+    before anything is sent to the database. Background futures among the arguments or in
+    ``wait_for`` make the run wait for those runs (:func:`_enqueue_dependent`); submitted
+    (in-process) futures are waited for here and passed as their results.
     """
     check_importable(task)
+    args, kwargs = resolve(args, SubmittedFuture), resolve(kwargs, SubmittedFuture)
+    waits = [w for w in wait_for if not isinstance(w, SubmittedFuture) or w.wait() is None]
+    upstreams = collect_upstreams(args, kwargs, waits)
     bound = task.bind(args, kwargs)
     run_id = uuid7()
     arguments = dict(bound.arguments)
@@ -83,9 +92,52 @@ def enqueue(
         "parameters": dumps((args, kwargs), what="parameters"),
         "parameters_preview": Json(preview(arguments)),
     }
-    with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
-        cursor.execute(sql.ENQUEUE, params)
+    if upstreams:
+        _enqueue_dependent(params, upstreams)
+    else:
+        with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
+            cursor.execute(sql.ENQUEUE, params)
     return TaskRunFuture(run_id)
+
+
+def _enqueue_dependent(params: dict[str, Any], upstreams: list[Upstream]) -> None:
+    """Enqueue a run that waits for background upstream runs (see ``sql.ENQUEUE_DEPENDENT``).
+
+    In a savepoint of the caller's transaction: an unknown upstream id raises
+    :class:`ValueError` and leaves nothing behind."""
+    alias = task_settings().DATABASE_ALIAS
+    ids = [u.future.id for u in upstreams]
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        cursor.execute(sql.LOCK_UPSTREAMS, {"ids": ids})
+        found = {row[0]: row[1:] for row in cursor.fetchall()}
+        missing = [str(i) for i in ids if i not in found]
+        if missing:
+            raise ValueError(f"Unknown upstream run(s) {', '.join(missing)}: nothing enqueued.")
+        failure, blocked = None, 0
+        for upstream in upstreams:
+            state_type, state_name, message, task_name = found[upstream.future.id]
+            if state_type == StateType.COMPLETED or (
+                is_final(state_type) and upstream.allow_failure
+            ):
+                continue
+            if is_final(state_type):
+                failure = (
+                    f"Upstream run {upstream.future.id} ({task_name}) ended {state_name}"
+                    f"{': ' + message if message else ''}; this run did not start."
+                )
+                break
+            blocked += 1
+        cursor.execute(
+            sql.ENQUEUE_DEPENDENT,
+            {
+                **params,
+                "failure": failure,
+                "blocked": blocked,
+                "upstreams": ids,
+                "kinds": [u.kind for u in upstreams],
+                "allow_failures": [u.allow_failure for u in upstreams],
+            },
+        )
 
 
 def enqueue_many(
@@ -104,6 +156,8 @@ def enqueue_many(
     check_importable(task)
     ids, names, payloads, previews = [], [], [], []
     for args, kwargs in calls:
+        if collect_upstreams(args, kwargs):
+            raise TypeError("delay_many() does not take futures: use .delay() (or wait_for).")
         arguments = dict(task.bind(args, kwargs).arguments)
         ids.append(uuid7())
         names.append(task.run_name(arguments, ids[-1], "delay"))

@@ -42,6 +42,7 @@ from ..cache_policies import CacheKeyError
 from ..caching import CachedResult, cache_key, cache_lock, cached_message, lookup, store
 from ..conf import task_settings
 from ..context import TaskRunContext, run_context
+from ..dependencies import collect_upstreams, resolve
 from ..futures import State
 from ..hooks import call_hooks, retry_allowed
 from ..registry import UnknownTask, registry
@@ -379,9 +380,12 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 generation = self._generation
+                flushing = bool(self._deferred)
                 runs = self._claim(db)
                 if not runs:
-                    if self.burst:
+                    # A burst ends when nothing is ready - but a claim that wrote completions
+                    # may have released downstream runs its own snapshot could not see.
+                    if self.burst and not flushing:
                         return
                     self._sleep(generation)
                     continue
@@ -534,6 +538,12 @@ class Worker:
         except Exception as exc:
             self._refuse(db, run, f"The parameters could not be unpickled: {exc!r}")
             return
+        if collect_upstreams(args, kwargs):
+            try:  # upstream runs have completed (or failed, where allow_failure lets them)
+                args, kwargs = resolve(args, timeout=0), resolve(kwargs, timeout=0)
+            except BaseException as exc:
+                self._refuse(db, run, f"An upstream run's result could not be read: {exc!r}")
+                return
         expected = self._durations.get(run.task_key, 0.0)
         # Deferred writes need the control thread to watch the one run in hand: only for a
         # process with a single slot (as the supervisor runs them).
