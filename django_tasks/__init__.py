@@ -33,6 +33,7 @@ from .runners import (
 from .serializers import PayloadError, PayloadSignatureError, PayloadTooLarge, SerializationError
 from .states import StateName, StateType
 from .tasks import Task, task
+from .transactions import TaskTransaction, current_transaction, transaction
 
 __all__ = [
     "MissingContextError",
@@ -49,15 +50,18 @@ __all__ = [
     "TaskRunContext",
     "TaskRunFailed",
     "TaskRunFuture",
+    "TaskTransaction",
     "ThreadPoolTaskRunner",
     "UnknownTask",
     "UpstreamFailed",
     "allow_failure",
     "as_completed",
+    "current_transaction",
     "exponential_backoff",
     "flush",
     "get_run_context",
     "task",
+    "transaction",
     "unmapped",
     "wait",
 ]

@@ -122,7 +122,7 @@ def lookup(key: str, execute: Execute = django_execute) -> CachedResult | None:
 def store(
     key: str,
     task: Task[Any, Any],
-    run_id: uuid.UUID,
+    run_id: uuid.UUID | None,
     payload: bytes,
     preview: Any,
     execute: Execute = django_execute,

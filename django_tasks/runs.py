@@ -10,6 +10,7 @@ the function did even when the record cannot be written.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import traceback
@@ -17,10 +18,12 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError
+from django.db import transaction as db_transaction
 from django.utils import timezone
 
 from .cache_policies import CacheKeyError
 from .caching import CachedResult, cache_key, cache_lock, cached_message, lookup, store
+from .conf import task_settings
 from .context import TaskRunContext, run_context
 from .dependencies import UpstreamFailed, check_upstreams, collect_upstreams, resolve
 from .futures import State
@@ -30,6 +33,7 @@ from .recorder import NOW, RunRecord, record
 from .retries import delay_for
 from .serializers import PayloadError, dumps, loads, preview
 from .states import StateName, StateType
+from .transactions import TaskTransaction, current_transaction, transaction
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -105,11 +109,36 @@ def execute(
         args, kwargs = resolve(args), resolve(kwargs)
         arguments = dict(task.bind(args, kwargs).arguments)
         run.update(parameters_preview=preview(arguments))
-    if not task.options.caches:
-        return _attempts(task, run, args, kwargs, arguments, publish, None)
+    txn = current_transaction()
+    if txn is None and task.options.atomic:
+        with contextlib.suppress(_Failed), transaction() as txn:
+            state = _run(task, run, args, kwargs, arguments, publish, txn)
+            if state.exception is not None:
+                raise _Failed  # the failed run's own savepoint is gone; nothing to commit
+        return state
+    return _run(task, run, args, kwargs, arguments, publish, txn)
+
+
+class _Failed(Exception):
+    """Leaves an atomic run's own transaction after a failure (its record is written)."""
+
+
+def _run(
+    task: Task[Any, Any],
+    run: RunRecord,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    arguments: dict[str, Any],
+    publish: Publish | None,
+    txn: TaskTransaction | None,
+) -> State:
+    """With the run's cache key locked (if it has one): a cache hit, or the attempts."""
+    call_key = txn.call_key(task) if txn is not None and not task.options.caches else None
+    if not task.options.caches and call_key is None:
+        return _attempts(task, run, args, kwargs, arguments, publish, None, txn)
     context = TaskRunContext(task, run.id, run.name, run.attempts + 1, arguments, run.origin)
     try:
-        key = cache_key(task, context)
+        key = call_key or cache_key(task, context)
     except CacheKeyError as exc:
         return _end(task, run, None, _failed(exc))
     with cache_lock(key):
@@ -122,7 +151,7 @@ def execute(
                     logger.warning("Cached result %s does not load; recomputing", key)
                 else:
                     return _cached(task, run, context, hit, value)
-        return _attempts(task, run, args, kwargs, arguments, publish, key)
+        return _attempts(task, run, args, kwargs, arguments, publish, key, txn)
 
 
 def _attempts(
@@ -133,8 +162,12 @@ def _attempts(
     arguments: dict[str, Any],
     publish: Publish | None,
     key: str | None,
+    txn: TaskTransaction | None = None,
 ) -> State:
-    """Call the function until it succeeds or retries are spent; store a cached result."""
+    """Call the function until it succeeds or retries are spent; store a cached result.
+
+    In a transaction each attempt is a savepoint: a failed attempt's writes are rolled back
+    before the retry, and a completed run is recorded when the transaction ends."""
     while True:
         attempt = run.attempts + 1
         context = TaskRunContext(task, run.id, run.name, attempt, arguments, run.origin)
@@ -144,35 +177,45 @@ def _attempts(
             publish(run, _state(run))
         try:
             with run_context(context):
+                if txn is not None:
+                    with db_transaction.atomic(using=task_settings().DATABASE_ALIAS):
+                        value = task.fn(*args, **kwargs)
+                        payload = _store(task, run, value, key)
+                    done = _done(value)
+                    run.update(result=payload, result_preview=preview(value))
+                    txn.stage(task, run, context, done)
+                    return done
                 value = task.fn(*args, **kwargs)
+                payload = _store(task, run, value, key)
         except BaseException as exc:
             failed = _failed(exc)
             if _retry(task, run, context, failed, publish):
                 continue
             run.update(traceback=traceback.format_exc())
             return _end(task, run, context, failed)
-        return _completed(task, run, context, value, key)
+        run.update(result=payload, result_preview=preview(value))
+        return _end(task, run, context, _done(value))
 
 
-def _completed(
-    task: Task[Any, Any], run: RunRecord, context: TaskRunContext, value: Any, key: str | None
-) -> State:
-    shown = preview(value)
-    if task.options.persists:
+def _store(task: Task[Any, Any], run: RunRecord, value: Any, key: str | None) -> bytes | None:
+    """The signed result when the task persists results, stored under ``key`` if it has one.
+
+    A result that cannot be pickled raises :class:`PayloadError`: the run fails."""
+    if not task.options.persists and key is None:
+        return None
+    payload = dumps(value, what="result")
+    if key is not None:
         try:
-            payload = dumps(value, what="result")
-        except PayloadError as exc:
-            run.update(traceback=traceback.format_exc())
-            return _end(task, run, context, _failed(exc))
-        run.update(result=payload)
-        if key is not None:
-            try:
-                store(key, task, run.id, payload, shown)
-            except DatabaseError:
-                logger.warning("Could not store the result of run %s", run.id, exc_info=True)
-    done = State(StateType.COMPLETED, StateName.COMPLETED, "", timezone.now(), data=value)
-    run.update(result_preview=shown)
-    return _end(task, run, context, done)
+            store(key, task, run.id, payload, preview(value))
+        except DatabaseError:
+            if current_transaction() is not None:
+                raise  # the transaction is broken: it must roll back
+            logger.warning("Could not store the result of run %s", run.id, exc_info=True)
+    return payload
+
+
+def _done(value: Any) -> State:
+    return State(StateType.COMPLETED, StateName.COMPLETED, "", timezone.now(), data=value)
 
 
 def _cached(

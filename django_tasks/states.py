@@ -48,6 +48,7 @@ class StateName:
     CACHED = "Cached"
     FAILED = "Failed"
     TIMED_OUT = "TimedOut"
+    ROLLED_BACK = "RolledBack"
     CRASHED = "Crashed"
     CANCELLING = "Cancelling"
     CANCELLED = "Cancelled"

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .context import TaskRunContext
     from .futures import State
     from .runners import SubmittedFuture, TaskFutureList
+    from .transactions import TaskTransaction
 
 __all__ = ["RetryCondition", "StateHook", "Task", "TaskOptionKwargs", "TaskOptions", "task"]
 
@@ -43,6 +44,8 @@ PRIORITY_MIN, PRIORITY_MAX = -100, 100
 RetryCondition = Callable[["Task[Any, Any]", "TaskRunContext", "State"], bool]
 #: ``on_completion`` / ``on_failure`` hooks: ``hook(task, task_run, state)``.
 StateHook = Callable[["Task[Any, Any]", "TaskRunContext", "State"], None]
+#: ``on_commit`` / ``on_rollback`` hooks: ``hook(transaction)``.
+TransactionHook = Callable[["TaskTransaction"], None]
 
 
 class TaskOptionKwargs(TypedDict, total=False):
@@ -67,6 +70,9 @@ class TaskOptionKwargs(TypedDict, total=False):
     cache_expiration: timedelta | None
     refresh_cache: bool
     persist_result: bool | None
+    atomic: bool
+    on_commit: Sequence[TransactionHook] | None
+    on_rollback: Sequence[TransactionHook] | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +98,9 @@ class TaskOptions:
     cache_expiration: timedelta | None = None
     refresh_cache: bool = False
     persist_result: bool | None = None
+    atomic: bool = False
+    on_commit: tuple[TransactionHook, ...] = ()
+    on_rollback: tuple[TransactionHook, ...] = ()
     #: ``retry_delay_seconds`` resolved to one delay per retry (see :mod:`.retries`).
     retry_delays: tuple[float, ...] = dataclasses.field(init=False, default=())
 
@@ -116,9 +125,11 @@ class TaskOptions:
             _check_seconds("timeout_seconds", self.timeout_seconds, allow_zero=False)
         if self.task_run_name is not None and not isinstance(self.task_run_name, str):
             _check_callable("task_run_name", self.task_run_name)
-        for option in ("on_completion", "on_failure"):
+        for option in ("on_completion", "on_failure", "on_commit", "on_rollback"):
             for hook in getattr(self, option):
                 _check_callable(f"each {option} hook", hook)
+        if not isinstance(self.atomic, bool):
+            raise TypeError(f"atomic must be True or False, got {self.atomic!r}.")
         self._check_caching()
 
     def _check_caching(self) -> None:
@@ -156,7 +167,10 @@ def _check_callable(option: str, value: object) -> None:
         raise TypeError(f"{option} must be callable, got {value!r}.")
 
 
-def _hooks(option: str, hooks: Sequence[StateHook] | None) -> tuple[StateHook, ...]:
+H = TypeVar("H")
+
+
+def _hooks(option: str, hooks: Sequence[H] | None) -> tuple[H, ...]:
     if hooks is None:
         return ()
     if callable(hooks):
@@ -271,6 +285,19 @@ class Task(Generic[P, R]):
 
         value: R = run_inline(self, args, kwargs)
         return value
+
+    def on_commit(self, fn: TransactionHook) -> TransactionHook:
+        """Decorator form of the ``on_commit`` option: ``@my_task.on_commit``."""
+        _check_callable("on_commit", fn)
+        self.options = dataclasses.replace(self.options, on_commit=(*self.options.on_commit, fn))
+        return fn
+
+    def on_rollback(self, fn: TransactionHook) -> TransactionHook:
+        """Decorator form of the ``on_rollback`` option: ``@my_task.on_rollback``."""
+        _check_callable("on_rollback", fn)
+        hooks = (*self.options.on_rollback, fn)
+        self.options = dataclasses.replace(self.options, on_rollback=hooks)
+        return fn
 
     def submit(
         self, *args: Any, wait_for: Iterable[Any] | None = None, **kwargs: Any
@@ -434,6 +461,8 @@ def _make_options(fn: Callable[..., Any], options: Mapping[str, Any]) -> TaskOpt
         tags=_normalize_tags(given.pop("tags", None)),
         on_completion=_hooks("on_completion", given.pop("on_completion", None)),
         on_failure=_hooks("on_failure", given.pop("on_failure", None)),
+        on_commit=_hooks("on_commit", given.pop("on_commit", None)),
+        on_rollback=_hooks("on_rollback", given.pop("on_rollback", None)),
         **given,
     )
 
@@ -461,7 +490,8 @@ def task(
     ``task_run_name`` (a template such as ``"add-{x}"`` or a callable), ``on_completion`` and
     ``on_failure`` (lists of ``hook(task, task_run, state)``), ``cache_policy``,
     ``cache_key_fn(context, parameters)``, ``cache_expiration``, ``refresh_cache``,
-    ``persist_result``.
+    ``persist_result``, ``atomic``, ``on_commit`` and ``on_rollback`` (lists of
+    ``hook(transaction)``).
     """
     if fn is not None:
         return Task(fn, **options)

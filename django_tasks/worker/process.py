@@ -33,13 +33,22 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
+from django.db import transaction as db_transaction
 from django.utils import timezone
 from psycopg.types.json import Json
 
 from .. import sql
 from ..cache_policies import CacheKeyError
-from ..caching import CachedResult, cache_key, cache_lock, cached_message, lookup, store
+from ..caching import (
+    CachedResult,
+    cache_key,
+    cache_lock,
+    cached_message,
+    django_execute,
+    lookup,
+    store,
+)
 from ..conf import task_settings
 from ..context import TaskRunContext, run_context
 from ..dependencies import collect_upstreams, resolve
@@ -49,6 +58,7 @@ from ..registry import UnknownTask, registry
 from ..retries import delay_for
 from ..serializers import PayloadError, PayloadSignatureError, dumps, loads, preview
 from ..states import StateName, StateType
+from ..transactions import TaskTransaction
 from .connection import QueueConnection
 from .maintenance import rescue
 
@@ -549,7 +559,12 @@ class Worker:
         # process with a single slot (as the supervisor runs them).
         if task.options.caches:
             outcome = self._run_cached(db, run, task, args, kwargs)
-        elif self.concurrency > 1 or run.timeout is not None or expected >= DEFER_BELOW:
+        elif (
+            self.concurrency > 1
+            or run.timeout is not None
+            or expected >= DEFER_BELOW
+            or task.options.atomic
+        ):
             outcome = self._run_now(db, run, task, args, kwargs)
         else:
             outcome = self._run_deferred(db, run, task, args, kwargs)
@@ -581,7 +596,51 @@ class Worker:
             return None
         attempts = started[0][0]
         logger.debug("Run %s (%s) started", run.id, run.task_name)
+        if task.options.atomic:
+            return self._run_atomic(db, run, task, args, kwargs, attempts)
         outcome, _, _ = self._timed_call(db, run, task, args, kwargs, attempts, marked=True)
+        return self._record(db, task, run, outcome, attempts, args, kwargs)
+
+    def _run_atomic(
+        self,
+        db: QueueConnection,
+        run: ClaimedRun,
+        task: Task[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        attempts: int,
+    ) -> Outcome | None:
+        """An ``atomic=True`` run: the function's writes and the COMPLETED state commit in one
+        transaction on Django's connection. If the function raises, or the run was taken
+        from this worker meanwhile (rescued, cancelled), its writes are rolled back: a task
+        whose effects are in the database has them exactly once."""
+        alias = task_settings().DATABASE_ALIAS
+        taken = False
+        try:
+            with db_transaction.atomic(using=alias):
+                outcome, _, _ = self._timed_call(
+                    db, run, task, args, kwargs, attempts, marked=True, close=False
+                )
+                if outcome.type != StateType.COMPLETED:
+                    raise _RollBack
+                if not django_execute(sql.FINISH, finish_params(run.id, self.name, outcome)):
+                    taken = True
+                    raise _RollBack
+                txn = TaskTransaction(None)
+                db_transaction.on_commit(lambda: txn._commit_background(task), using=alias)
+        except _RollBack:
+            pass
+        except DatabaseError as exc:  # the commit itself failed: nothing of the run stays
+            message = f"The run's transaction failed: {exc}"
+            tb = traceback.format_exc()
+            outcome = Outcome(StateType.FAILED, StateName.FAILED, message, None, None, tb)
+        finally:
+            close_old_connections()
+        if taken:
+            self._discarded(run.id, outcome.name)
+            return None
+        if outcome.type == StateType.COMPLETED:
+            return outcome
         return self._record(db, task, run, outcome, attempts, args, kwargs)
 
     def _run_cached(
@@ -683,6 +742,7 @@ class Worker:
         attempt: int,
         *,
         marked: bool,
+        close: bool = True,
     ) -> tuple[Outcome, datetime, bool]:
         """Call the function, publishing what runs for the control thread; learn its duration."""
         started = db.db_time()
@@ -695,7 +755,7 @@ class Worker:
             self._current_marked = marked
             self._current_lost = False
         with run_context(self._context(task, run, args, kwargs, attempt)):
-            outcome = self._call(run, task.fn, args, kwargs)
+            outcome = self._call(run, task.fn, args, kwargs, close)
         with self._lock:
             self._current = None
             marked = self._current_marked
@@ -755,6 +815,7 @@ class Worker:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        close: bool = True,
     ) -> Outcome:
         """Run the function, interruptible by its timeout or a cancel when on the main thread.
 
@@ -792,7 +853,8 @@ class Worker:
                 StateType.FAILED, StateName.FAILED, message, payload, None, tb, exception=exc
             )
         finally:
-            close_old_connections()
+            if close:  # not inside an atomic run's transaction: the caller closes after it
+                close_old_connections()
         try:
             payload = dumps(value, what="result")
         except PayloadError as exc:
@@ -839,22 +901,26 @@ def outcome_state(outcome: Outcome) -> State:
     )
 
 
+class _RollBack(Exception):
+    """Leaves an atomic run's transaction so that its writes are rolled back."""
+
+
+def finish_params(run_id: uuid.UUID, worker: str, outcome: Outcome) -> dict[str, Any]:
+    return {
+        "id": run_id,
+        "worker": worker,
+        "type": outcome.type.value,
+        "name": outcome.name,
+        "message": outcome.message,
+        "result": outcome.payload,
+        "result_preview": Json(outcome.preview),
+        "traceback": outcome.traceback,
+    }
+
+
 def finish_run(db: QueueConnection, run_id: uuid.UUID, worker: str, outcome: Outcome) -> bool:
     """Write a run's final state (only if ``worker`` still holds it). Used by the supervisor too."""
-    rows = db.execute(
-        sql.FINISH,
-        {
-            "id": run_id,
-            "worker": worker,
-            "type": outcome.type.value,
-            "name": outcome.name,
-            "message": outcome.message,
-            "result": outcome.payload,
-            "result_preview": Json(outcome.preview),
-            "traceback": outcome.traceback,
-        },
-        give_up_on_stop=False,
-    )
+    rows = db.execute(sql.FINISH, finish_params(run_id, worker, outcome), give_up_on_stop=False)
     return bool(rows)
 
 

@@ -10,6 +10,7 @@ from django_tasks import State, task
 from django_tasks.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
 from django_tasks.context import TaskRunContext, get_run_context
 from django_tasks.tasks import StateHook
+from django_tasks.transactions import TaskTransaction, current_transaction
 
 from .models import Effect
 
@@ -250,3 +251,43 @@ def slow_cached(x: int, seconds: float) -> int:
 @task(persist_result=True)
 def persisted(x: int) -> dict[str, int]:
     return {"x": x}
+
+
+#: What transaction hooks and atomic tasks did, in order (tests clear it).
+EVENTS: list[str] = []
+
+
+@task(atomic=True, retries=1)
+def atomic_write(label: str, failures: int = 0) -> int:
+    """Writes a row, then fails ``failures`` times (counted outside the database)."""
+    Effect.objects.create(label=label)
+    EVENTS.append(f"attempt:{label}")
+    if EVENTS.count(f"attempt:{label}") <= failures:
+        raise ValueError(f"{label} fails")
+    return Effect.objects.filter(label=label).count()
+
+
+@task
+def write_effect(label: str) -> str:
+    Effect.objects.create(label=label)
+    current = current_transaction()
+    if current is not None:
+        current.set(f"wrote:{label}", label)
+    return label
+
+
+@write_effect.on_commit
+def _write_effect_committed(transaction: TaskTransaction) -> None:
+    EVENTS.append("commit:" + ",".join(sorted(transaction._values)))
+
+
+@write_effect.on_rollback
+def _write_effect_rolled_back(transaction: TaskTransaction) -> None:
+    EVENTS.append("rollback:" + ",".join(sorted(transaction._values)))
+
+
+@task(atomic=True)
+def slow_atomic(label: str, seconds: float) -> str:
+    Effect.objects.create(label=label)
+    time.sleep(seconds)
+    return label
