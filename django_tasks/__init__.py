@@ -19,6 +19,7 @@ from __future__ import annotations
 from .context import MissingContextError, TaskRunContext, get_run_context
 from .dependencies import UpstreamFailed, allow_failure
 from .futures import State, TaskRunFailed, TaskRunFuture
+from .logs import get_run_logger
 from .recorder import flush
 from .registry import UnknownTask
 from .retries import exponential_backoff
@@ -60,6 +61,7 @@ __all__ = [
     "exponential_backoff",
     "flush",
     "get_run_context",
+    "get_run_logger",
     "task",
     "transaction",
     "unmapped",

@@ -56,6 +56,9 @@ DEFAULTS: dict[str, Any] = {
     # The task runner of .submit()/.map() (a django_tasks.runners.TaskRunner subclass), and
     # the threads of the default thread pool (None: Python's default, min(32, CPUs + 4)).
     "TASK_RUNNER": "django_tasks.runners.ThreadPoolTaskRunner",
+    # Level of the run logger (get_run_logger()): records below it are neither stored nor
+    # passed on. A number, as in the logging module (20 = INFO).
+    "RUN_LOG_LEVEL": 20,
     "TASK_RUNNER_MAX_WORKERS": None,
 }
 
@@ -80,6 +83,7 @@ class TaskSettings:
     RECORD_BATCH_SIZE: int
     RECORD_FLUSH_INTERVAL: float
     TASK_RUNNER: str
+    RUN_LOG_LEVEL: int
     TASK_RUNNER_MAX_WORKERS: int | None
 
 

@@ -13,7 +13,14 @@ from django.db.models import Q
 from .ids import uuid7
 from .states import StateType
 
-__all__ = ["ResultRecord", "TaskRun", "TaskRunDependency", "TaskRunState", "Worker"]
+__all__ = [
+    "ResultRecord",
+    "TaskRun",
+    "TaskRunDependency",
+    "TaskRunLog",
+    "TaskRunState",
+    "Worker",
+]
 
 
 class TaskRun(models.Model):
@@ -222,3 +229,34 @@ class ResultRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name} {self.key[:12]}"
+
+
+class TaskRunLog(models.Model):
+    """A log line of a run, from ``get_run_logger()`` (or ``print`` with ``log_prints``)."""
+
+    id = models.BigAutoField(primary_key=True)
+    # Written in batches, possibly before the run's own row: no database foreign-key check.
+    run = models.ForeignKey(
+        TaskRun,
+        on_delete=models.CASCADE,
+        related_name="logs",
+        db_index=False,
+        db_constraint=False,
+    )
+    timestamp = models.DateTimeField()
+    level = models.PositiveSmallIntegerField()
+    logger = models.CharField(max_length=255)
+    message = models.TextField()
+
+    class Meta:
+        ordering = ["timestamp", "id"]
+        indexes = [models.Index(fields=["run", "timestamp"], name="django_tasks_log_run_idx")]
+
+    def __str__(self) -> str:
+        return self.message[:80]
+
+    @property
+    def level_name(self) -> str:
+        import logging
+
+        return logging.getLevelName(self.level)

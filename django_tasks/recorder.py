@@ -159,15 +159,23 @@ class RunRecord:
         return row, states, edges
 
 
-def _batch(records: list[RunRecord]) -> tuple[dict[str, Any], int]:
-    """One statement's parameters for ``records``, and the number of state events in it."""
+def _batch(
+    records: list[RunRecord], logs: list[dict[str, Any]] | None = None
+) -> tuple[dict[str, Any], int]:
+    """One statement's parameters for ``records`` (and log lines), and the number of state
+    events in it."""
     runs, states, edges = [], [], []
     for run in records:
         row, new_states, new_edges = run.take()
         runs.append(row)
         states.extend(new_states)
         edges.extend(new_edges)
-    params = {"runs": Json(runs), "states": Json(states), "edges": Json(edges)}
+    params = {
+        "runs": Json(runs),
+        "states": Json(states),
+        "edges": Json(edges),
+        "logs": Json(logs or []),
+    }
     return params, len(states)
 
 
@@ -179,6 +187,7 @@ class RunWriter:
         # Runs with changes not written yet. A record is read (serialized) by the writer when
         # it writes, so a short run's Pending, Running and Completed cost one row.
         self._dirty: dict[uuid.UUID, RunRecord] = {}
+        self._logs: list[dict[str, Any]] = []
         self._first_at: float | None = None
         self._queued = 0  # records accepted
         self._written = 0  # records written (or given up on)
@@ -198,6 +207,17 @@ class RunWriter:
             if self._first_at is None:
                 self._first_at = time.monotonic()
             if len(self._dirty) >= task_settings().RECORD_BATCH_SIZE:
+                self._cond.notify_all()
+
+    def put_log(self, line: dict[str, Any]) -> None:
+        """A log line of a run (see :mod:`django_tasks.logs`), written with the next batch."""
+        with self._cond:
+            self._ensure_thread()
+            self._logs.append(line)
+            self._queued += 1
+            if self._first_at is None:
+                self._first_at = time.monotonic()
+            if len(self._logs) >= task_settings().RECORD_BATCH_SIZE:
                 self._cond.notify_all()
 
     def flush(self, timeout: float | None = 10.0) -> bool:
@@ -226,7 +246,7 @@ class RunWriter:
             return
         # First record in this process (or in a child forked after the parent wrote): what
         # was queued belongs to the parent, which writes it.
-        self._dirty, self._first_at = {}, None
+        self._dirty, self._logs, self._first_at = {}, [], None
         self._queued = self._written = 0
         self._pid = os.getpid()
         self._thread = threading.Thread(
@@ -242,12 +262,13 @@ class RunWriter:
                 while not self._due() and self._thread is me:
                     if not self._cond.wait(self._wait_time()) and self._first_at is None:
                         conn = _close(conn)  # idle: do not hold a connection
-                if self._thread is not me and not self._dirty:
+                if self._thread is not me and not self._dirty and not self._logs:
                     break
                 dirty, self._dirty, self._first_at = self._dirty, {}, None
+                logs, self._logs = self._logs, []
                 upto = self._queued
-            if dirty:
-                conn = self._write(list(dirty.values()), conn)
+            if dirty or logs:
+                conn = self._write(list(dirty.values()), logs, conn)
             with self._cond:
                 self._written = upto
                 self._cond.notify_all()
@@ -264,15 +285,19 @@ class RunWriter:
             return False
         conf = task_settings()
         waited = time.monotonic() - self._first_at
-        return len(self._dirty) >= conf.RECORD_BATCH_SIZE or waited >= conf.RECORD_FLUSH_INTERVAL
+        size = max(len(self._dirty), len(self._logs))
+        return size >= conf.RECORD_BATCH_SIZE or waited >= conf.RECORD_FLUSH_INTERVAL
 
     def _write(
-        self, records: list[RunRecord], conn: psycopg.Connection[Any] | None
+        self,
+        records: list[RunRecord],
+        logs: list[dict[str, Any]],
+        conn: psycopg.Connection[Any] | None,
     ) -> psycopg.Connection[Any] | None:
         """One statement for the whole batch; retried on a new connection if it fails."""
         from .topic import open_worker_connection
 
-        params, events = _batch(records)
+        params, events = _batch(records, logs)
         for attempt in range(5):
             try:
                 if conn is None:

@@ -21,6 +21,7 @@ STATE = "django_tasks_taskrunstate"
 WORKER = "django_tasks_worker"
 DEPENDENCY = "django_tasks_taskrundependency"
 RESULT = "django_tasks_resultrecord"
+LOG = "django_tasks_taskrunlog"
 
 #: One channel for every queue, the payload names the queue. Notifications with the same payload
 #: in one transaction are merged by PostgreSQL, so a bulk enqueue wakes workers once.
@@ -549,6 +550,11 @@ WITH doomed AS (
     LIMIT %(limit)s
 ), history AS (
     DELETE FROM {STATE} WHERE run_id IN (SELECT id FROM doomed)
+), logs AS (
+    DELETE FROM {LOG} WHERE run_id IN (SELECT id FROM doomed)
+), edges AS (
+    DELETE FROM {DEPENDENCY}
+    WHERE downstream_id IN (SELECT id FROM doomed) OR upstream_id IN (SELECT id FROM doomed)
 )
 DELETE FROM {RUN} WHERE id IN (SELECT id FROM doomed)
 """
@@ -562,7 +568,8 @@ WHERE stopped IS NOT NULL AND stopped < clock_timestamp() - make_interval(secs =
 # -- inline and submitted runs (django_tasks.recorder) ----------------------------------------
 
 #: A batch of inline/submitted run records in one statement: each run's latest row upserted
-#: (the states in between arrive as history rows), history rows and upstream edges inserted.
+#: (the states in between arrive as history rows), history rows, upstream edges and the log
+#: lines of runs (of every origin: workers send theirs this way too) inserted.
 #: Their moves were checked in Python (``RunRecord.take``). Three JSON parameters whatever the
 #: batch size: one round trip and one commit for hundreds of state changes.
 RECORD_RUNS = f"""
@@ -607,6 +614,12 @@ WITH run_rows AS (
         downstream uuid, upstream uuid, kind text, allow_failure boolean
     )
     ON CONFLICT DO NOTHING
+), logs AS (
+    INSERT INTO {LOG} (run_id, timestamp, level, logger, message)
+    SELECT run_id, timestamp, level, logger, message
+    FROM jsonb_to_recordset(%(logs)s::jsonb) AS t(
+        run_id uuid, timestamp timestamptz, level integer, logger text, message text
+    )
 )
 SELECT count(*) FROM run_rows
 """

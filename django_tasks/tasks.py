@@ -71,6 +71,7 @@ class TaskOptionKwargs(TypedDict, total=False):
     refresh_cache: bool
     persist_result: bool | None
     atomic: bool
+    log_prints: bool
     on_commit: Sequence[TransactionHook] | None
     on_rollback: Sequence[TransactionHook] | None
 
@@ -99,6 +100,7 @@ class TaskOptions:
     refresh_cache: bool = False
     persist_result: bool | None = None
     atomic: bool = False
+    log_prints: bool = False
     on_commit: tuple[TransactionHook, ...] = ()
     on_rollback: tuple[TransactionHook, ...] = ()
     #: ``retry_delay_seconds`` resolved to one delay per retry (see :mod:`.retries`).
@@ -128,8 +130,9 @@ class TaskOptions:
         for option in ("on_completion", "on_failure", "on_commit", "on_rollback"):
             for hook in getattr(self, option):
                 _check_callable(f"each {option} hook", hook)
-        if not isinstance(self.atomic, bool):
-            raise TypeError(f"atomic must be True or False, got {self.atomic!r}.")
+        for flag in ("atomic", "log_prints"):
+            if not isinstance(getattr(self, flag), bool):
+                raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}.")
         self._check_caching()
 
     def _check_caching(self) -> None:
@@ -236,6 +239,10 @@ class Task(Generic[P, R]):
             raise TypeError(f"{fn.__qualname__} is async: async tasks are not supported yet.")
         self.fn = fn
         self.options = _make_options(fn, options)
+        if self.options.log_prints:
+            from .logs import install_print_capture
+
+            install_print_capture()
         self.key = task_key(self.options.name, fn)
         self.signature = inspect.signature(fn)
         functools.update_wrapper(self, fn)
@@ -491,7 +498,7 @@ def task(
     ``on_failure`` (lists of ``hook(task, task_run, state)``), ``cache_policy``,
     ``cache_key_fn(context, parameters)``, ``cache_expiration``, ``refresh_cache``,
     ``persist_result``, ``atomic``, ``on_commit`` and ``on_rollback`` (lists of
-    ``hook(transaction)``).
+    ``hook(transaction)``), ``log_prints``.
     """
     if fn is not None:
         return Task(fn, **options)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from datetime import timedelta
 
-from django_tasks import State, task
+from django_tasks import State, get_run_logger, task
 from django_tasks.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
 from django_tasks.context import TaskRunContext, get_run_context
 from django_tasks.tasks import StateHook
@@ -291,3 +292,19 @@ def slow_atomic(label: str, seconds: float) -> str:
     Effect.objects.create(label=label)
     time.sleep(seconds)
     return label
+
+
+@task
+def chatty(n: int) -> int:
+    logger = get_run_logger()
+    logger.info("hello %s", n)
+    logger.warning("careful")
+    logger.debug("not stored: below RUN_LOG_LEVEL")
+    return n
+
+
+@task(log_prints=True)
+def printer(n: int) -> int:
+    print("printed", n)
+    print("left alone", file=sys.stderr)
+    return n
