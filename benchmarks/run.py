@@ -59,14 +59,15 @@ DROP TABLE IF EXISTS bench_raw_job;
 CREATE TABLE bench_raw_job (LIKE django_tasks_taskrun INCLUDING DEFAULTS);
 ALTER TABLE bench_raw_job ADD PRIMARY KEY (id);
 CREATE INDEX bench_raw_ready ON bench_raw_job (queue, priority DESC, scheduled_time)
-    WHERE state_type = 'SCHEDULED';
+    WHERE state_type = 'SCHEDULED' AND blocked = 0;
 """
 RAW_VALUES = """(gen_random_uuid(), 'k', 'noop', 'noop', 'delay', 'default', 0, '[]', 'SCHEDULED',
-    'Scheduled', '', clock_timestamp(), 0, '', 0, 0, NULL, %s, '{}', '', clock_timestamp(),
-    clock_timestamp())"""
+    'Scheduled', '', clock_timestamp(), 0, '', 0, '[]', NULL, NULL, %s, '{}', '',
+    clock_timestamp(), clock_timestamp(), 0, false)"""
 RAW_COLUMNS = """(id, task_key, task_name, name, origin, queue, priority, tags, state_type,
-    state_name, state_message, scheduled_time, attempts, worker, retries, retry_delay, timeout,
-    parameters, parameters_preview, traceback, created, updated)"""
+    state_name, state_message, scheduled_time, attempts, worker, retries, retry_delays,
+    retry_jitter, timeout, parameters, parameters_preview, traceback, created, updated,
+    blocked, has_downstream)"""
 RAW_INSERT = f"INSERT INTO bench_raw_job {RAW_COLUMNS} VALUES {RAW_VALUES}"
 RAW_INSERT_NOTIFY = (
     f"WITH i AS (INSERT INTO bench_raw_job {RAW_COLUMNS} VALUES {RAW_VALUES}) "
@@ -74,7 +75,8 @@ RAW_INSERT_NOTIFY = (
 )
 RAW_CLAIM = """
 UPDATE bench_raw_job SET state_type = 'RUNNING', worker = %s, started = clock_timestamp()
-WHERE id IN (SELECT id FROM bench_raw_job WHERE state_type = 'SCHEDULED' AND queue = 'default'
+WHERE id IN (SELECT id FROM bench_raw_job WHERE state_type = 'SCHEDULED' AND blocked = 0
+             AND queue = 'default'
              ORDER BY priority DESC, scheduled_time LIMIT 10 FOR UPDATE SKIP LOCKED)
 RETURNING id, parameters
 """
@@ -102,10 +104,12 @@ def reset() -> None:
 #: Runs not finished yet, counted through the two partial indexes (ready and held runs) so
 #: that polling for the end of a drain costs the database nearly nothing, history or not.
 OURS_LEFT = """SELECT
-    (SELECT count(*) FROM django_tasks_taskrun WHERE state_type = 'SCHEDULED' AND queue = 'default')
+    (SELECT count(*) FROM django_tasks_taskrun
+     WHERE state_type = 'SCHEDULED' AND blocked = 0 AND queue = 'default')
   + (SELECT count(*) FROM django_tasks_taskrun
      WHERE state_type IN ('PENDING', 'RUNNING', 'CANCELLING') AND worker <> '')"""
-RAW_LEFT = "SELECT count(*) FROM bench_raw_job WHERE state_type = 'SCHEDULED' AND queue = 'default'"
+RAW_LEFT = """SELECT count(*) FROM bench_raw_job
+WHERE state_type = 'SCHEDULED' AND blocked = 0 AND queue = 'default'"""
 
 
 def wait_done(left_query: str, timeout: float = 600) -> float:
@@ -279,8 +283,9 @@ def add_history(n: int) -> None:
             f"""
             INSERT INTO django_tasks_taskrun {RAW_COLUMNS}
             SELECT {OLD_UUID7}, 'k', 'old', 'old', 'delay', 'default', 0, '[]',
-                   'COMPLETED', 'Completed', '', now() - interval '1 day', 1, 'gone', 0, 0,
-                   NULL, '\\x00', '{{}}', '', now() - interval '1 day', now() - interval '1 day'
+                   'COMPLETED', 'Completed', '', now() - interval '1 day', 1, 'gone', 0, '[]',
+                   NULL, NULL, '\\x00', '{{}}', '', now() - interval '1 day',
+                   now() - interval '1 day', 0, false
             FROM generate_series(1, %s) AS g
             """,
             [n],

@@ -3,6 +3,7 @@
 import pytest
 from django.urls import reverse
 
+from django_tasks import flush
 from django_tasks.models import TaskRun
 from django_tasks.worker import Worker
 
@@ -33,3 +34,25 @@ def test_demo_tasks_run(client):
 
 def test_empty_list(client):
     assert "No runs yet" in client.get(reverse("recent-runs")).content.decode()
+
+
+@pytest.mark.slow
+def test_gallery_pipeline_fans_out_and_gathers_with_visible_dependencies(client):
+    client.post(reverse("index"), {"job": "pipeline", "email": "", "count": 1})
+    Worker(burst=True, handle_signals=False).run()
+    flush()
+    gallery = TaskRun.objects.get(task_name="build_gallery")
+    assert (gallery.name, gallery.state_type) == ("gallery-6", "COMPLETED")
+    assert gallery.result_preview == {"images": 6, "bytes": 6 * 2048 + 15}
+    thumbnails = TaskRun.objects.filter(task_name="make_thumbnail", origin="submit")
+    assert thumbnails.count() == 6
+    sheet = TaskRun.objects.get(task_name="contact_sheet")
+    upstreams = set(sheet.upstream_edges.values_list("upstream_id", flat=True))
+    assert upstreams == set(thumbnails.values_list("id", flat=True))
+    assert list(gallery.logs.values_list("message", flat=True)) == [
+        "submitted 6 thumbnails",
+        f"contact sheet of {6 * 2048 + 15} bytes",
+    ]
+    fragment = client.get(reverse("recent-runs")).content.decode()
+    assert "6 upstream runs" in fragment
+    assert "Submitted (.submit/.map)" in fragment

@@ -6,7 +6,7 @@ import hashlib
 import random
 import time
 
-from django_tasks import task
+from django_tasks import get_run_logger, task, unmapped
 
 
 @task(queue="default", tags={"reports"})
@@ -36,3 +36,29 @@ def resize_image(width: int, height: int, scale: float = 0.5) -> dict[str, int]:
     ]
     time.sleep(1)
     return {"width": len(out[0]), "height": len(out)}
+
+
+@task(tags={"pipelines"})
+def make_thumbnail(image_id: int, size: int) -> dict[str, int]:
+    """One step of the gallery pipeline: run on the worker's task runner by ``.map()``."""
+    time.sleep(0.3 + random.random() * 0.4)
+    return {"image": image_id, "size": size, "bytes": size * size // 8 + image_id}
+
+
+@task(tags={"pipelines"})
+def contact_sheet(thumbnails: list[dict[str, int]]) -> dict[str, int]:
+    """Gathers the thumbnails: its upstream runs are every ``make_thumbnail`` run."""
+    time.sleep(0.2)
+    return {"images": len(thumbnails), "bytes": sum(t["bytes"] for t in thumbnails)}
+
+
+@task(tags={"pipelines"}, task_run_name="gallery-{images}")
+def build_gallery(images: int = 6) -> dict[str, int]:
+    """A background run that fans out with ``.map()`` and gathers with a dependent run."""
+    logger = get_run_logger()
+    thumbnails = make_thumbnail.map(range(images), size=unmapped(128))
+    logger.info("submitted %d thumbnails", images)
+    sheet = contact_sheet.submit(thumbnails)  # waits for every thumbnail, gets their results
+    result: dict[str, int] = sheet.result()
+    logger.info("contact sheet of %d bytes", result["bytes"])
+    return result

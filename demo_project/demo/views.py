@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
+from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET
 
 from django_tasks.models import TaskRun
 
-from .tasks import resize_image, send_report
+from .tasks import build_gallery, resize_image, send_report
 
 
 class JobForm(forms.Form):
@@ -18,6 +19,7 @@ class JobForm(forms.Form):
         ("report", "Send a report"),
         ("resize", "Resize an image"),
         ("bad", "Resize (bad scale)"),
+        ("pipeline", "Build a gallery (fan-out pipeline)"),
     ]
     job = forms.ChoiceField(choices=JOBS)
     email = forms.EmailField(initial="team@example.com", required=False)
@@ -31,6 +33,8 @@ def index(request: HttpRequest) -> HttpResponse:
         for _ in range(count):
             if job == "report":
                 send_report.delay(form.cleaned_data["email"] or "team@example.com", pages=3)
+            elif job == "pipeline":
+                build_gallery.delay(6)
             else:
                 resize_image.delay(640, 480, scale=0.25 if job == "resize" else 3.0)
         messages.success(request, f"Enqueued {count} run(s); watch them below.")
@@ -44,4 +48,6 @@ def recent_runs(request: HttpRequest) -> HttpResponse:
 
 
 def _recent() -> list[TaskRun]:
-    return list(TaskRun.objects.defer("parameters", "result")[:15])
+    """The latest runs, with how many upstream runs each waited for (pipelines)."""
+    runs = TaskRun.objects.defer("parameters", "result").annotate(upstreams=Count("upstream_edges"))
+    return list(runs[:20])
