@@ -35,7 +35,8 @@ from ..conf import task_settings
 from ..states import StateName, StateType
 from .connection import QueueConnection
 from .maintenance import rescue
-from .process import EXIT_RECYCLE, Outcome, finish_run, retry_run, worker_name
+from .outcomes import Outcome, finish_run, retry_run
+from .process import EXIT_RECYCLE, worker_name
 
 __all__ = ["Supervisor"]
 
