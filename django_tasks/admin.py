@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
-from .models import TaskRun, TaskRunState
+from .models import TaskRun, TaskRunDependency, TaskRunLog, TaskRunState
 from .states import StateType
 
 __all__ = ["TaskRunAdmin"]
@@ -25,9 +26,11 @@ __all__ = ["TaskRunAdmin"]
 if TYPE_CHECKING:
     _RunAdminBase = admin.ModelAdmin[TaskRun]
     _StateInlineBase = admin.TabularInline[TaskRunState, TaskRun]
+    _LogInlineBase = admin.TabularInline[TaskRunLog, TaskRun]
 else:
     _RunAdminBase = admin.ModelAdmin
     _StateInlineBase = admin.TabularInline
+    _LogInlineBase = admin.TabularInline
 
 _BADGE_COLOURS = {
     StateType.SCHEDULED: "#6b7280",
@@ -85,7 +88,45 @@ class TaskRunStateInline(ReadOnlyMixin, _StateInlineBase):
     @admin.display(description="time (UTC)")
     def at(self, obj: TaskRunState) -> str:
         # Transitions are milliseconds apart: the default date format would show them all equal.
-        return obj.timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        return _millis(obj.timestamp)
+
+
+def _millis(timestamp: Any) -> str:
+    return str(timestamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3])
+
+
+class TaskRunLogInline(ReadOnlyMixin, _LogInlineBase):
+    """The run's log lines (``get_run_logger()``, ``log_prints``)."""
+
+    model = TaskRunLog
+    fields = ["at", "level_name", "logger", "message"]
+    readonly_fields = ["at", "level_name", "logger", "message"]
+    extra = 0
+    can_delete = False
+    verbose_name = "log line"
+    verbose_name_plural = "Logs"
+
+    @admin.display(description="time (UTC)")
+    def at(self, obj: TaskRunLog) -> str:
+        return _millis(obj.timestamp)
+
+
+def _run_links(ids: list[uuid.UUID]) -> str:
+    if not ids:
+        return "—"
+    names = dict(TaskRun.objects.filter(pk__in=ids).values_list("id", "name"))
+    return format_html_join(
+        ", ",
+        '<a href="{}">{} {}</a>',
+        (
+            (
+                reverse("admin:django_tasks_taskrun_change", args=[run_id]),
+                names.get(run_id, "(not recorded)"),
+                str(run_id).split("-")[0],
+            )
+            for run_id in ids
+        ),
+    )
 
 
 @admin.register(TaskRun)
@@ -104,7 +145,7 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
     search_fields = ["task_name"]
     list_per_page = 50
     show_full_result_count = False  # no COUNT(*) of the whole table on every page
-    inlines = [TaskRunStateInline]
+    inlines = [TaskRunStateInline, TaskRunLogInline]
     fieldsets = [
         (None, {"fields": ["id", "task_name", "name", "badge", "state_message", "origin"]}),
         ("Queue", {"fields": ["queue", "priority", "tags", "scheduled_time", "worker"]}),
@@ -113,6 +154,7 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
             {"fields": ["created", "started", "finished", "duration_display", "attempts"]},
         ),
         ("Parameters and result", {"fields": ["parameters_display", "result_display"]}),
+        ("Dependencies", {"fields": ["upstream_display", "downstream_display"]}),
         ("Traceback", {"fields": ["traceback_display"]}),
         ("Task", {"fields": ["task_key"], "classes": ["collapse"]}),
     ]
@@ -136,6 +178,8 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
         "parameters_display",
         "result_display",
         "traceback_display",
+        "upstream_display",
+        "downstream_display",
         "task_key",
     ]
 
@@ -177,6 +221,16 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
         if obj.state_type != StateType.COMPLETED:
             return "—"
         return _pretty_json(obj.result_preview)
+
+    @admin.display(description="waited for")
+    def upstream_display(self, obj: TaskRun) -> str:
+        edges = TaskRunDependency.objects.filter(downstream_id=obj.pk)
+        return _run_links(list(edges.values_list("upstream_id", flat=True)))
+
+    @admin.display(description="runs waiting for it")
+    def downstream_display(self, obj: TaskRun) -> str:
+        edges = TaskRunDependency.objects.filter(upstream_id=obj.pk)
+        return _run_links(list(edges.values_list("downstream_id", flat=True)))
 
     @admin.display(description="traceback")
     def traceback_display(self, obj: TaskRun) -> str:

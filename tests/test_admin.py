@@ -5,10 +5,10 @@ import re
 import pytest
 from django.urls import reverse
 
-from django_tasks import serializers
+from django_tasks import flush, serializers
 from django_tasks.models import TaskRun
 from django_tasks.worker import Worker
-from tests.taskapp.tasks import add, explode
+from tests.taskapp.tasks import add, chatty, explode
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -82,3 +82,19 @@ def test_runs_cannot_be_added_changed_or_deleted(admin_client, runs):
 def test_admin_requires_staff(client, runs):
     url = reverse("admin:django_tasks_taskrun_changelist")
     assert client.get(url).status_code == 302
+
+
+def test_run_page_shows_logs_and_dependencies(admin_client):
+    upstream = add.submit(1, 2)
+    downstream = chatty.submit(upstream)
+    downstream.result(timeout=5)
+    flush()
+    page = admin_client.get(
+        reverse("admin:django_tasks_taskrun_change", args=[downstream.id])
+    ).content.decode()
+    assert "hello 3" in page  # its log line
+    assert "WARNING" in page
+    upstream_url = reverse("admin:django_tasks_taskrun_change", args=[upstream.id])
+    assert f'<a href="{upstream_url}">add {str(upstream.id).split("-")[0]}</a>' in page
+    up_page = admin_client.get(upstream_url).content.decode()
+    assert reverse("admin:django_tasks_taskrun_change", args=[downstream.id]) in up_page
