@@ -8,6 +8,7 @@ disturb the queue, and no run pays for a new connection.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -79,24 +80,44 @@ def enqueue(
     (in-process) futures are waited for here and passed as their results.
     """
     check_importable(task)
-    args, kwargs = resolve(args, SubmittedFuture), resolve(kwargs, SubmittedFuture)
-    waits = [w for w in wait_for if not isinstance(w, SubmittedFuture) or w.wait() is None]
-    upstreams = collect_upstreams(args, kwargs, waits)
+    upstreams = collect_upstreams(args, kwargs, wait_for)
+    if any(isinstance(u.future, SubmittedFuture) for u in upstreams):
+        args, kwargs = resolve(args, SubmittedFuture), resolve(kwargs, SubmittedFuture)
+        waits = [w for w in wait_for if not isinstance(w, SubmittedFuture) or w.wait() is None]
+        upstreams = collect_upstreams(args, kwargs, waits)
     bound = task.bind(args, kwargs)
     run_id = uuid7()
     arguments = dict(bound.arguments)
-    params = {
-        **_run_columns(task, queue, priority, scheduled_time),
-        "id": run_id,
-        "name": task.run_name(arguments, run_id, "delay"),
-        "parameters": dumps((args, kwargs), what="parameters"),
-        "parameters_preview": Json(preview(arguments)),
-    }
+    name = task.run_name(arguments, run_id, "delay")
+    payload = dumps((args, kwargs), what="parameters")
+    shown = preview(arguments)
     if upstreams:
+        params = {
+            **_run_columns(task, queue, priority, scheduled_time),
+            "id": run_id,
+            "name": name,
+            "parameters": payload,
+            "parameters_preview": Json(shown),
+        }
         _enqueue_dependent(params, upstreams)
-    else:
-        with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
-            cursor.execute(sql.ENQUEUE, params)
+        return TaskRunFuture(run_id)
+    document = {
+        "id": str(run_id),
+        "task_key": task.key,
+        "task_name": task.name,
+        "name": name,
+        "queue": queue,
+        "priority": priority,
+        "tags": list(task.tags),
+        "scheduled_time": scheduled_time.isoformat() if scheduled_time is not None else None,
+        "retries": task.options.retries,
+        "retry_delays": list(task.options.retry_delays),
+        "retry_jitter": task.options.retry_jitter_factor,
+        "timeout": task.options.timeout_seconds,
+        "preview": shown,
+    }
+    with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
+        cursor.execute(sql.ENQUEUE, {"run": json.dumps(document), "parameters": payload})
     return TaskRunFuture(run_id)
 
 
