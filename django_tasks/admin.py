@@ -11,12 +11,13 @@ import uuid
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from .actions import RunNotFound, cancel_run, retry_run
 from .models import TaskRun, TaskRunDependency, TaskRunLog, TaskRunState
 from .states import StateType
 
@@ -146,6 +147,7 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
     list_per_page = 50
     show_full_result_count = False  # no COUNT(*) of the whole table on every page
     inlines = [TaskRunStateInline, TaskRunLogInline]
+    actions = ["retry_selected", "cancel_selected"]
     fieldsets = [
         (None, {"fields": ["id", "task_name", "name", "badge", "state_message", "origin"]}),
         ("Queue", {"fields": ["queue", "priority", "tags", "scheduled_time", "worker"]}),
@@ -154,7 +156,10 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
             {"fields": ["created", "started", "finished", "duration_display", "attempts"]},
         ),
         ("Parameters and result", {"fields": ["parameters_display", "result_display"]}),
-        ("Dependencies", {"fields": ["upstream_display", "downstream_display"]}),
+        (
+            "Dependencies",
+            {"fields": ["upstream_display", "downstream_display", "retry_of_display"]},
+        ),
         ("Traceback", {"fields": ["traceback_display"]}),
         ("Task", {"fields": ["task_key"], "classes": ["collapse"]}),
     ]
@@ -180,8 +185,34 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
         "traceback_display",
         "upstream_display",
         "downstream_display",
+        "retry_of_display",
         "task_key",
     ]
+
+    # Runs are read-only, but cancelling or retrying one writes new history, never edits it.
+    @admin.action(description="Retry the selected runs (new runs, same parameters)")
+    def retry_selected(self, request: HttpRequest, queryset: QuerySet[TaskRun]) -> None:
+        made, refused = [], []
+        for run_id in queryset.values_list("id", flat=True):
+            try:
+                made.append(retry_run(run_id))
+            except (ValueError, RunNotFound) as exc:
+                refused.append(str(exc))
+        if made:
+            self.message_user(request, f"Retried {len(made)} run(s).", messages.SUCCESS)
+        for reason in refused:
+            self.message_user(request, reason, messages.WARNING)
+
+    @admin.action(description="Cancel the selected runs")
+    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[TaskRun]) -> None:
+        done = 0
+        for run_id in queryset.values_list("id", flat=True):
+            if cancel_run(run_id) is not None:
+                done += 1
+        skipped = queryset.count() - done
+        self.message_user(request, f"Cancelled {done} run(s).", messages.SUCCESS)
+        if skipped:
+            self.message_user(request, f"{skipped} run(s) had already finished.", messages.WARNING)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TaskRun]:
         # Payload columns can be large and are never shown: do not even fetch them.
@@ -231,6 +262,14 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
     def downstream_display(self, obj: TaskRun) -> str:
         edges = TaskRunDependency.objects.filter(upstream_id=obj.pk)
         return _run_links(list(edges.values_list("downstream_id", flat=True)))
+
+    @admin.display(description="retry of")
+    def retry_of_display(self, obj: TaskRun) -> str:
+        retried = list(obj.retried_by.values_list("id", flat=True))
+        original = _run_links([obj.retry_of_id]) if obj.retry_of_id else "—"
+        if retried:
+            return format_html("{} (retried as {})", original, _run_links(retried))
+        return original
 
     @admin.display(description="traceback")
     def traceback_display(self, obj: TaskRun) -> str:

@@ -65,6 +65,16 @@ class TaskRun(models.Model):
     # Defaults in the database: the queue's raw INSERTs leave these columns out.
     blocked = models.PositiveIntegerField(db_default=0, help_text="Upstream runs still awaited.")
     has_downstream = models.BooleanField(db_default=False)
+    # A run made by "retry" (admin, API, CLI) from a finished one: same task and parameters.
+    retry_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="retried_by",
+        db_constraint=False,
+        help_text="The finished run this one was created to retry.",
+    )
 
     # Signed cloudpickle payloads: only workers and explicit ``result()`` calls unpickle them.
     parameters = models.BinaryField()

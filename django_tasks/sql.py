@@ -516,6 +516,36 @@ WITH run AS (
 SELECT state_type, pg_notify('{CANCEL_CHANNEL}', worker) FROM run
 """
 
+_move(None, StateType.SCHEDULED)
+
+#: "Retry" from the admin, the API or the CLI: a new SCHEDULED run of a finished background
+#: run's task, with its parameters, queue, priority and options, linked to it by ``retry_of``.
+#: (Inline and submitted runs keep no parameters to run again.)
+RETRY_AS_NEW = f"""
+WITH old AS (
+    SELECT * FROM {RUN}
+    WHERE id = %(id)s AND origin = 'delay'
+      AND state_type IN ('COMPLETED', 'FAILED', 'CRASHED', 'CANCELLED')
+), run AS (
+    INSERT INTO {RUN} (
+        id, task_key, task_name, name, origin, queue, priority, tags,
+        state_type, state_name, state_message, scheduled_time, attempts, worker,
+        retries, retry_delays, retry_jitter, timeout, parameters, parameters_preview,
+        traceback, created, updated, retry_of_id
+    )
+    SELECT %(new_id)s, task_key, task_name, name, 'delay', queue, priority, tags,
+           'SCHEDULED', 'Scheduled', 'Retry of run ' || id || '.', clock_timestamp(), 0, '',
+           retries, retry_delays, retry_jitter, timeout, parameters, parameters_preview,
+           '', clock_timestamp(), clock_timestamp(), id
+    FROM old
+    RETURNING id, created, queue, state_message
+), history AS (
+    INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
+    SELECT id, 'SCHEDULED', 'Scheduled', state_message, created, '' FROM run
+)
+SELECT id, pg_notify('{NOTIFY_CHANNEL}', queue) FROM run
+"""
+
 # -- supervisor: hard limits -------------------------------------------------------------------
 
 #: Runs of the supervisor's children that overran: past ``timeout + grace`` while RUNNING (the

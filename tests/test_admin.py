@@ -98,3 +98,40 @@ def test_run_page_shows_logs_and_dependencies(admin_client):
     assert f'<a href="{upstream_url}">add {str(upstream.id).split("-")[0]}</a>' in page
     up_page = admin_client.get(upstream_url).content.decode()
     assert reverse("admin:django_tasks_taskrun_change", args=[downstream.id]) in up_page
+
+
+def test_admin_actions_retry_and_cancel(admin_client):
+    failed = explode.delay("retry me")
+    Worker(burst=True, handle_signals=False).run()
+    waiting = add.delay(1, 1)
+    url = reverse("admin:django_tasks_taskrun_changelist")
+    response = admin_client.post(
+        url, {"action": "retry_selected", "_selected_action": [str(failed.id)]}, follow=True
+    )
+    assert "Retried 1 run(s)." in response.content.decode()
+    retry = TaskRun.objects.get(retry_of_id=failed.id)
+    assert (retry.state_type, retry.task_name, retry.parameters_preview) == (
+        "SCHEDULED",
+        "explode",
+        {"message": "retry me"},
+    )
+    assert retry.states.get().message == f"Retry of run {failed.id}."
+    response = admin_client.post(
+        url, {"action": "retry_selected", "_selected_action": [str(waiting.id)]}, follow=True
+    )
+    assert "only a finished run can be retried" in response.content.decode()
+    response = admin_client.post(
+        url,
+        {"action": "cancel_selected", "_selected_action": [str(waiting.id), str(failed.id)]},
+        follow=True,
+    )
+    page = response.content.decode()
+    assert "Cancelled 1 run(s)." in page
+    assert "1 run(s) had already finished." in page
+    assert TaskRun.objects.get(pk=waiting.id).state_type == "CANCELLED"
+    Worker(burst=True, handle_signals=False).run()
+    assert TaskRun.objects.get(pk=retry.id).state_message == "RuntimeError: retry me"
+    detail = admin_client.get(
+        reverse("admin:django_tasks_taskrun_change", args=[failed.id])
+    ).content.decode()
+    assert reverse("admin:django_tasks_taskrun_change", args=[retry.id]) in detail

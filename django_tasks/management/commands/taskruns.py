@@ -1,13 +1,21 @@
-"""``manage.py taskruns purge``: task-run maintenance from the command line."""
+"""``manage.py taskruns``: list, inspect, follow, cancel, retry and purge task runs.
+
+Readable tables on a terminal, ``--json`` for scripts; an unknown run id is an error
+(exit code 1) with a message that says so.
+"""
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_tasks import cli
+from django_tasks.actions import RunNotFound, cancel_run, retry_run
 from django_tasks.retention import parse_age, purge
-from django_tasks.states import FINAL_TYPES
+from django_tasks.states import FINAL_TYPES, StateType, is_final
 
 
 class Command(BaseCommand):
@@ -15,6 +23,23 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         verbs = parser.add_subparsers(dest="verb", required=True)
+        ls = verbs.add_parser("ls", help="List runs, newest first.")
+        ls.add_argument("--state", action="append", default=[], choices=list(StateType.values))
+        ls.add_argument("--task", help="Task name.")
+        ls.add_argument("--queue")
+        ls.add_argument("--limit", type=int, default=20)
+        ls.add_argument("--json", action="store_true")
+        for verb, text in [
+            ("inspect", "A run: its state, history, previews, traceback, dependencies."),
+            ("logs", "A run's log lines."),
+            ("cancel", "Cancel a run."),
+            ("retry", "Run a finished background run again (a new run)."),
+        ]:
+            sub = verbs.add_parser(verb, help=text)
+            sub.add_argument("run_id")
+            sub.add_argument("--json", action="store_true")
+            if verb == "logs":
+                sub.add_argument("--follow", "-f", action="store_true", help="Until it ends.")
         purge_parser = verbs.add_parser("purge", help="Delete finished runs older than an age.")
         purge_parser.add_argument(
             "--older-than", required=True, help="Age such as 7d, 12h, 30m (finished before)."
@@ -28,6 +53,76 @@ class Command(BaseCommand):
         purge_parser.add_argument("--batch-size", type=int, default=10_000)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        verb = options["verb"]
+        if verb == "purge":
+            self._purge(options)
+            return
+        if verb == "ls":
+            self._ls(options)
+            return
+        try:
+            run_id = cli.parse_run_id(options["run_id"])
+            getattr(self, f"_{verb}")(run_id, options)
+        except (ValueError, RunNotFound) as exc:
+            raise CommandError(str(exc)) from None
+
+    def _out(self, data: Any, text: str, options: dict[str, Any]) -> None:
+        self.stdout.write(json.dumps(data, indent=2) if options["json"] else text)
+
+    def _ls(self, options: dict[str, Any]) -> None:
+        if options["limit"] < 1:
+            raise CommandError("--limit must be at least 1.")
+        rows = cli.list_runs(
+            states=options["state"],
+            task=options["task"],
+            queue=options["queue"],
+            limit=options["limit"],
+        )
+        columns = ["id", "name", "state_name", "queue", "attempts", "created", "finished"]
+        self._out(rows, cli.table(rows, columns) if rows else "No runs.", options)
+
+    def _inspect(self, run_id: Any, options: dict[str, Any]) -> None:
+        details = cli.run_details(run_id)
+        if details is None:
+            raise RunNotFound(f"No task run {run_id}.")
+        lines = [f"{key:>18}: {cli._cell(details[key])}" for key in cli.LIST_FIELDS]
+        lines += [f"{'message':>18}: {details['state_message'] or '-'}"]
+        for key in ("parameters_preview", "result_preview"):
+            lines.append(f"{key:>18}: {json.dumps(details[key])}")
+        for key in ("upstream", "downstream", "retried_by"):
+            lines.append(f"{key:>18}: {', '.join(details[key]) or '-'}")
+        lines += ["", "History:", cli.table(details["history"], ["timestamp", "name", "message"])]
+        if details["traceback"]:
+            lines += ["", details["traceback"].rstrip()]
+        self._out(details, "\n".join(lines), options)
+
+    def _logs(self, run_id: Any, options: dict[str, Any]) -> None:
+        """Print the lines; with ``--follow``, keep printing new ones until the run ends."""
+        if cli.run_details(run_id) is None:
+            raise RunNotFound(f"No task run {run_id}.")
+        last, ended = 0, False
+        while True:
+            for line in cli.run_logs(run_id, after=last):
+                last = line["id"]
+                self.stdout.write(json.dumps(line) if options["json"] else cli.format_log(line))
+            if not options["follow"] or ended:
+                return
+            details = cli.run_details(run_id)
+            # One more round after the end: the last lines are written in batches.
+            ended = details is None or is_final(details["state_type"])
+            time.sleep(0.5)
+
+    def _cancel(self, run_id: Any, options: dict[str, Any]) -> None:
+        state = cancel_run(run_id)
+        result = {"id": str(run_id), "state_type": state.value if state else None}
+        text = f"Run {run_id}: {state.value}." if state else f"Run {run_id} had already finished."
+        self._out(result, text, options)
+
+    def _retry(self, run_id: Any, options: dict[str, Any]) -> None:
+        new_id = retry_run(run_id)
+        self._out({"id": str(new_id), "retry_of": str(run_id)}, f"New run {new_id}.", options)
+
+    def _purge(self, options: dict[str, Any]) -> None:
         try:
             age = parse_age(options["older_than"])
         except ValueError as exc:
