@@ -17,6 +17,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
     "django_tasks",
     "demo_project.demo",
 ]
@@ -64,3 +65,6 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_tasks": {"handlers": ["console"], "level": "INFO"}},
 }
+
+# The task API documents itself with drf-spectacular (OpenAPI 3).
+REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}

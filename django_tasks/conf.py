@@ -59,6 +59,8 @@ DEFAULTS: dict[str, Any] = {
     # Level of the run logger (get_run_logger()): records below it are neither stored nor
     # passed on. A number, as in the logging module (20 = INFO).
     "RUN_LOG_LEVEL": 20,
+    # Who may use the REST API (django_tasks.api): permission classes, by dotted path.
+    "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "TASK_RUNNER_MAX_WORKERS": None,
 }
 
@@ -84,6 +86,7 @@ class TaskSettings:
     RECORD_FLUSH_INTERVAL: float
     TASK_RUNNER: str
     RUN_LOG_LEVEL: int
+    API_PERMISSION_CLASSES: list[str]
     TASK_RUNNER_MAX_WORKERS: int | None
 
 

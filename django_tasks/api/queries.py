@@ -1,0 +1,94 @@
+"""The aggregate queries of the API (and later the dashboard): one statement each."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.db import connections
+
+from ..conf import task_settings
+from ..registry import registry
+
+__all__ = ["queue_depths", "state_counts", "task_stats"]
+
+_TASK_STATS = """
+SELECT task_key, count(*),
+       count(*) FILTER (WHERE state_type = 'COMPLETED'),
+       count(*) FILTER (WHERE state_type IN ('FAILED', 'CRASHED')),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished - started))
+           FILTER (WHERE started IS NOT NULL AND finished IS NOT NULL),
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished - started))
+           FILTER (WHERE started IS NOT NULL AND finished IS NOT NULL)
+FROM django_tasks_taskrun
+WHERE created >= clock_timestamp() - make_interval(secs => %(window)s)
+GROUP BY task_key
+"""
+
+_STATE_COUNTS = """
+SELECT state_type, count(*) FROM django_tasks_taskrun
+WHERE created >= clock_timestamp() - make_interval(secs => %(window)s)
+GROUP BY state_type
+"""
+
+#: Through the ready index: counting what waits costs what waits, not what finished.
+_QUEUE_DEPTHS = """
+SELECT queue, count(*), min(scheduled_time) FROM django_tasks_taskrun
+WHERE state_type = 'SCHEDULED' AND blocked = 0 AND scheduled_time <= clock_timestamp()
+GROUP BY queue ORDER BY queue
+"""
+
+
+def _rows(query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
+        cursor.execute(query, params)
+        return list(cursor.fetchall())
+
+
+def task_stats(window: timedelta) -> list[dict[str, Any]]:
+    """Every registered task (and any task seen in the window), with counts and durations."""
+    seen = {row[0]: row[1:] for row in _rows(_TASK_STATS, {"window": window.total_seconds()})}
+    tasks = {task.key: task for task in registry.all()}
+    out = []
+    for key in sorted(set(tasks) | set(seen), key=lambda k: tasks[k].name if k in tasks else k):
+        runs, completed, failed, p50, p95 = seen.get(key, (0, 0, 0, None, None))
+        task = tasks.get(key)
+        out.append(
+            {
+                "key": key,
+                "name": task.name if task else "(not registered here)",
+                "module": f"{task.fn.__module__}.{task.fn.__qualname__}" if task else "",
+                "description": task.description if task else None,
+                "options": _options(task) if task else {},
+                "runs": runs,
+                "completed": completed,
+                "failed": failed,
+                "failure_rate": failed / (completed + failed) if completed + failed else None,
+                "p50_seconds": p50,
+                "p95_seconds": p95,
+            }
+        )
+    return out
+
+
+def _options(task: Any) -> dict[str, Any]:
+    options = task.options
+    return {
+        "queue": task.queue,
+        "priority": options.priority,
+        "tags": list(options.tags),
+        "retries": options.retries,
+        "retry_delays": list(options.retry_delays),
+        "timeout_seconds": options.timeout_seconds,
+        "atomic": options.atomic,
+        "caches": options.caches,
+        "version": options.version,
+    }
+
+
+def state_counts(window: timedelta) -> dict[str, int]:
+    return {row[0]: row[1] for row in _rows(_STATE_COUNTS, {"window": window.total_seconds()})}
+
+
+def queue_depths() -> list[dict[str, Any]]:
+    return [{"queue": q, "ready": n, "oldest_ready": t} for q, n, t in _rows(_QUEUE_DEPTHS)]

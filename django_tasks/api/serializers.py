@@ -1,0 +1,155 @@
+"""Read-only serializers of the API: previews and history, never a payload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from ..models import TaskRun, TaskRunLog, TaskRunState, Worker
+
+__all__ = [
+    "DependenciesSerializer",
+    "LogSerializer",
+    "QueueSerializer",
+    "RetrySerializer",
+    "RunDetailSerializer",
+    "RunSerializer",
+    "StateSerializer",
+    "StatsSerializer",
+    "TaskSerializer",
+    "WorkerSerializer",
+]
+
+RUN_FIELDS = [
+    "id",
+    "name",
+    "task_name",
+    "task_key",
+    "origin",
+    "queue",
+    "priority",
+    "tags",
+    "state_type",
+    "state_name",
+    "state_message",
+    "scheduled_time",
+    "attempts",
+    "retries",
+    "worker",
+    "created",
+    "started",
+    "finished",
+    "duration",
+    "parameters_preview",
+    "result_preview",
+    "retry_of",
+]
+
+
+class RunSerializer(serializers.ModelSerializer[TaskRun]):
+    duration = serializers.FloatField(read_only=True, allow_null=True)
+    parameters_preview = serializers.JSONField(read_only=True)
+    result_preview = serializers.JSONField(read_only=True, allow_null=True)
+    tags = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    class Meta:
+        model = TaskRun
+        fields = RUN_FIELDS
+        read_only_fields = RUN_FIELDS
+
+
+class RunDetailSerializer(RunSerializer):
+    class Meta(RunSerializer.Meta):
+        fields = [*RUN_FIELDS, "traceback", "blocked"]
+        read_only_fields = fields
+
+
+class StateSerializer(serializers.ModelSerializer[TaskRunState]):
+    class Meta:
+        model = TaskRunState
+        fields = ["timestamp", "type", "name", "message", "worker"]
+        read_only_fields = fields
+
+
+class LogSerializer(serializers.ModelSerializer[TaskRunLog]):
+    level_name = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = TaskRunLog
+        fields = ["id", "timestamp", "level", "level_name", "logger", "message"]
+        read_only_fields = fields
+
+
+class DependenciesSerializer(serializers.Serializer[Any]):
+    upstream = serializers.ListField(child=serializers.UUIDField())
+    downstream = serializers.ListField(child=serializers.UUIDField())
+    retried_by = serializers.ListField(child=serializers.UUIDField())
+
+
+class RetrySerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField(help_text="The new run.")
+    retry_of = serializers.UUIDField()
+
+
+class CancelSerializer(serializers.Serializer[Any]):
+    id = serializers.UUIDField()
+    state_type = serializers.CharField(allow_null=True, help_text="None: it had finished.")
+
+
+class WorkerSerializer(serializers.ModelSerializer[Worker]):
+    heartbeat_age = serializers.SerializerMethodField(help_text="Seconds since its heartbeat.")
+    alive = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Worker
+        fields = [
+            "name",
+            "host",
+            "pid",
+            "queues",
+            "concurrency",
+            "started",
+            "last_heartbeat",
+            "stopped",
+            "heartbeat_age",
+            "alive",
+        ]
+        read_only_fields = fields
+
+    def get_heartbeat_age(self, obj: Worker) -> float:
+        return (timezone.now() - obj.last_heartbeat).total_seconds()
+
+    def get_alive(self, obj: Worker) -> bool:
+        from ..conf import task_settings
+
+        timeout = task_settings().HEARTBEAT_TIMEOUT
+        return obj.stopped is None and self.get_heartbeat_age(obj) <= timeout
+
+
+class TaskSerializer(serializers.Serializer[Any]):
+    key = serializers.CharField()
+    name = serializers.CharField()
+    module = serializers.CharField()
+    description = serializers.CharField(allow_null=True)
+    options = serializers.DictField()
+    runs = serializers.IntegerField(help_text="Runs created in the window.")
+    completed = serializers.IntegerField()
+    failed = serializers.IntegerField(help_text="FAILED or CRASHED.")
+    failure_rate = serializers.FloatField(allow_null=True)
+    p50_seconds = serializers.FloatField(allow_null=True)
+    p95_seconds = serializers.FloatField(allow_null=True)
+
+
+class QueueSerializer(serializers.Serializer[Any]):
+    queue = serializers.CharField()
+    ready = serializers.IntegerField(help_text="Runs a worker could take now.")
+    oldest_ready = serializers.DateTimeField(allow_null=True)
+
+
+class StatsSerializer(serializers.Serializer[Any]):
+    window_seconds = serializers.FloatField()
+    by_state = serializers.DictField(child=serializers.IntegerField())
+    queues = QueueSerializer(many=True)
+    live_workers = serializers.IntegerField()

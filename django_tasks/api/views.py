@@ -1,0 +1,260 @@
+"""API views: read-only runs (with cancel and retry), tasks, workers and statistics."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db.models import QuerySet
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+from django.utils.module_loading import import_string
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ..actions import RunNotFound, cancel_run, retry_run
+from ..conf import task_settings
+from ..models import TaskRun, TaskRunDependency, Worker
+from ..retention import parse_age
+from ..states import StateType
+from . import queries
+from .serializers import (
+    CancelSerializer,
+    DependenciesSerializer,
+    LogSerializer,
+    RetrySerializer,
+    RunDetailSerializer,
+    RunSerializer,
+    StateSerializer,
+    StatsSerializer,
+    TaskSerializer,
+    WorkerSerializer,
+)
+
+__all__ = ["RunViewSet", "StatsView", "TaskListView", "WorkerViewSet"]
+
+
+def _permissions() -> list[BasePermission]:
+    return [import_string(path)() for path in task_settings().API_PERMISSION_CLASSES]
+
+
+class _Secured:
+    """Permission classes from ``DJANGO_TASKS["API_PERMISSION_CLASSES"]`` (staff by default)."""
+
+    schema: Any = AutoSchema()
+
+    def get_permissions(self) -> list[BasePermission]:
+        return _permissions()
+
+
+class NewestFirst(CursorPagination):
+    ordering = "-id"  # ids are time-ordered (UUIDv7): newest first, stable under inserts
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+    def get_page_size(self, request: Request) -> int:
+        """A ``page_size`` that is not a number from 1 to 500 is an error, not ignored."""
+        raw = request.query_params.get("page_size")
+        if raw is None:
+            return self.page_size
+        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise ValidationError({"page_size": f"A number from 1 to {self.max_page_size}."})
+        return int(raw)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size)
+        return parameters
+
+
+_WINDOW = OpenApiParameter(
+    "window",
+    {"type": "string", "pattern": r"^\d+(\.\d+)?[smhdw]$"},
+    description="Age such as 24h, 7d (default 24h; longer than 3650d counts as 3650d).",
+    required=False,
+)
+_RUN_FILTERS = [
+    OpenApiParameter("state", str, enum=list(StateType.values), description="State type."),
+    OpenApiParameter("state_name", str, description="State name, e.g. Cached, TimedOut."),
+    OpenApiParameter("task", str, description="Task name."),
+    OpenApiParameter("queue", str),
+    OpenApiParameter("tag", str),
+    OpenApiParameter("origin", str, enum=["call", "submit", "delay"]),
+    OpenApiParameter("created_after", OpenApiTypes.DATETIME),
+    OpenApiParameter("created_before", OpenApiTypes.DATETIME),
+    OpenApiParameter("search", str, description="A run id, or part of a task or run name."),
+]
+
+
+def _moment(param: str, text: str) -> datetime:
+    """An ISO 8601 date and time, in UTC (naive means UTC); anything else is a 400."""
+    try:
+        moment = parse_datetime(text)
+        if moment is not None:
+            if timezone.is_naive(moment):
+                moment = timezone.make_aware(moment, UTC)
+            return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        pass
+    raise ValidationError({param: "Not a date and time (ISO 8601) in range."})
+
+
+def _window(request: Request) -> timedelta:
+    """The statistics window; a longer one than ``MAX_WINDOW`` counts as ``MAX_WINDOW``."""
+    try:
+        return min(parse_age(request.query_params.get("window", "24h")), MAX_WINDOW)
+    except OverflowError:
+        return MAX_WINDOW
+    except ValueError as exc:
+        raise ValidationError({"window": str(exc)}) from None
+
+
+MAX_WINDOW = timedelta(days=3650)
+_ERROR = OpenApiTypes.OBJECT  # {"detail": "..."} or {"field": ["..."]}
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=_RUN_FILTERS,
+        responses={200: RunSerializer(many=True), 400: _ERROR, 404: _ERROR},  # 404: bad cursor
+    ),
+    retrieve=extend_schema(responses={200: RunDetailSerializer, 404: _ERROR}),
+)
+class RunViewSet(_Secured, viewsets.ReadOnlyModelViewSet[TaskRun]):
+    """Task runs, newest first. Filters combine; ``search`` takes a run id or a name part."""
+
+    pagination_class = NewestFirst
+    lookup_value_regex = "[^/]+"  # a malformed id gets this API's JSON 404, not a page
+
+    def get_object(self) -> TaskRun:
+        try:
+            uuid.UUID(str(self.kwargs["pk"]))
+        except ValueError:
+            raise NotFound("Not a run id.") from None
+        return super().get_object()
+
+    def get_serializer_class(self) -> Any:
+        return RunDetailSerializer if self.action == "retrieve" else RunSerializer
+
+    def get_queryset(self) -> QuerySet[TaskRun]:
+        runs = TaskRun.objects.defer("parameters", "result")
+        if self.action != "list":
+            return runs
+        params = self.request.query_params
+        for param, allowed in [("state", StateType.values), ("origin", TaskRun.Origin.values)]:
+            if param in params and params[param] not in allowed:
+                raise ValidationError({param: f"One of {', '.join(allowed)}."})
+        for param, field in [
+            ("state", "state_type"),
+            ("state_name", "state_name"),
+            ("task", "task_name"),
+            ("queue", "queue"),
+            ("origin", "origin"),
+        ]:
+            if params.get(param):
+                runs = runs.filter(**{field: params[param]})
+        if params.get("tag"):
+            runs = runs.filter(tags__contains=[params["tag"]])
+        for param, lookup in [("created_after", "created__gte"), ("created_before", "created__lt")]:
+            if param in params:
+                runs = runs.filter(**{lookup: _moment(param, params[param])})
+        term = params.get("search", "").strip()
+        if term:
+            try:
+                runs = runs.filter(pk=uuid.UUID(term))
+            except ValueError:
+                runs = runs.filter(task_name__icontains=term) | runs.filter(name__icontains=term)
+        return runs
+
+    @extend_schema(responses={200: StateSerializer(many=True), 404: _ERROR})
+    @action(detail=True, methods=["get"])
+    def states(self, request: Request, pk: str | None = None) -> Response:
+        run = self.get_object()
+        return Response(StateSerializer(run.states.all(), many=True).data)
+
+    @extend_schema(responses={200: LogSerializer(many=True), 404: _ERROR})
+    @action(detail=True, methods=["get"])
+    def logs(self, request: Request, pk: str | None = None) -> Response:
+        run = self.get_object()
+        return Response(LogSerializer(run.logs.all(), many=True).data)
+
+    @extend_schema(responses={200: DependenciesSerializer, 404: _ERROR})
+    @action(detail=True, methods=["get"])
+    def dependencies(self, request: Request, pk: str | None = None) -> Response:
+        run = self.get_object()
+        edges = TaskRunDependency.objects
+        data = {
+            "upstream": list(
+                edges.filter(downstream_id=run.pk).values_list("upstream_id", flat=True)
+            ),
+            "downstream": list(
+                edges.filter(upstream_id=run.pk).values_list("downstream_id", flat=True)
+            ),
+            "retried_by": list(run.retried_by.values_list("id", flat=True)),
+        }
+        return Response(DependenciesSerializer(data).data)
+
+    @extend_schema(request=None, responses={200: CancelSerializer, 404: _ERROR})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        run = self.get_object()
+        state = cancel_run(run.pk)
+        data = {"id": run.pk, "state_type": state.value if state else None}
+        return Response(CancelSerializer(data).data)
+
+    @extend_schema(request=None, responses={201: RetrySerializer, 404: _ERROR, 409: _ERROR})
+    @action(detail=True, methods=["post"])
+    def retry(self, request: Request, pk: str | None = None) -> Response:
+        run = self.get_object()
+        try:
+            new_id = retry_run(run.pk)
+        except RunNotFound as exc:
+            raise NotFound(str(exc)) from None
+        except ValueError as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        data = RetrySerializer({"id": new_id, "retry_of": run.pk}).data
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+class WorkerViewSet(_Secured, mixins.ListModelMixin, viewsets.GenericViewSet[Worker]):
+    """Worker processes, live and stopped, newest first."""
+
+    serializer_class = WorkerSerializer
+    queryset = Worker.objects.order_by("-started")
+
+
+class TaskListView(_Secured, APIView):
+    """Registered tasks with their options, run counts, failure rate and p50/p95 duration."""
+
+    @extend_schema(parameters=[_WINDOW], responses={200: TaskSerializer(many=True), 400: _ERROR})
+    def get(self, request: Request) -> Response:
+        return Response(TaskSerializer(queries.task_stats(_window(request)), many=True).data)
+
+
+class StatsView(_Secured, APIView):
+    """Runs by state over a window, ready runs and the oldest per queue, live workers."""
+
+    @extend_schema(parameters=[_WINDOW], responses={200: StatsSerializer, 400: _ERROR})
+    def get(self, request: Request) -> Response:
+        window = _window(request)
+        live = WorkerSerializer(Worker.objects.filter(stopped__isnull=True), many=True).data
+        data = {
+            "window_seconds": window.total_seconds(),
+            "by_state": queries.state_counts(window),
+            "queues": queries.queue_depths(),
+            "live_workers": sum(1 for worker in live if worker["alive"]),
+        }
+        return Response(StatsSerializer(data).data)
