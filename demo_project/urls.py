@@ -8,4 +8,5 @@ urlpatterns = [
     path("runs/", views.recent_runs, name="recent-runs"),
     path("admin/", admin.site.urls),
     path("tasks/api/", include("django_tasks.api.urls")),
+    path("tasks/", include("django_tasks.urls")),
 ]

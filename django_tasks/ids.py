@@ -12,8 +12,9 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from datetime import datetime
 
-__all__ = ["uuid7"]
+__all__ = ["uuid7", "uuid7_floor"]
 
 
 def uuid7() -> uuid.UUID:
@@ -29,4 +30,12 @@ def uuid7() -> uuid.UUID:
     value |= ((rand >> 62) & 0xFFF) << 64  # rand_a: 12 bits
     value |= 0b10 << 62  # variant
     value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b: 62 bits
+    return uuid.UUID(int=value)
+
+
+def uuid7_floor(moment: datetime) -> uuid.UUID:
+    """The smallest version-7 id of ``moment``: ``id >= uuid7_floor(t)`` selects the runs created
+    at or after ``t`` through the primary key, with no index on ``created``."""
+    millis = int(moment.timestamp() * 1000)
+    value = (millis & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | 0b10 << 62
     return uuid.UUID(int=value)

@@ -32,6 +32,7 @@ from .ids import uuid7
 from .recorder import NOW, RunRecord, record
 from .retries import delay_for
 from .serializers import PayloadError, dumps, loads, preview
+from .signals import run_finished, run_retried, run_started, send
 from .states import StateName, StateType
 from .transactions import TaskTransaction, current_transaction, transaction
 
@@ -175,6 +176,7 @@ def _attempts(
         run.move(StateType.RUNNING, name, attempts=attempt, started=NOW)
         if publish:
             publish(run, _state(run))
+        send(run_started, task, run_id=run.id, attempt=attempt)
         try:
             with run_context(context):
                 if txn is not None:
@@ -255,6 +257,7 @@ def _retry(
     run.move(StateType.SCHEDULED, StateName.AWAITING_RETRY, message)
     if publish:
         publish(run, _state(run))
+    send(run_retried, task, run_id=run.id, attempt=context.attempt, delay=delay)
     time.sleep(delay)
     run.move(StateType.PENDING, StateName.PENDING)
     return True
@@ -271,6 +274,7 @@ def _end(
     The caller learns the outcome from the returned state, after the hooks ran."""
     run.move(state.type, state.name, state.message, state.timestamp, finished=NOW)
     record(run)
+    send(run_finished, task, run_id=run.id, state=state)
     if context is not None:
         call_hooks(task, context, state)
     return state

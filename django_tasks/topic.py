@@ -25,6 +25,7 @@ from .futures import TaskRunFuture
 from .ids import uuid7
 from .runners import SubmittedFuture
 from .serializers import dumps, preview
+from .signals import run_enqueued, send
 from .states import StateName, StateType, is_final
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ def enqueue(
             "parameters_preview": Json(shown),
         }
         _enqueue_dependent(params, upstreams)
+        send(run_enqueued, task, run_id=run_id)
         return TaskRunFuture(run_id)
     document = {
         "id": str(run_id),
@@ -118,6 +120,7 @@ def enqueue(
     }
     with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
         cursor.execute(sql.ENQUEUE, {"run": json.dumps(document), "parameters": payload})
+    send(run_enqueued, task, run_id=run_id)
     return TaskRunFuture(run_id)
 
 
@@ -196,6 +199,8 @@ def enqueue_many(
     }
     with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
         cursor.execute(sql.ENQUEUE_MANY, params)
+    for run_id in ids:
+        send(run_enqueued, task, run_id=run_id)
     return [TaskRunFuture(run_id) for run_id in ids]
 
 

@@ -40,6 +40,7 @@ from .caching import django_execute, lookup, store
 from .conf import task_settings
 from .futures import State
 from .recorder import NOW, RunRecord, record
+from .signals import run_finished, send
 from .states import StateName, StateType
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class TaskTransaction:
         for task, run, context, state in self._staged:
             run.move(state.type, state.name, state.message, finished=NOW)
             record(run)
+            send(run_finished, task, run_id=run.id, state=state)
             call_hooks(task, context, state)
             _call_each(task.options.on_commit, self, "on_commit", task)
 
@@ -115,6 +117,8 @@ class TaskTransaction:
         for task, run, _, _ in reversed(self._staged):
             run.move(StateType.FAILED, StateName.ROLLED_BACK, message, finished=NOW)
             record(run)
+            state = State(StateType.FAILED, StateName.ROLLED_BACK, message, run.updated)
+            send(run_finished, task, run_id=run.id, state=state)
             _call_each(tuple(reversed(task.options.on_rollback)), self, "on_rollback", task)
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
 from django.db import connections
+from django.utils import timezone
 
 from ..conf import task_settings
+from ..ids import uuid7_floor
 from ..registry import registry
 
-__all__ = ["queue_depths", "state_counts", "task_stats"]
+__all__ = ["queue_depths", "state_counts", "task_stats", "throughput"]
 
 _TASK_STATS = """
 SELECT task_key, count(*),
@@ -21,13 +24,13 @@ SELECT task_key, count(*),
        percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished - started))
            FILTER (WHERE started IS NOT NULL AND finished IS NOT NULL)
 FROM django_tasks_taskrun
-WHERE created >= clock_timestamp() - make_interval(secs => %(window)s)
+WHERE id >= %(since)s  -- runs created in the window, through the primary key (UUIDv7)
 GROUP BY task_key
 """
 
 _STATE_COUNTS = """
 SELECT state_type, count(*) FROM django_tasks_taskrun
-WHERE created >= clock_timestamp() - make_interval(secs => %(window)s)
+WHERE id >= %(since)s
 GROUP BY state_type
 """
 
@@ -39,6 +42,11 @@ GROUP BY queue ORDER BY queue
 """
 
 
+def _since(window: timedelta) -> uuid.UUID:
+    """The first run id of the window (ids are time-ordered: the primary key serves it)."""
+    return uuid7_floor(timezone.now() - window)
+
+
 def _rows(query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
     with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
         cursor.execute(query, params)
@@ -47,7 +55,7 @@ def _rows(query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, .
 
 def task_stats(window: timedelta) -> list[dict[str, Any]]:
     """Every registered task (and any task seen in the window), with counts and durations."""
-    seen = {row[0]: row[1:] for row in _rows(_TASK_STATS, {"window": window.total_seconds()})}
+    seen = {row[0]: row[1:] for row in _rows(_TASK_STATS, {"since": _since(window)})}
     tasks = {task.key: task for task in registry.all()}
     out = []
     for key in sorted(set(tasks) | set(seen), key=lambda k: tasks[k].name if k in tasks else k):
@@ -87,8 +95,31 @@ def _options(task: Any) -> dict[str, Any]:
 
 
 def state_counts(window: timedelta) -> dict[str, int]:
-    return {row[0]: row[1] for row in _rows(_STATE_COUNTS, {"window": window.total_seconds()})}
+    return {row[0]: row[1] for row in _rows(_STATE_COUNTS, {"since": _since(window)})}
 
 
 def queue_depths() -> list[dict[str, Any]]:
     return [{"queue": q, "ready": n, "oldest_ready": t} for q, n, t in _rows(_QUEUE_DEPTHS)]
+
+
+_THROUGHPUT = """
+SELECT floor(extract(epoch FROM created) / %(bucket)s)::bigint AS slot,
+       count(*) FILTER (WHERE state_type = 'COMPLETED'),
+       count(*) FILTER (WHERE state_type IN ('FAILED', 'CRASHED'))
+FROM django_tasks_taskrun
+WHERE id >= %(since)s
+GROUP BY slot ORDER BY slot
+"""
+
+
+def throughput(window: timedelta, buckets: int) -> list[tuple[float, int, int]]:
+    """Completed and failed runs per time slot (by creation), oldest first, empty slots too:
+    ``(slot start as a Unix time, completed, failed)``."""
+    size = max(1.0, window.total_seconds() / buckets)
+    rows = {
+        slot: (done, failed)
+        for slot, done, failed in _rows(_THROUGHPUT, {"since": _since(window), "bucket": size})
+    }
+    last = int(timezone.now().timestamp() // size)
+    slots = range(last - buckets + 1, last + 1)
+    return [(slot * size, *rows.get(slot, (0, 0))) for slot in slots]

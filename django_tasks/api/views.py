@@ -154,6 +154,8 @@ class RunViewSet(_Secured, viewsets.ReadOnlyModelViewSet[TaskRun]):
         if self.action != "list":
             return runs
         params = self.request.query_params
+        if any("\x00" in value for value in params.values()):
+            raise ValidationError({"detail": "Parameters cannot contain NUL characters."})
         for param, allowed in [("state", StateType.values), ("origin", TaskRun.Origin.values)]:
             if param in params and params[param] not in allowed:
                 raise ValidationError({param: f"One of {', '.join(allowed)}."})

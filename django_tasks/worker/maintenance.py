@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from .. import sql
+from ..signals import run_crashed, send
 from .connection import QueueConnection
 
 __all__ = ["Rescued", "rescue"]
@@ -42,6 +43,8 @@ def rescue(db: QueueConnection, *, rescuer: str, heartbeat_timeout: float) -> Re
         crashed=sum(1 for row in running if not row[1]),
         cancelled=len(cancelling),
     )
+    for row in running:
+        send(run_crashed, None, run_id=row[0], retried=bool(row[1]))
     if result.total:
         logger.warning(
             "Rescued runs of lost workers: %d handed back, %d retried, %d crashed, %d cancelled",

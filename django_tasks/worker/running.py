@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, close_old_connections
 from django.db import transaction as db_transaction
+from django.utils import timezone
 from psycopg.types.json import Json
 
 from .. import sql
@@ -36,10 +37,12 @@ from ..caching import (
 from ..conf import task_settings
 from ..context import TaskRunContext, run_context
 from ..dependencies import collect_upstreams, resolve
+from ..futures import State
 from ..hooks import call_hooks, retry_allowed
 from ..registry import UnknownTask, registry
 from ..retries import delay_for
 from ..serializers import PayloadError, PayloadSignatureError, dumps, loads, preview
+from ..signals import run_finished, run_retried, run_started, send
 from ..states import StateName, StateType
 from ..transactions import TaskTransaction
 from .connection import QueueConnection
@@ -157,7 +160,9 @@ class RunMixin:
         else:
             outcome = self._run_deferred(db, run, task, args, kwargs)
         if outcome is not None:
-            call_hooks(task, self._context(task, run, args, kwargs), outcome_state(outcome))
+            state = outcome_state(outcome)
+            send(run_finished, task, run_id=run.id, state=state)
+            call_hooks(task, self._context(task, run, args, kwargs), state)
         with self._count_lock:
             self.processed += 1
             if self.max_tasks is not None and self.processed >= self.max_tasks:
@@ -342,6 +347,7 @@ class RunMixin:
             self._current_started = started
             self._current_marked = marked
             self._current_lost = False
+        send(run_started, task, run_id=run.id, attempt=attempt)
         with run_context(self._context(task, run, args, kwargs, attempt)):
             outcome = self._call(run, task.fn, args, kwargs, close)
         with self._lock:
@@ -462,6 +468,8 @@ class RunMixin:
 
     def _retry(self, db: QueueConnection, run: ClaimedRun, outcome: Outcome, attempts: int) -> None:
         delay = delay_for(run.retry_delays, attempts, run.retry_jitter)
+        sender = registry.get(run.task_key) if run.task_key in registry else None
+        send(run_retried, sender, run_id=run.id, attempt=attempts, delay=delay)
         message = f"{outcome.message} (attempt {attempts} of {run.retries + 1}; retrying)"
         retry_run(db, run.id, self.name, message, outcome.traceback, delay)
         logger.debug("Run %s failed; retry in %.1f s", run.id, delay)
@@ -473,5 +481,8 @@ class RunMixin:
             {"id": run.id, "worker": self.name, "message": message},
             give_up_on_stop=False,
         )
+        sender = registry.get(run.task_key) if run.task_key in registry else None
+        state = State(StateType.FAILED, StateName.FAILED, message, timezone.now())
+        send(run_finished, sender, run_id=run.id, state=state)
         with self._count_lock:
             self.processed += 1
