@@ -166,8 +166,10 @@ def auth(transactional_db):
     return {"Authorization": "Basic " + base64.b64encode(b"fuzz:fuzz").decode()}
 
 
+# derandomize: the same examples in every run, so CI is repeatable; random runs found the
+# 500s fixed in views.py (time zone offsets, huge windows, NUL characters).
 @schema.parametrize()
-@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=15, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_every_operation_answers_per_its_schema(case, auth):
     # Credentials are ours (valid staff), not generated: the check that swaps generated ones
     # for invalid ones does not apply; test_permissions covers who may call what.
