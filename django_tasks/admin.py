@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from .actions import RunNotFound, cancel_run, retry_run
+from .admin_filters import CreatedFilter, QueueFilter, TagFilter, TaskFilter, WorkerFilter
 from .models import TaskRun, TaskRunDependency, TaskRunLog, TaskRunState
 from .states import StateType
 
@@ -134,15 +135,26 @@ def _run_links(ids: list[uuid.UUID]) -> str:
 class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
     list_display = [
         "short_id",
-        "task_name",
+        "name",
         "badge",
         "queue",
+        "attempts",
         "worker",
         "created",
+        "started",
+        "finished",
         "duration_display",
     ]
-    list_display_links = ["short_id", "task_name"]
-    list_filter = ["state_type", "task_name", "queue", "origin"]
+    list_display_links = ["short_id", "name"]
+    list_filter = [
+        "state_type",
+        TaskFilter,
+        QueueFilter,
+        TagFilter,
+        "origin",
+        WorkerFilter,
+        CreatedFilter,
+    ]
     search_fields = ["task_name"]
     list_per_page = 50
     show_full_result_count = False  # no COUNT(*) of the whole table on every page

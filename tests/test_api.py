@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import ignored_auth
 from django_tasks import flush
 from django_tasks.models import TaskRun
 from django_tasks.worker import Worker
-from tests.taskapp.tasks import add, chatty, explode
+from tests.taskapp.tasks import add, chatty, explode, fails_first, noop
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -125,13 +125,14 @@ def test_cancel_and_retry(staff, runs):
 
 
 def test_tasks_workers_and_stats(staff, runs):
-    tasks = {t["name"]: t for t in staff.get(API + "tasks/").json()}
-    assert tasks["add"]["runs"] == 2
-    assert tasks["add"]["completed"] == 1
-    assert tasks["explode"]["failure_rate"] == 1.0
-    assert tasks["add"]["p50_seconds"] is not None
-    assert tasks["noop"]["runs"] == 0  # registered, not run
-    assert tasks["fails_first"]["options"]["retries"] == 2
+    # By key: tests/taskapp/other_tasks.py registers a second task named "add".
+    tasks = {t["key"]: t for t in staff.get(API + "tasks/").json()}
+    assert tasks[add.key]["runs"] == 2
+    assert tasks[add.key]["completed"] == 1
+    assert tasks[explode.key]["failure_rate"] == 1.0
+    assert tasks[add.key]["p50_seconds"] is not None
+    assert tasks[noop.key]["runs"] == 0  # registered, not run
+    assert tasks[fails_first.key]["options"]["retries"] == 2
     workers = staff.get(API + "workers/").json()
     assert workers[0]["alive"] is False  # the burst worker stopped
     stats = staff.get(API + "stats/?window=1h").json()
