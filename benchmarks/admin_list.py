@@ -8,19 +8,21 @@ with Django's test client: the first page, filtered pages and a search, five tim
 and prints the median time and the number of queries of each.
 """
 
+# ruff: noqa: I001 - benchmarks.run sets Django up: it must be imported before Django's models.
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
 
+from benchmarks.run import OLD_UUID7, RAW_COLUMNS, reset, settle
+
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
-
-from benchmarks.run import OLD_UUID7, RAW_COLUMNS, reset, settle
 
 PAGES = {
     "first page": {},
@@ -37,10 +39,10 @@ def fill(n: int) -> str:
         cursor.execute(
             f"""
             INSERT INTO django_tasks_taskrun {RAW_COLUMNS}
-            SELECT {OLD_UUID7}, 'k', CASE WHEN g % 7 = 0 THEN 'report' ELSE 'old' END,
+            SELECT {OLD_UUID7}, 'k', CASE WHEN g %% 7 = 0 THEN 'report' ELSE 'old' END,
                    'old', 'delay', 'default', 0, '[]',
-                   CASE WHEN g % 50 = 0 THEN 'FAILED' ELSE 'COMPLETED' END,
-                   CASE WHEN g % 50 = 0 THEN 'Failed' ELSE 'Completed' END, '',
+                   CASE WHEN g %% 50 = 0 THEN 'FAILED' ELSE 'COMPLETED' END,
+                   CASE WHEN g %% 50 = 0 THEN 'Failed' ELSE 'Completed' END, '',
                    now() - interval '1 day', 1, 'gone', 0, '[]', NULL, NULL, '\\x00', '{{}}',
                    '', now() - interval '1 day', now() - interval '1 day', 0, false
             FROM generate_series(1, %s) AS g
@@ -57,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=1_000_000)
     options = parser.parse_args()
+    call_command("migrate", verbosity=0)
     reset()
     run_id = fill(options.runs)
     settle()
