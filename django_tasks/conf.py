@@ -61,6 +61,9 @@ DEFAULTS: dict[str, Any] = {
     "RUN_LOG_LEVEL": 20,
     # Who may use the REST API (django_tasks.api): permission classes, by dotted path.
     "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # A token that lets a Prometheus scraper read /metrics/ (Authorization: Bearer ...);
+    # empty: staff only.
+    "METRICS_TOKEN": "",
     "TASK_RUNNER_MAX_WORKERS": None,
 }
 
@@ -87,6 +90,7 @@ class TaskSettings:
     TASK_RUNNER: str
     RUN_LOG_LEVEL: int
     API_PERMISSION_CLASSES: list[str]
+    METRICS_TOKEN: str
     TASK_RUNNER_MAX_WORKERS: int | None
 
 

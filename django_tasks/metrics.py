@@ -1,0 +1,92 @@
+"""Prometheus metrics, computed from the tables when scraped (``/tasks/metrics/``).
+
+Runs by task and state (created in the last 24 hours), p50/p95 durations by task, ready runs
+and the age of the oldest ready run per queue, live workers - the figures of the dashboard,
+in the text format Prometheus reads. Several web processes answer the same, since the figures
+come from the database, not from process memory.
+
+Needs ``prometheus-client`` (``pip install django-taskruns[metrics]``). Allowed for staff, or
+with ``Authorization: Bearer <DJANGO_TASKS["METRICS_TOKEN"]>`` for a scraper.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
+
+from .api import queries
+from .conf import task_settings
+from .models import Worker
+
+__all__ = ["TaskRunCollector", "metrics_view"]
+
+WINDOW = timedelta(hours=24)
+
+
+class TaskRunCollector:
+    """A prometheus_client collector that reads the task tables on every scrape."""
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        runs = GaugeMetricFamily(
+            "django_tasks_runs", "Runs created in the last 24 hours", labels=["task", "state"]
+        )
+        durations = GaugeMetricFamily(
+            "django_tasks_run_duration_seconds",
+            "Run duration quantiles over the last 24 hours",
+            labels=["task", "quantile"],
+        )
+        for task in queries.task_stats(WINDOW):
+            if not task["runs"]:
+                continue
+            other = task["runs"] - task["completed"] - task["failed"]
+            for state, count in (
+                ("COMPLETED", task["completed"]),
+                ("FAILED", task["failed"]),
+                ("OTHER", other),
+            ):
+                runs.add_metric([task["name"], state], count)
+            for quantile, key in (("0.5", "p50_seconds"), ("0.95", "p95_seconds")):
+                if task[key] is not None:
+                    durations.add_metric([task["name"], quantile], task[key])
+        yield runs
+        yield durations
+        depth = GaugeMetricFamily("django_tasks_queue_ready", "Runs ready now", labels=["queue"])
+        oldest = GaugeMetricFamily(
+            "django_tasks_queue_oldest_ready_seconds",
+            "Age of the oldest ready run",
+            labels=["queue"],
+        )
+        now = datetime.now(tz=UTC)
+        for queue in queries.queue_depths():
+            depth.add_metric([queue["queue"]], queue["ready"])
+            oldest.add_metric([queue["queue"]], (now - queue["oldest_ready"]).total_seconds())
+        yield depth
+        yield oldest
+        timeout = timedelta(seconds=task_settings().HEARTBEAT_TIMEOUT)
+        live = Worker.objects.filter(stopped__isnull=True, last_heartbeat__gte=now - timeout)
+        yield GaugeMetricFamily("django_tasks_workers", "Live worker processes", value=live.count())
+
+
+def _allowed(request: HttpRequest) -> bool:
+    user = getattr(request, "user", None)
+    if user is not None and user.is_active and user.is_staff:
+        return True
+    token = task_settings().METRICS_TOKEN
+    given = request.headers.get("Authorization", "")
+    return bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    if not _allowed(request):
+        return HttpResponseForbidden("Staff or a metrics token only.")
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    registry.register(TaskRunCollector())
+    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
