@@ -12,7 +12,15 @@ from typing import Any
 
 from .models import TaskRun, TaskRunDependency, TaskRunLog
 
-__all__ = ["format_log", "list_runs", "parse_run_id", "run_details", "run_logs", "table"]
+__all__ = [
+    "format_log",
+    "list_runs",
+    "parse_run_id",
+    "run_details",
+    "run_logs",
+    "run_state",
+    "table",
+]
 
 LIST_FIELDS = [
     "id",
@@ -86,6 +94,11 @@ def run_details(run_id: uuid.UUID) -> dict[str, Any] | None:
         str(i) for i in TaskRun.objects.filter(retry_of_id=run_id).values_list("id", flat=True)
     ]
     return details
+
+
+def run_state(run_id: uuid.UUID) -> str | None:
+    """The run's state type, or ``None`` if there is no such run (one indexed read)."""
+    return TaskRun.objects.filter(pk=run_id).values_list("state_type", flat=True).first()
 
 
 def run_logs(run_id: uuid.UUID, after: int = 0) -> list[dict[str, Any]]:

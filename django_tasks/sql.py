@@ -75,54 +75,6 @@ WITH item AS (
 SELECT pg_notify('{NOTIFY_CHANNEL}', %(queue)s)
 """
 
-#: Enqueue a run with upstream runs (the slow path of ``.delay()``). The upstream rows are
-#: locked first (``has_downstream`` set, so the release trigger fires when they end): an
-#: upstream that finishes after this is committed releases or fails the new run; one that
-#: finished before is counted here, by the caller, from the rows this returns.
-LOCK_UPSTREAMS = f"""
-UPDATE {RUN} SET has_downstream = true WHERE id = ANY(%(ids)s)
-RETURNING id, state_type, state_name, state_message, task_name
-"""
-
-_move(StateType.SCHEDULED, StateType.FAILED)
-
-#: The run itself: SCHEDULED and ``blocked`` by the upstreams not completed yet, or FAILED at
-#: once when one of them has already failed (SCHEDULED then FAILED, both in its history).
-ENQUEUE_DEPENDENT = f"""
-WITH run AS (
-    INSERT INTO {RUN} (
-        id, task_key, task_name, name, origin, queue, priority, tags,
-        state_type, state_name, state_message, scheduled_time, attempts, worker,
-        retries, retry_delays, retry_jitter, timeout, parameters, parameters_preview,
-        traceback, created, updated, finished, blocked
-    ) VALUES (
-        %(id)s, %(task_key)s, %(task_name)s, %(name)s, 'delay', %(queue)s, %(priority)s,
-        %(tags)s::jsonb, CASE WHEN %(failure)s::text IS NULL THEN 'SCHEDULED' ELSE 'FAILED' END,
-        CASE WHEN %(failure)s::text IS NULL THEN 'Scheduled' ELSE 'Failed' END,
-        COALESCE(%(failure)s::text, ''),
-        COALESCE(%(scheduled_time)s::timestamptz, clock_timestamp()), 0, '',
-        %(retries)s, %(retry_delays)s::jsonb, %(retry_jitter)s, %(timeout)s, %(parameters)s,
-        %(parameters_preview)s::jsonb, '', clock_timestamp(), clock_timestamp(),
-        CASE WHEN %(failure)s::text IS NULL THEN NULL ELSE clock_timestamp() END,
-        CASE WHEN %(failure)s::text IS NULL THEN %(blocked)s ELSE 0 END
-    )
-    RETURNING id, created, state_type, state_message, blocked, queue
-), edges AS (
-    INSERT INTO {DEPENDENCY} (downstream_id, upstream_id, kind, allow_failure)
-    SELECT %(id)s, upstream, kind, allow_failure
-    FROM unnest(%(upstreams)s::uuid[], %(kinds)s::text[], %(allow_failures)s::boolean[])
-        AS t(upstream, kind, allow_failure)
-), history AS (
-    INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
-    SELECT id, '{_SCHEDULED}', 'Scheduled', '', created, '' FROM run
-    UNION ALL
-    SELECT id, 'FAILED', 'Failed', state_message, created + interval '1 microsecond', ''
-    FROM run WHERE state_type = 'FAILED'
-)
-SELECT pg_notify('{NOTIFY_CHANNEL}', queue) FROM run
-WHERE state_type = 'SCHEDULED' AND blocked = 0
-"""
-
 _PENDING = _move(StateType.SCHEDULED, StateType.PENDING)
 
 _RUNNING = _move(StateType.PENDING, StateType.RUNNING)

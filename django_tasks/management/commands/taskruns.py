@@ -98,7 +98,7 @@ class Command(BaseCommand):
 
     def _logs(self, run_id: Any, options: dict[str, Any]) -> None:
         """Print the lines; with ``--follow``, keep printing new ones until the run ends."""
-        if cli.run_details(run_id) is None:
+        if cli.run_state(run_id) is None:
             raise RunNotFound(f"No task run {run_id}.")
         last, ended = 0, False
         while True:
@@ -107,9 +107,9 @@ class Command(BaseCommand):
                 self.stdout.write(json.dumps(line) if options["json"] else cli.format_log(line))
             if not options["follow"] or ended:
                 return
-            details = cli.run_details(run_id)
+            state = cli.run_state(run_id)
             # One more round after the end: the last lines are written in batches.
-            ended = details is None or is_final(details["state_type"])
+            ended = state is None or is_final(state)
             time.sleep(0.5)
 
     def _cancel(self, run_id: Any, options: dict[str, Any]) -> None:
