@@ -41,8 +41,9 @@ DEFAULTS: dict[str, Any] = {
     "TIMEOUT_GRACE": 5.0,
     # Seconds a cancelled run may take to stop before the supervisor kills its child.
     "CANCEL_GRACE": 10.0,
-    # Workers prepare their few fixed statements on the server (planning costs more than
-    # running them). Set False behind a PgBouncer older than 1.21 in transaction mode.
+    # Workers and .delay() prepare their few fixed statements on the server (planning costs
+    # more than running them; Django's own queries are left as Django configures them). Set
+    # False behind a PgBouncer older than 1.21 in transaction mode.
     "PREPARE_STATEMENTS": True,
     # How inline and submitted runs are recorded: "batched" - by a background writer with its
     # own connection, many runs per statement, eventually consistent (as Prefect logs task

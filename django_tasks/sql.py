@@ -40,11 +40,10 @@ _SCHEDULED = _move(None, StateType.SCHEDULED)
 #: Runs in the caller's own connection and transaction (transactional enqueue): if the caller
 #: rolls back, the run, its history row and the NOTIFY (which PostgreSQL sends only at commit)
 #: are gone together. The body - INSERT of the run, INSERT of its SCHEDULED history row,
-#: pg_notify - is a PL/pgSQL function (migrations 0003 and 0009), because Django's connection
-#: cannot keep prepared statements and PL/pgSQL caches its plans per session: planning this
-#: statement each time cost as much as running it. The run's columns travel as one JSON
-#: document: Django's cursor quotes each parameter into the SQL text, and fourteen of them
-#: cost about a tenth of an enqueue.
+#: pg_notify - is a PL/pgSQL function (migrations 0003 and 0009), so that one short statement
+#: is sent (prepared, see ``topic._execute_prepared``) and PL/pgSQL caches the plans of the
+#: body per session. The run's columns travel as one JSON document: fourteen parameters cost
+#: about a tenth of an enqueue.
 ENQUEUE = "SELECT django_tasks_enqueue(%(run)s::jsonb, %(parameters)s::bytea)"
 
 #: Bulk enqueue: the same rows as ENQUEUE, built from parallel arrays in one statement, so a

