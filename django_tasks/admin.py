@@ -12,15 +12,17 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from .actions import RunNotFound, cancel_run, retry_run
 from .admin_filters import CreatedFilter, QueueFilter, TagFilter, TaskFilter, WorkerFilter
 from .models import TaskRun, TaskRunDependency, TaskRunLog, TaskRunState
-from .states import StateType
+from .states import StateType, is_final
 
 __all__ = ["TaskRunAdmin"]
 
@@ -54,6 +56,14 @@ def state_badge(state_type: str, state_name: str) -> str:
         colour,
         state_name,
     )
+
+
+def short_run_id(run_id: uuid.UUID) -> str:
+    """The last block of the UUID, to tell runs apart on a page (search takes the whole id).
+
+    Not the first: run ids are time-ordered (version 7), so their first block is the same
+    for every run created in the same minute; the last block is random."""
+    return str(run_id).rsplit("-", 1)[-1]
 
 
 def _pretty_json(value: Any) -> str:
@@ -124,7 +134,7 @@ def _run_links(ids: list[uuid.UUID]) -> str:
             (
                 reverse("admin:django_tasks_taskrun_change", args=[run_id]),
                 names.get(run_id, "(not recorded)"),
-                str(run_id).split("-")[0],
+                short_run_id(run_id),
             )
             for run_id in ids
         ),
@@ -226,6 +236,60 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
         if skipped:
             self.message_user(request, f"{skipped} run(s) had already finished.", messages.WARNING)
 
+    # The run page's Retry and Cancel buttons: the same core functions, one run, POST only.
+    def get_urls(self) -> list[URLPattern]:
+        view = self.admin_site.admin_view
+        return [
+            path("<uuid:run_id>/retry/", view(self.retry_view), name="django_tasks_taskrun_retry"),
+            path(
+                "<uuid:run_id>/cancel/", view(self.cancel_view), name="django_tasks_taskrun_cancel"
+            ),
+            *super().get_urls(),
+        ]
+
+    def retry_view(self, request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+        """Retry one run and go to the new run's page (or back, with the reason it can't)."""
+        self._check_button_request(request)
+        try:
+            new_id = retry_run(run_id)
+        except (ValueError, RunNotFound) as exc:
+            self.message_user(request, str(exc), messages.WARNING)
+            return redirect("admin:django_tasks_taskrun_change", run_id)
+        self.message_user(request, f"Retried as run {new_id}.", messages.SUCCESS)
+        return redirect("admin:django_tasks_taskrun_change", new_id)
+
+    def cancel_view(self, request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
+        """Cancel one run and show its page again (CANCELLED, or CANCELLING while it stops)."""
+        self._check_button_request(request)
+        new_state = cancel_run(run_id)
+        if new_state is None:
+            self.message_user(request, "The run had already finished.", messages.WARNING)
+        else:
+            self.message_user(request, f"The run is {new_state.label}.", messages.SUCCESS)
+        return redirect("admin:django_tasks_taskrun_change", run_id)
+
+    def _check_button_request(self, request: HttpRequest) -> None:
+        if request.method != "POST":
+            raise PermissionDenied("Retry and cancel take a POST (the run page's buttons).")
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        run = TaskRun.objects.filter(pk=object_id).only("state_type", "origin").first()
+        buttons = {
+            "can_retry": run is not None and run.origin == "delay" and is_final(run.state_type),
+            "can_cancel": run is not None and not is_final(run.state_type),
+        }
+        return super().change_view(
+            request, object_id, form_url, {**buttons, **(extra_context or {})}
+        )
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[TaskRun]:
         # Payload columns can be large and are never shown: do not even fetch them.
         return super().get_queryset(request).defer("parameters", "result")
@@ -243,8 +307,7 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
 
     @admin.display(description="run", ordering="id")
     def short_id(self, obj: TaskRun) -> str:
-        """The first block of the UUID: enough to tell runs apart on a page; search takes all."""
-        return str(obj.id).split("-")[0]
+        return short_run_id(obj.id)
 
     @admin.display(description="state", ordering="state_type")
     def badge(self, obj: TaskRun) -> str:

@@ -74,7 +74,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "django_tasks/dashboard.html", context)
 
 
-def throughput_chart(slots: list[tuple[float, int, int]], width: int = 720) -> SafeString:
+def throughput_chart(slots: list[tuple[float, int, int]], width: int = 360) -> SafeString:
     """Stacked columns per time slot: completed (green) under failed (red)."""
     height, top = 160, max([done + failed for _, done, failed in slots] + [1])
     step = width / max(len(slots), 1)
@@ -120,11 +120,12 @@ def throughput_chart(slots: list[tuple[float, int, int]], width: int = 720) -> S
 
 
 def bar_chart(items: list[tuple[str, int]], colours: dict[str, str]) -> SafeString:
-    """Horizontal bars, one per item, labelled with the count."""
+    """Horizontal bars, one per item, labelled with the count (drawn at a dashboard card's
+    width, so that the labels keep their size)."""
     top = max([count for _, count in items] + [1])
     rows = []
     for index, (label, count) in enumerate(items):
-        y, length = index * 26, count / top * 420
+        y, length = index * 26, count / top * 190
         rows.append(
             (
                 y + 14,
@@ -132,7 +133,7 @@ def bar_chart(items: list[tuple[str, int]], colours: dict[str, str]) -> SafeStri
                 y + 2,
                 length,
                 colours.get(label, "#6b7280"),
-                126 + length,
+                116 + length,
                 y + 16,
                 count,
             )
@@ -140,13 +141,13 @@ def bar_chart(items: list[tuple[str, int]], colours: dict[str, str]) -> SafeStri
     body = format_html_join(
         "",
         '<text x="0" y="{}" font-size="12">{}</text>'
-        '<rect x="120" y="{}" width="{}" height="18" fill="{}"/>'
+        '<rect x="110" y="{}" width="{}" height="18" fill="{}"/>'
         '<text x="{}" y="{}" font-size="12">{}</text>',
         rows,
     )
     height = max(len(items) * 26, 26)
     return format_html(
-        '<svg class="djt-chart" role="img" aria-label="Runs by state" viewBox="0 0 620 {}" '
+        '<svg class="djt-chart" role="img" aria-label="Runs by state" viewBox="0 0 360 {}" '
         'width="100%" height="{}">{}</svg>',
         height,
         height,

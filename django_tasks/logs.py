@@ -24,7 +24,15 @@ from .conf import task_settings
 from .context import _current as _current_run
 from .context import get_run_context
 
-__all__ = ["RUN_LOGGER", "RunLogHandler", "get_run_logger", "install_print_capture"]
+__all__ = [
+    "RUN_LOGGER",
+    "RunIdFilter",
+    "RunLogHandler",
+    "configure_worker_logging",
+    "for_run",
+    "get_run_logger",
+    "install_print_capture",
+]
 
 #: The run logger's name; ``get_run_logger("x")`` gives ``django_tasks.run.x``.
 RUN_LOGGER = "django_tasks.run"
@@ -54,6 +62,44 @@ class RunLogHandler(logging.Handler):
             )
         except Exception:  # a log call must never break the task
             self.handleError(record)
+
+
+class RunIdFilter(logging.Filter):
+    """Gives every record a ``task_run_id``: the run this thread is executing (the task's own
+    log lines and ours alike), else the run a run-logger record belongs to, else ``-``.
+
+    ``runtaskworker`` puts it on its own handler so that each line of a worker names its run;
+    add it to a handler in ``LOGGING`` (``"filters": {"run": {"()":
+    "django_tasks.logs.RunIdFilter"}}``) to get ``%(task_run_id)s`` in your own format.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "task_run_id"):
+            context = _current_run.get()
+            run_id = context.id if context is not None else getattr(record, "run_id", None)
+            record.task_run_id = str(run_id) if run_id is not None else "-"
+        return True
+
+
+def for_run(run_id: Any) -> dict[str, str]:
+    """``extra=`` for a log line about a run outside its execution (claims, retries, kills)."""
+    return {"task_run_id": str(run_id)}
+
+
+#: Each worker line names the process and the run it concerns (``-`` for none).
+WORKER_LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s [run %(task_run_id)s] %(message)s"
+
+
+def configure_worker_logging(level: int) -> None:
+    """The worker's logging (supervisor and children): ``django_tasks`` at ``level``, to
+    stderr with the run id on each line - unless the project's ``LOGGING`` configured it."""
+    log = logging.getLogger("django_tasks")
+    log.setLevel(level)
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.addFilter(RunIdFilter())
+        handler.setFormatter(logging.Formatter(WORKER_LOG_FORMAT))
+        log.addHandler(handler)
 
 
 _installed = threading.Lock()

@@ -34,7 +34,10 @@ def test_list_filters_and_search(admin_client, runs):
     page = admin_client.get(url).content.decode()
     for future in runs:
         assert str(future.id) in page  # in the link to the run page
-        assert f">{str(future.id).split('-')[0]}</a>" in page  # the short id shown
+        assert f">{str(future.id).rsplit('-', 1)[-1]}</a>" in page  # the short id shown
+    shown = re.findall(r'/change/">([0-9a-f]{12})</a>', page)
+    assert len(shown) == 3
+    assert len(set(shown)) == 3  # runs made in the same millisecond still look different
     assert "Completed" in page
     assert "Failed" in page
     assert "Scheduled" in page
@@ -95,7 +98,7 @@ def test_run_page_shows_logs_and_dependencies(admin_client):
     assert "hello 3" in page  # its log line
     assert "WARNING" in page
     upstream_url = reverse("admin:django_tasks_taskrun_change", args=[upstream.id])
-    assert f'<a href="{upstream_url}">add {str(upstream.id).split("-")[0]}</a>' in page
+    assert f'<a href="{upstream_url}">add {str(upstream.id).rsplit("-", 1)[-1]}</a>' in page
     up_page = admin_client.get(upstream_url).content.decode()
     assert reverse("admin:django_tasks_taskrun_change", args=[downstream.id]) in up_page
 
@@ -165,3 +168,56 @@ def test_list_page_queries_do_not_grow_with_the_page(admin_client, django_assert
     with django_assert_max_num_queries(len(few.captured_queries)):
         page = admin_client.get(url).content.decode()
     assert page.count('class="action-select"') == 50
+
+
+def test_run_page_retry_button_makes_a_new_run_and_opens_it(admin_client, runs):
+    bad = runs[1]
+    page = admin_client.get(reverse("admin:django_tasks_taskrun_change", args=[bad.id]))
+    retry_url = reverse("admin:django_tasks_taskrun_retry", args=[bad.id])
+    assert f'action="{retry_url}"' in page.content.decode()
+    assert "djt-cancel" not in page.content.decode()  # a finished run cannot be cancelled
+    assert admin_client.get(retry_url).status_code == 403  # a button posts; a link must not act
+    response = admin_client.post(retry_url, follow=True)
+    new = TaskRun.objects.get(retry_of_id=bad.id)
+    assert new.state_type == "SCHEDULED"
+    assert response.redirect_chain[-1][0] == reverse(
+        "admin:django_tasks_taskrun_change", args=[new.id]
+    )
+    assert f"Retried as run {new.id}." in response.content.decode()
+
+
+def test_run_page_cancel_button_cancels_a_waiting_run(admin_client, runs):
+    waiting = runs[2]
+    page = admin_client.get(reverse("admin:django_tasks_taskrun_change", args=[waiting.id]))
+    cancel_url = reverse("admin:django_tasks_taskrun_cancel", args=[waiting.id])
+    assert f'action="{cancel_url}"' in page.content.decode()
+    assert "djt-retry" not in page.content.decode()  # not finished: nothing to retry yet
+    response = admin_client.post(cancel_url, follow=True)
+    assert TaskRun.objects.get(pk=waiting.id).state_type == "CANCELLED"
+    assert "The run is Cancelled." in response.content.decode()
+    again = admin_client.post(cancel_url, follow=True)
+    assert "The run had already finished." in again.content.decode()
+
+
+def test_run_page_buttons_refuse_an_inline_run_with_the_reason(admin_client):
+    add(2, 3)
+    flush()
+    inline = TaskRun.objects.get(origin="call")
+    page = admin_client.get(reverse("admin:django_tasks_taskrun_change", args=[inline.id]))
+    assert "djt-retry" not in page.content.decode()
+    response = admin_client.post(
+        reverse("admin:django_tasks_taskrun_retry", args=[inline.id]), follow=True
+    )
+    assert "only background runs keep their parameters" in response.content.decode()
+    assert not TaskRun.objects.filter(retry_of_id=inline.id).exists()
+
+
+def test_run_page_buttons_are_for_staff_only(client, django_user_model, runs):
+    bad = runs[1]
+    user = django_user_model.objects.create_user("someone", password="pw")
+    client.force_login(user)
+    url = reverse("admin:django_tasks_taskrun_retry", args=[bad.id])
+    response = client.post(url)
+    assert response.status_code == 302
+    assert "/login/" in response["Location"]
+    assert not TaskRun.objects.filter(retry_of_id=bad.id).exists()

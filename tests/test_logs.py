@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from django_tasks import MissingContextError, flush, get_run_logger
+from django_tasks.logs import RunIdFilter, for_run
 from django_tasks.models import TaskRun, TaskRunLog
 from django_tasks.worker import Worker
 from tests.taskapp.tasks import chatty, printer
@@ -67,3 +68,32 @@ def test_purge_deletes_logs_with_their_runs():
     TaskRun.objects.update(created="2020-01-01T00:00:00Z", finished="2020-01-01T00:00:00Z")
     assert purge(timedelta(minutes=1)) == 1
     assert not TaskRunLog.objects.exists()
+
+
+def test_run_id_filter_names_the_run_on_every_line():
+    import io
+    import logging
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RunIdFilter())
+    handler.setFormatter(logging.Formatter("%(task_run_id)s %(name)s %(message)s"))
+    ours = logging.getLogger("django_tasks")
+    level = ours.level
+    ours.setLevel(logging.INFO)  # another test's runtaskworker -v 0 may have raised it
+    ours.addHandler(handler)
+    try:
+        chatty(5)  # its run logger's lines, inside the run
+        logging.getLogger("django_tasks.worker").warning("about a run", extra=for_run("r-1"))
+        logging.getLogger("django_tasks.worker").warning("about nothing")
+    finally:
+        ours.removeHandler(handler)
+        ours.setLevel(level)
+    flush()
+    run_id = TaskRun.objects.get().id
+    assert stream.getvalue().splitlines() == [
+        f"{run_id} django_tasks.run hello 5",
+        f"{run_id} django_tasks.run careful",
+        "r-1 django_tasks.worker about a run",
+        "- django_tasks.worker about nothing",
+    ]

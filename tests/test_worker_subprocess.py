@@ -45,7 +45,11 @@ def test_end_to_end_history_result_and_failure(start_worker):
     assert "RuntimeError: from the worker" in failed.traceback
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(15) == 0
-    assert f"Run {ok.id} (add) started" in worker_log(worker)  # -v 2 logs every run by id
+    log = worker_log(worker)
+    assert f"[run {ok.id}] Run {ok.id} (add) started" in log  # -v 2 logs every run by id
+    assert f"[run {ok.id}] Run {ok.id} Completed" in log
+    assert f"[run {bad.id}] Run {bad.id} Failed" in log
+    assert "[run -] Supervisor" in log  # a line about no run says so
 
 
 def test_sigterm_lets_the_running_run_finish_and_leaves_the_rest(start_worker):

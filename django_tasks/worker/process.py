@@ -38,6 +38,7 @@ from psycopg.types.json import Json
 
 from .. import sql
 from ..conf import task_settings
+from ..logs import for_run
 from .connection import QueueConnection
 from .maintenance import rescue
 from .outcomes import ClaimedRun, Deferred, TaskRunCancelled, TaskRunTimeout
@@ -264,7 +265,11 @@ class Worker(RunMixin):
             self._current_marked = True
             self._current_lost = not started
         if not started:
-            logger.warning("Run %s was cancelled or taken before it started; stopping it", run.id)
+            logger.warning(
+                "Run %s was cancelled or taken before it started; stopping it",
+                run.id,
+                extra=for_run(run.id),
+            )
             self._cancel_target = run.id
             if self._interruptible:
                 os.kill(os.getpid(), signal.SIGUSR1)
@@ -301,7 +306,9 @@ class Worker(RunMixin):
         current = self._executing
         if current is not None and current in wanted and self._cancel_target != current:
             self._cancel_target = current
-            logger.info("Run %s: cancel requested, interrupting it", current)
+            logger.info(
+                "Run %s: cancel requested, interrupting it", current, extra=for_run(current)
+            )
             if self._interruptible:
                 os.kill(os.getpid(), signal.SIGUSR1)
 

@@ -39,6 +39,7 @@ from ..context import TaskRunContext, run_context
 from ..dependencies import collect_upstreams, resolve
 from ..futures import State
 from ..hooks import call_hooks, retry_allowed
+from ..logs import for_run
 from ..registry import UnknownTask, registry
 from ..retries import delay_for
 from ..serializers import PayloadError, PayloadSignatureError, dumps, loads, preview
@@ -117,6 +118,7 @@ class RunMixin:
             "a supervisor's kill): its outcome %s is discarded",
             run_id,
             outcome,
+            extra=for_run(run_id),
         )
 
     def _process(self, db: QueueConnection, run: ClaimedRun) -> None:
@@ -188,10 +190,12 @@ class RunMixin:
             sql.START, {"id": run.id, "worker": self.name, "started": None}, give_up_on_stop=False
         )
         if not started:
-            logger.warning("Run %s is no longer held by this worker; skipped", run.id)
+            logger.warning(
+                "Run %s is no longer held by this worker; skipped", run.id, extra=for_run(run.id)
+            )
             return None
         attempts = started[0][0]
-        logger.debug("Run %s (%s) started", run.id, run.task_name)
+        logger.debug("Run %s (%s) started", run.id, run.task_name, extra=for_run(run.id))
         if task.options.atomic:
             return self._run_atomic(db, run, task, args, kwargs, attempts)
         outcome, _, _ = self._timed_call(db, run, task, args, kwargs, attempts, marked=True)
@@ -278,7 +282,9 @@ class RunMixin:
         try:
             value = loads(hit.payload)
         except PayloadError:
-            logger.warning("Cached result for run %s does not load; recomputing", run.id)
+            logger.warning(
+                "Cached result for run %s does not load; recomputing", run.id, extra=for_run(run.id)
+            )
             return None
         message = cached_message(hit)
         params = {
@@ -304,7 +310,7 @@ class RunMixin:
     ) -> Outcome | None:
         """A run expected to be short: the function first, its states written with the next
         claim - unless it ran long enough for the control thread to mark it RUNNING."""
-        logger.debug("Run %s (%s) started", run.id, run.task_name)
+        logger.debug("Run %s (%s) started", run.id, run.task_name, extra=for_run(run.id))
         attempts = run.attempts + 1
         outcome, started, marked = self._timed_call(
             db, run, task, args, kwargs, attempts, marked=False
@@ -326,6 +332,7 @@ class RunMixin:
             return None
         with self._count_lock:
             self._deferred.append(Deferred(run, started, finished, outcome))
+        logger.debug("Run %s %s", run.id, outcome.name, extra=for_run(run.id))
         return outcome
 
     def _timed_call(
@@ -465,7 +472,7 @@ class RunMixin:
 
     def _finish(self, db: QueueConnection, run: ClaimedRun, outcome: Outcome) -> None:
         if finish_run(db, run.id, self.name, outcome):
-            logger.debug("Run %s %s", run.id, outcome.name)
+            logger.debug("Run %s %s", run.id, outcome.name, extra=for_run(run.id))
         else:
             self._discarded(run.id, outcome.name)
 
@@ -475,10 +482,10 @@ class RunMixin:
         send(run_retried, sender, run_id=run.id, attempt=attempts, delay=delay)
         message = f"{outcome.message} (attempt {attempts} of {run.retries + 1}; retrying)"
         retry_run(db, run.id, self.name, message, outcome.traceback, delay)
-        logger.debug("Run %s failed; retry in %.1f s", run.id, delay)
+        logger.debug("Run %s failed; retry in %.1f s", run.id, delay, extra=for_run(run.id))
 
     def _refuse(self, db: QueueConnection, run: ClaimedRun, message: str) -> None:
-        logger.error("Run %s failed before starting: %s", run.id, message)
+        logger.error("Run %s failed before starting: %s", run.id, message, extra=for_run(run.id))
         db.execute(
             sql.REFUSE,
             {"id": run.id, "worker": self.name, "message": message},

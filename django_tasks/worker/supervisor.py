@@ -32,6 +32,7 @@ from typing import Any
 
 from .. import sql
 from ..conf import task_settings
+from ..logs import configure_worker_logging, for_run
 from ..states import StateName, StateType
 from .connection import QueueConnection
 from .maintenance import rescue
@@ -48,12 +49,7 @@ def _child_main(options: dict[str, Any], log_level: int) -> None:
     import django
 
     django.setup()
-    log = logging.getLogger("django_tasks")
-    log.setLevel(log_level)
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s"))
-        log.addHandler(handler)
+    configure_worker_logging(log_level)
     from .process import Worker
 
     raise SystemExit(Worker(**options).run())
@@ -198,7 +194,13 @@ class Supervisor:
         )
         for run_id, holder, state_type, attempts, retries, retry_delay, timeout in rows:
             child = by_name[holder]
-            logger.warning("Run %s overran (%s): killing worker %s", run_id, state_type, holder)
+            logger.warning(
+                "Run %s overran (%s): killing worker %s",
+                run_id,
+                state_type,
+                holder,
+                extra=for_run(run_id),
+            )
             child.kill()
             child.join()
             if state_type == StateType.CANCELLING:

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_tasks.logs import configure_worker_logging
 from django_tasks.tasks import check_queue
 from django_tasks.worker import Supervisor
 
@@ -86,11 +87,4 @@ class Command(BaseCommand):
 
     def _configure_logging(self, verbosity: int) -> None:
         """0: errors only; 1: start, stop and problems; 2: every run, with its id."""
-        log = logging.getLogger("django_tasks")
-        log.setLevel({0: logging.ERROR, 1: logging.INFO}.get(verbosity, logging.DEBUG))
-        if not log.handlers:  # the project's LOGGING did not configure us: print to stderr
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(
-                logging.Formatter("%(asctime)s %(process)d %(levelname)s %(message)s")
-            )
-            log.addHandler(handler)
+        configure_worker_logging({0: logging.ERROR, 1: logging.INFO}.get(verbosity, logging.DEBUG))

@@ -1,0 +1,161 @@
+"""The admin and the dashboard in a real browser: headless Chromium driven by Playwright.
+
+Chromium comes from the system (Debian's ``chromium`` package; ``.ci/run`` installs it), not
+from Playwright's own download. Without it the test is skipped on a developer's machine and
+fails under CI, so CI can never pass without having run it.
+
+Screenshots go to ``test-artifacts/browser/``; with ``DJANGO_TASKS_DOCS_SCREENSHOTS=1`` they
+are also written to ``docs/img/``, where docs/observability.md shows them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from django_tasks.models import TaskRun
+from django_tasks.worker import Worker
+from tests.taskapp.tasks import add, explode, slow_echo
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+DOCS_IMAGES = ROOT / "docs" / "img"
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _chromium() -> str:
+    """The system Chromium, or skip (fail under CI: the browser test must run there)."""
+    found = os.environ.get("DJANGO_TASKS_CHROMIUM") or shutil.which("chromium")
+    missing = []
+    if not found:
+        missing.append("chromium (Debian: apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("playwright (pip install -e '.[dev]')")
+    if missing:
+        reason = "the browser test needs " + " and ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(reason + "; .ci/run installs them")
+        pytest.skip(reason)
+    assert found is not None
+    return found
+
+
+@contextlib.contextmanager
+def browser_page() -> Iterator[Any]:
+    """A page of headless Chromium. Playwright's synchronous API runs an event loop in this
+    thread, where Django refuses database queries: the test queries before and after."""
+    executable = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page.set_default_timeout(15_000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def _screenshot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+    if os.environ.get("DJANGO_TASKS_DOCS_SCREENSHOTS") == "1":
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ARTIFACTS / name, DOCS_IMAGES / name)
+
+
+@pytest.fixture
+def finished_runs(django_user_model: Any) -> TaskRun:
+    """Some history for the pages to show: completed runs, slower ones, and failures."""
+    django_user_model.objects.create_superuser("admin", "admin@example.com", "browser-pw")
+    add.delay_many([(i, i) for i in range(12)])
+    for i in range(3):
+        slow_echo.delay(i, 0.05 * (i + 1))
+    explode.delay("the browser sees this")
+    add.apply_async((1, 1), queue="later", countdown=3600)  # still waiting
+    Worker(burst=True, handle_signals=False).run()
+    return TaskRun.objects.get(task_name="explode")
+
+
+def test_admin_find_failed_run_retry_it_and_see_the_dashboard(
+    live_server: Any, finished_runs: TaskRun
+) -> None:
+    failed = finished_runs
+    with browser_page() as page:
+        new_id = _find_failed_run_retry_it_and_open_the_dashboard(page, live_server.url, failed)
+    retried = TaskRun.objects.get(pk=new_id)
+    assert retried.retry_of_id == failed.id
+    assert retried.state_type == "SCHEDULED"
+    assert retried.parameters_preview == failed.parameters_preview
+
+
+def _find_failed_run_retry_it_and_open_the_dashboard(page: Any, url: str, failed: TaskRun) -> str:
+    runs_url = f"{url}/admin/django_tasks/taskrun/"
+
+    # Log in to the admin; the run list opens.
+    page.goto(f"{url}/admin/login/?next=/admin/django_tasks/taskrun/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "browser-pw")
+    page.click("input[type=submit]")
+    page.wait_for_url(runs_url)
+    assert page.locator("#result_list tbody tr").count() == 17
+    _screenshot(page, "admin-run-list.png")
+
+    # Find the failed run with the state filter.
+    page.locator("#changelist-filter a", has_text=re.compile(r"^\s*Failed\s*$")).first.click()
+    page.wait_for_url(re.compile(r"state_type__exact=FAILED"))
+    rows = page.locator("#result_list tbody tr")
+    assert rows.count() == 1
+    assert "explode" in rows.first.inner_text()
+
+    # Open it: traceback, parameters and the state timeline.
+    rows.first.get_by_role("link", name=str(failed.id).rsplit("-", 1)[-1]).click()
+    page.wait_for_url(re.compile(str(failed.id)))
+    assert "RuntimeError: the browser sees this" in page.locator("pre").last.inner_text()
+    timeline = page.locator(".inline-group").first.inner_text()
+    positions = [timeline.find(state) for state in ("Scheduled", "Pending", "Running", "Failed")]
+    assert -1 not in positions, timeline
+    assert positions == sorted(positions), timeline
+    _screenshot(page, "admin-run-page.png")
+
+    # Retry: a new run with the same parameters, linked to the old one, opens.
+    page.get_by_role("button", name="Retry").click()
+    page.wait_for_selector(".messagelist .success")
+    message = page.locator(".messagelist .success").inner_text()
+    new_id = re.search(r"Retried as run ([0-9a-f-]{36})", message)
+    assert new_id is not None, message
+    assert new_id.group(1) in page.url
+    assert "Scheduled" in page.locator("div.form-row.field-badge").inner_text()
+    link = page.locator("div.form-row.field-retry_of_display a")  # back to the failed run
+    assert str(failed.id) in (link.get_attribute("href") or "")
+
+    # The new run is on the list.
+    page.goto(runs_url)
+    assert page.locator("#result_list tbody tr").count() == 18
+    assert new_id.group(1).rsplit("-", 1)[-1] in page.locator("#result_list").inner_text()
+
+    # The dashboard, from the run list's link: its charts are drawn.
+    page.get_by_role("link", name="Dashboard").click()
+    page.wait_for_url(re.compile(r"/tasks/dashboard/"))
+    charts = page.locator("svg.djt-chart")
+    assert charts.count() >= 2
+    assert page.locator("svg.djt-chart rect").count() >= 4  # bars of runs and of states
+    box = charts.first.bounding_box()
+    assert box is not None
+    assert box["width"] > 200  # laid out and visible
+    assert box["height"] > 50
+    assert "explode" in page.locator("body").inner_text()  # among the most failing tasks
+    _screenshot(page, "dashboard.png")
+    return new_id.group(1)
