@@ -21,6 +21,7 @@ How one run is executed (deferred, atomic, cached; timeouts, retries, hooks) is 
 from __future__ import annotations
 
 import base64
+import ctypes
 import logging
 import os
 import signal
@@ -83,6 +84,7 @@ class Worker(RunMixin):
         max_tasks: int | None = None,
         parent_pid: int | None = None,
         orphan_timeout: float = 30.0,
+        processed_counter: ctypes.c_longlong | None = None,
     ) -> None:
         conf = task_settings()
         self.queues = list(queues or [conf.DEFAULT_QUEUE])
@@ -104,6 +106,7 @@ class Worker(RunMixin):
         self.late_after = conf.LATE_AFTER
         self.name = worker_name()
         self.processed = 0
+        self.processed_counter = processed_counter  # the supervisor's view, for its metrics
         self.claims = 0  # claim statements that returned runs
         self.recycle = False
         self._stopping = threading.Event()

@@ -8,6 +8,7 @@ hooks. The claim loop, heartbeats and the control thread are in :mod:`.process`.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import threading
@@ -82,6 +83,15 @@ class _RollBack(Exception):
     """Leaves an atomic run's transaction so that its writes are rolled back."""
 
 
+def count_processed(counter: ctypes.c_longlong | None) -> None:
+    """Count a run in the supervisor's shared counter (its metrics), when there is one.
+
+    One writer (this process), one reader (the supervisor): no lock needed, and none means
+    no semaphore for multiprocessing's resource tracker to look after."""
+    if counter is not None:
+        counter.value += 1
+
+
 class RunMixin:
     """The per-run methods of a worker; the attributes below are set by ``Worker``."""
 
@@ -89,6 +99,7 @@ class RunMixin:
     concurrency: int
     max_tasks: int | None
     processed: int
+    processed_counter: ctypes.c_longlong | None
     recycle: bool
     _durations: dict[str, float]
     _lock: threading.Lock
@@ -168,6 +179,7 @@ class RunMixin:
             send(run_finished, task, run_id=run.id, state=state)
             if hooks:
                 call_hooks(task, self._context(task, run, args, kwargs), state)
+        count_processed(self.processed_counter)
         with self._count_lock:
             self.processed += 1
             if self.max_tasks is not None and self.processed >= self.max_tasks:
@@ -494,5 +506,6 @@ class RunMixin:
         sender = registry.get(run.task_key) if run.task_key in registry else None
         state = State(StateType.FAILED, StateName.FAILED, message, timezone.now())
         send(run_finished, sender, run_id=run.id, state=state)
+        count_processed(self.processed_counter)
         with self._count_lock:
             self.processed += 1

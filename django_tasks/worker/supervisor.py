@@ -19,6 +19,7 @@ killed, its children notice (their parent pid changes) and stop gracefully.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -44,7 +45,9 @@ __all__ = ["Supervisor"]
 logger = logging.getLogger("django_tasks.worker")
 
 
-def _child_main(options: dict[str, Any], log_level: int) -> None:
+def _child_main(
+    options: dict[str, Any], log_level: int, processed: ctypes.c_longlong | None = None
+) -> None:
     """Entry point of a child process (spawned: Django must be set up again)."""
     import django
 
@@ -52,7 +55,7 @@ def _child_main(options: dict[str, Any], log_level: int) -> None:
     configure_worker_logging(log_level)
     from .process import Worker
 
-    raise SystemExit(Worker(**options).run())
+    raise SystemExit(Worker(**options, processed_counter=processed).run())
 
 
 class Supervisor:
@@ -69,6 +72,8 @@ class Supervisor:
         shutdown_timeout: float = 30.0,
         burst: bool = False,
         alias: str | None = None,
+        metrics_port: int | None = None,
+        metrics_addr: str = "127.0.0.1",
     ) -> None:
         conf = task_settings()
         self.concurrency = concurrency or os.cpu_count() or 1
@@ -91,6 +96,10 @@ class Supervisor:
         }
         self.children: list[BaseProcess] = []
         self.replaced = 0
+        self.metrics_port, self.metrics_addr = metrics_port, metrics_addr
+        # Runs finished per child, in shared memory (read by the metrics endpoint).
+        self._processed: dict[BaseProcess, ctypes.c_longlong] = {}
+        self._processed_by_gone = 0
         self._context = multiprocessing.get_context("spawn")
         self._stopping = threading.Event()
         self._signals = 0
@@ -102,6 +111,7 @@ class Supervisor:
             for signum in (signal.SIGTERM, signal.SIGINT)
         }
         db = QueueConnection(self.alias, lambda: False)
+        server = self._serve_metrics()
         try:
             logger.info("Supervisor %s: starting %d workers", self.name, self.concurrency)
             self.children = [self._spawn() for _ in range(self.concurrency)]
@@ -123,6 +133,8 @@ class Supervisor:
             return 0
         finally:
             db.close()
+            if server is not None:
+                server.shutdown()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
@@ -138,12 +150,32 @@ class Supervisor:
             if child.pid is not None and child.is_alive():
                 os.kill(child.pid, signal.SIGTERM)
 
+    def _serve_metrics(self) -> Any:
+        if self.metrics_port is None:
+            return None
+        from .metrics import PoolCollector, serve_metrics  # needs Django set up (models)
+
+        pool = PoolCollector(
+            processes=lambda: sum(1 for c in list(self.children) if c.is_alive()),
+            replaced=lambda: self.replaced,
+            processed=self.processed,
+        )
+        server = serve_metrics(pool, self.metrics_port, self.metrics_addr)
+        logger.info("Metrics on http://%s:%d/metrics", self.metrics_addr, self.metrics_port)
+        return server
+
+    def processed(self) -> int:
+        """Runs this pool's children finished, the gone ones included."""
+        return self._processed_by_gone + sum(c.value for c in list(self._processed.values()))
+
     def _spawn(self) -> BaseProcess:
+        counter: ctypes.c_longlong = self._context.RawValue(ctypes.c_longlong, 0)
         child = self._context.Process(
             target=_child_main,
-            args=(self.child_options, logger.getEffectiveLevel()),
+            args=(self.child_options, logger.getEffectiveLevel(), counter),
             name="django_tasks-worker",
         )
+        self._processed[child] = counter
         child.start()
         logger.info("Started worker process %s", child.pid)
         return child
@@ -157,6 +189,7 @@ class Supervisor:
                 continue
             child.join()
             self._forget(db, child)
+            self._processed_by_gone += self._processed.pop(child).value
             if child.exitcode == EXIT_RECYCLE:
                 logger.info("Worker process %s recycled (--max-tasks-per-child)", child.pid)
             elif child.exitcode != 0:

@@ -25,6 +25,19 @@ def _positive(option: str, value: float | None) -> None:
         raise CommandError(f"{option} must be at least 1.")
 
 
+def _check_metrics(port: int | None) -> None:
+    if port is None:
+        return
+    if not 0 < port < 65536:
+        raise CommandError("--metrics-port must be between 1 and 65535.")
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise CommandError(
+            "--metrics-port needs prometheus-client: pip install django-taskruns[metrics]"
+        ) from None
+
+
 class Command(BaseCommand):
     help = "Run background task runs from the PostgreSQL topic until SIGTERM/SIGINT."
 
@@ -64,6 +77,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--burst", action="store_true", help="Exit 0 once no run is ready (for scripts)."
         )
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="Serve Prometheus metrics of this pool (and of the tables) on this port.",
+        )
+        parser.add_argument(
+            "--metrics-addr",
+            default="127.0.0.1",
+            help="Address for --metrics-port (default 127.0.0.1; 0.0.0.0 in a container).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         _positive("--concurrency", options["concurrency"])
@@ -71,6 +95,7 @@ class Command(BaseCommand):
         _positive("--max-tasks-per-child", options["max_tasks_per_child"])
         if options["shutdown_timeout"] < 0:
             raise CommandError("--shutdown-timeout must not be negative.")
+        _check_metrics(options["metrics_port"])
         self._configure_logging(options["verbosity"])
         supervisor = Supervisor(
             _queues(options["queues"]) if options["queues"] else None,
@@ -80,6 +105,8 @@ class Command(BaseCommand):
             max_tasks_per_child=options["max_tasks_per_child"],
             shutdown_timeout=options["shutdown_timeout"],
             burst=options["burst"],
+            metrics_port=options["metrics_port"],
+            metrics_addr=options["metrics_addr"],
         )
         code = supervisor.run()
         if code:
