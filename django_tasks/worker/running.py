@@ -83,6 +83,12 @@ class _RollBack(Exception):
     """Leaves an atomic run's transaction so that its writes are rolled back."""
 
 
+def _debug_run(run_id: uuid.UUID, message: str, *args: Any) -> None:
+    """A ``-v 2`` line about a run, with its id; one level check per run otherwise."""
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug(message, run_id, *args, extra=for_run(run_id))
+
+
 def count_processed(counter: ctypes.c_longlong | None) -> None:
     """Count a run in the supervisor's shared counter (its metrics), when there is one.
 
@@ -207,7 +213,7 @@ class RunMixin:
             )
             return None
         attempts = started[0][0]
-        logger.debug("Run %s (%s) started", run.id, run.task_name, extra=for_run(run.id))
+        _debug_run(run.id, "Run %s (%s) started", run.task_name)
         if task.options.atomic:
             return self._run_atomic(db, run, task, args, kwargs, attempts)
         outcome, _, _ = self._timed_call(db, run, task, args, kwargs, attempts, marked=True)
@@ -322,7 +328,7 @@ class RunMixin:
     ) -> Outcome | None:
         """A run expected to be short: the function first, its states written with the next
         claim - unless it ran long enough for the control thread to mark it RUNNING."""
-        logger.debug("Run %s (%s) started", run.id, run.task_name, extra=for_run(run.id))
+        _debug_run(run.id, "Run %s (%s) started", run.task_name)
         attempts = run.attempts + 1
         outcome, started, marked = self._timed_call(
             db, run, task, args, kwargs, attempts, marked=False
@@ -344,7 +350,7 @@ class RunMixin:
             return None
         with self._count_lock:
             self._deferred.append(Deferred(run, started, finished, outcome))
-        logger.debug("Run %s %s", run.id, outcome.name, extra=for_run(run.id))
+        _debug_run(run.id, "Run %s %s", outcome.name)
         return outcome
 
     def _timed_call(
@@ -484,7 +490,7 @@ class RunMixin:
 
     def _finish(self, db: QueueConnection, run: ClaimedRun, outcome: Outcome) -> None:
         if finish_run(db, run.id, self.name, outcome):
-            logger.debug("Run %s %s", run.id, outcome.name, extra=for_run(run.id))
+            _debug_run(run.id, "Run %s %s", outcome.name)
         else:
             self._discarded(run.id, outcome.name)
 
@@ -494,7 +500,7 @@ class RunMixin:
         send(run_retried, sender, run_id=run.id, attempt=attempts, delay=delay)
         message = f"{outcome.message} (attempt {attempts} of {run.retries + 1}; retrying)"
         retry_run(db, run.id, self.name, message, outcome.traceback, delay)
-        logger.debug("Run %s failed; retry in %.1f s", run.id, delay, extra=for_run(run.id))
+        _debug_run(run.id, "Run %s failed; retry in %.1f s", delay)
 
     def _refuse(self, db: QueueConnection, run: ClaimedRun, message: str) -> None:
         logger.error("Run %s failed before starting: %s", run.id, message, extra=for_run(run.id))
