@@ -1,16 +1,23 @@
-"""System checks for the ``DJANGO_TASKS`` settings, with stable ids (``django_tasks.E00x``)."""
+"""System checks for the ``DJANGO_TASKS`` settings and what the app needs, with stable ids
+(``django_tasks.E00x`` errors, ``django_tasks.W00x`` warnings)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import connections
+from django.urls import NoReverseMatch, reverse
 
 from .conf import DEFAULTS
 
-__all__ = ["RECORD_MODES", "check_database", "check_settings"]
+__all__ = [
+    "RECORD_MODES",
+    "check_api_schema_class",
+    "check_database",
+    "check_settings",
+]
 
 RECORD_MODES = ("batched", "sync")
 _OPTIONAL_INTS = ("BATCH_SIZE", "TASK_RUNNER_MAX_WORKERS")
@@ -81,3 +88,28 @@ def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         ]
     return []
+
+
+@register(Tags.urls)
+def check_api_schema_class(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """The API's OpenAPI page is drawn by drf-spectacular; with DRF's own schema class as the
+    project's default it fails (500) on our documented views. Only when the API is included."""
+    try:
+        reverse("django_tasks_api:schema")
+    except NoReverseMatch:
+        return []  # the API's URLs are not included: nothing to document
+    from drf_spectacular.openapi import AutoSchema
+    from rest_framework.settings import api_settings
+
+    schema_class: Any = api_settings.DEFAULT_SCHEMA_CLASS  # imported by DRF (stubs say str)
+    if isinstance(schema_class, type) and issubclass(schema_class, AutoSchema):
+        return []
+    return [
+        Warning(
+            "The django_tasks API is included but REST_FRAMEWORK['DEFAULT_SCHEMA_CLASS'] is not "
+            "drf-spectacular's: its schema/ page will fail.",
+            hint='Set REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": '
+            '"drf_spectacular.openapi.AutoSchema"}.',
+            id="django_tasks.W001",
+        )
+    ]

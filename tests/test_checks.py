@@ -2,7 +2,7 @@ import pytest
 from django.core.checks import run_checks
 from django.test import override_settings
 
-from django_tasks.checks import check_database, check_settings
+from django_tasks.checks import check_api_schema_class, check_database, check_settings
 from django_tasks.conf import task_settings
 
 
@@ -51,3 +51,13 @@ def test_non_postgresql_database_is_refused(monkeypatch):
 def test_checks_are_registered():
     with override_settings(DJANGO_TASKS={"UNKNOWN": 1}):
         assert "django_tasks.E002" in ids(run_checks())
+
+
+def test_api_schema_class_must_be_drf_spectaculars_when_the_api_is_included():
+    assert check_api_schema_class() == []  # the test project sets it
+    drf_own = {"DEFAULT_SCHEMA_CLASS": "rest_framework.schemas.openapi.AutoSchema"}
+    with override_settings(REST_FRAMEWORK=drf_own):
+        assert ids(check_api_schema_class()) == ["django_tasks.W001"]
+        with override_settings(ROOT_URLCONF="tests.urls_no_api"):
+            assert check_api_schema_class() == []  # no API, nothing to warn about
+    assert "django_tasks.W001" not in ids(run_checks())
