@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -34,9 +35,17 @@ class TaskRunContext:
     name: str
     #: 1 for the first attempt, 2 for the first retry, ...
     attempt: int
-    parameters: dict[str, Any]
+    #: The parameters, or a function that makes them: a worker binds the arguments to the
+    #: signature only when someone reads ``parameters`` (most runs never do).
+    bound_parameters: dict[str, Any] | Callable[[], dict[str, Any]] = field(repr=False)
     #: ``call`` (inline or submitted) or ``delay`` (a worker runs it).
     origin: str
+
+    @functools.cached_property
+    def parameters(self) -> dict[str, Any]:
+        """The run's arguments by parameter name, defaults included."""
+        given = self.bound_parameters
+        return given() if callable(given) else given
 
     @property
     def run_count(self) -> int:

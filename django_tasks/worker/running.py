@@ -396,7 +396,9 @@ class RunMixin:
         kwargs: dict[str, Any],
         attempt: int | None = None,
     ) -> TaskRunContext:
-        parameters = dict(task.bind(args, kwargs).arguments)
+        def parameters() -> dict[str, Any]:
+            return dict(task.bind(args, kwargs).arguments)
+
         attempt = run.attempts + 1 if attempt is None else attempt
         return TaskRunContext(task, run.id, run.name or run.task_name, attempt, parameters, "delay")
 
