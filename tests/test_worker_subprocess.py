@@ -10,7 +10,7 @@ from django.db.models import Count
 from django_tasks.models import TaskRun, TaskRunState
 from django_tasks.topic import enqueue
 from tests.taskapp.models import Effect
-from tests.taskapp.tasks import add, explode, record, sleep_then_record
+from tests.taskapp.tasks import add, drop_my_connection, explode, record, sleep_then_record
 
 from .conftest import wait_until, worker_log
 
@@ -131,3 +131,15 @@ def test_two_workers_drain_1000_runs_each_exactly_once(start_worker):
     assert len(per_run) == 2 * total
     labels = list(Effect.objects.values_list("label", flat=True))
     assert len(labels) == total == len(set(labels))  # every effect exactly once
+
+
+def test_a_connection_a_task_broke_is_closed_before_the_next_run(start_worker):
+    """As at the end of a request: the next run gets a fresh connection, not the dead one."""
+    worker = start_worker("--batch-size", "1")
+    broken = drop_my_connection.delay()
+    with pytest.raises(Exception, match=r"terminat"):
+        broken.result(timeout=30)
+    after = record.delay("after the broken connection")
+    assert Effect.objects.get(pk=after.result(timeout=30)).label == "after the broken connection"
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(15) == 0

@@ -308,3 +308,12 @@ def printer(n: int) -> int:
     print("printed", n)
     print("left alone", file=sys.stderr)
     return n
+
+
+@task
+def drop_my_connection() -> None:
+    """Ends this process's own Django database connection from the server side."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
