@@ -274,21 +274,20 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
         if not self.has_view_permission(request):
             raise PermissionDenied
 
-    def change_view(
+    def render_change_form(
         self,
         request: HttpRequest,
-        object_id: str,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
         form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
+        obj: TaskRun | None = None,
     ) -> HttpResponse:
-        run = TaskRun.objects.filter(pk=object_id).only("state_type", "origin").first()
-        buttons = {
-            "can_retry": run is not None and run.origin == "delay" and is_final(run.state_type),
-            "can_cancel": run is not None and not is_final(run.state_type),
-        }
-        return super().change_view(
-            request, object_id, form_url, {**buttons, **(extra_context or {})}
-        )
+        """The run page, with the buttons that apply to the run already loaded for it."""
+        if obj is not None:
+            context["can_retry"] = obj.origin == "delay" and is_final(obj.state_type)
+            context["can_cancel"] = not is_final(obj.state_type)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TaskRun]:
         # Payload columns can be large and are never shown: do not even fetch them.

@@ -89,15 +89,6 @@ def _debug_run(run_id: uuid.UUID, message: str, *args: Any) -> None:
         logger.debug(message, run_id, *args, extra=for_run(run_id))
 
 
-def count_processed(counter: ctypes.c_longlong | None) -> None:
-    """Count a run in the supervisor's shared counter (its metrics), when there is one.
-
-    One writer (this process), one reader (the supervisor): no lock needed, and none means
-    no semaphore for multiprocessing's resource tracker to look after."""
-    if counter is not None:
-        counter.value += 1
-
-
 class RunMixin:
     """The per-run methods of a worker; the attributes below are set by ``Worker``."""
 
@@ -137,6 +128,14 @@ class RunMixin:
             outcome,
             extra=for_run(run_id),
         )
+
+    def _count_processed(self) -> None:
+        """One more run taken to an end (or to a retry); under ``_count_lock``. Also in the
+        supervisor's shared counter (its metrics) when there is one: one writer (this process),
+        one reader, so a plain shared value with no semaphore."""
+        self.processed += 1
+        if self.processed_counter is not None:
+            self.processed_counter.value += 1
 
     def _process(self, db: QueueConnection, run: ClaimedRun) -> None:
         try:
@@ -185,9 +184,8 @@ class RunMixin:
             send(run_finished, task, run_id=run.id, state=state)
             if hooks:
                 call_hooks(task, self._context(task, run, args, kwargs), state)
-        count_processed(self.processed_counter)
         with self._count_lock:
-            self.processed += 1
+            self._count_processed()
             if self.max_tasks is not None and self.processed >= self.max_tasks:
                 logger.info("Ran %d runs (--max-tasks-per-child): stopping", self.processed)
                 self.recycle = True
@@ -514,6 +512,5 @@ class RunMixin:
         sender = registry.get(run.task_key) if run.task_key in registry else None
         state = State(StateType.FAILED, StateName.FAILED, message, timezone.now())
         send(run_finished, sender, run_id=run.id, state=state)
-        count_processed(self.processed_counter)
         with self._count_lock:
-            self.processed += 1
+            self._count_processed()
