@@ -84,14 +84,51 @@ def start_worker(
     yield start
     for proc in started:
         # A polite stop first (so coverage data of the subprocesses is saved), then the whole
-        # process group: the supervisor and every worker process, stuck or orphaned.
+        # session: the supervisor and every worker process (each in a process group of its
+        # own), stuck or orphaned, and what their runs started.
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(3)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in session_pids(proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proc.wait(10)
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name: state, ppid, pgrp, session..."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def session_pids(session: int) -> list[int]:
+    """Every live process of a session (a worker started by ``start_worker`` leads one)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        fields = _stat(int(entry.name)) if entry.name.isdigit() else None
+        if fields is not None and int(fields[3]) == session and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def worker_processes(supervisor: int) -> list[int]:
+    """The worker processes of a pool: in the supervisor's session, each leading a process
+    group of its own (multiprocessing's resource tracker, in the supervisor's group, is not
+    one of them)."""
+    return [
+        pid
+        for pid in session_pids(supervisor)
+        if pid != supervisor and (fields := _stat(pid)) is not None and int(fields[2]) == pid
+    ]
+
+
+def process_alive(pid: int) -> bool:
+    """True for a live process (not a zombie waiting to be reaped)."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def worker_log(proc: subprocess.Popen[bytes]) -> str:

@@ -15,7 +15,7 @@ from tests.taskapp.tasks import (
     sleep_then_record_retry,
 )
 
-from .conftest import wait_until, worker_log
+from .conftest import process_alive, wait_until, worker_log
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -141,14 +141,6 @@ def test_shutdown_timeout_kills_and_rescues(start_worker):
     assert "Shutdown timeout" in worker_log(supervisor)
 
 
-def process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read()
-
-
 def test_orphans_finish_their_run_then_exit(start_worker):
     run = sleep_then_record.delay(1.0, "orphan finished it")
     supervisor = start_worker()
@@ -156,7 +148,7 @@ def test_orphans_finish_their_run_then_exit(start_worker):
     child = holder_pid(run)
     supervisor.send_signal(signal.SIGKILL)
     assert run.result(timeout=15) == "orphan finished it"
-    wait_until(lambda: not process_exists(child), timeout=10)
+    wait_until(lambda: not process_alive(child), timeout=10)
 
 
 def test_orphan_with_a_stuck_run_exits_and_the_run_is_rescued(start_worker):
@@ -165,7 +157,7 @@ def test_orphan_with_a_stuck_run_exits_and_the_run_is_rescued(start_worker):
     wait_until(lambda: stuck.state.is_running())
     child = holder_pid(stuck)
     supervisor.send_signal(signal.SIGKILL)
-    wait_until(lambda: not process_exists(child), timeout=15)
+    wait_until(lambda: not process_alive(child), timeout=15)
     start_worker()  # any live worker rescues what the orphan held
     final = stuck.wait(timeout=15)
     assert final.type == "CRASHED"

@@ -1,0 +1,102 @@
+"""Tasks that misbehave as careless or hostile code does: they kill their own process, return
+or raise values PostgreSQL refuses, log what it refuses, or leave processes behind.
+
+Imported by ``tasks.py`` so that workers register them like any task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import subprocess
+import time
+from typing import Any
+
+from django_tasks import get_run_logger, task
+
+from .models import Effect
+
+if os.environ.get("DJANGO_TASKS_TEST_BROKEN_CHILD") and multiprocessing.parent_process():
+    # A tasks module that imports in the supervisor but not in its worker processes (an
+    # environment difference, a module-level side effect): tests/test_boot.py.
+    raise ImportError("tests.taskapp.poison cannot be imported in a worker process")
+
+
+@task
+def exit_process(code: int = 1) -> None:
+    """Ends its worker process at once, as a C extension's ``exit()`` would."""
+    os._exit(code)
+
+
+@task
+def segfault() -> None:
+    """Reads address 0: the worker process dies of SIGSEGV."""
+    ctypes.string_at(0)
+
+
+@task(retries=10)
+def exit_process_retried() -> None:
+    """Kills its process on every attempt, with retries to spare."""
+    Effect.objects.create(label="exit_process_retried")
+    os._exit(3)
+
+
+@task
+def kill_my_group_later(seconds: float) -> None:
+    """Sleeps, then kills its own process group."""
+    time.sleep(seconds)
+    os.killpg(os.getpgrp(), 9)
+
+
+#: Values PostgreSQL refuses as they are: NaN in JSON, NUL in text, a lone surrogate (not
+#: UTF-8), and an int longer than Python turns into a string by default.
+REFUSED_VALUES: dict[str, Any] = {
+    "nan": float("nan"),
+    "nul": "before\x00after",
+    "surrogate": "lone \ud800 surrogate",
+    "huge_int": 10**5000,
+}
+
+
+@task
+def returns_refused(kind: str) -> Any:
+    return REFUSED_VALUES[kind]
+
+
+class BadStr(Exception):
+    """An exception whose message cannot even be turned into a string."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ refuses")
+
+
+@task
+def raises_refused(kind: str) -> None:
+    if kind == "bad_str":
+        raise BadStr()
+    if kind == "huge":
+        raise ValueError("x" * (50 * 1024 * 1024))
+    if kind == "huge_int":  # str() of this exception fails: the int is too long to print
+        raise ValueError(f"refused {kind}:", REFUSED_VALUES[kind])
+    raise ValueError(f"refused {kind}: {REFUSED_VALUES[kind]}")
+
+
+@task
+def logs_refused(kind: str) -> str:
+    get_run_logger().warning("logged %s: %s", kind, REFUSED_VALUES[kind])
+    return kind
+
+
+@task(timeout_seconds=0.3)
+def grandchild_then_hang(seconds: float) -> str:
+    """Starts ``sleep`` (a grandchild of the worker), records its pid, then ignores its own
+    timeout: only the supervisor's kill stops it."""
+    sleeper = subprocess.Popen(["sleep", "120"])
+    Effect.objects.create(label="grandchild", run_marker=str(sleeper.pid))
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(BaseException):
+            time.sleep(0.05)
+    return "finished"

@@ -1,0 +1,218 @@
+"""One bad task must never hurt the others: real worker subprocesses running tasks that kill
+their process, return or raise what PostgreSQL refuses, log it, or leave processes behind."""
+
+from __future__ import annotations
+
+import math
+import signal
+
+import pytest
+from django.db.models import Count, Q
+
+from django_tasks import TaskRunFailed
+from django_tasks.models import TaskRun, TaskRunLog, TaskRunState
+from tests.taskapp.models import Effect
+from tests.taskapp.poison import (
+    REFUSED_VALUES,
+    exit_process,
+    exit_process_retried,
+    grandchild_then_hang,
+    logs_refused,
+    raises_refused,
+    returns_refused,
+    segfault,
+)
+from tests.taskapp.tasks import record
+
+from .conftest import process_alive, wait_until, worker_log
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def names(future) -> list[str]:
+    return list(TaskRunState.objects.filter(run_id=future.id).values_list("name", flat=True))
+
+
+def all_final(futures) -> bool:
+    return all(f.state.is_final() for f in futures)
+
+
+def assert_ran_exactly_once(futures, labels) -> None:
+    """Each ordinary run COMPLETED, its effect written once and one RUNNING row each."""
+    for future, label in zip(futures, labels, strict=True):
+        assert future.state.is_completed(), (label, future.state)
+        assert names(future).count("Running") == 1, (label, names(future))
+    counts = dict(
+        Effect.objects.filter(label__in=labels).values_list("label").annotate(n=Count("id"))
+    )
+    assert counts == dict.fromkeys(labels, 1)
+
+
+def deaths(supervisor) -> int:
+    return worker_log(supervisor).count(" died (")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [("--concurrency", "2"), ("--concurrency", "1", "--batch-size", "4")],
+    ids=["two-processes-adaptive", "one-process-batches-of-4"],
+)
+def test_poison_runs_end_crashed_and_the_runs_around_them_complete_once(start_worker, options):
+    """os._exit() and a segfault, each among ordinary runs (in the same claim batches when
+    batches are 4): the poison runs end CRASHED after one attempt, with a message that names
+    the task and how its process died; every ordinary run completes exactly once."""
+    labels = [f"ordinary-{i}" for i in range(6)]
+    ordinary = [record.delay(label) for label in labels[:2]]
+    exits = exit_process.delay(1)
+    ordinary += [record.delay(label) for label in labels[2:4]]
+    crashes = segfault.delay()
+    ordinary += [record.delay(label) for label in labels[4:]]
+    supervisor = start_worker(*options)
+    wait_until(lambda: all_final([*ordinary, exits, crashes]), timeout=60)
+
+    assert_ran_exactly_once(ordinary, labels)
+    for future, task_name, how in (
+        (exits, "exit_process", "exit code 1"),
+        (crashes, "segfault", "signal SIGSEGV"),
+    ):
+        run = TaskRun.objects.get(pk=future.id)
+        assert (run.state_type, run.attempts) == ("CRASHED", 1), run.state_message
+        assert f"Task {task_name!r}" in run.state_message
+        assert how in run.state_message
+        assert names(future)[-3:] == ["Pending", "Running", "Crashed"]
+    assert deaths(supervisor) == 2  # one process per poison run, no loop
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(20) == 0
+
+
+def test_a_run_that_keeps_killing_its_process_is_discarded(start_worker):
+    """retries=10, but after MAX_CRASHES (3) deaths in a row the run is final: never claimed
+    again, however many retries it had left."""
+    poison = exit_process_retried.delay()
+    after = record.delay("after the discarded run")
+    supervisor = start_worker("--batch-size", "1")
+    final = poison.wait(timeout=60)
+    assert final.type == "CRASHED"
+    assert "3 times in a row" in final.message
+    assert "not claimed again" in final.message
+    run = TaskRun.objects.get(pk=poison.id)
+    assert run.attempts == 3
+    assert Effect.objects.filter(label="exit_process_retried").count() == 3
+    assert after.result(timeout=30)
+    assert deaths(supervisor) == 3
+
+
+def expected_preview(kind: str) -> object:
+    return {
+        "nan": "NaN",
+        "nul": "before\\x00after",
+        "surrogate": "lone \\ud800 surrogate",
+        "huge_int": "<int of 5001 digits>",
+    }[kind]
+
+
+def test_values_postgresql_refuses_are_recorded_and_the_worker_lives(start_worker):
+    """Each refused value as a result, in an exception and in a log line, between ordinary
+    runs in the same batches: one worker process does it all, nothing is lost or repeated."""
+    labels, ordinary, returned, raised, logged = [], [], {}, {}, {}
+    for kind in REFUSED_VALUES:
+        returned[kind] = returns_refused.delay(kind)
+        raised[kind] = raises_refused.delay(kind)
+        logged[kind] = logs_refused.delay(kind)
+        labels.append(f"between-{kind}")
+        ordinary.append(record.delay(labels[-1]))
+    bad_str = raises_refused.delay("bad_str")
+    everything = [*ordinary, *returned.values(), *raised.values(), *logged.values(), bad_str]
+    supervisor = start_worker("--batch-size", "5")
+    wait_until(lambda: all_final(everything), timeout=60)
+
+    assert deaths(supervisor) == 0
+    assert (
+        TaskRun.objects.filter(pk__in=[f.id for f in everything])
+        .values("worker")
+        .distinct()
+        .count()
+        == 1
+    )
+    assert_ran_exactly_once(ordinary, labels)
+    for kind, future in returned.items():
+        value = future.result(timeout=1)  # the exact value, from the signed pickle
+        if kind == "nan":
+            assert math.isnan(value)
+        else:
+            assert value == REFUSED_VALUES[kind]
+        assert TaskRun.objects.get(pk=future.id).result_preview == expected_preview(kind)
+    raised_messages = {
+        "nan": "ValueError: refused nan: nan",
+        "nul": "ValueError: refused nul: before\\x00after",
+        "surrogate": "ValueError: refused surrogate: lone \\ud800 surrogate",
+        # str() of that exception itself fails (the int is too long to print)
+        "huge_int": "ValueError: <str() failed: ValueError: Exceeds the limit",
+    }
+    for kind, future in raised.items():
+        run = TaskRun.objects.get(pk=future.id)
+        assert run.state_type == "FAILED"
+        assert run.state_message.startswith(raised_messages[kind]), run.state_message
+        assert "Traceback (most recent call last)" in run.traceback
+        assert "\x00" not in run.traceback
+    logged_ids = [f.id for f in logged.values()]
+    # Log lines reach the table in the worker's next batch (a fraction of a second later).
+    wait_until(lambda: TaskRunLog.objects.filter(run_id__in=logged_ids).count() >= len(logged))
+    for kind, future in logged.items():
+        assert future.result(timeout=1) == kind
+        messages = [log.message for log in TaskRunLog.objects.filter(run_id=future.id)]
+        assert len(messages) == 1
+        if kind == "huge_int":  # the line cannot be formatted: kept with the reason
+            assert messages[0].startswith("logged %s: %s [could not format its arguments: ")
+        else:
+            assert messages[0] == f"logged {kind}: {expected_preview(kind)}".replace("NaN", "nan")
+    bad = TaskRun.objects.get(pk=bad_str.id)
+    assert bad.state_type == "FAILED"
+    assert bad.state_message.startswith("BadStr: <str() failed: RuntimeError: __str__ refuses>")
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(20) == 0
+
+
+def test_a_50_mb_exception_message_is_capped(start_worker):
+    future = raises_refused.delay("huge")
+    start_worker()
+    final = future.wait(timeout=60)
+    assert final.type == "FAILED"
+    run = TaskRun.objects.get(pk=future.id)
+    limit = 64 * 1024
+    for text in (
+        run.state_message,
+        run.traceback,
+        TaskRunState.objects.get(run_id=future.id, type="FAILED").message,
+    ):
+        assert len(text) <= limit
+        assert "[cut: " in text
+    with pytest.raises(TaskRunFailed):
+        future.result(timeout=1)
+
+
+def test_a_runs_grandchild_dies_with_it_on_a_timeout_kill(start_worker):
+    future = grandchild_then_hang.delay(60)
+    supervisor = start_worker("--batch-size", "1")
+    marker = wait_until(lambda: Effect.objects.filter(label="grandchild").first(), timeout=30)
+    sleeper = int(marker.run_marker)
+    assert process_alive(sleeper)
+    final = future.wait(timeout=30)
+    assert (final.type, final.name) == ("FAILED", "TimedOut")
+    wait_until(lambda: not process_alive(sleeper), timeout=10)
+    assert "overran" in worker_log(supervisor)
+
+
+def test_poison_never_runs_twice_because_of_a_batch_mate(start_worker):
+    """The runs in a poison run's claim batch that had already run are not run again: their
+    outcomes outlive the process that computed them."""
+    labels = [f"mate-{i}" for i in range(3)]
+    mates = [record.delay(label) for label in labels]
+    poison = exit_process.delay(7)
+    start_worker("--batch-size", "4")
+    wait_until(lambda: all_final([*mates, poison]), timeout=60)
+    assert_ran_exactly_once(mates, labels)
+    assert not TaskRun.objects.filter(
+        Q(pk__in=[m.id for m in mates]) & Q(states__message__startswith="Rescued")
+    ).exists()
+    assert "exit code 7" in poison.state.message
