@@ -31,6 +31,11 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE_ALIAS": "default",
     # Longest text kept in a JSON preview of a parameter or result.
     "PREVIEW_MAX_CHARS": 200,
+    # Longest state message, traceback or run log line stored; longer ones are cut (marked).
+    "MESSAGE_MAX_CHARS": 64 * 1024,
+    # A run whose worker process died while running it this many times in a row ends CRASHED
+    # and is never claimed again, whatever retries it has left.
+    "MAX_CRASHES": 3,
     # Seconds between a worker's heartbeats (and its rescue and cancel checks).
     "HEARTBEAT_INTERVAL": 2.0,
     # A worker silent for longer is lost: any live worker rescues the runs it held.
@@ -79,6 +84,8 @@ class TaskSettings:
     BATCH_SIZE: int | None
     DATABASE_ALIAS: str
     PREVIEW_MAX_CHARS: int
+    MESSAGE_MAX_CHARS: int
+    MAX_CRASHES: int
     HEARTBEAT_INTERVAL: float
     HEARTBEAT_TIMEOUT: float
     LATE_AFTER: float

@@ -58,19 +58,21 @@ class Upstream:
 def collect_upstreams(
     args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] = ()
 ) -> list[Upstream]:
-    """Every future a run depends on, once each, in the order met."""
+    """Every future a run depends on, once each, in the order met. Containers are visited
+    once each, so a structure that holds itself (which pickle accepts) is no problem."""
     found: dict[uuid.UUID, Upstream] = {}
+    seen: set[int] = set()
 
     def visit(value: Any, kind: str, allowed: bool) -> None:
         if isinstance(value, allow_failure):
             visit(value.value, kind, True)
         elif isinstance(value, AnyFuture):
             found.setdefault(value.id, Upstream(value, kind, allowed))
-        elif isinstance(value, list | tuple | set | frozenset):
-            for item in value:
-                visit(item, kind, allowed)
-        elif isinstance(value, dict):
-            for item in value.values():
+        elif isinstance(value, list | tuple | set | frozenset | dict):
+            if id(value) in seen:
+                return
+            seen.add(id(value))
+            for item in value.values() if isinstance(value, dict) else value:
                 visit(item, kind, allowed)
 
     visit(list(args) + list(kwargs.values()), "data", False)
@@ -92,21 +94,39 @@ def check_upstreams(upstreams: list[Upstream]) -> None:
 
 def resolve(value: Any, only: type[BaseFuture] = BaseFuture, timeout: float | None = None) -> Any:
     """``value`` with every future (of class ``only``) replaced by its result, after
-    :func:`check_upstreams`; an ``allow_failure`` future gives its exception instead."""
+    :func:`check_upstreams`; an ``allow_failure`` future gives its exception instead.
+    Containers are copied once each (a list that holds itself gives a copy that holds the
+    copy)."""
+    return _resolve(value, only, timeout, {})
+
+
+def _resolve(
+    value: Any, only: type[BaseFuture], timeout: float | None, done: dict[int, Any]
+) -> Any:
     if isinstance(value, allow_failure):
         inner = value.value
         if isinstance(inner, only):
             return inner.result(timeout, raise_on_failure=False)
         if isinstance(inner, BaseFuture):
             return value  # a future of another kind: resolved where it runs
-        return resolve(inner, only, timeout)
+        return _resolve(inner, only, timeout, done)
     if isinstance(value, only):
         return value.result(timeout)
-    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
-        return type(value)(*(resolve(item, only, timeout) for item in value))
-    for kind in (list, tuple, set, frozenset):
-        if isinstance(value, kind):
-            return kind(resolve(item, only, timeout) for item in value)
+    if id(value) in done:
+        return done[id(value)]
+    if isinstance(value, list):
+        copy: list[Any] = []
+        done[id(value)] = copy  # before the items: an item may be the list itself
+        copy.extend(_resolve(item, only, timeout, done) for item in value)
+        return copy
     if isinstance(value, dict):
-        return {key: resolve(item, only, timeout) for key, item in value.items()}
+        mapping: dict[Any, Any] = {}
+        done[id(value)] = mapping
+        mapping.update((key, _resolve(item, only, timeout, done)) for key, item in value.items())
+        return mapping
+    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        return type(value)(*(_resolve(item, only, timeout, done) for item in value))
+    for kind in (tuple, set, frozenset):
+        if isinstance(value, kind):
+            return kind(_resolve(item, only, timeout, done) for item in value)
     return value

@@ -23,6 +23,7 @@ from typing import Any
 from .conf import task_settings
 from .context import _current as _current_run
 from .context import get_run_context
+from .storable import describe_exception, format_traceback, storable_message, storable_text
 
 __all__ = [
     "RUN_LOGGER",
@@ -48,20 +49,29 @@ class RunLogHandler(logging.Handler):
         from .recorder import writer
 
         try:
-            message = record.getMessage()
-            if record.exc_info:
-                message += "\n" + logging.Formatter().formatException(record.exc_info)
             writer.put_log(
                 {
                     "run_id": run_id,
                     "timestamp": datetime.fromtimestamp(record.created, tz=UTC).isoformat(),
                     "level": record.levelno,
-                    "logger": record.name,
-                    "message": message,
+                    "logger": storable_text(record.name, 255),
+                    "message": storable_message(_message(record)),
                 }
             )
         except Exception:  # a log call must never break the task
             self.handleError(record)
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's text; a line whose arguments cannot be formatted is kept with the reason
+    (a stored line is never lost to a bad argument)."""
+    try:
+        message = record.getMessage()
+    except Exception as exc:
+        message = f"{record.msg} [could not format its arguments: {describe_exception(exc)}]"
+    if record.exc_info and record.exc_info[1] is not None:
+        message += "\n" + format_traceback(record.exc_info[1]).rstrip("\n")
+    return message
 
 
 class RunIdFilter(logging.Filter):

@@ -30,13 +30,14 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, DataError, transaction
 from django.utils import timezone
 from psycopg.types.json import Json
 
 from . import sql
 from .conf import task_settings
 from .states import StateType, check_transition
+from .storable import storable_json, storable_message
 
 __all__ = ["RunRecord", "RunWriter", "flush", "record", "writer"]
 
@@ -96,6 +97,7 @@ class RunRecord:
     ) -> None:
         """Enter a new state (and change other fields with it), as one change."""
         when = timestamp or timezone.now()
+        message = storable_message(message) if message else message
         with self.lock:
             self.states.append((state_type, name, message, when))
             self.state_type, self.state_name, self.state_message = state_type, name, message
@@ -159,24 +161,57 @@ class RunRecord:
         return row, states, edges
 
 
-def _batch(
-    records: list[RunRecord], logs: list[dict[str, Any]] | None = None
-) -> tuple[dict[str, Any], int]:
-    """One statement's parameters for ``records`` (and log lines), and the number of state
-    events in it."""
-    runs, states, edges = [], [], []
+@dataclass
+class _Batch:
+    """What one RECORD_RUNS statement writes: run rows, history rows, edges, log lines."""
+
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    states: list[dict[str, Any]] = field(default_factory=list)
+    edges: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        """Records in it (runs and log lines), as counted by the writer."""
+        return len(self.runs) + len(self.logs)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "runs": Json(self.runs),
+            "states": Json(self.states),
+            "edges": Json(self.edges),
+            "logs": Json(self.logs),
+        }
+
+    def parts(self) -> list[_Batch]:
+        """One batch per run (with its history and edges) and per log line: to find and keep
+        apart a record the database refuses."""
+        parts = [
+            _Batch(
+                [row],
+                [s for s in self.states if s["run_id"] == row["id"]],
+                [e for e in self.edges if e["downstream"] == row["id"]],
+            )
+            for row in self.runs
+        ]
+        return parts + [_Batch(logs=[line]) for line in self.logs]
+
+    def storable(self) -> _Batch:
+        """The same records with every string and number made storable (escaped)."""
+        return _Batch(
+            *(storable_json(rows) for rows in (self.runs, self.states, self.edges, self.logs))
+        )
+
+
+def _batch(records: list[RunRecord], logs: list[dict[str, Any]] | None = None) -> _Batch:
+    """One statement's worth of ``records`` (and log lines)."""
+    batch = _Batch(logs=list(logs or []))
     for run in records:
         row, new_states, new_edges = run.take()
-        runs.append(row)
-        states.extend(new_states)
-        edges.extend(new_edges)
-    params = {
-        "runs": Json(runs),
-        "states": Json(states),
-        "edges": Json(edges),
-        "logs": Json(logs or []),
-    }
-    return params, len(states)
+        batch.runs.append(row)
+        batch.states.extend(new_states)
+        batch.edges.extend(new_edges)
+    return batch
 
 
 class RunWriter:
@@ -191,6 +226,7 @@ class RunWriter:
         self._first_at: float | None = None
         self._queued = 0  # records accepted
         self._written = 0  # records written (or given up on)
+        self._lost = 0  # records given up on since the last flush()
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
         #: Statements sent and state events written, for the measurements in docs/concepts.md.
@@ -221,14 +257,18 @@ class RunWriter:
                 self._cond.notify_all()
 
     def flush(self, timeout: float | None = 10.0) -> bool:
-        """Write everything queued so far; ``False`` if that took longer than ``timeout``."""
+        """Write everything queued so far. ``False`` if that took longer than ``timeout``, or
+        if a record queued since the last ``flush()`` could not be written (the log says
+        which and why)."""
         with self._cond:
             if self._thread is None or self._pid != os.getpid():
                 return True
             target = self._queued
             self._first_at = 0.0  # due now
             self._cond.notify_all()
-            return self._cond.wait_for(lambda: self._written >= target, timeout)
+            done = self._cond.wait_for(lambda: self._written >= target, timeout)
+            lost, self._lost = self._lost, 0
+            return done and not lost
 
     def close(self) -> None:
         """Flush and stop the thread (at exit; the next record starts a new one)."""
@@ -267,10 +307,12 @@ class RunWriter:
                 dirty, self._dirty, self._first_at = self._dirty, {}, None
                 logs, self._logs = self._logs, []
                 upto = self._queued
+            lost = 0
             if dirty or logs:
-                conn = self._write(list(dirty.values()), logs, conn)
+                conn, lost = self._write(list(dirty.values()), logs, conn)
             with self._cond:
                 self._written = upto
+                self._lost += lost
                 self._cond.notify_all()
         _close(conn)
 
@@ -293,27 +335,61 @@ class RunWriter:
         records: list[RunRecord],
         logs: list[dict[str, Any]],
         conn: psycopg.Connection[Any] | None,
-    ) -> psycopg.Connection[Any] | None:
-        """One statement for the whole batch; retried on a new connection if it fails."""
+    ) -> tuple[psycopg.Connection[Any] | None, int]:
+        """One statement for the whole batch. If the database refuses it, each record is
+        written on its own, and one refused again is written escaped: a bad record never
+        costs the others. Returns the connection and the number of records given up on."""
+        try:
+            batch = _batch(records, logs)
+        except Exception:  # a bug, not data: keep the writer thread alive
+            logger.exception("Could not prepare %d run records", len(records))
+            return conn, len(records) + len(logs)
+        conn, error = self._execute(batch, conn)
+        if error is None:
+            self.events += len(batch.states)
+            return conn, 0
+        if isinstance(error, psycopg.OperationalError):
+            logger.error("Gave up recording %d runs and log lines: %s", batch.size, error)
+            return conn, batch.size
+        lost = 0
+        for part in batch.parts():
+            conn, error = self._execute(part, conn)
+            if error is not None:
+                refused = error
+                conn, error = self._execute(part.storable(), conn)
+                what = f"run {part.runs[0]['id']}" if part.runs else "a run log line"
+                if error is None:
+                    logger.warning("Recorded %s with escaped values (refused: %s)", what, refused)
+                else:
+                    logger.error("Could not record %s: %s", what, error)
+                    lost += part.size
+                    continue
+            self.events += len(part.states)
+        return conn, lost
+
+    def _execute(
+        self, batch: _Batch, conn: psycopg.Connection[Any] | None
+    ) -> tuple[psycopg.Connection[Any] | None, Exception | None]:
+        """Send one batch; a lost connection is retried on a new one (five tries)."""
         from .topic import open_worker_connection
 
-        params, events = _batch(records, logs)
+        error: Exception | None = None
         for attempt in range(5):
             try:
                 if conn is None:
                     conn = open_worker_connection()
-                conn.execute(sql.RECORD_RUNS, params)
+                conn.execute(sql.RECORD_RUNS, batch.params())
                 self.statements += 1
-                self.events += events
-                return conn
-            except psycopg.Error as exc:
+                return conn, None
+            except psycopg.OperationalError as exc:
                 logger.warning(
-                    "Recording %d runs failed (try %d): %s", len(records), attempt + 1, exc
+                    "Recording %d runs failed (try %d): %s", batch.size, attempt + 1, exc
                 )
-                conn = _close(conn)
+                error, conn = exc, _close(conn)
                 time.sleep(0.1 * 2**attempt)
-        logger.error("Gave up recording %d inline/submitted runs", len(records))
-        return conn
+            except (psycopg.Error, ValueError, TypeError) as exc:  # data the database refuses
+                return conn, exc
+        return conn, error
 
 
 def _close(conn: psycopg.Connection[Any] | None) -> psycopg.Connection[Any] | None:
@@ -343,13 +419,23 @@ def flush(timeout: float | None = 10.0) -> bool:
 
 def _write_now(run: RunRecord) -> None:
     """``sync`` mode: one statement on Django's connection, in a savepoint of the caller's
-    transaction. A failure is logged, never raised: recording must not change the call."""
+    transaction (written escaped if refused as it is). A failure is logged, never raised:
+    recording must not change the call."""
     from django.db import connections
 
-    params, _ = _batch([run])
+    batch = _batch([run])
     alias = task_settings().DATABASE_ALIAS
-    try:
-        with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-            cursor.execute(sql.RECORD_RUNS, params)
-    except DatabaseError:
-        logger.warning("Could not record inline run %s of %s", run.id, run.task_name, exc_info=True)
+    refused: Exception | None = None
+    for attempt in (batch, batch.storable()):
+        try:
+            with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+                cursor.execute(sql.RECORD_RUNS, attempt.params())
+            return
+        except (DataError, ValueError) as exc:  # refused as it is: try it escaped
+            refused = exc
+        except DatabaseError:
+            logger.warning(
+                "Could not record inline run %s of %s", run.id, run.task_name, exc_info=True
+            )
+            return
+    logger.warning("Could not record inline run %s of %s: %s", run.id, run.task_name, refused)

@@ -13,6 +13,8 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .validation import check_seconds
+
 __all__ = ["RetryDelay", "check_jitter", "delay_for", "exponential_backoff", "resolve_delays"]
 
 #: What ``retry_delay_seconds`` accepts.
@@ -79,7 +81,4 @@ def delay_for(delays: Sequence[float], attempt: int, jitter: float | None = None
 
 
 def _check_delay(option: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{option} must be a number of seconds, got {value!r}.")
-    if value < 0:
-        raise ValueError(f"{option} must not be negative, got {value}.")
+    check_seconds(option, value)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +33,7 @@ from .retries import delay_for
 from .serializers import PayloadError, dumps, loads, preview
 from .signals import run_finished, run_retried, run_started, send
 from .states import StateName, StateType
+from .storable import describe_exception, format_traceback
 from .transactions import TaskTransaction, current_transaction, transaction
 
 if TYPE_CHECKING:
@@ -193,7 +193,7 @@ def _attempts(
             failed = _failed(exc)
             if _retry(task, run, context, failed, publish):
                 continue
-            run.update(traceback=traceback.format_exc())
+            run.update(traceback=format_traceback(exc))
             return _end(task, run, context, failed)
         run.update(result=payload, result_preview=preview(value))
         return _end(task, run, context, _done(value))
@@ -235,7 +235,7 @@ def _cached(
 
 
 def _failed(exc: BaseException) -> State:
-    message = f"{type(exc).__name__}: {exc}"
+    message = describe_exception(exc)
     return State(StateType.FAILED, StateName.FAILED, message, timezone.now(), exception=exc)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import io
 import pickle
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,7 @@ from django.conf import settings
 from django.utils.encoding import force_str
 
 from .conf import task_settings
+from .storable import describe_exception, storable_float, storable_int, storable_text
 
 __all__ = [
     "PayloadError",
@@ -73,7 +75,7 @@ def dumps(value: Any, *, what: str = "value") -> bytes:
             raise pickle.PicklingError("refers to __main__")
     except Exception:
         try:
-            data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            data = _cloudpickle(value)
         except Exception as exc:
             raise SerializationError(f"The task's {what} cannot be pickled: {exc}") from exc
     limit = task_settings().MAX_PAYLOAD_BYTES
@@ -85,6 +87,25 @@ def dumps(value: Any, *, what: str = "value") -> bytes:
         )
     signature = _signature(data, settings.SECRET_KEY)
     return _MAGIC + signature + bytes(data)
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, except for open files: it would pickle a file's contents (read now, in
+    the caller's process), which is never what passing a file to a background run means."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, io.IOBase):
+            raise pickle.PicklingError(
+                f"{obj!r} is an open file or stream: a worker runs in another process, maybe on "
+                f"another host. Pass its path (or its contents) instead."
+            )
+        return super().reducer_override(obj)
+
+
+def _cloudpickle(value: Any) -> bytes:
+    with io.BytesIO() as buffer:
+        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+        return buffer.getvalue()
 
 
 def loads(payload: bytes | memoryview) -> Any:
@@ -104,27 +125,54 @@ def loads(payload: bytes | memoryview) -> Any:
 
 
 def preview(value: Any, *, depth: int = 0) -> Any:
-    """A JSON-safe, bounded picture of ``value`` for the admin and API (never unpickled)."""
+    """A JSON-safe, bounded picture of ``value`` for the admin and API (never unpickled).
+
+    Always storable (see :mod:`.storable`): NaN and infinities become strings, NUL and lone
+    surrogates are escaped, an int too long to print is summarised - so that a preview can
+    never be the reason a run or its result fails to be written."""
     limit = task_settings().PREVIEW_MAX_CHARS
-    if value is None or isinstance(value, bool | int | float):
+    try:
+        return _preview(value, depth, limit)
+    except Exception as exc:  # a mapping or sequence that breaks when read
+        return f"<{type(value).__qualname__} (preview failed: {describe_exception(exc)})>"
+
+
+def _preview(value: Any, depth: int, limit: int) -> Any:
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        return storable_int(value, limit)
+    if isinstance(value, float):
+        return storable_float(value)
     if isinstance(value, str):
-        return value if len(value) <= limit else value[:limit] + "…"
+        return _cut(value, limit)
     if depth >= 3:
         return _short_repr(value, limit)
     if isinstance(value, Mapping):
         items = list(value.items())
-        shown = {str(k): preview(v, depth=depth + 1) for k, v in items[:20]}
+        shown = {_preview_key(k, limit): _preview(v, depth + 1, limit) for k, v in items[:20]}
         if len(items) > 20:
             shown["…"] = f"{len(items) - 20} more"
         return shown
     if isinstance(value, list | tuple | set | frozenset):
         seq = list(value)
-        out = [preview(v, depth=depth + 1) for v in seq[:20]]
+        out = [_preview(v, depth + 1, limit) for v in seq[:20]]
         if len(seq) > 20:
             out.append(f"… {len(seq) - 20} more")
         return out
     return _short_repr(value, limit)
+
+
+def _cut(text: str, limit: int) -> str:
+    return storable_text(text) if len(text) <= limit else storable_text(text[:limit]) + "…"
+
+
+def _preview_key(key: Any, limit: int) -> str:
+    if isinstance(key, str):
+        return _cut(key, limit)
+    if isinstance(key, int | float | bool) or key is None:
+        return _cut(str(_preview(key, 0, limit)), limit)
+    return _short_repr(key, limit)
 
 
 def _short_repr(value: Any, limit: int) -> str:
@@ -132,4 +180,4 @@ def _short_repr(value: Any, limit: int) -> str:
         text = repr(value)
     except Exception:
         text = f"<{type(value).__qualname__} (repr failed)>"
-    return text if len(text) <= limit else text[:limit] + "…"
+    return _cut(text, limit)

@@ -24,6 +24,8 @@ from .conf import task_settings
 from .futures import TaskRunFuture
 from .registry import registry, task_key
 from .retries import RetryDelay, check_jitter, resolve_delays
+from .storable import storable_text
+from .validation import check_seconds
 
 if TYPE_CHECKING:
     from .context import TaskRunContext
@@ -125,7 +127,7 @@ class TaskOptions:
         check_jitter(self.retry_jitter_factor)
         _check_callable("retry_condition_fn", self.retry_condition_fn)
         if self.timeout_seconds is not None:
-            _check_seconds("timeout_seconds", self.timeout_seconds, allow_zero=False)
+            check_seconds("timeout_seconds", self.timeout_seconds, allow_zero=False)
         if self.task_run_name is not None and not isinstance(self.task_run_name, str):
             _check_callable("task_run_name", self.task_run_name)
         for option in ("on_completion", "on_failure", "on_commit", "on_rollback"):
@@ -182,19 +184,13 @@ def _hooks(option: str, hooks: Sequence[H] | None) -> tuple[H, ...]:
     return tuple(hooks)
 
 
-def _check_seconds(option: str, value: object, *, allow_zero: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{option} must be a number of seconds, got {value!r}.")
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = "negative" if allow_zero else "zero or negative"
-        raise ValueError(f"{option} must not be {bound}, got {value}.")
-
-
 def _check_name(name: object) -> None:
     if not isinstance(name, str):
         raise TypeError(f"Task name must be a str, got {type(name).__name__}.")
     if not name.strip() or len(name) > 255:
         raise ValueError(f"Task name must be 1 to 255 characters, got {name!r}.")
+    if storable_text(name) != name:
+        raise ValueError(f"Task name must not hold NUL or lone surrogates, got {name!r}.")
 
 
 def check_queue(queue: object) -> str:
@@ -226,6 +222,8 @@ def _normalize_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
     for tag in tags:
         if not isinstance(tag, str) or not tag:
             raise TypeError(f"each tag must be a non-empty str, got {tag!r}.")
+        if storable_text(tag) != tag:
+            raise ValueError(f"tags must not hold NUL or lone surrogates, got {tag!r}.")
         out.add(tag)
     return tuple(sorted(out))
 
@@ -407,7 +405,7 @@ class Task(Generic[P, R]):
             return self.name
         if isinstance(template, str):
             try:
-                return template.format(**parameters)[:255]
+                return storable_text(template.format(**parameters), 255)
             except (KeyError, IndexError, ValueError, AttributeError) as exc:
                 raise ValueError(
                     f"task_run_name {template!r} of task {self.name!r} cannot be formatted with "
@@ -418,7 +416,7 @@ class Task(Generic[P, R]):
         context = TaskRunContext(self, run_id, self.name, 1, dict(parameters), origin)
         try:
             with run_context(context):
-                return str(template())[:255]
+                return storable_text(str(template()), 255)
         except Exception:
             logger.warning("task_run_name of %s raised; using the task name", self, exc_info=True)
             return self.name
@@ -437,11 +435,7 @@ def _when(scheduled_time: datetime | None, countdown: float | None) -> datetime 
     if scheduled_time is not None and countdown is not None:
         raise TypeError("Pass scheduled_time or countdown, not both.")
     if countdown is not None:
-        if isinstance(countdown, bool) or not isinstance(countdown, int | float):
-            raise TypeError(f"countdown must be a number of seconds, got {countdown!r}.")
-        if countdown < 0:
-            raise ValueError(f"countdown must not be negative, got {countdown}.")
-        return timezone.now() + timedelta(seconds=countdown)
+        return timezone.now() + timedelta(seconds=check_seconds("countdown", countdown))
     if scheduled_time is not None:
         if not isinstance(scheduled_time, datetime):
             raise TypeError(f"scheduled_time must be a datetime, got {scheduled_time!r}.")
