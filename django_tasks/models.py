@@ -47,7 +47,16 @@ class TaskRun(models.Model):
     state_message = models.TextField(blank=True)
 
     scheduled_time = models.DateTimeField(help_text="Not taken by a worker before this time.")
+    # Counted when a worker claims the run (durably, before its function can run): a run that
+    # kills its worker process has still used an attempt. Given back when a claimed run is
+    # known not to have started (handed back by a stopping worker, or by a supervisor whose
+    # child died running another run).
     attempts = models.PositiveIntegerField(default=0)
+    # Times in a row a worker process died while running this run; at MAX_CRASHES the run
+    # ends CRASHED and is not claimed again (a run that keeps killing workers is discarded).
+    crashes = models.PositiveIntegerField(
+        db_default=0, help_text="Times in a row its worker process died while running it."
+    )
     # The task's retry and timeout options, copied at enqueue so that the worker's maintenance
     # (rescue of crashed runs, hard timeouts) can apply them in SQL without importing the task.
     retries = models.PositiveIntegerField(default=0, help_text="Retries allowed after a failure.")

@@ -89,7 +89,9 @@ _move(StateType.RUNNING, StateType.FAILED)
 #: worker's control thread, so what the admin shows is never more than that late.
 #: ``r.state_type = 'PENDING' AND r.worker = me`` makes a run cancelled or rescued meanwhile a
 #: no-op (its id is not returned). The batch travels as one JSON parameter (much cheaper to
-#: send than nine arrays; results as base64).
+#: send than nine arrays; results as base64): the worker's journal of outcomes not written
+#: yet (:mod:`django_tasks.worker.journal`), which its supervisor writes the same way if the
+#: process dies first.
 _FLUSH_CTES = f"""
 done AS (
     SELECT t.id, t.started, t.finished, t.type, t.name, t.message,
@@ -102,8 +104,7 @@ done AS (
     UPDATE {RUN} AS r
     SET state_type = done.type, state_name = done.name, state_message = done.message,
         result = done.result, result_preview = done.preview, traceback = done.traceback,
-        attempts = r.attempts + 1, started = done.started, finished = done.finished,
-        updated = done.finished
+        started = done.started, finished = done.finished, updated = done.finished
     FROM done
     WHERE r.id = done.id AND r.state_type = 'PENDING' AND r.worker = %(worker)s
     RETURNING r.id, r.attempts, done.started, done.finished, done.type, done.name, done.message
@@ -180,6 +181,8 @@ _PENDING = _move(StateType.SCHEDULED, StateType.PENDING)
 #: the backlog. (``queue = ANY(...)`` would force a sort of every ready row.) SKIP LOCKED lets
 #: any number of workers claim at once without waiting on each other; the final ORDER BY
 #: hands the batch to the worker in priority order (RETURNING has no order of its own).
+#: The attempt is counted here, durably, before the function can run: a run that kills its
+#: process has used an attempt like any failure (runs known not to have started get it back).
 #: Rows come back tagged: 'claimed' runs, then the ids of 'flushed' completions.
 CLAIM = f"""
 WITH {_FLUSH_CTES}, ready AS MATERIALIZED (
@@ -192,7 +195,7 @@ WITH {_FLUSH_CTES}, ready AS MATERIALIZED (
 ), claimed AS (
     UPDATE {RUN} AS r
     SET state_type = '{_PENDING}', state_name = '{StateName.PENDING}', state_message = '',
-        worker = %(worker)s, updated = clock_timestamp()
+        worker = %(worker)s, attempts = r.attempts + 1, updated = clock_timestamp()
     WHERE r.id IN (SELECT id FROM ready)
     RETURNING r.id, r.task_key, r.task_name, r.parameters, r.priority, r.scheduled_time,
               r.updated, r.timeout, r.attempts, r.retries, r.retry_delays, r.retry_jitter, r.name
@@ -224,10 +227,9 @@ START = f"""
 WITH run AS (
     UPDATE {RUN}
     SET state_type = '{_RUNNING}',
-        state_name = CASE WHEN attempts > 0 THEN '{StateName.RETRYING}'
+        state_name = CASE WHEN attempts > 1 THEN '{StateName.RETRYING}'
                           ELSE '{StateName.RUNNING}' END,
-        attempts = attempts + 1, started = COALESCE(%(started)s, clock_timestamp()),
-        updated = clock_timestamp()
+        started = COALESCE(%(started)s, clock_timestamp()), updated = clock_timestamp()
     WHERE id = %(id)s AND state_type = '{StateType.PENDING.value}' AND worker = %(worker)s
     RETURNING id, started, attempts
 ), history AS (
@@ -264,12 +266,13 @@ _AWAITING_RETRY = _move(StateType.RUNNING, StateType.SCHEDULED)
 
 #: RUNNING -> SCHEDULED (AwaitingRetry): the run failed and its task allows another attempt.
 #: The row goes back into the topic with a later ``scheduled_time``; the error stays in the
-#: history row's message and in ``traceback``, so every attempt's error is kept.
+#: history row's message and in ``traceback``, so every attempt's error is kept. A failure
+#: the task raised ends a series of crashes (``crashes`` counts them in a row).
 RETRY = f"""
 WITH run AS (
     UPDATE {RUN}
     SET state_type = '{_AWAITING_RETRY}', state_name = '{StateName.AWAITING_RETRY}',
-        state_message = %(message)s, traceback = %(traceback)s, worker = '',
+        state_message = %(message)s, traceback = %(traceback)s, worker = '', crashes = 0,
         scheduled_time = clock_timestamp() + make_interval(secs => %(delay)s),
         updated = clock_timestamp()
     WHERE id = %(id)s AND state_type = 'RUNNING' AND worker = %(worker)s
@@ -300,20 +303,23 @@ SELECT id, '{_REFUSED}', '{StateName.FAILED}', %(message)s, finished, %(worker)s
 
 _HANDED_BACK = _move(StateType.PENDING, StateType.SCHEDULED)
 
-#: PENDING -> SCHEDULED for claimed runs a stopping worker will not start, so another worker
-#: takes them at once instead of waiting for a rescue.
+#: PENDING -> SCHEDULED for claimed runs known not to have started, so another worker takes
+#: them at once instead of waiting for a rescue: those of a stopping worker (``ids``), or every
+#: one a dead child held besides the run it died running (``ids`` NULL, by its supervisor).
+#: The attempt counted at the claim is given back.
 HAND_BACK = f"""
 WITH run AS (
     UPDATE {RUN}
     SET state_type = '{_HANDED_BACK}', state_name = '{StateName.SCHEDULED}',
-        state_message = 'Handed back by a stopping worker.', worker = '',
+        state_message = %(message)s, worker = '', attempts = GREATEST(attempts - 1, 0),
         updated = clock_timestamp()
-    WHERE id = ANY(%(ids)s) AND state_type = '{StateType.PENDING.value}' AND worker = %(worker)s
+    WHERE worker = %(worker)s AND state_type = '{StateType.PENDING.value}'
+      AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
     RETURNING id, updated, queue
 ), history AS (
     INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
-    SELECT id, '{_HANDED_BACK}', '{StateName.SCHEDULED}', 'Handed back by a stopping worker.',
-           updated, %(worker)s FROM run
+    SELECT id, '{_HANDED_BACK}', '{StateName.SCHEDULED}', %(message)s, updated, %(worker)s
+    FROM run
 )
 SELECT pg_notify('{NOTIFY_CHANNEL}', queue) FROM (SELECT DISTINCT queue FROM run) AS queues
 """
@@ -369,39 +375,75 @@ def _lost_runs(state: StateType, extra: str = "") -> str:
 )"""
 
 
-_RESCUED_PENDING = _move(StateType.PENDING, StateType.SCHEDULED)
+def _crash_count(blame: str = "true") -> str:
+    """Columns of a ``lost`` CTE for the crash statements. ``blame``: does this death count
+    against the run (not when its supervisor killed the process for its own reasons)? Then
+    is it the ``MAX_CRASHES``-th in a row, which discards the run? May it be retried
+    (retries left, not discarded)?"""
+    too_many = f"({blame} AND r.crashes + 1 >= %(max_crashes)s)"
+    return f""", {too_many} AS too_many,
+    r.attempts <= r.retries AND NOT {too_many} AS retry, r.attempts <= r.retries AS retries_left,
+    CASE WHEN {blame} THEN 1 ELSE 0 END AS counts"""
 
-#: PENDING runs of a lost worker never started: they go straight back into the topic.
+
+#: Added to the message of a run discarded for crashing its worker too often.
+_DISCARDED = """CASE WHEN lost.too_many AND lost.retries_left
+    THEN ' Its worker died while running it ' || (r.crashes + 1)
+         || ' times in a row (MAX_CRASHES): it is not claimed again.'
+    ELSE '' END"""
+
+_RESCUED_PENDING = _move(StateType.PENDING, StateType.SCHEDULED)
+_LOST_PENDING = _move(StateType.PENDING, StateType.CRASHED)
+
+#: PENDING runs of a lost worker, whose process is gone without a trace (a supervisor whose
+#: child dies hands back exactly what the child had not started, with HAND_BACK): most were
+#: never started, so they go back into the topic, keeping the attempt of their claim. Each
+#: such loss counts as a crash (the run may have been the one that took the worker down), so
+#: a run lost MAX_CRASHES times in a row ends CRASHED instead of looping.
 RESCUE_PENDING = f"""
-WITH {_lost_runs(StateType.PENDING)}, run AS (
+WITH {_lost_runs(StateType.PENDING, _crash_count())}, run AS (
     UPDATE {RUN} AS r
-    SET state_type = '{_RESCUED_PENDING}', state_name = '{StateName.SCHEDULED}',
-        state_message = 'Rescued: claimed by worker ' || lost.worker || ', which was lost.',
-        worker = '', updated = clock_timestamp()
+    SET state_type = CASE WHEN lost.too_many THEN '{_LOST_PENDING}' ELSE '{_RESCUED_PENDING}' END,
+        state_name = CASE WHEN lost.too_many THEN '{StateName.CRASHED}'
+                          ELSE '{StateName.SCHEDULED}' END,
+        state_message = 'Rescued: claimed by worker ' || lost.worker || ', which was lost.'
+            || CASE WHEN lost.too_many
+               THEN ' Its worker was lost while holding it ' || (r.crashes + 1)
+                    || ' times in a row (MAX_CRASHES): it is not claimed again.'
+               ELSE '' END,
+        crashes = r.crashes + lost.counts,
+        worker = CASE WHEN lost.too_many THEN r.worker ELSE '' END,
+        finished = CASE WHEN lost.too_many THEN clock_timestamp() END,
+        updated = clock_timestamp()
     FROM lost WHERE r.id = lost.id
-    RETURNING r.id, r.updated, r.queue, r.state_message
+    RETURNING r.id, r.updated, r.queue, r.state_type, r.state_name, r.state_message
 ), history AS (
     INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
-    SELECT id, '{_RESCUED_PENDING}', '{StateName.SCHEDULED}', state_message, updated,
-           %(rescuer)s FROM run
+    SELECT id, state_type, state_name, state_message, updated, %(rescuer)s FROM run
 )
-SELECT id, pg_notify('{NOTIFY_CHANNEL}', queue) FROM run
+SELECT id, state_type, pg_notify('{NOTIFY_CHANNEL}', queue) FROM run
 """
 
 _CRASHED = _move(StateType.RUNNING, StateType.CRASHED)
 _RETRY_AFTER_CRASH = _move(StateType.CRASHED, StateType.SCHEDULED)
 
-#: RUNNING runs of a lost worker: CRASHED (history names the worker), then in the same
-#: transaction SCHEDULED/AwaitingRetry when ``attempts <= retries``, so a reader never sees a
-#: crashed run as final while its retry is pending. The CRASHED row is stamped one microsecond
-#: before the retry row so that the history stays strictly ordered.
-RESCUE_RUNNING = f"""
-WITH {_lost_runs(StateType.RUNNING, ", r.attempts <= r.retries AS retry")}, run AS (
+
+def _crash(lost: str, message: str) -> str:
+    """Runs of the CTE ``lost`` whose worker process died -> CRASHED (history names the
+    worker), then in the same transaction SCHEDULED/AwaitingRetry when ``retry`` allows, so a
+    reader never sees a crashed run as final while its retry is pending. The CRASHED row is
+    stamped one microsecond before the retry row so that the history stays strictly ordered.
+    A run that died PENDING (a short run whose RUNNING row was still to be written) gets
+    that row first, at the time it started."""
+    return f"""
+WITH {lost}, run AS (
     UPDATE {RUN} AS r
     SET state_type = CASE WHEN lost.retry THEN '{_RETRY_AFTER_CRASH}' ELSE '{_CRASHED}' END,
         state_name = CASE WHEN lost.retry THEN '{StateName.AWAITING_RETRY}'
                           ELSE '{StateName.CRASHED}' END,
-        state_message = 'Worker ' || lost.worker || ' was lost while running this run.',
+        state_message = {message} || {_DISCARDED},
+        crashes = r.crashes + lost.counts,
+        started = COALESCE(r.started, lost.started),
         scheduled_time = CASE WHEN lost.retry
                               THEN clock_timestamp() + make_interval(secs => {RETRY_DELAY})
                               ELSE r.scheduled_time END,
@@ -409,7 +451,14 @@ WITH {_lost_runs(StateType.RUNNING, ", r.attempts <= r.retries AS retry")}, run 
         finished = CASE WHEN lost.retry THEN NULL ELSE clock_timestamp() END,
         updated = clock_timestamp()
     FROM lost WHERE r.id = lost.id
-    RETURNING r.id, r.updated, r.queue, r.state_message, lost.worker AS lost_worker, lost.retry
+    RETURNING r.id, r.updated, r.queue, r.state_message, r.attempts, lost.worker AS lost_worker,
+              lost.retry, lost.was_pending, lost.started
+), running AS (
+    INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
+    SELECT id, '{_RUNNING}',
+           CASE WHEN attempts > 1 THEN '{StateName.RETRYING}' ELSE '{StateName.RUNNING}' END,
+           '', LEAST(started, updated - interval '2 microseconds'), lost_worker
+    FROM run WHERE was_pending
 ), crashed AS (
     INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
     SELECT id, '{_CRASHED}', '{StateName.CRASHED}', state_message,
@@ -421,6 +470,33 @@ WITH {_lost_runs(StateType.RUNNING, ", r.attempts <= r.retries AS retry")}, run 
 )
 SELECT id, retry, pg_notify('{NOTIFY_CHANNEL}', queue) FROM run
 """
+
+
+#: RUNNING runs of a lost worker (its heartbeat stopped, or it died without a supervisor to
+#: say more): crashed, retried if ``attempts <= retries`` and not crashed MAX_CRASHES times.
+RESCUE_RUNNING = _crash(
+    _lost_runs(
+        StateType.RUNNING,
+        f"{_crash_count()}, false AS was_pending, NULL::timestamptz AS started",
+    ),
+    "'Worker ' || lost.worker || ' was lost while running this run.'",
+)
+
+#: The run a supervisor's child was running when the child died (the child said which, and
+#: since when, in shared memory): PENDING or RUNNING, held by that child. With ``blame``, it
+#: took its process down - a segfault, ``os._exit()``, the kernel's OOM killer - and the death
+#: counts towards MAX_CRASHES; without, the supervisor killed the process (shutdown).
+CRASH_HELD = _crash(
+    f"""lost AS (
+    SELECT r.id, r.worker{_crash_count("%(blame)s::boolean")},
+           r.state_type = 'PENDING' AS was_pending,
+           %(started)s::timestamptz AS started
+    FROM {RUN} AS r
+    WHERE r.id = %(id)s AND r.worker = %(worker)s AND r.state_type IN ('PENDING', 'RUNNING')
+    FOR UPDATE OF r
+)""",
+    "%(message)s::text",
+)
 
 _CANCELLED_BY_RESCUE = _move(StateType.CANCELLING, StateType.CANCELLED)
 

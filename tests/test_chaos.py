@@ -1,7 +1,9 @@
-"""Chaos: kill -9 children and the supervisor, restart PostgreSQL, during a 2,000-run drain.
+"""Chaos: kill -9 children and the supervisor, restart PostgreSQL, during a 2,000-run drain -
+and the same with poison runs (tasks that kill their own process) mixed into the queue.
 
 Afterwards every run is final and COMPLETED, every run's effect exists, no run is lost, and a
 duplicated effect only ever belongs to a run that a kill interrupted (at-least-once delivery).
+Poison runs end CRASHED, without taking any other run with them.
 """
 
 import os
@@ -9,16 +11,19 @@ import signal
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
 from django.db.models import Count, Q
 
+from django_tasks import TaskRunFuture
 from django_tasks.models import TaskRun
 from tests.taskapp.models import Effect
+from tests.taskapp.poison import exit_process, segfault
 from tests.taskapp.tasks import chaos_record
 
-from .conftest import restart_database, worker_log
+from .conftest import restart_database, wait_until, worker_log
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -53,8 +58,22 @@ def kill_a_child(supervisor) -> bool:
     return False
 
 
-def test_chaos_drain_loses_nothing(start_worker):
-    chaos_record.delay_many([(i,) for i in range(TOTAL)])
+def enqueue(poison: int) -> list[TaskRunFuture[Any]]:
+    """TOTAL chaos runs, with ``poison`` poison runs spread among them."""
+    if not poison:
+        chaos_record.delay_many([(i,) for i in range(TOTAL)])
+        return []
+    poisoned: list[TaskRunFuture[Any]] = []
+    step = TOTAL // poison
+    for start in range(0, TOTAL, step):
+        chaos_record.delay_many([(i,) for i in range(start, min(start + step, TOTAL))])
+        poisoned.append(exit_process.delay(9) if len(poisoned) % 2 else segfault.delay())
+    return poisoned
+
+
+@pytest.mark.parametrize("poison", [0, 20], ids=["plain", "with-poison"])
+def test_chaos_drain_loses_nothing(start_worker, poison):
+    poisoned = enqueue(poison)
     supervisors = [start_worker("--concurrency", "2", "--batch-size", "5")]
     plan = [
         (150, "child"),
@@ -93,6 +112,7 @@ def test_chaos_drain_loses_nothing(start_worker):
                 plan.pop(0)
         time.sleep(0.02)
     connection.close()
+    wait_until(lambda: all(f.state.is_final() for f in poisoned), timeout=60)
 
     runs = TaskRun.objects.filter(task_name="chaos_record")
     by_state = dict(runs.values_list("state_type").annotate(n=Count("id")))
@@ -119,6 +139,11 @@ def test_chaos_drain_loses_nothing(start_worker):
     # next claim, the rescue of its claim ("Rescued: claimed by worker ..., which was lost").
     assert duplicated <= interrupted
     print(f"chaos: duplicated effects={len(duplicated)}, runs started again={len(started_again)}")
+    for future in poisoned:  # final, and never more than MAX_CRASHES attempts
+        run = TaskRun.objects.get(pk=future.id)
+        assert run.state_type == "CRASHED", run.state_message
+        assert 1 <= run.attempts <= 3
+        assert "took down its worker process" in run.state_message or "lost" in run.state_message
     for supervisor in supervisors[:-1]:
         assert supervisor.poll() is not None
     supervisors[-1].send_signal(signal.SIGTERM)

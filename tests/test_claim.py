@@ -9,10 +9,9 @@ from django.utils import timezone
 from django_tasks import sql
 from django_tasks.models import TaskRun
 from django_tasks.topic import open_worker_connection
-from django_tasks.worker import Worker
 from tests.taskapp.tasks import add, on_other_queue
 
-NOTHING_DONE = Worker._deferred_params([])  # no deferred completions to write with the claim
+NOTHING_DONE = {"done": "[]"}  # no deferred completions to write with the claim
 
 
 def claim(conn, limit=10, queue="default", worker="w"):

@@ -11,7 +11,9 @@ import logging
 from dataclasses import dataclass
 
 from .. import sql
+from ..conf import task_settings
 from ..signals import run_crashed, send
+from ..states import StateType
 from .connection import QueueConnection
 
 __all__ = ["Rescued", "rescue"]
@@ -33,18 +35,26 @@ class Rescued:
 
 def rescue(db: QueueConnection, *, rescuer: str, heartbeat_timeout: float) -> Rescued:
     """Free every run held by a worker that stopped or whose heartbeat is too old."""
-    params = {"timeout": heartbeat_timeout, "rescuer": rescuer}
+    params = {
+        "timeout": heartbeat_timeout,
+        "rescuer": rescuer,
+        "max_crashes": task_settings().MAX_CRASHES,
+    }
     pending = db.execute(sql.RESCUE_PENDING, params, give_up_on_stop=True)
     running = db.execute(sql.RESCUE_RUNNING, params, give_up_on_stop=True)
     cancelling = db.execute(sql.RESCUE_CANCELLING, params, give_up_on_stop=True)
+    lost_pending = sum(1 for row in pending if row[1] == StateType.CRASHED)
     result = Rescued(
-        handed_back=len(pending),
+        handed_back=len(pending) - lost_pending,
         retried=sum(1 for row in running if row[1]),
-        crashed=sum(1 for row in running if not row[1]),
+        crashed=lost_pending + sum(1 for row in running if not row[1]),
         cancelled=len(cancelling),
     )
     for row in running:
         send(run_crashed, None, run_id=row[0], retried=bool(row[1]))
+    for row in pending:
+        if row[1] == StateType.CRASHED:
+            send(run_crashed, None, run_id=row[0], retried=False)
     if result.total:
         logger.warning(
             "Rescued runs of lost workers: %d handed back, %d retried, %d crashed, %d cancelled",

@@ -3,6 +3,8 @@ an outcome (used by the worker processes and by the supervisor when it kills one
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,7 +15,8 @@ from psycopg.types.json import Json
 
 from .. import sql
 from ..futures import State
-from ..states import StateType
+from ..states import StateName, StateType
+from ..storable import describe_exception, storable_json, storable_message
 from .connection import QueueConnection
 
 __all__ = [
@@ -26,6 +29,7 @@ __all__ = [
     "finish_run",
     "outcome_state",
     "retry_run",
+    "unrecordable",
 ]
 
 
@@ -40,6 +44,9 @@ class TaskRunCancelled(BaseException):
 
 @dataclass(frozen=True)
 class Outcome:
+    """How a run ended (or an attempt of it), ready to be written: its message and traceback
+    are made storable here (see :mod:`..storable`), its preview by ``preview()``."""
+
     type: StateType
     name: str
     message: str
@@ -49,6 +56,12 @@ class Outcome:
     #: The return value or the exception itself, for hooks and ``retry_condition_fn``.
     value: Any = field(default=None, compare=False, repr=False)
     exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.message:
+            object.__setattr__(self, "message", storable_message(self.message))
+        if self.traceback:
+            object.__setattr__(self, "traceback", storable_message(self.traceback))
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,28 @@ class Deferred:
     started: datetime
     finished: datetime
     outcome: Outcome
+
+    def entry(self) -> bytes:
+        """This completion as one object of the JSON array FLUSH and CLAIM take (and as it is
+        kept in the process's journal until written)."""
+        outcome = self.outcome
+        entry = {
+            "id": str(self.run.id),
+            "started": self.started.isoformat(),
+            "finished": self.finished.isoformat(),
+            "type": outcome.type.value,
+            "name": outcome.name,
+            "message": outcome.message,
+            "result": (
+                base64.b64encode(outcome.payload).decode() if outcome.payload is not None else None
+            ),
+            "preview": outcome.preview,
+            "traceback": outcome.traceback,
+        }
+        try:
+            return json.dumps(entry, allow_nan=False).encode()
+        except ValueError:  # a preview built elsewhere than preview(): escape it
+            return json.dumps(storable_json(entry)).encode()
 
 
 def outcome_state(outcome: Outcome) -> State:
@@ -102,17 +137,34 @@ def finish_params(run_id: uuid.UUID, worker: str, outcome: Outcome) -> dict[str,
 
 
 def finish_run(db: QueueConnection, run_id: uuid.UUID, worker: str, outcome: Outcome) -> bool:
-    """Write a run's final state (only if ``worker`` still holds it). Used by the supervisor too."""
-    rows = db.execute(sql.FINISH, finish_params(run_id, worker, outcome), give_up_on_stop=False)
+    """Write a run's final state (only if ``worker`` still holds it). Used by the supervisor too.
+
+    If the database refuses the outcome as it is, the run ends FAILED with the reason
+    (:func:`unrecordable`): recording never takes a worker down."""
+    try:
+        rows = db.execute(sql.FINISH, finish_params(run_id, worker, outcome), give_up_on_stop=False)
+    except Exception as exc:  # lost connections are retried inside execute(): this is data
+        outcome = unrecordable(outcome, exc)
+        rows = db.execute(sql.FINISH, finish_params(run_id, worker, outcome), give_up_on_stop=False)
     return bool(rows)
+
+
+def unrecordable(outcome: Outcome, error: BaseException) -> Outcome:
+    """What is written instead of an outcome the database refused: FAILED, saying why."""
+    what = "result" if outcome.type == StateType.COMPLETED else f"outcome ({outcome.name})"
+    message = f"Could not record the run's {what}: {describe_exception(error)}"
+    return Outcome(StateType.FAILED, StateName.FAILED, message, None, None, "")
 
 
 def retry_run(
     db: QueueConnection, run_id: uuid.UUID, worker: str, message: str, tb: str, delay: float
 ) -> None:
     """Put a failed run back in the topic as AwaitingRetry after ``delay`` seconds."""
-    db.execute(
-        sql.RETRY,
-        {"id": run_id, "worker": worker, "message": message, "traceback": tb, "delay": delay},
-        give_up_on_stop=False,
-    )
+    params = {
+        "id": run_id,
+        "worker": worker,
+        "message": storable_message(message),
+        "traceback": storable_message(tb),
+        "delay": delay,
+    }
+    db.execute(sql.RETRY, params, give_up_on_stop=False)

@@ -12,7 +12,12 @@ rescues runs of lost workers, notices cancel requests and the death of the super
 
 Stopping (SIGTERM/SIGINT, :meth:`Worker.stop`, ``max_tasks`` reached, supervisor gone): no new
 claims, the running run finishes, claimed runs not yet started are handed back
-(PENDING -> SCHEDULED). A second signal exits at once; what was running is rescued later.
+(PENDING -> SCHEDULED). A second request (:mod:`.stopping`) exits at once; what was running is
+rescued later. A process under a supervisor obeys the supervisor's SIGTERM only, and leaves
+"at once" to it.
+
+What the process is executing and the outcomes it has not written yet are kept in its
+journal (:mod:`.journal`), shared with the supervisor, which settles them if the process dies.
 
 How one run is executed (deferred, atomic, cached; timeouts, retries, hooks) is in
 :mod:`.running`; the outcome types and the statements that record them in :mod:`.outcomes`.
@@ -20,8 +25,6 @@ How one run is executed (deferred, atomic, cached; timeouts, retries, hooks) is 
 
 from __future__ import annotations
 
-import base64
-import ctypes
 import logging
 import os
 import signal
@@ -30,9 +33,10 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 import psycopg
 from psycopg.types.json import Json
@@ -41,12 +45,11 @@ from .. import sql
 from ..conf import task_settings
 from ..logs import for_run
 from .connection import QueueConnection
+from .journal import ProcessJournal
 from .maintenance import rescue
-from .outcomes import ClaimedRun, Deferred, TaskRunCancelled, TaskRunTimeout
+from .outcomes import ClaimedRun, Deferred, TaskRunCancelled, TaskRunTimeout, unrecordable
 from .running import BATCH_WORK, MARK_RUNNING_AFTER, MAX_BATCH_SIZE, RunMixin
-
-if TYPE_CHECKING:
-    pass
+from .stopping import AT_ONCE, GRACEFUL, StopRequests
 
 __all__ = [
     "EXIT_RECYCLE",
@@ -61,6 +64,21 @@ __all__ = [
 EXIT_RECYCLE = 75
 
 logger = logging.getLogger("django_tasks.worker")
+
+
+@dataclass(frozen=True)
+class _Taken:
+    """Deferred outcomes taken to be written: the runs, their JSON array, and how many bytes
+    of the journal they fill (forgotten once written)."""
+
+    items: list[Deferred]
+    entries: str
+    size: int
+
+    NONE: ClassVar[_Taken]
+
+
+_Taken.NONE = _Taken([], "[]", 0)
 
 
 def worker_name(pid: int | None = None) -> str:
@@ -84,7 +102,7 @@ class Worker(RunMixin):
         max_tasks: int | None = None,
         parent_pid: int | None = None,
         orphan_timeout: float = 30.0,
-        processed_counter: ctypes.c_longlong | None = None,
+        journal: ProcessJournal | None = None,
     ) -> None:
         conf = task_settings()
         self.queues = list(queues or [conf.DEFAULT_QUEUE])
@@ -106,20 +124,23 @@ class Worker(RunMixin):
         self.late_after = conf.LATE_AFTER
         self.name = worker_name()
         self.processed = 0
-        self.processed_counter = processed_counter  # the supervisor's view, for its metrics
+        # Shared with the supervisor (what this process runs and has not written yet, its
+        # count of runs); private memory when there is no supervisor.
+        self.journal = journal or ProcessJournal.private()
         self.claims = 0  # claim statements that returned runs
         self.recycle = False
         self._stopping = threading.Event()
         self._control_done = threading.Event()
         self._wake = threading.Condition()
         self._generation = 0
-        self._signals = 0
+        self._requests = StopRequests()
         self._count_lock = threading.Lock()
         self._interruptible = False  # one slot on the main thread: timeouts and cancels work
         self._executing: uuid.UUID | None = None
         self._cancel_target: uuid.UUID | None = None
         # Deferred-write bookkeeping, shared by the slot and the control thread.
         self._lock = threading.Lock()
+        self._journal_lock = threading.Lock()  # the deferred outcomes and their journal
         self._deferred: list[Deferred] = []
         self._current: ClaimedRun | None = None
         self._current_since = 0.0
@@ -136,7 +157,10 @@ class Worker(RunMixin):
         self._interruptible = on_main and self.concurrency == 1
         previous: dict[signal.Signals, Any] = {}
         if self.handle_signals and on_main:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            # Under a supervisor, SIGTERM is the supervisor's request (SIGINT, the terminal's,
+            # is ignored: the supervisor got it too).
+            wanted = [signal.SIGTERM] if self.parent_pid else [signal.SIGTERM, signal.SIGINT]
+            for signum in wanted:
                 previous[signum] = signal.signal(signum, self._on_signal)
         if self._interruptible:
             previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._on_timeout)
@@ -163,6 +187,7 @@ class Worker(RunMixin):
         logger.info(
             "Worker %s started: queues=%s concurrency=%d", self.name, self.queues, self.concurrency
         )
+        self.journal.set_ready()
         control = threading.Thread(
             target=self._control, args=(control_db,), name="django_tasks-control", daemon=True
         )
@@ -191,12 +216,15 @@ class Worker(RunMixin):
         self._bump()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signals += 1
-        if self._signals > 1:
+        request = self._requests.add(signum)
+        if request == GRACEFUL:
+            logger.info("Signal %d: finishing running runs, taking no new ones.", signum)
+            self.stop()
+        elif request == AT_ONCE and not self.parent_pid:
             logger.warning("Second signal: stopping at once; running runs will be rescued.")
             os._exit(1)
-        logger.info("Signal %d: finishing running runs, taking no new ones.", signum)
-        self.stop()
+        # A supervised process leaves "at once" to its supervisor (which kills it): a service
+        # manager that signals every process of the service must not add up to two requests.
 
     def _on_timeout(self, signum: int, frame: FrameType | None) -> None:
         if self._executing is not None:
@@ -259,7 +287,7 @@ class Worker(RunMixin):
                 return
             if time.monotonic() - self._current_since < MARK_RUNNING_AFTER:
                 return
-            self._write_deferred(db, self._take_deferred())
+            self._flush_deferred(db)
             started = db.execute(
                 sql.START,
                 {"id": run.id, "worker": self.name, "started": self._current_started},
@@ -301,6 +329,8 @@ class Worker(RunMixin):
                 "Orphaned for %.0f s with a run still going: exiting.", self.orphan_timeout
             )
             db.execute(sql.WORKER_STOPPED, {"name": self.name}, give_up_on_stop=False)
+            if os.getpgrp() == os.getpid():  # our own group: what the run started goes too
+                os.killpg(os.getpid(), signal.SIGKILL)
             os._exit(1)
 
     def _check_cancels(self, db: QueueConnection) -> None:
@@ -337,7 +367,7 @@ class Worker(RunMixin):
                         break
                     self._process(db, run)
         finally:
-            self._write_deferred(db, self._take_deferred())
+            self._flush_deferred(db)
             db.close()
 
     def _sleep(self, generation: int) -> None:
@@ -359,12 +389,19 @@ class Worker(RunMixin):
                 "limit": self._batch_limit(),
                 "worker": self.name,
                 "late_after": self.late_after,
-                **self._deferred_params(done),
+                "done": done.entries,
             }
-            # Completions must be written even while stopping: only an empty claim gives up.
-            rows = db.execute(sql.CLAIM, params, give_up_on_stop=not done)
-            self._check_flushed(done, {row[1] for row in rows if row[0] == "flushed"})
-            done = []
+            try:
+                # Completions must be written even while stopping: only an empty claim gives up.
+                rows = db.execute(sql.CLAIM, params, give_up_on_stop=not done.items)
+            except Exception:  # the database refused a completion: write them one by one
+                if not done.items:
+                    raise
+                self._write_deferred(db, done)
+                done = _Taken.NONE
+                rows = db.execute(sql.CLAIM, {**params, "done": "[]"}, give_up_on_stop=True)
+            self._written(done, {row[1] for row in rows if row[0] == "flushed"})
+            done = _Taken.NONE
             claimed = [
                 ClaimedRun(
                     id=row[1],
@@ -402,49 +439,71 @@ class Worker(RunMixin):
         slowest = max(self._durations.values())
         return max(1, min(MAX_BATCH_SIZE, int(BATCH_WORK / max(slowest, 1e-6))))
 
-    def _take_deferred(self) -> list[Deferred]:
-        with self._count_lock:
-            done, self._deferred = self._deferred, []
-        return done
+    def _defer(self, db: QueueConnection, item: Deferred) -> None:
+        """Keep a short run's outcome to write with the next claim - in the journal, where the
+        supervisor finds it if this process dies first. An outcome the journal has no room
+        for is written now (with those before it)."""
+        entry = item.entry()
+        with self._journal_lock:
+            if self.journal.add(entry):
+                self._deferred.append(item)
+                return
+        self._flush_deferred(db)
+        with self._journal_lock:
+            if self.journal.add(entry):
+                self._deferred.append(item)
+                return
+        self._write_deferred(db, _Taken([item], f"[{entry.decode()}]", 0))
 
-    def _write_deferred(self, db: QueueConnection, done: list[Deferred]) -> None:
-        if done:
-            params = {"worker": self.name, **self._deferred_params(done)}
+    def _flush_deferred(self, db: QueueConnection) -> None:
+        """Write the deferred outcomes now (before a long run, when stopping)."""
+        self._write_deferred(db, self._take_deferred())
+
+    def _take_deferred(self) -> _Taken:
+        """The outcomes not written yet; the journal keeps them until :meth:`_written`."""
+        with self._journal_lock:
+            if not self._deferred:
+                return _Taken.NONE
+            items, self._deferred = self._deferred, []
+            size = self.journal.size
+            return _Taken(items, self.journal.entries(size), size)
+
+    def _write_deferred(self, db: QueueConnection, done: _Taken) -> None:
+        """Write outcomes taken from the journal: in one statement, or - if the database
+        refuses one of them - one by one, a refused one ending its run FAILED with the reason."""
+        if not done.items:
+            return
+        params = {"worker": self.name, "done": done.entries}
+        try:
             rows = db.execute(sql.FLUSH, params, give_up_on_stop=False)
-            self._check_flushed(done, {row[0] for row in rows})
+        except Exception:
+            rows = [row for item in done.items for row in self._write_one(db, item)]
+        self._written(done, {row[0] for row in rows})
 
-    @staticmethod
-    def _deferred_params(done: list[Deferred]) -> dict[str, Any]:
-        return {
-            "done": Json(
-                [
-                    {
-                        "id": str(d.run.id),
-                        "started": d.started.isoformat(),
-                        "finished": d.finished.isoformat(),
-                        "type": d.outcome.type.value,
-                        "name": d.outcome.name,
-                        "message": d.outcome.message,
-                        "result": (
-                            base64.b64encode(d.outcome.payload).decode()
-                            if d.outcome.payload is not None
-                            else None
-                        ),
-                        "preview": d.outcome.preview,
-                        "traceback": d.outcome.traceback,
-                    }
-                    for d in done
-                ]
-            )
-        }
+    def _write_one(self, db: QueueConnection, item: Deferred) -> list[Any]:
+        params = {"worker": self.name, "done": f"[{item.entry().decode()}]"}
+        try:
+            return db.execute(sql.FLUSH, params, give_up_on_stop=False)
+        except Exception as exc:
+            logger.error("Run %s: its outcome was refused: %s", item.run.id, exc)
+            failed = replace(item, outcome=unrecordable(item.outcome, exc))
+            params["done"] = f"[{failed.entry().decode()}]"
+            return db.execute(sql.FLUSH, params, give_up_on_stop=False)
 
-    def _check_flushed(self, done: list[Deferred], written: set[uuid.UUID]) -> None:
-        for item in done:
+    def _written(self, done: _Taken, written: set[uuid.UUID]) -> None:
+        """Outcomes are in the database (those not ``written`` had been taken from us)."""
+        with self._journal_lock:
+            self.journal.written(done.size)
+        for item in done.items:
             if item.run.id not in written:
                 self._discarded(item.run.id, item.outcome.name)
 
     def _hand_back(self, db: QueueConnection, runs: Sequence[ClaimedRun]) -> None:
-        self._write_deferred(db, self._take_deferred())
-        ids = [run.id for run in runs]
-        db.execute(sql.HAND_BACK, {"ids": ids, "worker": self.name}, give_up_on_stop=False)
-        logger.info("Handed back %d claimed runs", len(ids))
+        self._flush_deferred(db)
+        params = {
+            "ids": [run.id for run in runs],
+            "worker": self.name,
+            "message": "Handed back by a stopping worker.",
+        }
+        db.execute(sql.HAND_BACK, params, give_up_on_stop=False)
+        logger.info("Handed back %d claimed runs", len(runs))

@@ -8,12 +8,10 @@ hooks. The claim loop, heartbeats and the control thread are in :mod:`.process`.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import signal
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -46,8 +44,10 @@ from ..retries import delay_for
 from ..serializers import PayloadError, PayloadSignatureError, dumps, loads, preview
 from ..signals import run_finished, run_retried, run_started, send
 from ..states import StateName, StateType
+from ..storable import describe_exception, format_traceback, storable_message
 from ..transactions import TaskTransaction
 from .connection import QueueConnection
+from .journal import ProcessJournal
 from .outcomes import (
     ClaimedRun,
     Deferred,
@@ -96,12 +96,11 @@ class RunMixin:
     concurrency: int
     max_tasks: int | None
     processed: int
-    processed_counter: ctypes.c_longlong | None
+    journal: ProcessJournal
     recycle: bool
     _durations: dict[str, float]
     _lock: threading.Lock
     _count_lock: threading.Lock
-    _deferred: list[Deferred]
     _interruptible: bool
     _executing: uuid.UUID | None
     _current: ClaimedRun | None
@@ -113,10 +112,10 @@ class RunMixin:
     def stop(self) -> None:
         raise NotImplementedError
 
-    def _take_deferred(self) -> list[Deferred]:
+    def _defer(self, db: QueueConnection, item: Deferred) -> None:
         raise NotImplementedError
 
-    def _write_deferred(self, db: QueueConnection, done: list[Deferred]) -> None:
+    def _flush_deferred(self, db: QueueConnection) -> None:
         raise NotImplementedError
 
     @staticmethod
@@ -131,13 +130,25 @@ class RunMixin:
 
     def _count_processed(self) -> None:
         """One more run taken to an end (or to a retry); under ``_count_lock``. Also in the
-        supervisor's shared counter (its metrics) when there is one: one writer (this process),
-        one reader, so a plain shared value with no semaphore."""
+        journal, where the supervisor reads it (its metrics)."""
         self.processed += 1
-        if self.processed_counter is not None:
-            self.processed_counter.value += 1
+        self.journal.count_processed()
 
     def _process(self, db: QueueConnection, run: ClaimedRun) -> None:
+        """Execute one claimed run to its outcome. The journal says which run this process
+        is on meanwhile - from before its parameters are unpickled until its outcome is
+        written or journaled - so that if the process dies, its supervisor knows which run
+        took it down (see :mod:`.journal`)."""
+        single = self.concurrency == 1
+        if single:
+            self.journal.begin(run.id, run.task_name, db.db_time())
+        try:
+            self._execute(db, run)
+        finally:
+            if single:
+                self.journal.end()
+
+    def _execute(self, db: QueueConnection, run: ClaimedRun) -> None:
         try:
             task = registry.get(run.task_key)
         except UnknownTask:
@@ -201,7 +212,7 @@ class RunMixin:
     ) -> Outcome | None:
         """A run expected to be long (or with a timeout): RUNNING first, then the function.
         Returns the final outcome (``None`` when the run was retried or is no longer ours)."""
-        self._write_deferred(db, self._take_deferred())  # earlier completions first
+        self._flush_deferred(db)  # earlier completions first
         started = db.execute(
             sql.START, {"id": run.id, "worker": self.name, "started": None}, give_up_on_stop=False
         )
@@ -247,8 +258,8 @@ class RunMixin:
         except _RollBack:
             pass
         except DatabaseError as exc:  # the commit itself failed: nothing of the run stays
-            message = f"The run's transaction failed: {exc}"
-            tb = traceback.format_exc()
+            message = f"The run's transaction failed: {describe_exception(exc)}"
+            tb = format_traceback(exc)
             outcome = Outcome(StateType.FAILED, StateName.FAILED, message, None, None, tb)
         finally:
             close_old_connections()
@@ -279,7 +290,7 @@ class RunMixin:
         def execute(query: str, params: dict[str, Any]) -> list[Any]:
             return db.execute(query, params, give_up_on_stop=False)
 
-        self._write_deferred(db, self._take_deferred())
+        self._flush_deferred(db)
         with cache_lock(key, execute):
             if key is not None and not task.options.refresh_cache:
                 hit = lookup(key, execute)
@@ -327,7 +338,7 @@ class RunMixin:
         """A run expected to be short: the function first, its states written with the next
         claim - unless it ran long enough for the control thread to mark it RUNNING."""
         _debug_run(run.id, "Run %s (%s) started", run.task_name)
-        attempts = run.attempts + 1
+        attempts = run.attempts  # counted by the claim
         outcome, started, marked = self._timed_call(
             db, run, task, args, kwargs, attempts, marked=False
         )
@@ -346,8 +357,7 @@ class RunMixin:
             )
             self._retry(db, run, outcome, attempts)
             return None
-        with self._count_lock:
-            self._deferred.append(Deferred(run, started, finished, outcome))
+        self._defer(db, Deferred(run, started, finished, outcome))
         _debug_run(run.id, "Run %s %s", outcome.name)
         return outcome
 
@@ -397,7 +407,7 @@ class RunMixin:
         def parameters() -> dict[str, Any]:
             return dict(task.bind(args, kwargs).arguments)
 
-        attempt = run.attempts + 1 if attempt is None else attempt
+        attempt = run.attempts if attempt is None else attempt
         return TaskRunContext(task, run.id, run.name or run.task_name, attempt, parameters, "delay")
 
     def _record(
@@ -456,7 +466,7 @@ class RunMixin:
                 self._executing = None
         except TaskRunTimeout as exc:
             message = f"Timed out after {run.timeout} s (timeout_seconds)."
-            tb = traceback.format_exc()
+            tb = format_traceback(exc)
             return Outcome(
                 StateType.FAILED, StateName.TIMED_OUT, message, None, None, tb, exception=exc
             )
@@ -465,12 +475,12 @@ class RunMixin:
                 StateType.CANCELLED, StateName.CANCELLED, "Cancelled while running.", None, None, ""
             )
         except BaseException as exc:
-            tb = traceback.format_exc()
+            tb = format_traceback(exc)
             try:
                 payload: bytes | None = dumps(exc, what="exception")
             except PayloadError:
                 payload = None
-            message = f"{type(exc).__name__}: {exc}"
+            message = describe_exception(exc)
             return Outcome(
                 StateType.FAILED, StateName.FAILED, message, payload, None, tb, exception=exc
             )
@@ -480,7 +490,7 @@ class RunMixin:
         try:
             payload = dumps(value, what="result")
         except PayloadError as exc:
-            tb = traceback.format_exc()
+            tb = format_traceback(exc)
             return Outcome(
                 StateType.FAILED, StateName.FAILED, str(exc), None, None, tb, exception=exc
             )
@@ -503,6 +513,7 @@ class RunMixin:
         _debug_run(run.id, "Run %s failed; retry in %.1f s", delay)
 
     def _refuse(self, db: QueueConnection, run: ClaimedRun, message: str) -> None:
+        message = storable_message(message)
         logger.error("Run %s failed before starting: %s", run.id, message, extra=for_run(run.id))
         db.execute(
             sql.REFUSE,

@@ -11,15 +11,23 @@ cancels can interrupt the task. The supervisor itself holds one connection, for:
   the timeout) or a cancel that did not stop within ``CANCEL_GRACE``, then recording TIMED_OUT
   (retried if allowed) or CANCELLED.
 
-Signals: the first SIGTERM/SIGINT is passed to the children (they finish their run and hand
-back the rest); children still running after ``shutdown_timeout`` are killed and their runs
-rescued; exit 0. A second signal kills the children at once. If the supervisor itself is
-killed, its children notice (their parent pid changes) and stop gracefully.
+Each child runs in a process group of its own: a terminal's Ctrl-C reaches the supervisor
+alone (the children also ignore SIGINT), and a kill for a timeout or a cancel reaches the
+processes the run started too. When a child dies, what it left in its journal is settled
+(:mod:`.salvage`): nothing it computed is lost, the run that took it down ends CRASHED, the
+runs it had not started go back into the topic. Children that die before they could take a
+run (:data:`BOOT_FAILURES` in a row: a ``manage.py`` without its ``__main__`` guard, a tasks
+module that fails to import) stop the supervisor with their error, instead of a restart loop.
+
+Signals (:mod:`.stopping`): the first SIGTERM/SIGINT is passed to the children as SIGTERM
+(they finish their run and hand back the rest); children still running after
+``shutdown_timeout`` are killed and their runs rescued; exit 0. A second request kills the
+children at once. If the supervisor itself is killed, its children notice (their parent pid
+changes) and stop gracefully.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -35,27 +43,57 @@ from .. import sql
 from ..conf import task_settings
 from ..logs import configure_worker_logging, for_run
 from ..states import StateName, StateType
+from ..storable import describe_exception
 from .connection import QueueConnection
+from .journal import ProcessJournal
 from .maintenance import rescue
 from .outcomes import Outcome, finish_run, retry_run
 from .process import EXIT_RECYCLE, worker_name
+from .salvage import how_it_died, salvage
+from .stopping import AT_ONCE, DUPLICATE, StopRequests
 
-__all__ = ["Supervisor"]
+__all__ = ["BOOT_FAILURES", "Supervisor", "WorkerBootError", "kill_process_group"]
 
 logger = logging.getLogger("django_tasks.worker")
 
 
-def _child_main(
-    options: dict[str, Any], log_level: int, processed: ctypes.c_longlong | None = None
-) -> None:
-    """Entry point of a child process (spawned: Django must be set up again)."""
-    import django
+#: Children in a row that die before taking a run make the supervisor give up.
+BOOT_FAILURES = 3
+#: Seconds before a child that failed to boot is replaced: doubled each time, up to the cap.
+BOOT_BACKOFF, BOOT_BACKOFF_MAX = 0.5, 10.0
 
-    django.setup()
+
+class WorkerBootError(RuntimeError):
+    """Worker processes keep dying before they can take a run: restarting them is no use."""
+
+
+def _child_main(options: dict[str, Any], log_level: int, journal: ProcessJournal) -> None:
+    """Entry point of a child process (spawned: Django must be set up again)."""
+    # A process group of its own: the terminal's Ctrl-C goes to the supervisor only (which
+    # asks the children to stop), and killing the group kills what a run started.
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import django
+
+        django.setup()
+    except BaseException as exc:
+        journal.set_error(describe_exception(exc))
+        raise
     configure_worker_logging(log_level)
     from .process import Worker
 
-    raise SystemExit(Worker(**options, processed_counter=processed).run())
+    raise SystemExit(Worker(**options, journal=journal).run())
+
+
+def kill_process_group(process: BaseProcess) -> None:
+    """SIGKILL a child and the processes its run started (its process group)."""
+    if process.pid is None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # not (yet) a group of its own
+        process.kill()
 
 
 class Supervisor:
@@ -97,15 +135,21 @@ class Supervisor:
         self.children: list[BaseProcess] = []
         self.replaced = 0
         self.metrics_port, self.metrics_addr = metrics_port, metrics_addr
-        # Runs finished per child, in shared memory (read by the metrics endpoint).
-        self._processed: dict[BaseProcess, ctypes.c_longlong] = {}
+        # Each child's journal, in shared memory: what it runs and has not written yet, and
+        # its count of runs (read by the metrics endpoint).
+        self._journals: dict[BaseProcess, ProcessJournal] = {}
         self._processed_by_gone = 0
         self._context = multiprocessing.get_context("spawn")
         self._stopping = threading.Event()
-        self._signals = 0
+        self._requests = StopRequests()
         self._deadline: float | None = None
+        self._boot_failures = 0
+        self._spawn_at: list[float] = []  # replacements waiting for their boot backoff
+        self._killed: dict[BaseProcess, str] = {}  # children this supervisor killed, and why
 
     def run(self) -> int:
+        """Run until stopped; returns the exit code. Raises :class:`WorkerBootError` when the
+        worker processes cannot start."""
         previous = {
             signum: signal.signal(signum, self._on_signal)
             for signum in (signal.SIGTERM, signal.SIGINT)
@@ -116,14 +160,14 @@ class Supervisor:
             logger.info("Supervisor %s: starting %d workers", self.name, self.concurrency)
             self.children = [self._spawn() for _ in range(self.concurrency)]
             next_check = 0.0
-            while self.children:
+            while self.children or self._spawn_at:
                 self._reap(db)
-                if self._signals > 1:
-                    self._kill_all(db)
+                if self._requests.count > 1:
+                    self._kill_all(db, "a second request to stop")
                     return 1
                 if self._deadline is not None and time.monotonic() > self._deadline:
                     logger.warning("Shutdown timeout: killing %d workers", len(self.children))
-                    self._kill_all(db)
+                    self._kill_all(db, "the shutdown timeout")
                     break
                 if time.monotonic() >= next_check and not self._stopping.is_set():
                     self._enforce_limits(db)
@@ -131,6 +175,9 @@ class Supervisor:
                 time.sleep(0.05)
             logger.info("Supervisor %s stopped", self.name)
             return 0
+        except WorkerBootError:
+            self._kill_all(db, "its pool could not start")
+            raise
         finally:
             db.close()
             if server is not None:
@@ -139,12 +186,17 @@ class Supervisor:
                 signal.signal(signum, handler)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signals += 1
-        if self._signals > 1:
-            logger.warning("Second signal: killing the workers at once.")
+        request = self._requests.add(signum)
+        name = StopRequests.name(signum)
+        if request == DUPLICATE:
+            logger.info("%s: the same request to stop (already stopping).", name)
             return
-        logger.info("Signal %d: workers finish their runs, then stop.", signum)
+        if request == AT_ONCE:
+            logger.warning("%s again: killing the workers at once.", name)
+            return
+        logger.info("%s: workers finish their runs, then stop.", name)
         self._stopping.set()
+        self._spawn_at.clear()
         self._deadline = time.monotonic() + self.shutdown_timeout
         for child in self.children:
             if child.pid is not None and child.is_alive():
@@ -166,53 +218,112 @@ class Supervisor:
 
     def processed(self) -> int:
         """Runs this pool's children finished, the gone ones included."""
-        return self._processed_by_gone + sum(c.value for c in list(self._processed.values()))
+        return self._processed_by_gone + sum(j.processed for j in list(self._journals.values()))
 
     def _spawn(self) -> BaseProcess:
-        counter: ctypes.c_longlong = self._context.RawValue(ctypes.c_longlong, 0)
+        journal = ProcessJournal.shared(self._context)
         child = self._context.Process(
             target=_child_main,
-            args=(self.child_options, logger.getEffectiveLevel(), counter),
+            args=(self.child_options, logger.getEffectiveLevel(), journal),
             name="django_tasks-worker",
         )
-        self._processed[child] = counter
+        self._journals[child] = journal
         child.start()
         logger.info("Started worker process %s", child.pid)
         return child
 
     def _reap(self, db: QueueConnection) -> None:
-        """Replace children that exited; free what a child that died held."""
+        """Replace children that exited; settle what a child that died held."""
         alive: list[BaseProcess] = []
+        gave_up: WorkerBootError | None = None
         for child in self.children:
             if child.is_alive():
                 alive.append(child)
                 continue
             child.join()
-            self._forget(db, child)
-            self._processed_by_gone += self._processed.pop(child).value
+            journal = self._forget(db, child)
             if child.exitcode == EXIT_RECYCLE:
                 logger.info("Worker process %s recycled (--max-tasks-per-child)", child.pid)
             elif child.exitcode != 0:
                 logger.warning("Worker process %s died (exit code %s)", child.pid, child.exitcode)
-            if not (self._stopping.is_set() or (self.burst and child.exitcode == 0)):
+            if self._stopping.is_set() or (self.burst and child.exitcode == 0):
+                continue
+            if journal.ready:
+                self._boot_failures = 0
                 alive.append(self._spawn())
                 self.replaced += 1
+            else:
+                gave_up = gave_up or self._boot_failed(child, journal)
+        now = time.monotonic()
+        due = [at for at in self._spawn_at if at <= now]
+        if due and gave_up is None:
+            self._spawn_at = [at for at in self._spawn_at if at > now]
+            alive.extend(self._spawn() for _ in due)
+            self.replaced += len(due)
         self.children = alive
+        if gave_up is not None:
+            raise gave_up
 
-    def _forget(self, db: QueueConnection, child: BaseProcess) -> None:
-        """Mark a dead child's worker row stopped and rescue its runs now."""
+    def _boot_failed(self, child: BaseProcess, journal: ProcessJournal) -> WorkerBootError | None:
+        """A child died before it could take a run: replace it after a backoff, or give up
+        after :data:`BOOT_FAILURES` in a row (restarting a process that cannot start is a
+        loop, not a recovery). Returns the error to give up with."""
+        self._boot_failures += 1
+        how = how_it_died(child.exitcode)
+        if self._boot_failures >= BOOT_FAILURES:
+            error = journal.error
+            return WorkerBootError(
+                f"{self._boot_failures} worker processes in a row exited before they could "
+                f"take a run (the last one: {how})"
+                + (f", with this error: {error}" if error else "; their output above says why")
+                + ". Each worker process is a new interpreter that imports the project again: "
+                "check that manage.py runs its command only under "
+                '`if __name__ == "__main__":`, that every installed app\'s tasks.py imports '
+                "without error, and that the settings work in a fresh process."
+            )
+        delay = min(BOOT_BACKOFF * 2 ** (self._boot_failures - 1), BOOT_BACKOFF_MAX)
+        logger.warning(
+            "Worker process %s exited before taking a run (%s); starting another in %.1f s",
+            child.pid,
+            how,
+            delay,
+        )
+        self._spawn_at.append(time.monotonic() + delay)
+        return None
+
+    def _forget(self, db: QueueConnection, child: BaseProcess) -> ProcessJournal:
+        """Settle what a child that exited held (:mod:`.salvage`), mark its worker row
+        stopped and rescue the runs of any other lost worker. Returns its journal."""
         assert child.pid is not None
-        db.execute(sql.WORKER_STOPPED, {"name": worker_name(child.pid)}, give_up_on_stop=False)
+        journal = self._journals.pop(child)
+        self._processed_by_gone += journal.processed
+        name = worker_name(child.pid)
+        killed_because = self._killed.pop(child, None)
+        try:
+            salvage(
+                db,
+                journal,
+                worker=name,
+                rescuer=self.name,
+                exitcode=child.exitcode,
+                killed_because=killed_because,
+            )
+        except Exception:  # never the supervisor's end: the rescue below frees the runs
+            logger.exception("Could not settle the runs of worker process %s", child.pid)
+        db.execute(sql.WORKER_STOPPED, {"name": name}, give_up_on_stop=False)
         rescue(db, rescuer=self.name, heartbeat_timeout=self.heartbeat_timeout)
+        return journal
 
-    def _kill_all(self, db: QueueConnection) -> None:
+    def _kill_all(self, db: QueueConnection, because: str) -> None:
         for child in self.children:
             if child.is_alive():
-                child.kill()
+                self._killed[child] = because
+                kill_process_group(child)
         for child in self.children:
             child.join()
             self._forget(db, child)
         self.children = []
+        self._spawn_at.clear()
 
     def _enforce_limits(self, db: QueueConnection) -> None:
         by_name = {worker_name(c.pid): c for c in self.children if c.pid is not None}
@@ -234,7 +345,8 @@ class Supervisor:
                 holder,
                 extra=for_run(run_id),
             )
-            child.kill()
+            self._killed[child] = "its run overran"
+            kill_process_group(child)
             child.join()
             if state_type == StateType.CANCELLING:
                 outcome = Outcome(

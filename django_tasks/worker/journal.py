@@ -1,0 +1,163 @@
+"""What a worker process keeps in memory its supervisor can read after the process died.
+
+Short runs are executed without writing RUNNING first, and their outcomes are written in
+batches with the next claim (deferred completions: a round trip per batch instead of three
+per run). Kept only in the process, those outcomes would die with it - and a run that kills
+its process (a segfault, ``os._exit()``, the OOM killer) would leave no trace of having
+started. So each worker process writes, in shared memory that its supervisor created:
+
+* the run it is executing, and since when - set before the function is called, cleared once
+  the outcome is written or journaled;
+* the outcomes not written yet, as the JSON the FLUSH statement takes;
+* whether it got as far as its first claim (boot), and the error that stopped it before;
+* how many runs it processed (the supervisor's metrics).
+
+When a child dies, the supervisor writes those outcomes, records the run that was executing
+as CRASHED (with the exit code or signal), and hands back what the child claimed but had not
+started (:mod:`.salvage`). Nothing is lost, and no run is executed again because another run
+of its batch killed the process. Writing here is a memory copy: no system call, no lock
+shared with another process (one writer, and the reader reads only after the writer died).
+
+A worker that no supervisor started (tests, embedding) keeps the same journal in private
+memory, so there is one code path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import uuid
+from datetime import UTC, datetime
+from multiprocessing.context import BaseContext
+from typing import Any, NamedTuple
+
+__all__ = ["JOURNAL_BYTES", "Executing", "ProcessJournal"]
+
+#: Room for outcomes not written yet. A batch of 100 short runs takes about 30 KB; an outcome
+#: that does not fit (a large result) is written at once instead.
+JOURNAL_BYTES = 1024 * 1024
+_ERROR_BYTES = 4096
+
+
+class _Header(ctypes.Structure):
+    _fields_ = (
+        ("processed", ctypes.c_longlong),
+        ("ready", ctypes.c_int),
+        ("executing", ctypes.c_ubyte * 16),
+        ("executing_since", ctypes.c_double),  # seconds since the epoch, database clock
+        ("executing_task", ctypes.c_char * 256),
+        ("used", ctypes.c_longlong),  # bytes of journal
+        ("error", ctypes.c_char * _ERROR_BYTES),
+    )
+
+
+_NOBODY = bytes(16)
+
+
+class Executing(NamedTuple):
+    run_id: uuid.UUID
+    task_name: str
+    since: datetime
+
+
+class ProcessJournal:
+    """A worker process's shared header and journal of outcomes (see the module docstring)."""
+
+    def __init__(self, header: Any, buffer: Any) -> None:
+        self._header = header
+        self._buffer = buffer
+        self.capacity = len(buffer)
+
+    @classmethod
+    def shared(cls, context: BaseContext, capacity: int = JOURNAL_BYTES) -> ProcessJournal:
+        """In shared memory, for a child process (passed to it when it is started)."""
+        return cls(context.RawValue(_Header), context.RawArray(ctypes.c_char, capacity))
+
+    @classmethod
+    def private(cls, capacity: int = JOURNAL_BYTES) -> ProcessJournal:
+        """In this process's own memory (a worker without a supervisor)."""
+        return cls(_Header(), (ctypes.c_char * capacity)())
+
+    # -- runs processed, boot ---------------------------------------------------------------
+
+    @property
+    def processed(self) -> int:
+        return int(self._header.processed)
+
+    def count_processed(self) -> None:
+        self._header.processed += 1
+
+    @property
+    def ready(self) -> bool:
+        """Whether the process got as far as claiming runs."""
+        return bool(self._header.ready)
+
+    def set_ready(self) -> None:
+        self._header.ready = 1
+
+    @property
+    def error(self) -> str:
+        """What stopped the process before it was ready, if it could say."""
+        return bytes(self._header.error).decode("utf-8", "replace")
+
+    def set_error(self, text: str) -> None:
+        data = text.encode("utf-8", "replace")[: _ERROR_BYTES - 1]
+        self._header.error = data
+
+    # -- the run being executed -------------------------------------------------------------
+
+    def begin(self, run_id: uuid.UUID, task_name: str, since: datetime) -> None:
+        """``run_id`` (a run of ``task_name``) is about to be executed from ``since``."""
+        self._header.executing_since = since.timestamp()
+        self._header.executing_task = task_name.encode("utf-8", "replace")[:255]
+        ctypes.memmove(self._header.executing, run_id.bytes, 16)
+
+    def end(self) -> None:
+        """No run is being executed (its outcome is written or journaled)."""
+        ctypes.memmove(self._header.executing, _NOBODY, 16)
+
+    @property
+    def executing(self) -> Executing | None:
+        """The run being executed, if any."""
+        raw = bytes(self._header.executing)
+        if raw == _NOBODY:
+            return None
+        return Executing(
+            uuid.UUID(bytes=raw),
+            bytes(self._header.executing_task).decode("utf-8", "replace"),
+            datetime.fromtimestamp(self._header.executing_since, tz=UTC),
+        )
+
+    # -- outcomes not written yet -----------------------------------------------------------
+
+    def add(self, entry: bytes) -> bool:
+        """Append one outcome (a JSON object); ``False`` if there is no room for it."""
+        used = self._header.used
+        separator = b"," if used else b""
+        end = used + len(separator) + len(entry)
+        if end > self.capacity:
+            return False
+        self._buffer[used:end] = separator + entry
+        self._header.used = end  # published after the bytes: a reader never sees half
+        return True
+
+    @property
+    def size(self) -> int:
+        """Bytes of outcomes not written yet."""
+        return int(self._header.used)
+
+    def entries(self, size: int | None = None) -> str:
+        """The first ``size`` bytes of outcomes (all by default) as a JSON array."""
+        used = self.size if size is None else size
+        return "[" + bytes(self._buffer[0:used]).decode("utf-8") + "]"
+
+    def written(self, size: int) -> None:
+        """The first ``size`` bytes of outcomes are in the database: forget them."""
+        used = self.size
+        if size <= 0:
+            return
+        if size >= used:
+            self._header.used = 0
+            return
+        rest = self._buffer[size + 1 : used]  # +1: the separator after the written part
+        self._buffer[0 : len(rest)] = rest
+        self._header.used = len(rest)

@@ -1,0 +1,62 @@
+"""The journal a worker process shares with its supervisor (private memory here)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import uuid
+
+from django.utils import timezone
+
+from django_tasks.worker.journal import ProcessJournal
+
+
+def test_outcomes_are_kept_in_order_until_written():
+    journal = ProcessJournal.private(capacity=64)
+    assert journal.entries() == "[]"
+    assert journal.add(b'{"a":1}')
+    assert journal.add(b'{"b":2}')
+    taken = journal.size
+    assert json.loads(journal.entries(taken)) == [{"a": 1}, {"b": 2}]
+    assert journal.add(b'{"c":3}')  # arrives while the first two are being written
+    journal.written(taken)
+    assert json.loads(journal.entries()) == [{"c": 3}]
+    journal.written(0)  # nothing written: nothing forgotten
+    assert json.loads(journal.entries()) == [{"c": 3}]
+    journal.written(journal.size)
+    assert journal.entries() == "[]"
+
+
+def test_an_outcome_that_does_not_fit_is_refused():
+    journal = ProcessJournal.private(capacity=16)
+    assert journal.add(b'{"x":"123456"}')
+    assert not journal.add(b'{"y":1}')  # no room: the caller writes it at once
+    assert json.loads(journal.entries()) == [{"x": "123456"}]
+
+
+def test_the_run_being_executed_and_the_boot_state():
+    journal = ProcessJournal.private()
+    assert journal.executing is None
+    run_id, since = uuid.uuid4(), timezone.now()
+    journal.begin(run_id, "some_task", since)
+    executing = journal.executing
+    assert executing is not None
+    assert (executing.run_id, executing.task_name) == (run_id, "some_task")
+    assert abs((executing.since - since).total_seconds()) < 1e-5
+    journal.end()
+    assert journal.executing is None
+    assert not journal.ready
+    journal.set_ready()
+    assert journal.ready
+    journal.set_error("ImportError: " + "x" * 10_000)
+    assert journal.error.startswith("ImportError: x")
+    assert len(journal.error) < 4096
+    journal.count_processed()
+    assert journal.processed == 1
+
+
+def test_a_shared_journal_is_shared_memory():
+    journal = ProcessJournal.shared(multiprocessing.get_context("spawn"), capacity=1024)
+    assert journal.add(b"{}")
+    assert journal.capacity == 1024
+    assert journal.entries() == "[{}]"
