@@ -24,6 +24,7 @@ from .conf import task_settings
 from .dependencies import Upstream, collect_upstreams, resolve
 from .futures import TaskRunFuture
 from .ids import uuid7
+from .migrated import explain_missing_schema
 from .runners import SubmittedFuture
 from .serializers import dumps, preview
 from .signals import run_enqueued, send
@@ -125,7 +126,11 @@ def _enqueue_dependent(params: dict[str, Any], upstreams: list[Upstream]) -> Non
     :class:`ValueError` and leaves nothing behind."""
     alias = task_settings().DATABASE_ALIAS
     ids = [u.future.id for u in upstreams]
-    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+    with (
+        explain_missing_schema(alias),
+        transaction.atomic(using=alias),
+        connections[alias].cursor() as cursor,
+    ):
         cursor.execute(sql.LOCK_UPSTREAMS, {"ids": ids})
         found = {row[0]: row[1:] for row in cursor.fetchall()}
         missing = [str(i) for i in ids if i not in found]
@@ -193,7 +198,11 @@ def _execute_prepared(query: str, params: dict[str, Any]) -> None:
     if prepare and threshold is None:
         conn.prepare_threshold = 0  # None would make psycopg ignore prepare=True
     try:
-        with wrapper.wrap_database_errors, psycopg.Cursor(conn) as cursor:
+        with (
+            explain_missing_schema(wrapper.alias),
+            wrapper.wrap_database_errors,
+            psycopg.Cursor(conn) as cursor,
+        ):
             cursor.execute(query, params, prepare=prepare)
     finally:
         conn.prepare_threshold = threshold
@@ -232,7 +241,8 @@ def enqueue_many(
         "previews": previews,
         "state_name": StateName.SCHEDULED,
     }
-    with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
+    alias = task_settings().DATABASE_ALIAS
+    with explain_missing_schema(alias), connections[alias].cursor() as cursor:
         cursor.execute(sql.ENQUEUE_MANY, params)
     for run_id in ids:
         send(run_enqueued, task, run_id=run_id)
@@ -246,7 +256,8 @@ def cancel(run_id: uuid.UUID, *, message: str = "Cancelled by request.") -> Stat
     the task, or the supervisor kills it after ``CANCEL_GRACE``). Returns the new state type,
     or ``None`` when the run was already final (or does not exist).
     """
-    with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
+    alias = task_settings().DATABASE_ALIAS
+    with explain_missing_schema(alias), connections[alias].cursor() as cursor:
         cursor.execute(sql.CANCEL, {"id": run_id, "message": message})
         row = cursor.fetchone()
     return StateType(row[0]) if row else None

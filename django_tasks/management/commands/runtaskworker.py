@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from django_tasks.conf import task_settings
 from django_tasks.logs import configure_worker_logging
+from django_tasks.migrated import NotMigrated, check_migrated
 from django_tasks.tasks import check_queue
 from django_tasks.worker import Supervisor
+from django_tasks.worker.supervisor import WorkerBootError
 
 
 def _queues(value: str) -> list[str]:
@@ -23,6 +27,19 @@ def _queues(value: str) -> list[str]:
 def _positive(option: str, value: float | None) -> None:
     if value is not None and value < 1:
         raise CommandError(f"{option} must be at least 1.")
+
+
+def _refuse_inside_a_new_worker_process() -> None:
+    """Worker processes are new interpreters that import ``__main__`` again (multiprocessing
+    *spawn*). A ``manage.py`` that runs its command at import, without the usual
+    ``if __name__ == "__main__":`` guard, would start a second supervisor inside each worker
+    process: say so, instead of multiprocessing's bootstrapping error."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise CommandError(
+            "runtaskworker started again inside one of its own worker processes: the script "
+            "that runs manage.py commands (usually manage.py) must call them only under "
+            '`if __name__ == "__main__":`, because each worker process imports it again.'
+        )
 
 
 def _check_metrics(port: int | None) -> None:
@@ -90,15 +107,21 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        _refuse_inside_a_new_worker_process()
         _positive("--concurrency", options["concurrency"])
         _positive("--batch-size", options["batch_size"])
         _positive("--max-tasks-per-child", options["max_tasks_per_child"])
         if options["shutdown_timeout"] < 0:
             raise CommandError("--shutdown-timeout must not be negative.")
         _check_metrics(options["metrics_port"])
+        queues = _queues(options["queues"]) if options["queues"] else None
+        try:
+            check_migrated(task_settings().DATABASE_ALIAS)
+        except NotMigrated as exc:
+            raise CommandError(str(exc)) from None
         self._configure_logging(options["verbosity"])
         supervisor = Supervisor(
-            _queues(options["queues"]) if options["queues"] else None,
+            queues,
             concurrency=options["concurrency"],
             batch_size=options["batch_size"],
             poll_interval=options["poll_interval"],
@@ -108,7 +131,10 @@ class Command(BaseCommand):
             metrics_port=options["metrics_port"],
             metrics_addr=options["metrics_addr"],
         )
-        code = supervisor.run()
+        try:
+            code = supervisor.run()
+        except WorkerBootError as exc:
+            raise CommandError(str(exc)) from None
         if code:
             sys.exit(code)
 

@@ -14,6 +14,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_tasks import cli
 from django_tasks.actions import RunNotFound, cancel_run, retry_run
+from django_tasks.conf import task_settings
+from django_tasks.migrated import NotMigrated, check_migrated
 from django_tasks.retention import parse_age, purge
 from django_tasks.states import FINAL_TYPES, StateType, is_final
 
@@ -53,6 +55,10 @@ class Command(BaseCommand):
         purge_parser.add_argument("--batch-size", type=int, default=10_000)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            check_migrated(task_settings().DATABASE_ALIAS)
+        except NotMigrated as exc:
+            raise CommandError(str(exc)) from None
         verb = options["verb"]
         if verb == "purge":
             self._purge(options)
