@@ -226,12 +226,13 @@ def raw_drain(n: int, processes: int) -> float:
     return n / (finished - started)
 
 
-def start_workers(concurrency: int, *extra: str) -> subprocess.Popen[bytes]:
+def start_workers(concurrency: int, *extra: str, root: Path = ROOT) -> subprocess.Popen[bytes]:
+    """``runtaskworker`` of the code in ``root`` (this checkout, or another one to compare)."""
     env = dict(os.environ)
     proc = subprocess.Popen(
         [
             sys.executable,
-            str(ROOT / "manage.py"),
+            str(root / "manage.py"),
             "runtaskworker",
             "-v",
             "0",
@@ -239,7 +240,7 @@ def start_workers(concurrency: int, *extra: str) -> subprocess.Popen[bytes]:
             str(concurrency),
             *extra,
         ],
-        cwd=ROOT,
+        cwd=root,
         env=env,
         start_new_session=True,
     )
@@ -255,10 +256,10 @@ def stop_workers(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(60)
 
 
-def ours_drain(n: int, concurrency: int, *extra: str) -> float:
+def ours_drain(n: int, concurrency: int, *extra: str, root: Path = ROOT) -> float:
     """Workers idle first; then ``n`` runs appear in one commit; time until all are done."""
     settle()
-    proc = start_workers(concurrency, *extra)
+    proc = start_workers(concurrency, *extra, root=root)
     try:
         noop.delay_many([()] * n)
         started = time.perf_counter()
