@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import time
 import uuid
 
 from django.utils import timezone
@@ -38,7 +40,7 @@ def test_the_run_being_executed_and_the_boot_state():
     journal = ProcessJournal.private()
     assert journal.executing is None
     run_id, since = uuid.uuid4(), timezone.now()
-    journal.begin(run_id, "some_task", since)
+    journal.begin(run_id, "some_task", since.timestamp())
     executing = journal.executing
     assert executing is not None
     assert (executing.run_id, executing.task_name) == (run_id, "some_task")
@@ -55,8 +57,24 @@ def test_the_run_being_executed_and_the_boot_state():
     assert journal.processed == 1
 
 
-def test_a_shared_journal_is_shared_memory():
-    journal = ProcessJournal.shared(multiprocessing.get_context("spawn"), capacity=1024)
+def _child_writes(journal: ProcessJournal, run_id: uuid.UUID) -> None:
+    journal.set_ready()
+    journal.add(b'{"written": "by the child"}')
+    journal.begin(run_id, "poison", time.time())
+    os._exit(1)  # dies mid-run, as a poison run makes it
+
+
+def test_what_a_child_writes_is_read_by_its_parent_after_it_died():
+    context = multiprocessing.get_context("spawn")
+    journal = ProcessJournal.shared(context, capacity=1024)
     assert journal.add(b"{}")
-    assert journal.capacity == 1024
-    assert journal.entries() == "[{}]"
+    run_id = uuid.uuid4()
+    child = context.Process(target=_child_writes, args=(journal, run_id))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 1
+    assert journal.ready
+    assert json.loads(journal.entries()) == [{}, {"written": "by the child"}]
+    executing = journal.executing
+    assert executing is not None
+    assert (executing.run_id, executing.task_name) == (run_id, "poison")

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -13,7 +16,7 @@ from django_tasks.worker.stopping import AT_ONCE, DUPLICATE, GRACEFUL, StopReque
 from tests.taskapp.models import Effect
 from tests.taskapp.tasks import sleep_then_record
 
-from .conftest import session_pids, wait_until, worker_log, worker_processes
+from .conftest import ROOT, session_pids, wait_until, worker_log, worker_processes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -91,3 +94,33 @@ def test_stop_requests_count_a_repeated_signal_but_not_one_request_seen_twice(mo
     assert later.add(signal.SIGINT) == AT_ONCE  # another signal, but long after
     assert StopRequests.name(signal.SIGINT) == "SIGINT"
     assert StopRequests.name(99) == "99"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_rundemo_lets_the_running_run_finish(worker_env):
+    """rundemo runs the web server and a worker pool: Ctrl-C reaches both (one process
+    group), and rundemo also sends the pool SIGTERM as it exits."""
+    run = sleep_then_record.delay(3.0, "demo ctrl-c")
+    demo = subprocess.Popen(
+        [sys.executable, "manage.py", "rundemo", f"127.0.0.1:{free_port()}", "--concurrency", "1"],
+        cwd=ROOT,
+        env=worker_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: run.state.is_running(), timeout=60)
+        os.killpg(demo.pid, signal.SIGINT)
+        assert demo.wait(30) == 0
+        assert run.state.is_completed(), run.state
+        assert list(Effect.objects.values_list("label", flat=True)) == ["demo ctrl-c"]
+    finally:
+        for pid in session_pids(demo.pid):
+            os.kill(pid, signal.SIGKILL)

@@ -54,7 +54,11 @@ class QueueConnection:
 
     def db_time(self) -> datetime:
         """Now, on the database's clock."""
-        return datetime.fromtimestamp(time.time() + self.clock_offset, tz=UTC)
+        return datetime.fromtimestamp(self.db_epoch(), tz=UTC)
+
+    def db_epoch(self) -> float:
+        """Now, on the database's clock, in seconds since the epoch."""
+        return time.time() + self.clock_offset
 
     def execute(
         self, query: str, params: dict[str, Any] | None = None, *, give_up_on_stop: bool

@@ -65,7 +65,14 @@ class ProcessJournal:
     def __init__(self, header: Any, buffer: Any) -> None:
         self._header = header
         self._buffer = buffer
+        self._address = ctypes.addressof(buffer)  # memmove: a fraction of a slice's cost
         self.capacity = len(buffer)
+
+    def __getstate__(self) -> tuple[Any, Any]:  # pickled to a child when it is started
+        return self._header, self._buffer
+
+    def __setstate__(self, state: tuple[Any, Any]) -> None:
+        self.__init__(*state)  # type: ignore[misc]  # the address in this process's mapping
 
     @classmethod
     def shared(cls, context: BaseContext, capacity: int = JOURNAL_BYTES) -> ProcessJournal:
@@ -105,9 +112,10 @@ class ProcessJournal:
 
     # -- the run being executed -------------------------------------------------------------
 
-    def begin(self, run_id: uuid.UUID, task_name: str, since: datetime) -> None:
-        """``run_id`` (a run of ``task_name``) is about to be executed from ``since``."""
-        self._header.executing_since = since.timestamp()
+    def begin(self, run_id: uuid.UUID, task_name: str, since: float) -> None:
+        """``run_id`` (a run of ``task_name``) is about to be executed from ``since`` (seconds
+        since the epoch on the database's clock)."""
+        self._header.executing_since = since
         self._header.executing_task = task_name.encode("utf-8", "replace")[:255]
         ctypes.memmove(self._header.executing, run_id.bytes, 16)
 
@@ -132,11 +140,13 @@ class ProcessJournal:
     def add(self, entry: bytes) -> bool:
         """Append one outcome (a JSON object); ``False`` if there is no room for it."""
         used = self._header.used
-        separator = b"," if used else b""
-        end = used + len(separator) + len(entry)
+        start = used + 1 if used else 0  # a comma between entries
+        end = start + len(entry)
         if end > self.capacity:
             return False
-        self._buffer[used:end] = separator + entry
+        if used:
+            ctypes.memmove(self._address + used, b",", 1)
+        ctypes.memmove(self._address + start, entry, len(entry))
         self._header.used = end  # published after the bytes: a reader never sees half
         return True
 
@@ -148,7 +158,7 @@ class ProcessJournal:
     def entries(self, size: int | None = None) -> str:
         """The first ``size`` bytes of outcomes (all by default) as a JSON array."""
         used = self.size if size is None else size
-        return "[" + bytes(self._buffer[0:used]).decode("utf-8") + "]"
+        return "[" + ctypes.string_at(self._address, used).decode("utf-8") + "]"
 
     def written(self, size: int) -> None:
         """The first ``size`` bytes of outcomes are in the database: forget them."""
@@ -158,6 +168,6 @@ class ProcessJournal:
         if size >= used:
             self._header.used = 0
             return
-        rest = self._buffer[size + 1 : used]  # +1: the separator after the written part
-        self._buffer[0 : len(rest)] = rest
-        self._header.used = len(rest)
+        rest = used - size - 1  # -1: the separator after the written part
+        ctypes.memmove(self._address, self._address + size + 1, rest)
+        self._header.used = rest

@@ -141,7 +141,7 @@ class RunMixin:
         took it down (see :mod:`.journal`)."""
         single = self.concurrency == 1
         if single:
-            self.journal.begin(run.id, run.task_name, db.db_time())
+            self.journal.begin(run.id, run.task_name, db.db_epoch())
         try:
             self._execute(db, run)
         finally:

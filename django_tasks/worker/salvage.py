@@ -114,9 +114,7 @@ def _write_outcomes(db: QueueConnection, journal: ProcessJournal, worker: str) -
     try:
         entries = json.loads(journal.entries())
     except ValueError:  # the child died while changing its journal: too rare to piece together
-        logger.error(
-            "The journal of worker process %s is unreadable; its runs are handed back", worker
-        )
+        logger.error("Worker process %s left an unreadable journal: its runs go back", worker)
         return 0
     written = _flush(db, worker, entries)
     if written is None:  # one of them is refused: write the others

@@ -1,0 +1,192 @@
+"""Settling a dead worker process's runs from its journal, and recording outcomes the
+database refuses - in this process, against real PostgreSQL, statement by statement."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from django_tasks import sql
+from django_tasks.models import TaskRun, TaskRunState
+from django_tasks.states import StateName, StateType
+from django_tasks.worker import Worker
+from django_tasks.worker.connection import QueueConnection
+from django_tasks.worker.journal import ProcessJournal
+from django_tasks.worker.outcomes import ClaimedRun, Deferred, Outcome, finish_run
+from django_tasks.worker.salvage import how_it_died, salvage
+from tests.taskapp.poison import exit_process_retried
+from tests.taskapp.tasks import add, always_fails
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DEAD = "host:999999"
+
+
+@pytest.fixture
+def db():
+    conn = QueueConnection("default", lambda: False)
+    yield conn
+    conn.close()
+
+
+def claim_all(db: QueueConnection, worker: str = DEAD) -> list[ClaimedRun]:
+    params = {"queue": "default", "limit": 100, "worker": worker, "late_after": 5.0}
+    rows = db.execute(sql.CLAIM, {**params, "done": "[]"}, give_up_on_stop=False)
+    return [
+        ClaimedRun(id=row[1], task_key=row[2], task_name=row[3], parameters=b"", attempts=row[6])
+        for row in rows
+        if row[0] == "claimed"
+    ]
+
+
+def done(run: ClaimedRun, value: int) -> Deferred:
+    now = timezone.now()
+    outcome = Outcome(StateType.COMPLETED, StateName.COMPLETED, "", None, value, "")
+    return Deferred(run, now - timedelta(milliseconds=5), now, outcome)
+
+
+def names(run_id: uuid.UUID) -> list[str]:
+    return list(TaskRunState.objects.filter(run_id=run_id).values_list("name", flat=True))
+
+
+def test_a_dead_childs_journal_is_settled_run_by_run(db):
+    """Two runs finished (journaled), one executing when the process died, two not started."""
+    futures = [add.delay(i, i) for i in range(5)]
+    runs = claim_all(db)
+    assert [r.attempts for r in runs] == [1] * 5  # counted at the claim
+    journal = ProcessJournal.private()
+    for run, value in zip(runs[:2], (0, 2), strict=True):
+        assert journal.add(done(run, value).entry())
+    journal.begin(runs[2].id, "add", time.time())
+
+    settled = salvage(db, journal, worker=DEAD, rescuer="me", exitcode=-11)
+
+    assert (settled.written, settled.crashed, settled.retried) == (2, 1, 0)
+    rows = {r.id: r for r in TaskRun.objects.all()}
+    assert [rows[f.id].state_type for f in futures] == [
+        "COMPLETED",
+        "COMPLETED",
+        "CRASHED",
+        "SCHEDULED",
+        "SCHEDULED",
+    ]
+    assert [rows[f.id].result_preview for f in futures[:2]] == [0, 2]
+    crashed = rows[futures[2].id]
+    assert crashed.state_message == (
+        f"Task 'add' took down its worker process {DEAD} (killed by signal SIGSEGV) "
+        f"while running this run."
+    )
+    assert (crashed.attempts, crashed.crashes) == (1, 1)
+    assert names(futures[2].id) == ["Scheduled", "Pending", "Running", "Crashed"]
+    for future in futures[3:]:  # never started: back in the topic, the attempt given back
+        row = rows[future.id]
+        assert (row.attempts, row.crashes, row.worker) == (0, 0, "")
+        assert row.state_message == f"Handed back: worker process {DEAD} died before starting it."
+
+
+def test_a_run_killed_by_its_supervisor_is_not_blamed(db):
+    future = always_fails.delay("x")  # retries=1
+    (run,) = claim_all(db)
+    journal = ProcessJournal.private()
+    journal.begin(run.id, run.task_name, time.time())
+    settled = salvage(
+        db, journal, worker=DEAD, rescuer="me", exitcode=-9, killed_because="the shutdown timeout"
+    )
+    assert settled.retried == 1
+    row = TaskRun.objects.get(pk=future.id)
+    assert (row.state_type, row.state_name, row.crashes) == ("SCHEDULED", "AwaitingRetry", 0)
+    crashed = TaskRunState.objects.get(run_id=future.id, type="CRASHED")
+    assert crashed.message == (
+        f"Worker process {DEAD} was killed by its supervisor (the shutdown timeout) while "
+        f"running this run."
+    )
+
+
+def test_a_run_that_keeps_crashing_is_discarded_before_its_retries_end(db, settings):
+    settings.DJANGO_TASKS = {"MAX_CRASHES": 2}
+    future = exit_process_retried.delay()  # retries=10, but it only ever crashes
+    for expected in ("SCHEDULED", "CRASHED"):
+        (run,) = claim_all(db)
+        journal = ProcessJournal.private()
+        journal.begin(run.id, run.task_name, time.time())
+        salvage(db, journal, worker=DEAD, rescuer="me", exitcode=1)
+        TaskRun.objects.filter(pk=future.id).update(scheduled_time=timezone.now())
+        assert TaskRun.objects.get(pk=future.id).state_type == expected
+    row = TaskRun.objects.get(pk=future.id)
+    assert row.state_message.endswith(
+        "Its worker died while running it 2 times in a row (MAX_CRASHES): it is not claimed again."
+    )
+    assert claim_all(db) == []
+
+
+def test_an_unreadable_journal_sends_the_runs_back(db, caplog):
+    future = add.delay(1, 1)
+    claim_all(db)
+    journal = ProcessJournal.private()
+    journal.add(b'{"id": "torn')
+    assert salvage(db, journal, worker=DEAD, rescuer="me", exitcode=1).written == 0
+    assert "unreadable journal" in caplog.text
+    assert TaskRun.objects.get(pk=future.id).state_type == "SCHEDULED"
+
+
+def test_one_refused_outcome_in_a_journal_does_not_cost_the_others(db):
+    futures = [add.delay(i, i) for i in range(2)]
+    good, bad = claim_all(db)
+    journal = ProcessJournal.private()
+    journal.add(done(good, 7).entry())
+    broken: dict[str, Any] = json.loads(done(bad, 8).entry())
+    broken["started"] = "not a time"
+    journal.add(json.dumps(broken).encode())
+    assert salvage(db, journal, worker=DEAD, rescuer="me", exitcode=1).written == 1
+    states = [TaskRun.objects.get(pk=f.id).state_type for f in futures]
+    assert states == ["COMPLETED", "SCHEDULED"]  # the unwritable one runs again
+
+
+def test_a_refused_final_state_ends_the_run_failed_with_the_reason(db):
+    future = add.delay(1, 2)
+    (run,) = claim_all(db)
+    db.execute(sql.START, {"id": run.id, "worker": DEAD, "started": None}, give_up_on_stop=False)
+    # A preview built elsewhere than preview(): NaN, which jsonb refuses.
+    outcome = Outcome(StateType.COMPLETED, StateName.COMPLETED, "", b"x", float("nan"), "")
+    assert finish_run(db, run.id, DEAD, outcome)
+    row = TaskRun.objects.get(pk=future.id)
+    assert row.state_type == "FAILED"
+    assert row.state_message.startswith("Could not record the run's result: ")
+
+
+def test_deferred_outcomes_the_database_refuses_are_written_one_by_one(db, monkeypatch):
+    futures = [add.delay(i, i) for i in range(3)]
+    worker = Worker(handle_signals=False)
+    worker.name = DEAD
+    runs = claim_all(db)
+    real_entry = Deferred.entry
+
+    def entry(self: Deferred) -> bytes:
+        data = json.loads(real_entry(self))
+        if self.run.id == runs[1].id and not data["message"]:
+            data["finished"] = "not a time"  # refused as it is
+        return json.dumps(data).encode()
+
+    monkeypatch.setattr(Deferred, "entry", entry)
+    items = [done(run, i) for i, run in enumerate(runs)]
+    for item in items:
+        worker._defer(db, item)
+    assert worker.journal.size > 0
+    worker._flush_deferred(db)
+    assert worker.journal.size == 0
+    rows = [TaskRun.objects.get(pk=f.id) for f in futures]
+    assert [r.state_type for r in rows] == ["COMPLETED", "FAILED", "COMPLETED"]
+    assert rows[1].state_message.startswith("Could not record the run's result: ")
+
+
+def test_how_a_process_died():
+    assert how_it_died(1) == "exit code 1"
+    assert how_it_died(-9) == "killed by signal SIGKILL"
+    assert how_it_died(-200) == "killed by signal 200"
+    assert how_it_died(None) == "exit code unknown"
