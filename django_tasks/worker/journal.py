@@ -42,15 +42,13 @@ class _Header(ctypes.Structure):
     _fields_ = (
         ("processed", ctypes.c_longlong),
         ("ready", ctypes.c_int),
+        ("busy", ctypes.c_int),  # 1 while ``executing`` names the run being executed
         ("executing", ctypes.c_ubyte * 16),
         ("executing_since", ctypes.c_double),  # seconds since the epoch, database clock
         ("executing_task", ctypes.c_char * 256),
         ("used", ctypes.c_longlong),  # bytes of journal
         ("error", ctypes.c_char * _ERROR_BYTES),
     )
-
-
-_NOBODY = bytes(16)
 
 
 class Executing(NamedTuple):
@@ -67,6 +65,7 @@ class ProcessJournal:
         self._buffer = buffer
         self._address = ctypes.addressof(buffer)  # memmove: a fraction of a slice's cost
         self.capacity = len(buffer)
+        self._task_name: str | None = None
 
     def __getstate__(self) -> tuple[Any, Any]:  # pickled to a child when it is started
         return self._header, self._buffer
@@ -115,20 +114,24 @@ class ProcessJournal:
     def begin(self, run_id: uuid.UUID, task_name: str, since: float) -> None:
         """``run_id`` (a run of ``task_name``) is about to be executed from ``since`` (seconds
         since the epoch on the database's clock)."""
-        self._header.executing_since = since
-        self._header.executing_task = task_name.encode("utf-8", "replace")[:255]
-        ctypes.memmove(self._header.executing, run_id.bytes, 16)
+        header = self._header
+        header.executing_since = since
+        if task_name != self._task_name:  # most runs are of the task before them
+            header.executing_task = task_name.encode("utf-8", "replace")[:255]
+            self._task_name = task_name
+        ctypes.memmove(header.executing, run_id.bytes, 16)
+        header.busy = 1
 
     def end(self) -> None:
         """No run is being executed (its outcome is written or journaled)."""
-        ctypes.memmove(self._header.executing, _NOBODY, 16)
+        self._header.busy = 0
 
     @property
     def executing(self) -> Executing | None:
         """The run being executed, if any."""
-        raw = bytes(self._header.executing)
-        if raw == _NOBODY:
+        if not self._header.busy:
             return None
+        raw = bytes(self._header.executing)
         return Executing(
             uuid.UUID(bytes=raw),
             bytes(self._header.executing_task).decode("utf-8", "replace"),
@@ -145,8 +148,8 @@ class ProcessJournal:
         if end > self.capacity:
             return False
         if used:
-            ctypes.memmove(self._address + used, b",", 1)
-        ctypes.memmove(self._address + start, entry, len(entry))
+            entry = b"," + entry
+        ctypes.memmove(self._address + used, entry, len(entry))
         self._header.used = end  # published after the bytes: a reader never sees half
         return True
 

@@ -3,9 +3,9 @@ an outcome (used by the worker processes and by the supervisor when it kills one
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
+from base64 import b64encode
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -90,25 +90,28 @@ class Deferred:
 
     def entry(self) -> bytes:
         """This completion as one object of the JSON array FLUSH and CLAIM take (and as it is
-        kept in the process's journal until written)."""
+        kept in the process's journal until written). Made for every short run, so written
+        out by hand: a third of the cost of building a dict for ``json.dumps``."""
         outcome = self.outcome
-        entry = {
-            "id": str(self.run.id),
-            "started": self.started.isoformat(),
-            "finished": self.finished.isoformat(),
-            "type": outcome.type.value,
-            "name": outcome.name,
-            "message": outcome.message,
-            "result": (
-                base64.b64encode(outcome.payload).decode() if outcome.payload is not None else None
-            ),
-            "preview": outcome.preview,
-            "traceback": outcome.traceback,
-        }
+        result = "null" if outcome.payload is None else f'"{b64encode(outcome.payload).decode()}"'
         try:
-            return json.dumps(entry, allow_nan=False).encode()
+            preview = _ENCODE(outcome.preview) if outcome.preview is not None else "null"
         except ValueError:  # a preview built elsewhere than preview(): escape it
-            return json.dumps(storable_json(entry)).encode()
+            preview = _ENCODE(storable_json(outcome.preview))
+        return (
+            f'{{"id":"{self.run.id}","started":{self.started.timestamp()!r},'
+            f'"finished":{self.finished.timestamp()!r},"type":"{outcome.type.value}",'
+            f'"name":{_ENCODE(outcome.name)},"message":{_text(outcome.message)},'
+            f'"result":{result},"preview":{preview},"traceback":{_text(outcome.traceback)}}}'
+        ).encode()
+
+
+#: JSON without NaN or infinities (PostgreSQL's jsonb has none).
+_ENCODE = json.JSONEncoder(allow_nan=False).encode
+
+
+def _text(text: str) -> str:
+    return _ENCODE(text) if text else '""'
 
 
 def outcome_state(outcome: Outcome) -> State:
