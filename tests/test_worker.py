@@ -251,3 +251,30 @@ def test_adaptive_worker_claims_big_batches_of_short_runs():
     assert all(f.state.is_completed() for f in futures)
     assert worker.processed == 150
     assert worker.claims < 10  # a handful of claims, not 15 claims of 10
+
+
+def test_connections_are_closed_after_runs_once_django_opened_one(monkeypatch):
+    """Like the end of a request - but a process whose tasks never opened a Django
+    connection has nothing to close, and skips asking."""
+    from django.db import connection
+
+    from django_tasks.worker import running
+
+    closed = []
+    monkeypatch.setattr(running, "close_old_connections", lambda: closed.append(1))
+    noop.delay()
+    noop.delay()
+    connection.close()  # delay() used it: a worker process would not have
+    monkeypatch.setattr(running, "_django_connected", False)
+    drain(batch_size=1)
+    assert closed == []
+    record.delay("opens a connection")
+    connection.close()
+    monkeypatch.setattr(running, "_django_connected", False)
+    drain(batch_size=1)
+    assert closed == [1]
+    assert running._django_connected
+    monkeypatch.setattr(running, "_django_connected", False)
+    noop.delay()  # Django's connection is open when the worker starts: closed after runs
+    drain(batch_size=1)
+    assert closed == [1, 1]

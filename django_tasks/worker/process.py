@@ -48,7 +48,13 @@ from .connection import QueueConnection
 from .journal import ProcessJournal
 from .maintenance import rescue
 from .outcomes import ClaimedRun, Deferred, TaskRunCancelled, TaskRunTimeout, unrecordable
-from .running import BATCH_WORK, MARK_RUNNING_AFTER, MAX_BATCH_SIZE, RunMixin
+from .running import (
+    BATCH_WORK,
+    MARK_RUNNING_AFTER,
+    MAX_BATCH_SIZE,
+    RunMixin,
+    note_open_django_connections,
+)
 from .stopping import AT_ONCE, GRACEFUL, StopRequests
 
 __all__ = [
@@ -172,6 +178,7 @@ class Worker(RunMixin):
                 signal.signal(signum, handler)
 
     def _run(self) -> int:
+        note_open_django_connections()
         control_db = QueueConnection(self.alias, self._control_done.is_set)
         control_db.execute(
             sql.REGISTER_WORKER,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connections
 from django.db import transaction as db_transaction
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
@@ -90,6 +90,13 @@ def _note_django_connection(**kwargs: Any) -> None:
     does, with ``close_old_connections()``."""
     global _django_connected
     _django_connected = True
+
+
+def note_open_django_connections() -> None:
+    """A worker started in a process that already uses Django's connections (embedded, tests)
+    closes them after runs from the start."""
+    if any(c.connection is not None for c in connections.all(initialized_only=True)):
+        _note_django_connection()
 
 
 class _RollBack(Exception):
