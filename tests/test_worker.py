@@ -131,7 +131,7 @@ def test_run_taken_away_is_not_executed_when_checked_first(caplog):
     caplog.set_level("DEBUG", logger="django_tasks")
     future = record.delay("never")
     worker = Worker(burst=True, handle_signals=False)
-    worker._durations[record.key] = 1.0  # known to be long: RUNNING is written (and checked) first
+    worker.durations[record.key] = 1.0  # known to be long: RUNNING is written (and checked) first
     db = QueueConnection(worker.alias, lambda: False)
     [claimed] = worker._claim(db)
     TaskRun.objects.filter(pk=future.id).update(worker="someone-else")
@@ -149,7 +149,7 @@ def test_short_run_taken_away_has_its_outcome_discarded(caplog):
     [claimed] = worker._claim(db)
     TaskRun.objects.filter(pk=future.id).update(worker="someone-else")
     worker._process(db, claimed)  # short runs are not checked first: it runs...
-    worker._write_deferred(db, worker._take_deferred())
+    worker.deferred.flush(db)
     db.close()
     assert Effect.objects.count() == 1
     run = TaskRun.objects.get(pk=future.id)
@@ -233,14 +233,14 @@ def test_bad_concurrency():
 def test_claims_grow_for_short_runs_unless_the_size_is_given():
     adaptive = Worker(burst=True, handle_signals=False)
     assert adaptive._batch_limit() == 1  # nothing known yet: do not hoard
-    adaptive._durations["fast"] = 0.0001
+    adaptive.durations["fast"] = 0.0001
     assert adaptive._batch_limit() == 100  # capped
-    adaptive._durations["medium"] = 0.001
+    adaptive.durations["medium"] = 0.001
     assert adaptive._batch_limit() == 20  # about 20 ms of the slowest known task
-    adaptive._durations["slow"] = 1.0
+    adaptive.durations["slow"] = 1.0
     assert adaptive._batch_limit() == 1  # slow tasks: one at a time, others may start them
     fixed = Worker(burst=True, handle_signals=False, batch_size=3)
-    fixed._durations["fast"] = 0.0001
+    fixed.durations["fast"] = 0.0001
     assert fixed._batch_limit() == 3
 
 

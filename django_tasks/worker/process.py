@@ -20,7 +20,8 @@ What the process is executing and the outcomes it has not written yet are kept i
 journal (:mod:`.journal`), shared with the supervisor, which settles them if the process dies.
 
 How one run is executed (deferred, atomic, cached; timeouts, retries, hooks) is in
-:mod:`.running`; the outcome types and the statements that record them in :mod:`.outcomes`.
+:mod:`.running`; the outcome types and the statements that record them in :mod:`.outcomes`;
+the outcomes of short runs waiting for the next claim in :mod:`.deferred`.
 """
 
 from __future__ import annotations
@@ -32,11 +33,10 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import FrameType
-from typing import Any, ClassVar
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Json
@@ -45,14 +45,15 @@ from .. import sql
 from ..conf import task_settings
 from ..logs import for_run
 from .connection import QueueConnection
+from .deferred import DeferredOutcomes, Taken
 from .journal import ProcessJournal
 from .maintenance import rescue
-from .outcomes import ClaimedRun, Deferred, TaskRunCancelled, TaskRunTimeout, unrecordable
+from .outcomes import ClaimedRun, TaskRunCancelled, TaskRunTimeout
 from .running import (
     BATCH_WORK,
     MARK_RUNNING_AFTER,
     MAX_BATCH_SIZE,
-    RunMixin,
+    Execution,
     note_open_django_connections,
 )
 from .stopping import AT_ONCE, GRACEFUL, StopRequests
@@ -72,27 +73,12 @@ EXIT_RECYCLE = 75
 logger = logging.getLogger("django_tasks.worker")
 
 
-@dataclass(frozen=True)
-class _Taken:
-    """Deferred outcomes taken to be written: the runs, their JSON array, and how many bytes
-    of the journal they fill (forgotten once written)."""
-
-    items: list[Deferred]
-    entries: str
-    size: int
-
-    NONE: ClassVar[_Taken]
-
-
-_Taken.NONE = _Taken([], "[]", 0)
-
-
 def worker_name(pid: int | None = None) -> str:
     """How runs and worker rows name a worker process: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
-class Worker(RunMixin):
+class Worker:
     """Executes background runs of the given queues until stopped."""
 
     def __init__(
@@ -133,6 +119,7 @@ class Worker(RunMixin):
         # Shared with the supervisor (what this process runs and has not written yet, its
         # count of runs); private memory when there is no supervisor.
         self.journal = journal or ProcessJournal.private()
+        self.deferred = DeferredOutcomes(self.journal, self.name)
         self.claims = 0  # claim statements that returned runs
         self.recycle = False
         self._stopping = threading.Event()
@@ -144,16 +131,15 @@ class Worker(RunMixin):
         self._interruptible = False  # one slot on the main thread: timeouts and cancels work
         self._executing: uuid.UUID | None = None
         self._cancel_target: uuid.UUID | None = None
-        # Deferred-write bookkeeping, shared by the slot and the control thread.
+        # The run in hand, as the control thread sees it (see publish()).
         self._lock = threading.Lock()
-        self._journal_lock = threading.Lock()  # the deferred outcomes and their journal
-        self._deferred: list[Deferred] = []
         self._current: ClaimedRun | None = None
         self._current_since = 0.0
         self._current_started: datetime | None = None
         self._current_marked = False
-        self._current_lost = False
-        self._durations: dict[str, float] = {}
+        self.current_lost = False  # taken from this worker before its RUNNING row was written
+        #: Recent duration of each task's runs (seconds), for adaptive claims and deferral.
+        self.durations: dict[str, float] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -294,14 +280,14 @@ class Worker(RunMixin):
                 return
             if time.monotonic() - self._current_since < MARK_RUNNING_AFTER:
                 return
-            self._flush_deferred(db)
+            self.deferred.flush(db)
             started = db.execute(
                 sql.START,
                 {"id": run.id, "worker": self.name, "started": self._current_started},
                 give_up_on_stop=False,
             )
             self._current_marked = True
-            self._current_lost = not started
+            self.current_lost = not started
         if not started:
             logger.warning(
                 "Run %s was cancelled or taken before it started; stopping it",
@@ -359,7 +345,7 @@ class Worker(RunMixin):
         try:
             while not self._stopping.is_set():
                 generation = self._generation
-                flushing = bool(self._deferred)
+                flushing = bool(self.deferred)
                 runs = self._claim(db)
                 if not runs:
                     # A burst ends when nothing is ready - but a claim that wrote completions
@@ -374,7 +360,7 @@ class Worker(RunMixin):
                         break
                     self._process(db, run)
         finally:
-            self._flush_deferred(db)
+            self.deferred.flush(db)
             db.close()
 
     def _sleep(self, generation: int) -> None:
@@ -389,7 +375,7 @@ class Worker(RunMixin):
     def _claim(self, db: QueueConnection) -> list[ClaimedRun]:
         """Claim a batch from the first of our queues (in the order given) that has ready runs,
         writing the deferred completions of the previous batch in the same statement."""
-        done = self._take_deferred()
+        done = self.deferred.take()
         for queue in self.queues:
             params = {
                 "queue": queue,
@@ -404,11 +390,11 @@ class Worker(RunMixin):
             except Exception:  # the database refused a completion: write them one by one
                 if not done.items:
                     raise
-                self._write_deferred(db, done)
-                done = _Taken.NONE
+                self.deferred.write(db, done)
+                done = Taken.NONE
                 rows = db.execute(sql.CLAIM, {**params, "done": "[]"}, give_up_on_stop=True)
-            self._written(done, {row[1] for row in rows if row[0] == "flushed"})
-            done = _Taken.NONE
+            self.deferred.written(done, {row[1] for row in rows if row[0] == "flushed"})
+            done = Taken.NONE
             claimed = [
                 ClaimedRun(
                     id=row[1],
@@ -441,72 +427,73 @@ class Worker(RunMixin):
         """
         if self.batch_size is not None:
             return self.batch_size
-        if self.concurrency > 1 or not self._durations:
+        if self.concurrency > 1 or not self.durations:
             return 1
-        slowest = max(self._durations.values())
+        slowest = max(self.durations.values())
         return max(1, min(MAX_BATCH_SIZE, int(BATCH_WORK / max(slowest, 1e-6))))
 
-    def _defer(self, db: QueueConnection, item: Deferred) -> None:
-        """Keep a short run's outcome to write with the next claim - in the journal, where the
-        supervisor finds it if this process dies first. An outcome the journal has no room
-        for is written now (with those before it)."""
-        entry = item.entry()
-        with self._journal_lock:
-            if self.journal.add(entry):
-                self._deferred.append(item)
-                return
-        self._flush_deferred(db)
-        with self._journal_lock:
-            if self.journal.add(entry):
-                self._deferred.append(item)
-                return
-        self._write_deferred(db, _Taken([item], f"[{entry.decode()}]", 0))
-
-    def _flush_deferred(self, db: QueueConnection) -> None:
-        """Write the deferred outcomes now (before a long run, when stopping)."""
-        self._write_deferred(db, self._take_deferred())
-
-    def _take_deferred(self) -> _Taken:
-        """The outcomes not written yet; the journal keeps them until :meth:`_written`."""
-        with self._journal_lock:
-            if not self._deferred:
-                return _Taken.NONE
-            items, self._deferred = self._deferred, []
-            size = self.journal.size
-            return _Taken(items, self.journal.entries(size), size)
-
-    def _write_deferred(self, db: QueueConnection, done: _Taken) -> None:
-        """Write outcomes taken from the journal: in one statement, or - if the database
-        refuses one of them - one by one, a refused one ending its run FAILED with the reason."""
-        if not done.items:
-            return
-        params = {"worker": self.name, "done": done.entries}
+    def _process(self, db: QueueConnection, run: ClaimedRun) -> None:
+        """Execute one claimed run to its outcome (:class:`~.running.Execution`). The journal
+        says which run this process is on meanwhile - from before its parameters are
+        unpickled until its outcome is written or journaled - so that if the process dies, its
+        supervisor knows which run took it down (see :mod:`.journal`)."""
+        single = self.concurrency == 1
+        if single:
+            self.journal.begin(run.id, run.task_name, db.db_epoch())
         try:
-            rows = db.execute(sql.FLUSH, params, give_up_on_stop=False)
-        except Exception:
-            rows = [row for item in done.items for row in self._write_one(db, item)]
-        self._written(done, {row[0] for row in rows})
+            Execution(self, db, run).execute()
+        finally:
+            if single:
+                self.journal.end()
+        with self._count_lock:  # one more run taken to an end, or to a retry
+            self.processed += 1
+            self.journal.count_processed()  # the supervisor's metrics read it there
+            if self.max_tasks is not None and self.processed >= self.max_tasks:
+                logger.info("Ran %d runs (--max-tasks-per-child): stopping", self.processed)
+                self.recycle = True
+                self.stop()
 
-    def _write_one(self, db: QueueConnection, item: Deferred) -> list[Any]:
-        params = {"worker": self.name, "done": f"[{item.entry().decode()}]"}
+    # -- what an Execution asks of its worker ---------------------------------------------
+
+    def publish(self, run: ClaimedRun, started: datetime, marked: bool) -> None:
+        """``run``'s function is about to be called (since ``started``, database clock;
+        ``marked``: its RUNNING row is written): the control thread marks a deferred run
+        RUNNING once it has gone on for MARK_RUNNING_AFTER."""
+        with self._lock:
+            self._current = run
+            self._current_since = time.monotonic()
+            self._current_started = started
+            self._current_marked = marked
+            self.current_lost = False
+
+    def unpublish(self, task_key: str) -> bool:
+        """The function returned: learn how long its task takes; returns whether the run was
+        marked RUNNING meanwhile."""
+        with self._lock:
+            self._current = None
+            marked = self._current_marked
+        elapsed = time.monotonic() - self._current_since
+        previous = self.durations.get(task_key)
+        self.durations[task_key] = elapsed if previous is None else 0.8 * previous + 0.2 * elapsed
+        return marked
+
+    def call_interruptibly(
+        self, run: ClaimedRun, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Call a run's function; on the main thread its timeout (SIGALRM) and a cancel
+        (SIGUSR1) interrupt it with :class:`TaskRunTimeout` / :class:`TaskRunCancelled`."""
+        self._executing = run.id
         try:
-            return db.execute(sql.FLUSH, params, give_up_on_stop=False)
-        except Exception as exc:
-            logger.error("Run %s: its outcome was refused: %s", item.run.id, exc)
-            failed = replace(item, outcome=unrecordable(item.outcome, exc))
-            params["done"] = f"[{failed.entry().decode()}]"
-            return db.execute(sql.FLUSH, params, give_up_on_stop=False)
-
-    def _written(self, done: _Taken, written: set[uuid.UUID]) -> None:
-        """Outcomes are in the database (those not ``written`` had been taken from us)."""
-        with self._journal_lock:
-            self.journal.written(done.size)
-        for item in done.items:
-            if item.run.id not in written:
-                self._discarded(item.run.id, item.outcome.name)
+            if self._interruptible and run.timeout:
+                signal.setitimer(signal.ITIMER_REAL, run.timeout)
+            return fn(*args, **kwargs)
+        finally:
+            if self._interruptible:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            self._executing = None
 
     def _hand_back(self, db: QueueConnection, runs: Sequence[ClaimedRun]) -> None:
-        self._flush_deferred(db)
+        self.deferred.flush(db)
         params = {
             "ids": [run.id for run in runs],
             "worker": self.name,

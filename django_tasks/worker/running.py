@@ -1,19 +1,18 @@
-"""Executing one claimed run: the part of :class:`~.process.Worker` that calls a function.
+"""Executing one claimed run: :class:`Execution`, one per run a worker process takes.
 
 Chooses how a run is executed - with RUNNING written first, deferred (short runs), atomic
 (the function and COMPLETED in one transaction), cached (under the key's lock) - calls it
-(interruptible by its timeout or a cancel), and records the outcome: retry, final state,
-hooks. The claim loop, heartbeats and the control thread are in :mod:`.process`.
+(interruptible by its timeout or a cancel, through the worker), and records the outcome:
+retry, final state, hooks. An Execution holds what every step needs - the worker, its
+connection, the run, its task and arguments, the attempt - so the steps take nothing else,
+and the run context that the task, its hooks and its retry condition see is built once per
+attempt. The claim loop, heartbeats and the control thread are in :mod:`.process`.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
-import threading
-import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +48,7 @@ from ..states import StateName, StateType
 from ..storable import describe_exception, format_traceback, storable_message
 from ..transactions import TaskTransaction
 from .connection import QueueConnection
-from .journal import ProcessJournal
+from .deferred import log_discarded
 from .outcomes import (
     ClaimedRun,
     Deferred,
@@ -64,8 +63,9 @@ from .outcomes import (
 
 if TYPE_CHECKING:
     from ..tasks import Task
+    from .process import Worker
 
-__all__ = ["DEFER_BELOW", "RunMixin"]
+__all__ = ["DEFER_BELOW", "Execution", "note_open_django_connections"]
 
 logger = logging.getLogger("django_tasks.worker")
 
@@ -109,72 +109,28 @@ def _debug_run(run_id: uuid.UUID, message: str, *args: Any) -> None:
         logger.debug(message, run_id, *args, extra=for_run(run_id))
 
 
-class RunMixin:
-    """The per-run methods of a worker; the attributes below are set by ``Worker``."""
+class Execution:
+    """One claimed run on its way to an outcome in ``worker`` (see the module docstring)."""
 
-    name: str
-    concurrency: int
-    max_tasks: int | None
-    processed: int
-    journal: ProcessJournal
-    recycle: bool
-    _durations: dict[str, float]
-    _lock: threading.Lock
-    _count_lock: threading.Lock
-    _interruptible: bool
-    _executing: uuid.UUID | None
-    _current: ClaimedRun | None
-    _current_since: float
-    _current_started: datetime | None
-    _current_marked: bool
-    _current_lost: bool
+    def __init__(self, worker: Worker, db: QueueConnection, run: ClaimedRun) -> None:
+        self.worker = worker
+        self.db = db
+        self.run = run
+        self.attempt = run.attempts  # counted by the claim
+        self.task: Task[Any, Any] | None = None
+        self.args: tuple[Any, ...] = ()
+        self.kwargs: dict[str, Any] = {}
+        self._context: TaskRunContext | None = None
 
-    def stop(self) -> None:
-        raise NotImplementedError
+    # -- from the claim to the outcome ------------------------------------------------------
 
-    def _defer(self, db: QueueConnection, item: Deferred) -> None:
-        raise NotImplementedError
-
-    def _flush_deferred(self, db: QueueConnection) -> None:
-        raise NotImplementedError
-
-    @staticmethod
-    def _discarded(run_id: uuid.UUID, outcome: str) -> None:
-        logger.warning(
-            "Run %s was taken from this worker while it ran (cancelled, rescued as lost, or by "
-            "a supervisor's kill): its outcome %s is discarded",
-            run_id,
-            outcome,
-            extra=for_run(run_id),
-        )
-
-    def _count_processed(self) -> None:
-        """One more run taken to an end (or to a retry); under ``_count_lock``. Also in the
-        journal, where the supervisor reads it (its metrics)."""
-        self.processed += 1
-        self.journal.count_processed()
-
-    def _process(self, db: QueueConnection, run: ClaimedRun) -> None:
-        """Execute one claimed run to its outcome. The journal says which run this process
-        is on meanwhile - from before its parameters are unpickled until its outcome is
-        written or journaled - so that if the process dies, its supervisor knows which run
-        took it down (see :mod:`.journal`)."""
-        single = self.concurrency == 1
-        if single:
-            self.journal.begin(run.id, run.task_name, db.db_epoch())
+    def execute(self) -> None:
+        """Find the task and the arguments, run it the way it needs, call the hooks."""
+        run = self.run
         try:
-            self._execute(db, run)
-        finally:
-            if single:
-                self.journal.end()
-
-    def _execute(self, db: QueueConnection, run: ClaimedRun) -> None:
-        try:
-            task = registry.get(run.task_key)
+            task = self.task = registry.get(run.task_key)
         except UnknownTask:
-            self._refuse(
-                db,
-                run,
+            self.refuse(
                 f"Unknown task {run.task_name!r} (key {run.task_key}): no task with this key is "
                 f"registered in this worker. Is its module imported by an installed app's "
                 f"tasks.py, and does the worker run the same code as the enqueuer?",
@@ -183,80 +139,63 @@ class RunMixin:
         try:
             args, kwargs = loads(run.parameters)
         except PayloadSignatureError as exc:
-            self._refuse(db, run, f"Refused to unpickle the parameters: {exc}")
+            self.refuse(f"Refused to unpickle the parameters: {exc}")
             return
         except Exception as exc:
-            self._refuse(db, run, f"The parameters could not be unpickled: {exc!r}")
+            self.refuse(f"The parameters could not be unpickled: {exc!r}")
             return
         if collect_upstreams(args, kwargs):
             try:  # upstream runs have completed (or failed, where allow_failure lets them)
                 args, kwargs = resolve(args, timeout=0), resolve(kwargs, timeout=0)
             except BaseException as exc:
-                self._refuse(db, run, f"An upstream run's result could not be read: {exc!r}")
+                self.refuse(f"An upstream run's result could not be read: {exc!r}")
                 return
-        expected = self._durations.get(run.task_key, 0.0)
+        self.args, self.kwargs = args, kwargs
+        expected = self.worker.durations.get(run.task_key, 0.0)
         # Deferred writes need the control thread to watch the one run in hand: only for a
         # process with a single slot (as the supervisor runs them).
         if task.options.caches:
-            outcome = self._run_cached(db, run, task, args, kwargs)
+            outcome = self._run_cached(task)
         elif (
-            self.concurrency > 1
+            self.worker.concurrency > 1
             or run.timeout is not None
             or expected >= DEFER_BELOW
             or task.options.atomic
         ):
-            outcome = self._run_now(db, run, task, args, kwargs)
+            outcome = self._run_now(task)
         else:
-            outcome = self._run_deferred(db, run, task, args, kwargs)
+            outcome = self._run_deferred()
         hooks = task.options.on_completion or task.options.on_failure
         if outcome is not None and (hooks or run_finished.receivers):
             # Only when someone listens: a short run's whole bookkeeping is a few microseconds.
             state = outcome_state(outcome)
             send(run_finished, task, run_id=run.id, state=state)
             if hooks:
-                call_hooks(task, self._context(task, run, args, kwargs), state)
-        with self._count_lock:
-            self._count_processed()
-            if self.max_tasks is not None and self.processed >= self.max_tasks:
-                logger.info("Ran %d runs (--max-tasks-per-child): stopping", self.processed)
-                self.recycle = True
-                self.stop()
+                call_hooks(task, self.context(), state)
 
-    def _run_now(
-        self,
-        db: QueueConnection,
-        run: ClaimedRun,
-        task: Task[Any, Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Outcome | None:
+    def _run_now(self, task: Task[Any, Any]) -> Outcome | None:
         """A run expected to be long (or with a timeout): RUNNING first, then the function.
         Returns the final outcome (``None`` when the run was retried or is no longer ours)."""
-        self._flush_deferred(db)  # earlier completions first
+        run, db = self.run, self.db
+        self.worker.deferred.flush(db)  # earlier completions first
         started = db.execute(
-            sql.START, {"id": run.id, "worker": self.name, "started": None}, give_up_on_stop=False
+            sql.START,
+            {"id": run.id, "worker": self.worker.name, "started": None},
+            give_up_on_stop=False,
         )
         if not started:
             logger.warning(
                 "Run %s is no longer held by this worker; skipped", run.id, extra=for_run(run.id)
             )
             return None
-        attempts = started[0][0]
+        self.attempt = started[0][0]
         _debug_run(run.id, "Run %s (%s) started", run.task_name)
         if task.options.atomic:
-            return self._run_atomic(db, run, task, args, kwargs, attempts)
-        outcome, _, _ = self._timed_call(db, run, task, args, kwargs, attempts, marked=True)
-        return self._record(db, task, run, outcome, attempts, args, kwargs)
+            return self._run_atomic(task)
+        outcome, _, _ = self._timed_call(marked=True)
+        return self._record(outcome)
 
-    def _run_atomic(
-        self,
-        db: QueueConnection,
-        run: ClaimedRun,
-        task: Task[Any, Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        attempts: int,
-    ) -> Outcome | None:
+    def _run_atomic(self, task: Task[Any, Any]) -> Outcome | None:
         """An ``atomic=True`` run: the function's writes and the COMPLETED state commit in one
         transaction on Django's connection. If the function raises, or the run was taken
         from this worker meanwhile (rescued, cancelled), its writes are rolled back: a task
@@ -265,12 +204,11 @@ class RunMixin:
         taken = False
         try:
             with db_transaction.atomic(using=alias):
-                outcome, _, _ = self._timed_call(
-                    db, run, task, args, kwargs, attempts, marked=True, close=False
-                )
+                outcome, _, _ = self._timed_call(marked=True, close=False)
                 if outcome.type != StateType.COMPLETED:
                     raise _RollBack
-                if not django_execute(sql.FINISH, finish_params(run.id, self.name, outcome)):
+                params = finish_params(self.run.id, self.worker.name, outcome)
+                if not django_execute(sql.FINISH, params):
                     taken = True
                     raise _RollBack
                 txn = TaskTransaction(None)
@@ -284,48 +222,43 @@ class RunMixin:
         finally:
             close_old_connections()
         if taken:
-            self._discarded(run.id, outcome.name)
+            log_discarded(self.run.id, outcome.name)
             return None
         if outcome.type == StateType.COMPLETED:
             return outcome
-        return self._record(db, task, run, outcome, attempts, args, kwargs)
+        return self._record(outcome)
 
-    def _run_cached(
-        self,
-        db: QueueConnection,
-        run: ClaimedRun,
-        task: Task[Any, Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Outcome | None:
+    def _run_cached(self, task: Task[Any, Any]) -> Outcome | None:
         """A run of a caching task: with its key locked, a recorded result ends it CACHED;
         otherwise it runs (RUNNING first) and its result is stored before the lock is let go,
         so that runs with the same key on other workers find it (see :mod:`..caching`)."""
         try:
-            key = cache_key(task, self._context(task, run, args, kwargs))
+            key = cache_key(task, self.context())
         except CacheKeyError as exc:
-            self._refuse(db, run, str(exc))
+            self.refuse(str(exc))
             return None
+        db = self.db
 
         def execute(query: str, params: dict[str, Any]) -> list[Any]:
             return db.execute(query, params, give_up_on_stop=False)
 
-        self._flush_deferred(db)
+        self.worker.deferred.flush(db)
         with cache_lock(key, execute):
             if key is not None and not task.options.refresh_cache:
                 hit = lookup(key, execute)
                 if hit is not None:
-                    outcome = self._cache_hit(db, run, hit)
+                    outcome = self._cache_hit(hit)
                     if outcome is not None:
                         return outcome
-            outcome = self._run_now(db, run, task, args, kwargs)
+            outcome = self._run_now(task)
             if key and outcome and outcome.type == StateType.COMPLETED and outcome.payload:
-                store(key, task, run.id, outcome.payload, outcome.preview, execute)
+                store(key, task, self.run.id, outcome.payload, outcome.preview, execute)
             return outcome
 
-    def _cache_hit(self, db: QueueConnection, run: ClaimedRun, hit: CachedResult) -> Outcome | None:
+    def _cache_hit(self, hit: CachedResult) -> Outcome | None:
         """End the run CACHED with the record's result (``None``: the record did not load,
         so the run is computed instead)."""
+        run = self.run
         try:
             value = loads(hit.payload)
         except PayloadError:
@@ -336,156 +269,85 @@ class RunMixin:
         message = cached_message(hit)
         params = {
             "id": run.id,
-            "worker": self.name,
+            "worker": self.worker.name,
             "message": message,
             "result": hit.payload,
             "preview": Json(hit.preview),
         }
-        if not db.execute(sql.CACHE_HIT, params, give_up_on_stop=False):
-            self._discarded(run.id, StateName.CACHED)
+        if not self.db.execute(sql.CACHE_HIT, params, give_up_on_stop=False):
+            log_discarded(run.id, StateName.CACHED)
         return Outcome(
             StateType.COMPLETED, StateName.CACHED, message, hit.payload, hit.preview, "", value
         )
 
-    def _run_deferred(
-        self,
-        db: QueueConnection,
-        run: ClaimedRun,
-        task: Task[Any, Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Outcome | None:
+    def _run_deferred(self) -> Outcome | None:
         """A run expected to be short: the function first, its states written with the next
         claim - unless it ran long enough for the control thread to mark it RUNNING."""
+        run, db = self.run, self.db
         _debug_run(run.id, "Run %s (%s) started", run.task_name)
-        attempts = run.attempts  # counted by the claim
-        outcome, started, marked = self._timed_call(
-            db, run, task, args, kwargs, attempts, marked=False
-        )
+        outcome, started, marked = self._timed_call(marked=False)
         if marked:
-            if self._current_lost:
-                self._discarded(run.id, outcome.name)
+            if self.worker.current_lost:
+                log_discarded(run.id, outcome.name)
                 return None
-            return self._record(db, task, run, outcome, attempts, args, kwargs)
+            return self._record(outcome)
         finished = max(db.db_time(), started + _TICK)
-        if self._should_retry(task, run, outcome, attempts, args, kwargs):
+        if self._should_retry(outcome):
             # Rare: write RUNNING with its real start, then the retry.
             db.execute(
                 sql.START,
-                {"id": run.id, "worker": self.name, "started": started},
+                {"id": run.id, "worker": self.worker.name, "started": started},
                 give_up_on_stop=False,
             )
-            self._retry(db, run, outcome, attempts)
+            self._retry(outcome)
             return None
-        self._defer(db, Deferred(run, started, finished, outcome))
+        self.worker.deferred.add(db, Deferred(run, started, finished, outcome))
         _debug_run(run.id, "Run %s %s", outcome.name)
         return outcome
 
-    def _timed_call(
-        self,
-        db: QueueConnection,
-        run: ClaimedRun,
-        task: Task[Any, Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        attempt: int,
-        *,
-        marked: bool,
-        close: bool = True,
-    ) -> tuple[Outcome, datetime, bool]:
-        """Call the function, publishing what runs for the control thread; learn its duration."""
-        started = db.db_time()
+    # -- calling the function ---------------------------------------------------------------
+
+    def context(self) -> TaskRunContext:
+        """The run as its code, hooks and retry condition see it (this attempt's)."""
+        context = self._context
+        if context is None or context.attempt != self.attempt:
+            task, args, kwargs = self.task, self.args, self.kwargs
+            assert task is not None
+
+            def parameters() -> dict[str, Any]:
+                return dict(task.bind(args, kwargs).arguments)
+
+            run = self.run
+            context = self._context = TaskRunContext(
+                task, run.id, run.name or run.task_name, self.attempt, parameters, "delay"
+            )
+        return context
+
+    def _timed_call(self, *, marked: bool, close: bool = True) -> tuple[Outcome, datetime, bool]:
+        """Call the function, telling the control thread what runs; learn its duration."""
+        run, worker = self.run, self.worker
+        started = self.db.db_time()
         if run.pending_at is not None:
             started = max(started, run.pending_at + _TICK)
-        with self._lock:
-            self._current = run
-            self._current_since = time.monotonic()
-            self._current_started = started
-            self._current_marked = marked
-            self._current_lost = False
-        send(run_started, task, run_id=run.id, attempt=attempt)
-        with run_context(self._context(task, run, args, kwargs, attempt)):
-            outcome = self._call(run, task.fn, args, kwargs, close)
-        with self._lock:
-            self._current = None
-            marked = self._current_marked
-        elapsed = time.monotonic() - self._current_since
-        previous = self._durations.get(run.task_key)
-        self._durations[run.task_key] = (
-            elapsed if previous is None else 0.8 * previous + 0.2 * elapsed
-        )
+        worker.publish(run, started, marked)
+        send(run_started, self.task, run_id=run.id, attempt=self.attempt)
+        with run_context(self.context()):
+            outcome = self._call(close)
+        marked = worker.unpublish(run.task_key)
         return outcome, started, marked
 
-    @staticmethod
-    def _context(
-        task: Task[Any, Any],
-        run: ClaimedRun,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        attempt: int | None = None,
-    ) -> TaskRunContext:
-        def parameters() -> dict[str, Any]:
-            return dict(task.bind(args, kwargs).arguments)
-
-        attempt = run.attempts if attempt is None else attempt
-        return TaskRunContext(task, run.id, run.name or run.task_name, attempt, parameters, "delay")
-
-    def _record(
-        self,
-        db: QueueConnection,
-        task: Task[Any, Any],
-        run: ClaimedRun,
-        outcome: Outcome,
-        attempts: int,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Outcome | None:
-        """Retry the run or write its final state; the final outcome is returned for hooks."""
-        if self._should_retry(task, run, outcome, attempts, args, kwargs):
-            self._retry(db, run, outcome, attempts)
-            return None
-        self._finish(db, run, outcome)
-        return outcome
-
-    def _should_retry(
-        self,
-        task: Task[Any, Any],
-        run: ClaimedRun,
-        outcome: Outcome,
-        attempts: int,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> bool:
-        if outcome.type != StateType.FAILED or attempts > run.retries:
-            return False
-        context = self._context(task, run, args, kwargs, attempts)
-        return retry_allowed(task, context, outcome_state(outcome))
-
-    def _call(
-        self,
-        run: ClaimedRun,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        close: bool = True,
-    ) -> Outcome:
-        """Run the function, interruptible by its timeout or a cancel when on the main thread.
+    def _call(self, close: bool) -> Outcome:
+        """The function's outcome: its result, or what it raised (a timeout, a cancel).
 
         Django connections the task opened are closed afterwards per CONN_MAX_AGE (or when
         broken), as at the end of a request.
         """
-        self._executing = run.id
+        task = self.task
+        assert task is not None
         try:
-            try:
-                if self._interruptible and run.timeout:
-                    signal.setitimer(signal.ITIMER_REAL, run.timeout)
-                value = fn(*args, **kwargs)
-            finally:
-                if self._interruptible:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-                self._executing = None
+            value = self.worker.call_interruptibly(self.run, task.fn, self.args, self.kwargs)
         except TaskRunTimeout as exc:
-            message = f"Timed out after {run.timeout} s (timeout_seconds)."
+            message = f"Timed out after {self.run.timeout} s (timeout_seconds)."
             tb = format_traceback(exc)
             return Outcome(
                 StateType.FAILED, StateName.TIMED_OUT, message, None, None, tb, exception=exc
@@ -521,30 +383,44 @@ class RunMixin:
             StateType.COMPLETED, StateName.COMPLETED, "", payload, preview(value), "", value=value
         )
 
-    def _finish(self, db: QueueConnection, run: ClaimedRun, outcome: Outcome) -> None:
-        if finish_run(db, run.id, self.name, outcome):
+    # -- recording the outcome --------------------------------------------------------------
+
+    def _record(self, outcome: Outcome) -> Outcome | None:
+        """Retry the run or write its final state; the final outcome is returned for hooks."""
+        if self._should_retry(outcome):
+            self._retry(outcome)
+            return None
+        run = self.run
+        if finish_run(self.db, run.id, self.worker.name, outcome):
             _debug_run(run.id, "Run %s %s", outcome.name)
         else:
-            self._discarded(run.id, outcome.name)
+            log_discarded(run.id, outcome.name)
+        return outcome
 
-    def _retry(self, db: QueueConnection, run: ClaimedRun, outcome: Outcome, attempts: int) -> None:
-        delay = delay_for(run.retry_delays, attempts, run.retry_jitter)
-        sender = registry.get(run.task_key) if run.task_key in registry else None
-        send(run_retried, sender, run_id=run.id, attempt=attempts, delay=delay)
-        message = f"{outcome.message} (attempt {attempts} of {run.retries + 1}; retrying)"
-        retry_run(db, run.id, self.name, message, outcome.traceback, delay)
+    def _should_retry(self, outcome: Outcome) -> bool:
+        if outcome.type != StateType.FAILED or self.attempt > self.run.retries:
+            return False
+        task = self.task
+        assert task is not None
+        return retry_allowed(task, self.context(), outcome_state(outcome))
+
+    def _retry(self, outcome: Outcome) -> None:
+        run, attempt = self.run, self.attempt
+        delay = delay_for(run.retry_delays, attempt, run.retry_jitter)
+        send(run_retried, self.task, run_id=run.id, attempt=attempt, delay=delay)
+        message = f"{outcome.message} (attempt {attempt} of {run.retries + 1}; retrying)"
+        retry_run(self.db, run.id, self.worker.name, message, outcome.traceback, delay)
         _debug_run(run.id, "Run %s failed; retry in %.1f s", delay)
 
-    def _refuse(self, db: QueueConnection, run: ClaimedRun, message: str) -> None:
+    def refuse(self, message: str) -> None:
+        """End a run this worker cannot start FAILED: unknown task, bad payload or key."""
+        run = self.run
         message = storable_message(message)
         logger.error("Run %s failed before starting: %s", run.id, message, extra=for_run(run.id))
-        db.execute(
+        self.db.execute(
             sql.REFUSE,
-            {"id": run.id, "worker": self.name, "message": message},
+            {"id": run.id, "worker": self.worker.name, "message": message},
             give_up_on_stop=False,
         )
-        sender = registry.get(run.task_key) if run.task_key in registry else None
         state = State(StateType.FAILED, StateName.FAILED, message, timezone.now())
-        send(run_finished, sender, run_id=run.id, state=state)
-        with self._count_lock:
-            self._count_processed()
+        send(run_finished, self.task, run_id=run.id, state=state)
