@@ -99,3 +99,13 @@ def test_commands_on_an_unmigrated_database_say_run_migrate(worker_env, empty_da
         )
         assert "run `python manage.py migrate`" in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1  # one line, no traceback
+
+
+def test_other_programming_errors_are_not_taken_for_missing_migrations():
+    from django.db import ProgrammingError
+
+    from django_tasks.migrated import explain_missing_schema
+
+    with pytest.raises(ProgrammingError) as info, explain_missing_schema("default"):
+        raise ProgrammingError("syntax error at or near")
+    assert not isinstance(info.value, NotMigrated)

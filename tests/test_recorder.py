@@ -131,3 +131,35 @@ def test_done_callbacks_and_a_runner_that_fails():
     assert broken.state.type == StateType.CRASHED
     with pytest.raises(RuntimeError, match="no threads today"):
         broken.result()
+
+
+def test_flush_says_so_when_records_are_given_up(monkeypatch, caplog):
+    """A database that stays away for five tries, or a record that cannot even be prepared:
+    those records are given up on, alone, and flush() returns False (once)."""
+    import psycopg
+
+    add(1, 1)
+    assert flush()
+
+    def no_database(*args: Any, **kwargs: Any) -> Any:
+        raise psycopg.OperationalError("the database is away")
+
+    monkeypatch.setattr("time.sleep", lambda seconds: None)  # the writer's backoff
+    monkeypatch.setattr("django_tasks.topic.open_worker_connection", no_database)
+    recorder_module.writer.close()  # the next record starts a writer without a connection
+    add(2, 2)
+    assert flush() is False
+    assert "Gave up recording 1 runs and log lines: the database is away" in caplog.text
+    monkeypatch.undo()
+
+    def broken_take(self: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(recorder_module.RunRecord, "take", broken_take)
+    add(3, 3)
+    assert flush() is False
+    assert "Could not prepare 1 run records" in caplog.text
+    monkeypatch.undo()
+    add(4, 4)
+    assert flush() is True
+    assert TaskRun.objects.filter(task_name="add").count() == 2  # the 1st and the 4th

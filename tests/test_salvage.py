@@ -17,6 +17,7 @@ from django_tasks.models import TaskRun, TaskRunState
 from django_tasks.states import StateName, StateType
 from django_tasks.worker import Worker
 from django_tasks.worker.connection import QueueConnection
+from django_tasks.worker.deferred import DeferredOutcomes
 from django_tasks.worker.journal import ProcessJournal
 from django_tasks.worker.outcomes import ClaimedRun, Deferred, Outcome, finish_run
 from django_tasks.worker.salvage import how_it_died, salvage
@@ -162,8 +163,7 @@ def test_a_refused_final_state_ends_the_run_failed_with_the_reason(db):
 
 def test_deferred_outcomes_the_database_refuses_are_written_one_by_one(db, monkeypatch):
     futures = [add.delay(i, i) for i in range(3)]
-    worker = Worker(handle_signals=False)
-    worker.name = DEAD
+    deferred = DeferredOutcomes(ProcessJournal.private(), DEAD)
     runs = claim_all(db)
     real_entry = Deferred.entry
 
@@ -176,10 +176,10 @@ def test_deferred_outcomes_the_database_refuses_are_written_one_by_one(db, monke
     monkeypatch.setattr(Deferred, "entry", entry)
     items = [done(run, i) for i, run in enumerate(runs)]
     for item in items:
-        worker._defer(db, item)
-    assert worker.journal.size > 0
-    worker._flush_deferred(db)
-    assert worker.journal.size == 0
+        deferred.add(db, item)
+    assert deferred.journal.size > 0
+    deferred.flush(db)
+    assert deferred.journal.size == 0
     rows = [TaskRun.objects.get(pk=f.id) for f in futures]
     assert [r.state_type for r in rows] == ["COMPLETED", "FAILED", "COMPLETED"]
     assert rows[1].state_message.startswith("Could not record the run's result: ")
@@ -190,3 +190,64 @@ def test_how_a_process_died():
     assert how_it_died(-9) == "killed by signal SIGKILL"
     assert how_it_died(-200) == "killed by signal 200"
     assert how_it_died(None) == "exit code unknown"
+
+
+def test_an_outcome_larger_than_the_journal_is_written_at_once(db):
+    future = add.delay(1, 1)
+    deferred = DeferredOutcomes(ProcessJournal.private(capacity=64), DEAD)
+    (run,) = claim_all(db)
+    deferred.add(db, done(run, 2))  # over 64 bytes: no room, whatever is flushed
+    assert not deferred
+    assert deferred.journal.size == 0
+    row = TaskRun.objects.get(pk=future.id)
+    assert (row.state_type, row.result_preview) == ("COMPLETED", 2)
+
+
+def test_a_preview_built_elsewhere_is_escaped_in_the_journal():
+    run = ClaimedRun(id=uuid.uuid4(), task_key="k", task_name="t", parameters=b"")
+    outcome = Outcome(StateType.COMPLETED, StateName.COMPLETED, "", None, [float("nan")], "")
+    now = timezone.now()
+    assert json.loads(Deferred(run, now, now, outcome).entry())["preview"] == ["NaN"]
+
+
+def test_a_run_lost_with_its_worker_too_often_is_not_claimed_again(db):
+    """No supervisor to say which run was executing (the whole host died): each loss of a
+    claimed run counts, and at MAX_CRASHES the run is discarded instead of looping."""
+    from django_tasks.worker.maintenance import rescue
+
+    future = add.delay(1, 1)
+    assert len(claim_all(db, worker="gone:1")) == 1  # no such worker row: lost at once
+    TaskRun.objects.filter(pk=future.id).update(crashes=2)
+    rescued = rescue(db, rescuer="me", heartbeat_timeout=30)
+    assert (rescued.handed_back, rescued.crashed) == (0, 1)
+    row = TaskRun.objects.get(pk=future.id)
+    assert (row.state_type, row.crashes, row.attempts) == ("CRASHED", 3, 1)
+    assert row.state_message == (
+        "Rescued: claimed by worker gone:1, which was lost. Its worker was lost while holding "
+        "it 3 times in a row (MAX_CRASHES): it is not claimed again."
+    )
+
+
+def test_a_claim_whose_completions_are_refused_writes_them_one_by_one(db, monkeypatch):
+    """The deferred outcomes travel with the next claim; if the database refuses the
+    statement because of one of them, they are written one by one and the claim goes on."""
+    futures = [add.delay(i, i) for i in range(3)]
+    worker = Worker(handle_signals=False, batch_size=2)
+    first = worker._claim(db)
+    real_entry = Deferred.entry
+
+    def entry(self: Deferred) -> bytes:
+        data = json.loads(real_entry(self))
+        if self.run.id == first[0].id and not data["message"]:
+            data["started"] = "not a time"
+        return json.dumps(data).encode()
+
+    monkeypatch.setattr(Deferred, "entry", entry)
+    for i, run in enumerate(first):
+        worker.deferred.add(db, done(run, i))
+    second = worker._claim(db)
+    assert [r.id for r in second] == [futures[2].id]
+    rows = [TaskRun.objects.get(pk=f.id) for f in futures[:2]]
+    assert [r.state_type for r in rows] == ["FAILED", "COMPLETED"]
+    assert rows[0].state_message.startswith("Could not record the run's result: ")
+    assert not worker.deferred

@@ -81,3 +81,20 @@ def test_preview_survives_a_mapping_that_breaks_when_read():
             raise RuntimeError("no reading")
 
     assert preview(Hostile(a=1)).endswith(".Hostile (preview failed: RuntimeError: no reading)>")
+
+
+def test_the_edges_of_describing_and_summarising(monkeypatch):
+    assert storable_int(10**200 - 1, 200) == 10**200 - 1  # exactly 200 digits: kept
+
+    class Hopeless(Exception):
+        def __str__(self) -> str:
+            raise Hopeless()  # and so does the error's own str()
+
+    assert describe_exception(Hopeless()) == "Hopeless: <str() failed: Hopeless>"
+
+    def broken_formatting(*args: object) -> list[str]:
+        raise RuntimeError("no frames")
+
+    monkeypatch.setattr("traceback.format_exception", broken_formatting)
+    text = format_traceback(ValueError("x"))
+    assert text.startswith("ValueError: x\n(the traceback could not be formatted: RuntimeError")
