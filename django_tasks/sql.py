@@ -492,7 +492,8 @@ CRASH_HELD = _crash(
     f"""lost AS (
     SELECT r.id, r.worker{_crash_count("%(blame)s::boolean")},
            r.state_type = 'PENDING' AS was_pending,
-           %(started)s::timestamptz AS started
+           -- after its claim, whatever the worker's estimate of the database clock said
+           GREATEST(%(started)s::timestamptz, r.updated + interval '1 microsecond') AS started
     FROM {RUN} AS r
     WHERE r.id = %(id)s AND r.worker = %(worker)s AND r.state_type IN ('PENDING', 'RUNNING')
     FOR UPDATE OF r

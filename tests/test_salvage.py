@@ -251,3 +251,16 @@ def test_a_claim_whose_completions_are_refused_writes_them_one_by_one(db, monkey
     assert [r.state_type for r in rows] == ["FAILED", "COMPLETED"]
     assert rows[0].state_message.startswith("Could not record the run's result: ")
     assert not worker.deferred
+
+
+def test_a_crashed_runs_history_stays_in_order_whatever_the_workers_clock_said(db):
+    future = add.delay(1, 1)
+    (run,) = claim_all(db)
+    journal = ProcessJournal.private()
+    journal.begin(run.id, "add", time.time() - 3600)  # a worker whose clock estimate was off
+    salvage(db, journal, worker=DEAD, rescuer="me", exitcode=-9)
+    states = list(TaskRunState.objects.filter(run_id=future.id).values_list("name", "timestamp"))
+    assert [name for name, _ in states] == ["Scheduled", "Pending", "Running", "Crashed"]
+    stamps = [stamp for _, stamp in states]
+    assert stamps == sorted(stamps)
+    assert len(set(stamps)) == 4
