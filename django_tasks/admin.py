@@ -12,6 +12,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ERROR_FLAG
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -22,6 +23,7 @@ from django.utils.html import format_html, format_html_join
 from .actions import RunNotFound, cancel_run, retry_run
 from .admin_filters import CreatedFilter, QueueFilter, TagFilter, TaskFilter, WorkerFilter
 from .models import TaskRun, TaskRunDependency, TaskRunLog, TaskRunState
+from .permissions import CANCEL, RETRY, VIEW, may
 from .states import StateType, is_final
 
 __all__ = ["TaskRunAdmin"]
@@ -74,6 +76,12 @@ def _pretty_json(value: Any) -> str:
 
 
 class ReadOnlyMixin:
+    """Runs are history: nothing is added, changed or deleted here. Whoever may view runs
+    sees their history and logs with them (one permission, ``view_taskrun``)."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return may(request.user, VIEW)
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -212,7 +220,16 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
     ]
 
     # Runs are read-only, but cancelling or retrying one writes new history, never edits it.
-    @admin.action(description="Retry the selected runs (new runs, same parameters)")
+    # Each needs its own permission (permissions.py), for the bulk actions and the buttons.
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return may(request.user, RETRY)
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return may(request.user, CANCEL)
+
+    @admin.action(
+        description="Retry the selected runs (new runs, same parameters)", permissions=["retry"]
+    )
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[TaskRun]) -> None:
         made, refused = [], []
         for run_id in queryset.values_list("id", flat=True):
@@ -225,7 +242,7 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
         for reason in refused:
             self.message_user(request, reason, messages.WARNING)
 
-    @admin.action(description="Cancel the selected runs")
+    @admin.action(description="Cancel the selected runs", permissions=["cancel"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[TaskRun]) -> None:
         done = 0
         for run_id in queryset.values_list("id", flat=True):
@@ -249,7 +266,7 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
 
     def retry_view(self, request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
         """Retry one run and go to the new run's page (or back, with the reason it can't)."""
-        self._check_button_request(request)
+        self._check_button_request(request, self.has_retry_permission(request))
         try:
             new_id = retry_run(run_id)
         except (ValueError, RunNotFound) as exc:
@@ -260,7 +277,7 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
 
     def cancel_view(self, request: HttpRequest, run_id: uuid.UUID) -> HttpResponse:
         """Cancel one run and show its page again (CANCELLED, or CANCELLING while it stops)."""
-        self._check_button_request(request)
+        self._check_button_request(request, self.has_cancel_permission(request))
         new_state = cancel_run(run_id)
         if new_state is None:
             self.message_user(request, "The run had already finished.", messages.WARNING)
@@ -268,10 +285,10 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
             self.message_user(request, f"The run is {new_state.label}.", messages.SUCCESS)
         return redirect("admin:django_tasks_taskrun_change", run_id)
 
-    def _check_button_request(self, request: HttpRequest) -> None:
+    def _check_button_request(self, request: HttpRequest, allowed: bool) -> None:
         if request.method != "POST":
             raise PermissionDenied("Retry and cancel take a POST (the run page's buttons).")
-        if not self.has_view_permission(request):
+        if not allowed:
             raise PermissionDenied
 
     def render_change_form(
@@ -285,9 +302,25 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
     ) -> HttpResponse:
         """The run page, with the buttons that apply to the run already loaded for it."""
         if obj is not None:
-            context["can_retry"] = obj.origin == "delay" and is_final(obj.state_type)
-            context["can_cancel"] = not is_final(obj.state_type)
+            context["can_retry"] = (
+                obj.origin == "delay"
+                and is_final(obj.state_type)
+                and self.has_retry_permission(request)
+            )
+            context["can_cancel"] = not is_final(obj.state_type) and self.has_cancel_permission(
+                request
+            )
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """A filter or search value PostgreSQL cannot hold (a NUL character) is a filter that
+        matches nothing: the list says so the way Django's admin says it of a bad filter
+        (``?e=1``), instead of the database failing the page."""
+        if any("\x00" in value for value in request.GET.values()):
+            return redirect(f"{request.path}?{ERROR_FLAG}=1")
+        return super().changelist_view(request, extra_context)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TaskRun]:
         # Payload columns can be large and are never shown: do not even fetch them.

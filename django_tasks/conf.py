@@ -65,8 +65,9 @@ DEFAULTS: dict[str, Any] = {
     # Level of the run logger (get_run_logger()): records below it are neither stored nor
     # passed on. A number, as in the logging module (20 = INFO).
     "RUN_LOG_LEVEL": 20,
-    # Who may use the REST API (django_tasks.api): permission classes, by dotted path.
-    "API_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Who may use the REST API (django_tasks.api): permission classes, by dotted path. The
+    # default follows Django's model permissions as the admin does (django_tasks.permissions).
+    "API_PERMISSION_CLASSES": ["django_tasks.api.permissions.TaskRunPermissions"],
     # A token that lets a Prometheus scraper read /metrics/ (Authorization: Bearer ...);
     # empty: staff only.
     "METRICS_TOKEN": "",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from django.contrib.admin.views.decorators import staff_member_required
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.html import format_html, format_html_join
@@ -20,6 +21,7 @@ from django.utils.safestring import SafeString
 from .api import queries
 from .conf import task_settings
 from .models import Worker
+from .permissions import VIEW, may
 from .retention import parse_age
 
 __all__ = ["bar_chart", "dashboard", "throughput_chart"]
@@ -39,6 +41,8 @@ _COLOURS = {
 
 @staff_member_required
 def dashboard(request: HttpRequest) -> HttpResponse:
+    if not may(request.user, VIEW):  # staff, and allowed to see runs (as in the admin)
+        raise PermissionDenied
     window_name = request.GET.get("window", "1h")
     if window_name not in WINDOWS:
         window_name = "1h"

@@ -21,6 +21,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 from .api import queries
 from .conf import task_settings
 from .models import Worker
+from .permissions import VIEW, may
 
 __all__ = ["TaskRunCollector", "metrics_view"]
 
@@ -74,8 +75,7 @@ class TaskRunCollector:
 
 
 def _allowed(request: HttpRequest) -> bool:
-    user = getattr(request, "user", None)
-    if user is not None and user.is_active and user.is_staff:
+    if may(getattr(request, "user", None), VIEW):
         return True
     token = task_settings().METRICS_TOKEN
     given = request.headers.get("Authorization", "")
@@ -84,7 +84,7 @@ def _allowed(request: HttpRequest) -> bool:
 
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not _allowed(request):
-        return HttpResponseForbidden("Staff or a metrics token only.")
+        return HttpResponseForbidden("Staff allowed to view task runs, or a metrics token, only.")
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
     registry = CollectorRegistry()

@@ -101,6 +101,11 @@ class TaskRun(models.Model):
 
     class Meta:
         ordering = ["-id"]  # newest first: UUIDv7 ids sort by creation time
+        # Beside view_taskrun (reading runs anywhere): acting on them (see permissions.py).
+        permissions = [
+            ("retry_taskrun", "Can retry task runs"),
+            ("cancel_taskrun", "Can cancel task runs"),
+        ]
         indexes = [
             # Matches the claim query in sql.py exactly: its WHERE (state) and ORDER BY.
             models.Index(

@@ -16,19 +16,28 @@ from django.db import connections
 from . import sql
 from .conf import task_settings
 from .states import FINAL_TYPES, StateType
+from .validation import MAX_SECONDS
 
-__all__ = ["parse_age", "purge"]
+__all__ = ["AgeOutOfRange", "parse_age", "purge"]
 
 _AGE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+class AgeOutOfRange(ValueError):
+    """An age written correctly but longer than a century."""
+
+
 def parse_age(text: str) -> timedelta:
-    """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"`` -> a timedelta."""
+    """``"7d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"`` -> a timedelta, at most a century
+    (longer is :class:`AgeOutOfRange`, not an ``OverflowError`` from deep inside)."""
     match = _AGE_RE.match(text)
     if not match:
         raise ValueError(f"Age must look like 7d, 12h, 30m, 45s or 2w, got {text!r}.")
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_SECONDS:
+        raise AgeOutOfRange(f"Age must be at most a century ({MAX_SECONDS // 86400}d), got {text}.")
+    return timedelta(seconds=seconds)
 
 
 def purge(

@@ -221,3 +221,23 @@ def test_run_page_buttons_are_for_staff_only(client, django_user_model, runs):
     assert response.status_code == 302
     assert "/login/" in response["Location"]
     assert not TaskRun.objects.filter(retry_of_id=bad.id).exists()
+
+
+@pytest.mark.parametrize(
+    "param",
+    [
+        "task_name__exact",
+        "queue__exact",
+        "worker__exact",
+        "state_type__exact",
+        "origin__exact",
+        "origin",
+        "q",
+    ],
+)
+def test_a_nul_in_a_list_filter_is_a_bad_filter_not_a_500(admin_client, param):
+    url = reverse("admin:django_tasks_taskrun_changelist")
+    response = admin_client.get(url, {param: "a\x00b"})
+    assert response.status_code == 302
+    assert response["Location"] == f"{url}?e=1"
+    assert admin_client.get(response["Location"]).status_code == 200

@@ -121,3 +121,19 @@ def test_exit_code_and_message_of_the_real_command(worker_env):
     )
     assert proc.returncode == 1
     assert "'nope' is not a run id" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["purge", "--older-than", "99999999999999w"], "Age must be at most a century"),
+        (["purge", "--older-than", "1e400d"], "Age must look like"),
+        (["purge", "--older-than", "7d", "--batch-size", str(10**20)], "--batch-size must be"),
+        (["purge", "--older-than", "7d", "--batch-size", "0"], "--batch-size must be"),
+        (["ls", "--limit", str(10**20)], "--limit must be from 1 to 100,000"),
+        (["ls", "--limit", "0"], "--limit must be from 1"),
+    ],
+)
+def test_out_of_range_durations_and_sizes_are_command_errors(args, message):
+    with pytest.raises(CommandError, match=message):
+        run(*args)

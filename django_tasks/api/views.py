@@ -16,7 +16,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -25,7 +25,7 @@ from rest_framework.views import APIView
 from ..actions import RunNotFound, cancel_run, retry_run
 from ..conf import task_settings
 from ..models import TaskRun, TaskRunDependency, Worker
-from ..retention import parse_age
+from ..retention import AgeOutOfRange, parse_age
 from ..states import StateType
 from . import queries
 from .serializers import (
@@ -49,9 +49,14 @@ def _permissions() -> list[BasePermission]:
 
 
 class _Secured:
-    """Permission classes from ``DJANGO_TASKS["API_PERMISSION_CLASSES"]`` (staff by default)."""
+    """Permission classes from ``DJANGO_TASKS["API_PERMISSION_CLASSES"]`` (Django's model
+    permissions, as the admin applies them, by default: :mod:`django_tasks.permissions`).
+
+    ``queryset`` names the model for permission classes that need one (DRF's
+    ``DjangoModelPermissions``), also on the views that list no model of their own."""
 
     schema: Any = AutoSchema()
+    queryset: Any = TaskRun.objects.none()
 
     def get_permissions(self) -> list[BasePermission]:
         return _permissions()
@@ -68,9 +73,21 @@ class NewestFirst(CursorPagination):
         raw = request.query_params.get("page_size")
         if raw is None:
             return self.page_size
-        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+        # isdecimal() alone accepts other scripts' digits (and isdigit() "²"), int() not all.
+        if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= self.max_page_size:
             raise ValidationError({"page_size": f"A number from 1 to {self.max_page_size}."})
         return int(raw)
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        """A cursor whose position is not a run id is an invalid cursor (404), like any
+        other cursor DRF cannot read."""
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                uuid.UUID(str(cursor.position))
+            except (TypeError, ValueError, AttributeError):
+                raise NotFound(self.invalid_cursor_message) from None
+        return cursor
 
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         parameters = super().get_schema_operation_parameters(view)
@@ -116,7 +133,7 @@ def _window(request: Request) -> timedelta:
     """The statistics window; a longer one than ``MAX_WINDOW`` counts as ``MAX_WINDOW``."""
     try:
         return min(parse_age(request.query_params.get("window", "24h")), MAX_WINDOW)
-    except OverflowError:
+    except AgeOutOfRange:
         return MAX_WINDOW
     except ValueError as exc:
         raise ValidationError({"window": str(exc)}) from None

@@ -19,6 +19,10 @@ from django_tasks.migrated import NotMigrated, check_migrated
 from django_tasks.retention import parse_age, purge
 from django_tasks.states import FINAL_TYPES, StateType, is_final
 
+#: Bounds of --batch-size (purge) and --limit (ls): beyond them PostgreSQL's LIMIT overflows,
+#: and no terminal wants more rows.
+MAX_BATCH, MAX_LIMIT = 1_000_000, 100_000
+
 
 class Command(BaseCommand):
     help = "Inspect and maintain task runs."
@@ -76,8 +80,8 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(data, indent=2) if options["json"] else text)
 
     def _ls(self, options: dict[str, Any]) -> None:
-        if options["limit"] < 1:
-            raise CommandError("--limit must be at least 1.")
+        if not 1 <= options["limit"] <= MAX_LIMIT:
+            raise CommandError(f"--limit must be from 1 to {MAX_LIMIT:,}.")
         rows = cli.list_runs(
             states=options["state"],
             task=options["task"],
@@ -133,7 +137,7 @@ class Command(BaseCommand):
             age = parse_age(options["older_than"])
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        if options["batch_size"] < 1:
-            raise CommandError("--batch-size must be at least 1.")
+        if not 1 <= options["batch_size"] <= MAX_BATCH:
+            raise CommandError(f"--batch-size must be from 1 to {MAX_BATCH:,}.")
         deleted = purge(age, options["state"] or FINAL_TYPES, batch_size=options["batch_size"])
         self.stdout.write(f"Deleted {deleted} runs finished more than {options['older_than']} ago.")
