@@ -30,6 +30,7 @@ from psycopg.types.json import Json
 from . import sql
 from .cache_policies import CacheKeyError
 from .conf import task_settings
+from .serializers import loads, rebind
 
 if TYPE_CHECKING:
     import uuid
@@ -58,6 +59,16 @@ class CachedResult:
     payload: bytes
     preview: Any
     run_id: uuid.UUID | None
+    #: The task whose run computed it: the payload is signed for that task's results.
+    task_key: str = ""
+
+    def load(self, task: Task[Any, Any]) -> tuple[Any, bytes]:
+        """The cached value, and its payload signed for ``task``'s runs (a cache key may be
+        shared by several tasks). Raises :class:`~.serializers.PayloadError` if it does not
+        verify."""
+        value = loads(self.payload, task_key=self.task_key, field="result")
+        payload = rebind(self.payload, field="result", from_task=self.task_key, to_task=task.key)
+        return value, payload
 
 
 def cache_key(task: Task[Any, Any], context: TaskRunContext) -> str | None:
@@ -114,9 +125,10 @@ def lookup(key: str, execute: Execute = django_execute) -> CachedResult | None:
     rows = execute(sql.CACHE_LOOKUP, {"key": key})
     if not rows:
         return None
-    payload, preview, run_id = rows[0]
+    payload, preview, run_id, task_key = rows[0]
     # As text: Django's connection leaves JSON undecoded, a worker's connection decodes it.
-    return CachedResult(bytes(payload), json.loads(preview) if preview else None, run_id)
+    shown = json.loads(preview) if preview else None
+    return CachedResult(bytes(payload), shown, run_id, task_key)
 
 
 def store(

@@ -159,20 +159,24 @@ class TaskRunFuture(BaseFuture, Generic[R]):
         state = self.wait(timeout)
         if not state.is_final():
             raise TimeoutError(f"Task run {self.id} is still {state.name} after {timeout}s.")
-        run = TaskRun.objects.only("result", "traceback").get(pk=self.id)
+        run = TaskRun.objects.only("result", "traceback", "task_key").get(pk=self.id)
         payload = bytes(run.result) if run.result is not None else None
         if state.is_completed():
-            value: R = loads(payload) if payload else None  # type: ignore[assignment]
+            if not payload:
+                return None  # type: ignore[return-value]
+            value: R = loads(payload, task_key=run.task_key, field="result")
             return value
-        error = self._failure(state, payload, run.traceback)
+        error = self._failure(state, payload, run.traceback, run.task_key)
         if raise_on_failure:
             raise error
         return error  # type: ignore[return-value]
 
-    def _failure(self, state: State, payload: bytes | None, tb: str) -> BaseException:
+    def _failure(
+        self, state: State, payload: bytes | None, tb: str, task_key: str
+    ) -> BaseException:
         if payload:
             try:
-                exc = loads(payload)
+                exc = loads(payload, task_key=task_key, field="result")
             except Exception:  # a bad payload must not hide the failure itself
                 exc = None
             if isinstance(exc, BaseException):

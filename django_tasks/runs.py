@@ -30,7 +30,7 @@ from .hooks import call_hooks, retry_allowed
 from .ids import uuid7
 from .recorder import NOW, RunRecord, record
 from .retries import delay_for
-from .serializers import PayloadError, dumps, loads, preview
+from .serializers import PayloadError, dumps, preview
 from .signals import run_finished, run_retried, run_started, send
 from .states import StateName, StateType
 from .storable import describe_exception, format_traceback
@@ -147,11 +147,11 @@ def _run(
             hit = lookup(key)
             if hit is not None:
                 try:
-                    value = loads(hit.payload)
+                    value, payload = hit.load(task)
                 except PayloadError:
                     logger.warning("Cached result %s does not load; recomputing", key)
                 else:
-                    return _cached(task, run, context, hit, value)
+                    return _cached(task, run, context, hit, value, payload)
         return _attempts(task, run, args, kwargs, arguments, publish, key, txn)
 
 
@@ -205,7 +205,7 @@ def _store(task: Task[Any, Any], run: RunRecord, value: Any, key: str | None) ->
     A result that cannot be pickled raises :class:`PayloadError`: the run fails."""
     if not task.options.persists and key is None:
         return None
-    payload = dumps(value, what="result")
+    payload = dumps(value, what="result", task_key=task.key)
     if key is not None:
         try:
             store(key, task, run.id, payload, preview(value))
@@ -226,11 +226,12 @@ def _cached(
     context: TaskRunContext,
     hit: CachedResult,
     value: Any,
+    payload: bytes,
 ) -> State:
     """A cache hit: COMPLETED (Cached) with the recorded result, the function not called."""
     message = cached_message(hit)
     state = State(StateType.COMPLETED, StateName.CACHED, message, timezone.now(), data=value)
-    run.update(result=hit.payload, result_preview=hit.preview)
+    run.update(result=payload, result_preview=hit.preview)
     return _end(task, run, context, state)
 
 

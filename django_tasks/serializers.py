@@ -4,6 +4,12 @@ Unpickling runs code, so every payload carries an HMAC-SHA256 over its bytes key
 ``SECRET_KEY``; :func:`loads` refuses any payload whose signature does not verify with
 ``SECRET_KEY`` or one of ``SECRET_KEY_FALLBACKS`` (key rotation). The web side only ever reads
 the JSON preview stored beside a payload.
+
+A signature is bound to what it signs: the task's key and the field (``parameters`` or
+``result``), through a key derived for that pair. A payload copied onto another task's run, or
+from a result into parameters, does not verify there. Payloads signed before the binding
+(format ``djt1``) are still read as they were, so that runs enqueued by an older version (a
+rolling deploy) and stored results keep working; everything written now is bound (``djt2``).
 """
 
 from __future__ import annotations
@@ -31,10 +37,14 @@ __all__ = [
     "dumps",
     "loads",
     "preview",
+    "rebind",
 ]
 
-_MAGIC = b"djt1"
+_MAGIC = b"djt2"  # bound to a task key and a field
+_MAGIC_UNBOUND = b"djt1"  # before the binding: still read
 _SALT = "django_tasks.serializers.payload"
+#: What a payload is, by the ``what`` of dumps(): the column it goes to.
+_FIELDS = {"parameters": "parameters", "result": "result", "exception": "result"}
 _DIGEST_SIZE = 32
 
 
@@ -60,13 +70,22 @@ def _key(secret: str | bytes) -> bytes:
     return hashlib.sha256((_SALT + force_str(secret)).encode()).digest()
 
 
-def _signature(data: bytes, secret: str | bytes) -> bytes:
+@functools.lru_cache(maxsize=1024)
+def _bound_key(secret: str | bytes, task_key: str, field: str) -> bytes:
+    """The key that signs ``field`` payloads of ``task_key``'s runs (computed once each)."""
+    return hashlib.sha256(
+        b"%s\x00%s\x00%s" % (_key(secret), task_key.encode(), field.encode())
+    ).digest()
+
+
+def _signature(data: bytes, secret: str | bytes, task_key: str = "", field: str = "value") -> bytes:
     # The one-shot C function: no HMAC object per payload (part of every .delay()).
-    return hmac.digest(_key(secret), data, "sha256")
+    return hmac.digest(_bound_key(secret, task_key, field), data, "sha256")
 
 
-def dumps(value: Any, *, what: str = "value") -> bytes:
-    """Pickle and sign ``value``; raise a clear error if it cannot be pickled or is too large."""
+def dumps(value: Any, *, what: str = "value", task_key: str = "") -> bytes:
+    """Pickle and sign ``value`` for ``task_key``'s runs - as their parameters, or as a result
+    or exception (``what``); raise a clear error if it cannot be pickled or is too large."""
     try:
         # The C pickler first (most values: fast); cloudpickle for what it cannot do (lambdas,
         # closures, classes defined in __main__). Both are read back by pickle.loads.
@@ -85,7 +104,7 @@ def dumps(value: Any, *, what: str = "value") -> bytes:
             f"(DJANGO_TASKS['MAX_PAYLOAD_BYTES']). Pass a reference (a primary key, a file path) "
             f"instead of the data."
         )
-    signature = _signature(data, settings.SECRET_KEY)
+    signature = _signature(data, settings.SECRET_KEY, task_key, _FIELDS.get(what, what))
     return _MAGIC + signature + bytes(data)
 
 
@@ -108,20 +127,43 @@ def _cloudpickle(value: Any) -> bytes:
         return buffer.getvalue()
 
 
-def loads(payload: bytes | memoryview) -> Any:
-    """Verify and unpickle a payload made by :func:`dumps`."""
+def loads(payload: bytes | memoryview, *, task_key: str = "", field: str = "value") -> Any:
+    """Verify and unpickle a payload made by :func:`dumps` for ``task_key``'s ``field``."""
     raw = bytes(payload)
     head = len(_MAGIC) + _DIGEST_SIZE
-    if len(raw) < head or not raw.startswith(_MAGIC):
+    bound = raw.startswith(_MAGIC)
+    if len(raw) < head or not (bound or raw.startswith(_MAGIC_UNBOUND)):
         raise PayloadSignatureError("The payload is not a signed django_tasks payload.")
     signature, data = raw[len(_MAGIC) : head], raw[head:]
     secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
-    if not any(hmac.compare_digest(signature, _signature(data, key)) for key in secrets):
+    if bound:
+        valid = any(
+            hmac.compare_digest(signature, _signature(data, secret, task_key, field))
+            for secret in secrets
+        )
+    else:
+        valid = any(
+            hmac.compare_digest(signature, hmac.digest(_key(secret), data, "sha256"))
+            for secret in secrets
+        )
+    if not valid:
         raise PayloadSignatureError(
-            "The payload's signature does not verify with SECRET_KEY or SECRET_KEY_FALLBACKS: "
-            "it was tampered with or signed with another key. It was not unpickled."
+            f"The payload's signature does not verify as the {field} of task {task_key!r} with "
+            f"SECRET_KEY or SECRET_KEY_FALLBACKS: it was tampered with, moved from another "
+            f"task's run or another field, or signed with another key. It was not unpickled."
         )
     return pickle.loads(data)
+
+
+def rebind(payload: bytes, *, field: str, from_task: str, to_task: str) -> bytes:
+    """``payload`` (verified as ``from_task``'s) signed for ``to_task``: a cached result
+    computed by one task and returned by another's run."""
+    if from_task == to_task:
+        return payload
+    raw = bytes(payload)
+    loads(raw, task_key=from_task, field=field)  # verify before signing anew
+    data = raw[len(_MAGIC) + _DIGEST_SIZE :]
+    return _MAGIC + _signature(data, settings.SECRET_KEY, to_task, field) + data
 
 
 def preview(value: Any, *, depth: int = 0) -> Any:

@@ -690,7 +690,7 @@ CACHE_LOCK_XACT = "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 7))"
 CACHE_UNLOCK = "SELECT pg_advisory_unlock(hashtextextended(%(key)s, 7))"
 
 CACHE_LOOKUP = f"""
-SELECT result, result_preview::text, run_id FROM {RESULT}
+SELECT result, result_preview::text, run_id, task_key FROM {RESULT}
 WHERE key = %(key)s AND (expires IS NULL OR expires > clock_timestamp())
 """
 

@@ -92,7 +92,7 @@ def enqueue(
     run_id = uuid7()
     arguments = dict(bound.arguments)
     name = task.run_name(arguments, run_id, "delay")
-    payload = dumps((args, kwargs), what="parameters")
+    payload = dumps((args, kwargs), what="parameters", task_key=task.key)
     shown = preview(arguments)
     if upstreams:
         params = {
@@ -229,7 +229,7 @@ def enqueue_many(
         arguments = dict(task.bind(args, kwargs).arguments)
         ids.append(uuid7())
         names.append(task.run_name(arguments, ids[-1], "delay"))
-        payloads.append(dumps((args, kwargs), what="parameters"))
+        payloads.append(dumps((args, kwargs), what="parameters", task_key=task.key))
         previews.append(Json(preview(arguments)))
     if not ids:
         return []

@@ -82,7 +82,10 @@ def test_bad_runs_fail_clearly_and_the_worker_goes_on():
     raw[-2] ^= 0x01
     _tamper(tampered, bytes(raw))
     garbage = add.delay(1, 3)
-    signed_garbage = _MAGIC + _signature(b"not a pickle", "tests-secret-key") + b"not a pickle"
+    key = "tests-secret-key"
+    signed_garbage = (
+        _MAGIC + _signature(b"not a pickle", key, add.key, "parameters") + b"not a pickle"
+    )
     _tamper(garbage, signed_garbage)
     good = add.delay(2, 2)
     drain()

@@ -137,7 +137,7 @@ class Execution:
             )
             return
         try:
-            args, kwargs = loads(run.parameters)
+            args, kwargs = loads(run.parameters, task_key=run.task_key, field="parameters")
         except PayloadSignatureError as exc:
             self.refuse(f"Refused to unpickle the parameters: {exc}")
             return
@@ -258,9 +258,10 @@ class Execution:
     def _cache_hit(self, hit: CachedResult) -> Outcome | None:
         """End the run CACHED with the record's result (``None``: the record did not load,
         so the run is computed instead)."""
-        run = self.run
+        run, task = self.run, self.task
+        assert task is not None
         try:
-            value = loads(hit.payload)
+            value, payload = hit.load(task)
         except PayloadError:
             logger.warning(
                 "Cached result for run %s does not load; recomputing", run.id, extra=for_run(run.id)
@@ -271,13 +272,13 @@ class Execution:
             "id": run.id,
             "worker": self.worker.name,
             "message": message,
-            "result": hit.payload,
+            "result": payload,
             "preview": Json(hit.preview),
         }
         if not self.db.execute(sql.CACHE_HIT, params, give_up_on_stop=False):
             log_discarded(run.id, StateName.CACHED)
         return Outcome(
-            StateType.COMPLETED, StateName.CACHED, message, hit.payload, hit.preview, "", value
+            StateType.COMPLETED, StateName.CACHED, message, payload, hit.preview, "", value
         )
 
     def _run_deferred(self) -> Outcome | None:
@@ -359,7 +360,7 @@ class Execution:
         except BaseException as exc:
             tb = format_traceback(exc)
             try:
-                payload: bytes | None = dumps(exc, what="exception")
+                payload: bytes | None = dumps(exc, what="exception", task_key=task.key)
             except PayloadError:
                 payload = None
             message = describe_exception(exc)
@@ -373,7 +374,7 @@ class Execution:
             if close and _django_connected:
                 close_old_connections()
         try:
-            payload = dumps(value, what="result")
+            payload = dumps(value, what="result", task_key=task.key)
         except PayloadError as exc:
             tb = format_traceback(exc)
             return Outcome(
