@@ -65,6 +65,3 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"django_tasks": {"handlers": ["console"], "level": "INFO"}},
 }
-
-# The task API documents itself with drf-spectacular (OpenAPI 3).
-REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}

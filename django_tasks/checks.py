@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import connections
 from django.urls import NoReverseMatch, reverse
 
 from .conf import DEFAULTS
+from .metrics import metrics_available
 
 __all__ = [
     "RECORD_MODES",
-    "check_api_schema_class",
     "check_database",
+    "check_included_urls",
     "check_settings",
 ]
 
@@ -90,29 +92,38 @@ def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     return []
 
 
-@register(Tags.urls)
-def check_api_schema_class(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """The API's OpenAPI page is drawn by drf-spectacular; with DRF's own schema class as the
-    project's default it fails (500) on our documented views. Only when the API is included
-    (a settings module without ROOT_URLCONF - a worker-only one - has no URLs at all)."""
+def _included(url_name: str) -> bool:
+    """Whether the project's URLconf includes this view of ours (a settings module without
+    ROOT_URLCONF - a worker-only one - includes nothing)."""
     if not getattr(settings, "ROOT_URLCONF", None):
-        return []
+        return False
     try:
-        reverse("django_tasks_api:schema")
+        reverse(url_name)
     except NoReverseMatch:
-        return []  # the API's URLs are not included: nothing to document
-    from drf_spectacular.openapi import AutoSchema
-    from rest_framework.settings import api_settings
+        return False
+    return True
 
-    schema_class: Any = api_settings.DEFAULT_SCHEMA_CLASS  # imported by DRF (stubs say str)
-    if isinstance(schema_class, type) and issubclass(schema_class, AutoSchema):
-        return []
-    return [
-        Warning(
-            "The django_tasks API is included but REST_FRAMEWORK['DEFAULT_SCHEMA_CLASS'] is not "
-            "drf-spectacular's: its schema/ page will fail.",
-            hint='Set REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": '
-            '"drf_spectacular.openapi.AutoSchema"}.',
-            id="django_tasks.W001",
+
+@register(Tags.urls)
+def check_included_urls(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """What an included URL needs that the project may lack: said here, not by a 500."""
+    problems: list[CheckMessage] = []
+    if _included("django_tasks_api:run-list") and not apps.is_installed("rest_framework"):
+        problems.append(
+            Warning(
+                "The django_tasks API is included but 'rest_framework' is not in "
+                "INSTALLED_APPS: it answers JSON only, without DRF's browsable pages.",
+                hint="Add 'rest_framework' to INSTALLED_APPS for the browsable API.",
+                id="django_tasks.W002",
+            )
         )
-    ]
+    if _included("django_tasks:metrics") and not metrics_available():
+        problems.append(
+            Warning(
+                "django_tasks' metrics URL is included but prometheus-client is not installed: "
+                "/metrics/ answers 503.",
+                hint="pip install 'django-taskruns[metrics]'",
+                id="django_tasks.W003",
+            )
+        )
+    return problems

@@ -12,6 +12,7 @@ with ``Authorization: Bearer <DJANGO_TASKS["METRICS_TOKEN"]>`` for a scraper.
 from __future__ import annotations
 
 import hmac
+import importlib.util
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -82,9 +83,20 @@ def _allowed(request: HttpRequest) -> bool:
     return bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
 
+def metrics_available() -> bool:
+    """Whether the ``metrics`` extra (prometheus-client) is installed."""
+    return importlib.util.find_spec("prometheus_client") is not None
+
+
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not _allowed(request):
         return HttpResponseForbidden("Staff allowed to view task runs, or a metrics token, only.")
+    if not metrics_available():  # system check django_tasks.W003 says so at start-up
+        return HttpResponse(
+            "Metrics need prometheus-client: pip install 'django-taskruns[metrics]'.",
+            status=503,
+            content_type="text/plain",
+        )
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
     registry = CollectorRegistry()

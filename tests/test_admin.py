@@ -4,6 +4,8 @@ import re
 
 import pytest
 from django.urls import reverse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from django_tasks import flush, serializers
 from django_tasks.models import TaskRun
@@ -241,3 +243,32 @@ def test_a_nul_in_a_list_filter_is_a_bad_filter_not_a_500(admin_client, param):
     assert response.status_code == 302
     assert response["Location"] == f"{url}?e=1"
     assert admin_client.get(response["Location"]).status_code == 200
+
+
+ADMIN_PARAMS = [
+    "task_name__exact",
+    "queue__exact",
+    "worker__exact",
+    "state_type__exact",
+    "origin__exact",
+    "tags",
+    "created",
+    "q",
+    "o",
+    "p",
+]
+
+
+@settings(
+    max_examples=80,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(param=st.sampled_from(ADMIN_PARAMS), value=st.text())
+def test_no_list_filter_value_makes_a_500(admin_client, param, value):
+    """Any text - NUL characters, surrogates, huge numbers - in any filter, search, ordering
+    or page parameter: the list or Django's bad-filter redirect, never an error."""
+    url = reverse("admin:django_tasks_taskrun_changelist")
+    response = admin_client.get(url, {param: value})
+    assert response.status_code in (200, 302), (param, value)

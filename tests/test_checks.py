@@ -1,8 +1,9 @@
 import pytest
+from django.conf import settings
 from django.core.checks import run_checks
 from django.test import override_settings
 
-from django_tasks.checks import check_api_schema_class, check_database, check_settings
+from django_tasks.checks import check_database, check_included_urls, check_settings
 from django_tasks.conf import task_settings
 
 
@@ -53,11 +54,19 @@ def test_checks_are_registered():
         assert "django_tasks.E002" in ids(run_checks())
 
 
-def test_api_schema_class_must_be_drf_spectaculars_when_the_api_is_included():
-    assert check_api_schema_class() == []  # the test project sets it
-    drf_own = {"DEFAULT_SCHEMA_CLASS": "rest_framework.schemas.openapi.AutoSchema"}
-    with override_settings(REST_FRAMEWORK=drf_own):
-        assert ids(check_api_schema_class()) == ["django_tasks.W001"]
-        with override_settings(ROOT_URLCONF="tests.urls_no_api"):
-            assert check_api_schema_class() == []  # no API, nothing to warn about
-    assert "django_tasks.W001" not in ids(run_checks())
+def test_included_urls_missing_what_they_need_are_warned_about(monkeypatch):
+    assert check_included_urls() == []  # the test project has all it needs
+    without_drf = [app for app in settings.INSTALLED_APPS if app != "rest_framework"]
+    with override_settings(INSTALLED_APPS=without_drf):
+        assert ids(check_included_urls()) == ["django_tasks.W002"]
+    monkeypatch.setattr("django_tasks.checks.metrics_available", lambda: False)
+    assert ids(check_included_urls()) == ["django_tasks.W003"]
+    with override_settings(ROOT_URLCONF="tests.urls_no_api"):
+        assert check_included_urls() == []  # nothing included, nothing needed
+
+
+def test_metrics_without_their_extra_answer_503_not_500(monkeypatch, admin_client):
+    monkeypatch.setattr("django_tasks.metrics.metrics_available", lambda: False)
+    response = admin_client.get("/tasks/metrics/")
+    assert response.status_code == 503
+    assert b"pip install 'django-taskruns[metrics]'" in response.content

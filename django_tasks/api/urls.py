@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from django.urls import include, path
+from typing import Any
+
+from django.urls import include, path, reverse
 from drf_spectacular.views import SpectacularAPIView
+from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
+from .schema import generate_schema
 from .views import RunViewSet, StatsView, TaskListView, WorkerViewSet, _Secured
 
 app_name = "django_tasks_api"
@@ -16,13 +21,18 @@ router.register("workers", WorkerViewSet, basename="worker")
 
 
 class SchemaView(_Secured, SpectacularAPIView):
-    """The OpenAPI 3 schema (``?format=json`` or YAML), staff only like the API. It covers the
-    project's URLs, so paths carry the prefix this API is included under."""
+    """The OpenAPI 3 schema of this API (``?format=json`` or YAML), for whoever may read it,
+    with its paths under the prefix the API is included at - drawn by :mod:`.schema`, the
+    same whatever the project's REST_FRAMEWORK and SPECTACULAR_SETTINGS say."""
 
-    # Not in the schema itself. ``schema = None`` leaves it out before any schema class is
-    # asked, so this works whatever the project's DEFAULT_SCHEMA_CLASS (with DRF's own,
-    # ``extend_schema(exclude=True)`` failed on this very view).
-    schema = None
+    renderer_classes = SpectacularAPIView.renderer_classes  # not the API's JSON/browsable
+
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        match = request.resolver_match
+        route = match.route if match is not None else reverse("django_tasks_api:schema")[1:]
+        prefix = route[: -len("schema/")] if route.endswith("schema/") else route
+        schema = generate_schema(prefix, request)
+        return Response(schema, headers={"Content-Disposition": 'inline; filename="schema"'})
 
 
 urlpatterns = [

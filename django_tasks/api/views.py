@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.apps import apps
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.module_loading import import_string
-from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.permissions import BasePermission
+from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -53,10 +55,21 @@ class _Secured:
     permissions, as the admin applies them, by default: :mod:`django_tasks.permissions`).
 
     ``queryset`` names the model for permission classes that need one (DRF's
-    ``DjangoModelPermissions``), also on the views that list no model of their own."""
+    ``DjangoModelPermissions``), also on the views that list no model of their own.
+    ``schema = None`` keeps the views out of the project's schema generator; the API's own
+    (:mod:`.schema`) reads ``schema_overrides``: per action, what the schema cannot see."""
 
-    schema: Any = AutoSchema()
+    schema: Any = None
+    schema_overrides: dict[str, dict[str, Any]] = {}
     queryset: Any = TaskRun.objects.none()
+    # Ours, not the project's REST_FRAMEWORK defaults: lists are ours to page and filter, and
+    # DRF's browsable pages need its templates (system check django_tasks.W002).
+    pagination_class: Any = None
+    filter_backends: Sequence[Any] = ()
+    renderer_classes: Sequence[type[BaseRenderer]] = [
+        JSONRenderer,
+        *([BrowsableAPIRenderer] if apps.is_installed("rest_framework") else []),
+    ]
 
     def get_permissions(self) -> list[BasePermission]:
         return _permissions()
@@ -143,17 +156,27 @@ MAX_WINDOW = timedelta(days=3650)
 _ERROR = OpenApiTypes.OBJECT  # {"detail": "..."} or {"field": ["..."]}
 
 
-@extend_schema_view(
-    list=extend_schema(
-        parameters=_RUN_FILTERS,
-        responses={200: RunSerializer(many=True), 400: _ERROR, 404: _ERROR},  # 404: bad cursor
-    ),
-    retrieve=extend_schema(responses={200: RunDetailSerializer, 404: _ERROR}),
-)
 class RunViewSet(_Secured, viewsets.ReadOnlyModelViewSet[TaskRun]):
     """Task runs, newest first. Filters combine; ``search`` takes a run id or a name part."""
 
     pagination_class = NewestFirst
+    schema_overrides = {
+        "list": {
+            "parameters": _RUN_FILTERS,
+            # 404: a cursor that points at no run
+            "responses": {200: RunSerializer(many=True), 400: _ERROR, 404: _ERROR},
+        },
+        "retrieve": {"responses": {200: RunDetailSerializer, 404: _ERROR}},
+        # The history and the log lines of one run come whole, as plain lists.
+        "states": {"responses": {200: StateSerializer(many=True), 404: _ERROR}},
+        "logs": {"responses": {200: LogSerializer(many=True), 404: _ERROR}},
+        "dependencies": {"responses": {200: DependenciesSerializer, 404: _ERROR}},
+        "cancel": {"request": None, "responses": {200: CancelSerializer, 404: _ERROR}},
+        "retry": {
+            "request": None,
+            "responses": {201: RetrySerializer, 404: _ERROR, 409: _ERROR},
+        },
+    }
     lookup_value_regex = "[^/]+"  # a malformed id gets this API's JSON 404, not a page
 
     def get_object(self) -> TaskRun:
@@ -198,19 +221,16 @@ class RunViewSet(_Secured, viewsets.ReadOnlyModelViewSet[TaskRun]):
                 runs = runs.filter(task_name__icontains=term) | runs.filter(name__icontains=term)
         return runs
 
-    @extend_schema(responses={200: StateSerializer(many=True), 404: _ERROR})
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def states(self, request: Request, pk: str | None = None) -> Response:
         run = self.get_object()
         return Response(StateSerializer(run.states.all(), many=True).data)
 
-    @extend_schema(responses={200: LogSerializer(many=True), 404: _ERROR})
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def logs(self, request: Request, pk: str | None = None) -> Response:
         run = self.get_object()
         return Response(LogSerializer(run.logs.all(), many=True).data)
 
-    @extend_schema(responses={200: DependenciesSerializer, 404: _ERROR})
     @action(detail=True, methods=["get"])
     def dependencies(self, request: Request, pk: str | None = None) -> Response:
         run = self.get_object()
@@ -226,7 +246,6 @@ class RunViewSet(_Secured, viewsets.ReadOnlyModelViewSet[TaskRun]):
         }
         return Response(DependenciesSerializer(data).data)
 
-    @extend_schema(request=None, responses={200: CancelSerializer, 404: _ERROR})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         run = self.get_object()
@@ -234,7 +253,6 @@ class RunViewSet(_Secured, viewsets.ReadOnlyModelViewSet[TaskRun]):
         data = {"id": run.pk, "state_type": state.value if state else None}
         return Response(CancelSerializer(data).data)
 
-    @extend_schema(request=None, responses={201: RetrySerializer, 404: _ERROR, 409: _ERROR})
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, pk: str | None = None) -> Response:
         run = self.get_object()
@@ -258,7 +276,10 @@ class WorkerViewSet(_Secured, mixins.ListModelMixin, viewsets.GenericViewSet[Wor
 class TaskListView(_Secured, APIView):
     """Registered tasks with their options, run counts, failure rate and p50/p95 duration."""
 
-    @extend_schema(parameters=[_WINDOW], responses={200: TaskSerializer(many=True), 400: _ERROR})
+    schema_overrides = {
+        "get": {"parameters": [_WINDOW], "responses": {200: TaskSerializer(many=True), 400: _ERROR}}
+    }
+
     def get(self, request: Request) -> Response:
         return Response(TaskSerializer(queries.task_stats(_window(request)), many=True).data)
 
@@ -266,7 +287,10 @@ class TaskListView(_Secured, APIView):
 class StatsView(_Secured, APIView):
     """Runs by state over a window, ready runs and the oldest per queue, live workers."""
 
-    @extend_schema(parameters=[_WINDOW], responses={200: StatsSerializer, 400: _ERROR})
+    schema_overrides = {
+        "get": {"parameters": [_WINDOW], "responses": {200: StatsSerializer, 400: _ERROR}}
+    }
+
     def get(self, request: Request) -> Response:
         window = _window(request)
         live = WorkerSerializer(Worker.objects.filter(stopped__isnull=True), many=True).data
