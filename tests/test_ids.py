@@ -1,3 +1,4 @@
+import os
 import time
 import uuid
 
@@ -14,3 +15,26 @@ def test_uuid7_layout_and_order():
     millis = first.int >> 80
     assert abs(millis - time.time() * 1000) < 5000
     assert len({uuid7() for _ in range(10_000)}) == 10_000
+
+
+def test_ids_made_in_the_same_millisecond_still_grow():
+    ids = [uuid7() for _ in range(20_000)]  # tens of ids per millisecond
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids[:100])
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids():
+    read, write = os.pipe()
+    uuid7()  # the parent has a latest id the child would continue from
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, through the pipe
+        os.write(write, b"".join(uuid7().bytes for _ in range(50)))
+        os._exit(0)
+    os.close(write)
+    parents = {uuid7() for _ in range(50)}
+    os.waitpid(pid, 0)
+    data = os.read(read, 16 * 50)
+    childs = {uuid.UUID(bytes=data[i : i + 16]) for i in range(0, len(data), 16)}
+    assert len(childs) == 50
+    assert not parents & childs
