@@ -19,6 +19,7 @@ from django.db import connection
 
 from django_tasks.recorder import writer
 from django_tasks.topic import open_worker_connection
+from django_tasks.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -129,6 +130,13 @@ def process_alive(pid: int) -> bool:
     """True for a live process (not a zombie waiting to be reaped)."""
     fields = _stat(pid)
     return fields is not None and fields[0] != "Z"
+
+
+def drain(**options: Any) -> Worker:
+    """Run a Worker in this process until no run is ready; it must exit cleanly."""
+    worker = Worker(burst=True, handle_signals=False, **options)
+    assert worker.run() == 0
+    return worker
 
 
 def worker_log(proc: subprocess.Popen[bytes]) -> str:

@@ -13,16 +13,11 @@ from django.db import connection
 
 from django_tasks import TaskRunFuture, allow_failure
 from django_tasks.models import TaskRun, TaskRunDependency
-from django_tasks.worker import Worker
 from tests.taskapp.tasks import add, describe, explode, total
 
+from .conftest import drain
+
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def drain() -> Worker:
-    worker = Worker(burst=True, handle_signals=False)
-    assert worker.run() == 0
-    return worker
 
 
 def row(future: TaskRunFuture[Any]) -> TaskRun:

@@ -14,8 +14,9 @@ from django.db import connection, transaction
 from django_tasks import SerializationError, flush, task
 from django_tasks.models import TaskRun, TaskRunLog
 from django_tasks.recorder import writer
-from django_tasks.worker import Worker
 from tests.taskapp.tasks import add, slow_echo
+
+from .conftest import drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,10 +27,6 @@ REFUSED_BY_POSTGRESQL = {
     "surrogate": ("\udcff", "\\udcff"),
     "huge_int": (7**9000, "<int of 7606 digits>"),
 }
-
-
-def drain() -> None:
-    assert Worker(burst=True, handle_signals=False).run() == 0
 
 
 @pytest.mark.parametrize("kind", REFUSED_BY_POSTGRESQL)

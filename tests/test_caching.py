@@ -13,8 +13,7 @@ import pytest
 from django_tasks import StateType, TaskRunFuture, flush, task
 from django_tasks.cache_policies import INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE, CacheKeyError
 from django_tasks.models import ResultRecord, TaskRun
-from django_tasks.worker import Worker
-from tests.conftest import wait_until
+from tests.conftest import drain, wait_until
 from tests.taskapp.models import Effect
 from tests.taskapp.tasks import (
     add,
@@ -33,10 +32,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def marks(prefix: str) -> int:
     return Effect.objects.filter(label__startswith=prefix).count()
-
-
-def drain() -> None:
-    assert Worker(burst=True, handle_signals=False).run() == 0
 
 
 def test_inputs_hit_and_miss_inline():

@@ -6,15 +6,12 @@ import pytest
 
 from django_tasks import MissingContextError, flush, get_run_context, task
 from django_tasks.models import TaskRun
-from django_tasks.worker import Worker
 from tests.taskapp.models import Effect
 from tests.taskapp.tasks import context_report, hooked
 
+from .conftest import drain
+
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def drain() -> None:
-    assert Worker(burst=True, handle_signals=False).run() == 0
 
 
 def marks() -> list[str]:

@@ -22,14 +22,11 @@ from django_tasks.serializers import (
     loads,
     rebind,
 )
-from django_tasks.worker import Worker
 from tests.taskapp.tasks import add, describe
 
+from .conftest import drain
+
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def drain() -> None:
-    assert Worker(burst=True, handle_signals=False).run() == 0
 
 
 def test_parameters_moved_to_another_tasks_run_are_refused():

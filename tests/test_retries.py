@@ -15,15 +15,11 @@ from django_tasks.models import TaskRun
 from django_tasks.retries import delay_for, exponential_backoff, resolve_delays
 from django_tasks.sql import RETRY_DELAY
 from django_tasks.worker import Worker
-from tests.conftest import wait_until
+from tests.conftest import drain, wait_until
 from tests.taskapp.models import Effect
 from tests.taskapp.tasks import always_fails, fails_then_waits, fails_twice_listed, picky
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def drain() -> None:
-    assert Worker(burst=True, handle_signals=False).run() == 0
 
 
 def states(run_id: Any) -> list[tuple[str, str, str]]:

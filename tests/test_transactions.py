@@ -16,6 +16,8 @@ from tests.conftest import wait_until
 from tests.taskapp.models import Effect
 from tests.taskapp.tasks import EVENTS, add, atomic_write, slow_atomic, write_effect
 
+from .conftest import drain
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -152,10 +154,6 @@ def test_submitted_runs_are_not_part_of_the_transaction():
     with pytest.raises(RuntimeError):
         group()
     assert labels() == ["outside"]
-
-
-def drain() -> None:
-    assert Worker(burst=True, handle_signals=False).run() == 0
 
 
 def test_a_background_atomic_run_that_raises_leaves_no_writes():

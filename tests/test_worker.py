@@ -14,11 +14,7 @@ from django_tasks.worker.connection import QueueConnection
 from tests.taskapp.models import Effect
 from tests.taskapp.tasks import add, explode, noop, raise_unpicklable, record, return_unpicklable
 
-
-def drain(**options) -> Worker:
-    worker = Worker(burst=True, handle_signals=False, **options)
-    assert worker.run() == 0
-    return worker
+from .conftest import drain
 
 
 def history(future):

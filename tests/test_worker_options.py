@@ -20,13 +20,9 @@ from tests.taskapp.tasks import (
     too_slow_retried,
 )
 
+from .conftest import drain
+
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def drain() -> Worker:
-    worker = Worker(burst=True, handle_signals=False)
-    worker.run()
-    return worker
 
 
 def history(future):
