@@ -97,36 +97,43 @@ def resolve(value: Any, only: type[BaseFuture] = BaseFuture, timeout: float | No
     :func:`check_upstreams`; an ``allow_failure`` future gives its exception instead.
     Containers are copied once each (a list that holds itself gives a copy that holds the
     copy)."""
-    return _resolve(value, only, timeout, {})
+    return _Resolver(only, timeout).resolve(value, allowed=False)
 
 
-def _resolve(
-    value: Any, only: type[BaseFuture], timeout: float | None, done: dict[int, Any]
-) -> Any:
-    if isinstance(value, allow_failure):
-        inner = value.value
-        if isinstance(inner, only):
-            return inner.result(timeout, raise_on_failure=False)
-        if isinstance(inner, BaseFuture):
-            return value  # a future of another kind: resolved where it runs
-        return _resolve(inner, only, timeout, done)
-    if isinstance(value, only):
-        return value.result(timeout)
-    if id(value) in done:
-        return done[id(value)]
-    if isinstance(value, list):
-        copy: list[Any] = []
-        done[id(value)] = copy  # before the items: an item may be the list itself
-        copy.extend(_resolve(item, only, timeout, done) for item in value)
-        return copy
-    if isinstance(value, dict):
-        mapping: dict[Any, Any] = {}
-        done[id(value)] = mapping
-        mapping.update((key, _resolve(item, only, timeout, done)) for key, item in value.items())
-        return mapping
-    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
-        return type(value)(*(_resolve(item, only, timeout, done) for item in value))
-    for kind in (tuple, set, frozenset):
-        if isinstance(value, kind):
-            return kind(_resolve(item, only, timeout, done) for item in value)
-    return value
+class _Resolver:
+    """One resolution: containers copied once each, ``allow_failure`` reaching every future
+    inside what it wraps (``allow_failure([f, 1, 2])`` gives ``[f's exception, 1, 2]``, as in
+    Prefect)."""
+
+    def __init__(self, only: type[BaseFuture], timeout: float | None) -> None:
+        self.only, self.timeout = only, timeout
+        self.done: dict[tuple[int, bool], Any] = {}
+
+    def resolve(self, value: Any, allowed: bool) -> Any:
+        if isinstance(value, allow_failure):
+            if isinstance(value.value, BaseFuture) and not isinstance(value.value, self.only):
+                return value  # a future of another kind: resolved where it runs
+            return self.resolve(value.value, allowed=True)
+        if isinstance(value, self.only):
+            return value.result(self.timeout, raise_on_failure=not allowed)
+        if isinstance(value, BaseFuture):  # another kind, resolved later: keep what allows it
+            return allow_failure(value) if allowed else value
+        key = (id(value), allowed)
+        if key in self.done:
+            return self.done[key]
+        if isinstance(value, list):
+            copy: list[Any] = []
+            self.done[key] = copy  # before the items: an item may be the list itself
+            copy.extend(self.resolve(item, allowed) for item in value)
+            return copy
+        if isinstance(value, dict):
+            mapping: dict[Any, Any] = {}
+            self.done[key] = mapping
+            mapping.update((k, self.resolve(item, allowed)) for k, item in value.items())
+            return mapping
+        if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+            return type(value)(*(self.resolve(item, allowed) for item in value))
+        for kind in (tuple, set, frozenset):
+            if isinstance(value, kind):
+                return kind(self.resolve(item, allowed) for item in value)
+        return value

@@ -24,7 +24,7 @@ from .cache_policies import CacheKeyError
 from .caching import CachedResult, cache_key, cache_lock, cached_message, lookup, store
 from .conf import task_settings
 from .context import TaskRunContext, run_context
-from .dependencies import UpstreamFailed, check_upstreams, collect_upstreams, resolve
+from .dependencies import check_upstreams, collect_upstreams, resolve
 from .futures import State
 from .hooks import call_hooks, retry_allowed
 from .ids import uuid7
@@ -105,9 +105,9 @@ def execute(
         run.update(edges=[(u.future.id, u.kind, u.allow_failure) for u in upstreams])
         try:
             check_upstreams(upstreams)
-        except UpstreamFailed as exc:
+            args, kwargs = resolve(args), resolve(kwargs)
+        except Exception as exc:  # an upstream failed, or its result cannot be read
             return _end(task, run, None, _failed(exc))
-        args, kwargs = resolve(args), resolve(kwargs)
         arguments = dict(task.bind(args, kwargs).arguments)
         run.update(parameters_preview=preview(arguments))
     txn = current_transaction()

@@ -244,6 +244,11 @@ class Task(Generic[P, R]):
             install_print_capture()
         self.key = task_key(self.options.name, fn)
         self.signature = inspect.signature(fn)
+        if "wait_for" in self.signature.parameters:
+            raise ValueError(
+                f"{fn.__qualname__} has a parameter named 'wait_for': that name is taken by "
+                f"task calls (task(..., wait_for=[...]), .submit(), .map()). Rename it."
+            )
         functools.update_wrapper(self, fn)
         registry.register(self)
 
@@ -284,10 +289,15 @@ class Task(Generic[P, R]):
         return Task(self.fn, **options)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the function now, in this process, recorded as a task run."""
+        """Run the function now, in this process, recorded as a task run.
+
+        ``wait_for=[...]`` (a keyword the function itself cannot have) waits for those
+        futures first, as ``.submit()`` does; a run that did not complete stops this one."""
         from .runs import run_inline
 
-        value: R = run_inline(self, args, kwargs)
+        extra: dict[str, Any] = kwargs
+        wait_for = extra.pop("wait_for", None) or ()
+        value: R = run_inline(self, args, kwargs, wait_for)
         return value
 
     def on_commit(self, fn: TransactionHook) -> TransactionHook:

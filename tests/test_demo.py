@@ -56,3 +56,12 @@ def test_gallery_pipeline_fans_out_and_gathers_with_visible_dependencies(client)
     fragment = client.get(reverse("recent-runs")).content.decode()
     assert "6 upstream runs" in fragment
     assert "Submitted (.submit/.map)" in fragment
+
+
+def test_recent_runs_are_listed_newest_first(client):
+    from tests.taskapp.tasks import add
+
+    ids = [str(add.delay(i, i).id) for i in range(25)]
+    fragment = client.get(reverse("recent-runs")).content.decode()
+    listed = sorted((fragment.index(i), i) for i in ids if i in fragment)
+    assert [run_id for _, run_id in listed] == ids[::-1][:20]  # the 20 newest, newest first

@@ -50,4 +50,5 @@ def recent_runs(request: HttpRequest) -> HttpResponse:
 def _recent() -> list[TaskRun]:
     """The latest runs, with how many upstream runs each waited for (pipelines)."""
     runs = TaskRun.objects.defer("parameters", "result").annotate(upstreams=Count("upstream_edges"))
-    return list(runs[:20])
+    # annotate() with an aggregate drops Meta.ordering: newest first must be said again.
+    return list(runs.order_by("-id")[:20])
