@@ -305,8 +305,15 @@ class DoneAndNotDoneFutures(NamedTuple):
     not_done: set[Any]
 
 
+def _check_timeout(timeout: float | None) -> None:
+    """A negative timeout is a mistake, as in Prefect (and concurrent.futures): say so."""
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be None or a number of seconds >= 0, got {timeout}.")
+
+
 def wait(futures: Iterable[Any], timeout: float | None = None) -> DoneAndNotDoneFutures:
     """Wait for ``futures`` (submitted or background) until all are final or time is up."""
+    _check_timeout(timeout)
     pending = list(futures)
     deadline = None if timeout is None else time.monotonic() + timeout
     for future in pending:
@@ -321,6 +328,7 @@ def as_completed(futures: Iterable[Any], timeout: float | None = None) -> Iterat
 
     Submitted futures wake this at once; background ones are polled (5 ms, backing off to
     200 ms), as :meth:`TaskRunFuture.wait` does."""
+    _check_timeout(timeout)
     pending = list(dict.fromkeys(futures))
     deadline = None if timeout is None else time.monotonic() + timeout
     finished = threading.Event()

@@ -300,6 +300,19 @@ class Task(Generic[P, R]):
         value: R = run_inline(self, args, kwargs, wait_for)
         return value
 
+    def on_completion(self, fn: StateHook) -> StateHook:
+        """Decorator form of the ``on_completion`` option: ``@my_task.on_completion``."""
+        _check_callable("on_completion", fn)
+        hooks = (*self.options.on_completion, fn)
+        self.options = dataclasses.replace(self.options, on_completion=hooks)
+        return fn
+
+    def on_failure(self, fn: StateHook) -> StateHook:
+        """Decorator form of the ``on_failure`` option: ``@my_task.on_failure``."""
+        _check_callable("on_failure", fn)
+        self.options = dataclasses.replace(self.options, on_failure=(*self.options.on_failure, fn))
+        return fn
+
     def on_commit(self, fn: TransactionHook) -> TransactionHook:
         """Decorator form of the ``on_commit`` option: ``@my_task.on_commit``."""
         _check_callable("on_commit", fn)
@@ -426,10 +439,13 @@ class Task(Generic[P, R]):
         context = TaskRunContext(self, run_id, self.name, 1, dict(parameters), origin)
         try:
             with run_context(context):
-                return storable_text(str(template()), 255)
+                name = template()
         except Exception:
             logger.warning("task_run_name of %s raised; using the task name", self, exc_info=True)
             return self.name
+        if not isinstance(name, str):  # as in Prefect: a mistake in the code, said at the call
+            raise TypeError(f"task_run_name of task {self.name!r} must return a str, got {name!r}.")
+        return storable_text(name, 255)
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments:
         """Bind arguments to the function's signature: a mismatch is a ``TypeError`` here."""

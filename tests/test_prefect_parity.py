@@ -84,3 +84,54 @@ def test_wait_for_is_refused_as_a_task_parameter():
 
     with pytest.raises(ValueError, match="parameter named 'wait_for'"):
         task(takes_wait_for)
+
+
+def test_completion_and_failure_hooks_in_decorator_form():
+    """Prefect: ``@my_task.on_completion`` / ``@my_task.on_failure`` add hooks, like the
+    options, called with (task, task_run, state)."""
+    seen: list[str] = []
+
+    @task
+    def maybe(fail: bool) -> str:
+        if fail:
+            raise ValueError("asked to")
+        return "ok"
+
+    @maybe.on_completion
+    def completed(task: Any, task_run: Any, state: Any) -> None:
+        seen.append(f"completed {state.result()}")
+
+    @maybe.on_failure
+    def failed(task: Any, task_run: Any, state: Any) -> None:
+        seen.append(f"failed {type(state.exception).__name__}")
+
+    assert maybe(False) == "ok"
+    with pytest.raises(ValueError, match="asked to"):
+        maybe(True)
+    assert seen == ["completed ok", "failed ValueError"]
+    assert completed.__name__ == "completed"  # the decorator gives the function back
+
+
+def test_waiting_with_a_negative_timeout_is_refused():
+    """Prefect: ``wait(futures, timeout=-1)`` raises ``ValueError``."""
+    from django_tasks import as_completed, wait
+
+    future = echo.submit(1)
+    with pytest.raises(ValueError, match="timeout must be None or a number of seconds >= 0"):
+        wait([future], timeout=-1)
+    with pytest.raises(ValueError, match="timeout must be"):
+        list(as_completed([future], timeout=-0.5))
+    assert wait([future], timeout=5).done == {future}
+
+
+def test_a_task_run_name_callable_must_return_a_string():
+    """Prefect: a ``task_run_name`` function that returns something else raises
+    ``TypeError`` (the run is not named 'None')."""
+
+    @task(task_run_name=lambda: None)  # type: ignore[arg-type, return-value]
+    def unnamed() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="must return a str, got None"):
+        unnamed()
+    assert not TaskRun.objects.filter(task_name="unnamed").exists()
