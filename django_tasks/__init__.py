@@ -20,6 +20,7 @@ from .context import MissingContextError, TaskRunContext, get_run_context
 from .dependencies import UpstreamFailed, allow_failure
 from .futures import State, TaskRunFailed, TaskRunFuture
 from .logs import get_run_logger
+from .manual_states import Cancelled, Completed, Crashed, Failed
 from .recorder import flush
 from .registry import UnknownTask
 from .retries import exponential_backoff
@@ -37,6 +38,10 @@ from .tasks import Task, task
 from .transactions import TaskTransaction, current_transaction, transaction
 
 __all__ = [
+    "Cancelled",
+    "Completed",
+    "Crashed",
+    "Failed",
     "MissingContextError",
     "PayloadError",
     "PayloadSignatureError",

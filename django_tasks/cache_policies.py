@@ -1,7 +1,8 @@
 """Cache policies: what makes two runs of a task "the same" (Prefect's names).
 
 A policy turns a run into a cache key - or ``None``, meaning "do not cache this run". Policies
-combine with ``+`` (the key covers every part) and ``INPUTS - "name"`` leaves a parameter out.
+combine with ``+`` (the key covers every part) and ``- "name"`` leaves a parameter out of
+the inputs part (``(INPUTS + TASK_SOURCE) - "conn"``; a policy without inputs is unchanged).
 A run whose key has a live result record ends CACHED with that result, without calling the
 function (see :mod:`django_tasks.caching`).
 
@@ -56,6 +57,14 @@ class CachePolicy:
             return NotImplemented
         return CompoundCachePolicy([*_parts(self), *_parts(other)])
 
+    def __sub__(self, name: str) -> CachePolicy:
+        """Leave parameter ``name`` out of the key: only :class:`Inputs` (alone or in a
+        compound) hashes parameters, so on any other policy this changes nothing - Prefect's
+        rule, which lets ``policy - "conn"`` be written without knowing the policy."""
+        if not isinstance(name, str):
+            return NotImplemented
+        return self
+
 
 class CompoundCachePolicy(CachePolicy):
     """Several policies at once: the key hashes every part's key (parts that say ``None`` are
@@ -68,6 +77,11 @@ class CompoundCachePolicy(CachePolicy):
         keys = [p.compute_key(context, parameters) for p in self.policies]
         present = [k for k in keys if k is not None]
         return _digest("+".join(present)) if present else None
+
+    def __sub__(self, name: str) -> CachePolicy:
+        if not isinstance(name, str):
+            return NotImplemented
+        return CompoundCachePolicy([part - name for part in self.policies])
 
     def __repr__(self) -> str:
         return " + ".join(repr(p) for p in self.policies)

@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .conf import task_settings
-from .dependencies import AnyFuture
+from .dependencies import AnyFuture, allow_failure
 from .futures import BaseFuture, State
 from .recorder import RunRecord, record
 from .runs import execute, new_record
@@ -240,12 +240,18 @@ def _execute(
 def expand_map(
     args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
-    """The calls of a ``.map()``: iterables are mapped in step, everything else repeated."""
+    """The calls of a ``.map()``: iterables are mapped in step, everything else repeated.
+
+    As in Prefect, a future among the arguments is waited for and its result mapped over when
+    it is iterable (``add_one.map(numbers_future)``), and ``allow_failure(...)`` around an
+    iterable maps over what it wraps, each element keeping the wrapper (a failed future gives
+    that run its exception)."""
     mapped: dict[int | str, list[Any]] = {}
     items: list[tuple[int | str, Any]] = [*enumerate(args), *kwargs.items()]
     for key, value in items:
-        if _is_mapped(value):
-            mapped[key] = list(value)
+        elements = _mapped_elements(value)
+        if elements is not None:
+            mapped[key] = elements
     if not mapped:
         raise TypeError(
             ".map() needs at least one iterable argument (wrap constants in unmapped(...))."
@@ -266,12 +272,18 @@ def expand_map(
     return calls
 
 
-def _is_mapped(value: Any) -> bool:
-    if isinstance(value, unmapped | str | bytes | Mapping):
-        return False
-    if isinstance(value, AnyFuture):  # a future of a list is one value, not mapped
-        return False
-    return isinstance(value, Iterable)
+def _mapped_elements(value: Any) -> list[Any] | None:
+    """The elements a ``.map()`` argument is mapped over, or ``None`` for a constant (a
+    future that failed, or whose result is not iterable, stays a future for the runs)."""
+    allowed = isinstance(value, allow_failure)
+    inner = value.value if allowed else value
+    if isinstance(inner, AnyFuture):
+        if not inner.wait().is_completed() and not allowed:
+            return None  # each run fails naming this upstream, as for any failed upstream
+        inner = inner.result(raise_on_failure=False)
+    if isinstance(inner, unmapped | str | bytes | Mapping) or not isinstance(inner, Iterable):
+        return None
+    return [allow_failure(item) for item in inner] if allowed else list(inner)
 
 
 def _constant(value: Any) -> Any:

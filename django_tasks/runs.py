@@ -28,13 +28,14 @@ from .dependencies import check_upstreams, collect_upstreams, resolve
 from .futures import State
 from .hooks import call_hooks, retry_allowed
 from .ids import uuid7
+from .manual_states import returned_state
 from .recorder import NOW, RunRecord, record
 from .retries import delay_for
 from .serializers import PayloadError, dumps, preview
 from .signals import run_finished, run_retried, run_started, send
-from .states import StateName, StateType
+from .states import StateName, StateType, failure_state
 from .storable import describe_exception, format_traceback
-from .transactions import TaskTransaction, current_transaction, transaction
+from .transactions import TaskTransaction, commit_alone, current_transaction, transaction
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -81,10 +82,14 @@ def run_inline(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     wait_for: Iterable[Any] = (),
+    return_state: bool = False,
 ) -> Any:
-    """``task(...)``: run now, in this thread; return the value or raise the final error."""
+    """``task(...)``: run now, in this thread; return the value or raise the final error
+    (or, with ``return_state``, return the final state)."""
     run = new_record(task, args, kwargs, "call")
     state = execute(task, run, args, kwargs, wait_for)
+    if return_state:
+        return state
     if state.exception is not None:
         raise state.exception
     return state.data
@@ -117,7 +122,10 @@ def execute(
             if state.exception is not None:
                 raise _Failed  # the failed run's own savepoint is gone; nothing to commit
         return state
-    return _run(task, run, args, kwargs, arguments, publish, txn)
+    state = _run(task, run, args, kwargs, arguments, publish, txn)
+    if txn is None and state.is_completed() and state.name != StateName.CACHED:
+        commit_alone(task)
+    return state
 
 
 class _Failed(Exception):
@@ -181,22 +189,45 @@ def _attempts(
             with run_context(context):
                 if txn is not None:
                     with db_transaction.atomic(using=task_settings().DATABASE_ALIAS):
-                        value = task.fn(*args, **kwargs)
+                        value, returned = _call(task, args, kwargs)
                         payload = _store(task, run, value, key)
-                    done = _done(value)
+                    done = _done(value, returned)
                     run.update(result=payload, result_preview=preview(value))
                     txn.stage(task, run, context, done)
                     return done
-                value = task.fn(*args, **kwargs)
+                value, returned = _call(task, args, kwargs)
                 payload = _store(task, run, value, key)
         except BaseException as exc:
-            failed = _failed(exc)
+            failed = exc.state if isinstance(exc, _ReturnedState) else _failed(exc)
             if _retry(task, run, context, failed, publish):
                 continue
-            run.update(traceback=format_traceback(exc))
+            if not isinstance(exc, _ReturnedState):
+                run.update(traceback=format_traceback(exc))
             return _end(task, run, context, failed)
         run.update(result=payload, result_preview=preview(value))
-        return _end(task, run, context, _done(value))
+        return _end(task, run, context, _done(value, returned))
+
+
+class _ReturnedState(Exception):
+    """The function returned a final state other than COMPLETED: the run ends in it (raised,
+    so that an atomic attempt's writes roll back as for an exception)."""
+
+    def __init__(self, state: State) -> None:
+        super().__init__(state.message)
+        self.state = state
+
+
+def _call(
+    task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, State | None]:
+    """The function's value - the data of a ``Completed(...)`` it returned, with that state."""
+    value = task.fn(*args, **kwargs)
+    state = returned_state(value)
+    if state is None:
+        return value, None
+    if state.type != StateType.COMPLETED:
+        raise _ReturnedState(state)
+    return state.data, state
 
 
 def _store(task: Task[Any, Any], run: RunRecord, value: Any, key: str | None) -> bytes | None:
@@ -216,8 +247,10 @@ def _store(task: Task[Any, Any], run: RunRecord, value: Any, key: str | None) ->
     return payload
 
 
-def _done(value: Any) -> State:
-    return State(StateType.COMPLETED, StateName.COMPLETED, "", timezone.now(), data=value)
+def _done(value: Any, returned: State | None = None) -> State:
+    """COMPLETED with ``value``; named and described as a returned ``Completed(...)`` says."""
+    name, message = (returned.name, returned.message) if returned else (StateName.COMPLETED, "")
+    return State(StateType.COMPLETED, name, message, timezone.now(), data=value)
 
 
 def _cached(
@@ -236,8 +269,10 @@ def _cached(
 
 
 def _failed(exc: BaseException) -> State:
+    """FAILED - or CRASHED for an interrupt or exit (:func:`~.states.failure_state`)."""
+    state_type, name = failure_state(exc)
     message = describe_exception(exc)
-    return State(StateType.FAILED, StateName.FAILED, message, timezone.now(), exception=exc)
+    return State(state_type, name, message, timezone.now(), exception=exc)
 
 
 def _retry(
@@ -249,8 +284,10 @@ def _retry(
 ) -> bool:
     """Wait and record AwaitingRetry -> Pending if this failure is to be retried."""
     retries = task.options.retries
-    if not isinstance(failed.exception, Exception) or context.attempt > retries:
-        return False  # KeyboardInterrupt, SystemExit... are never retried
+    if failed.type != StateType.FAILED or not isinstance(failed.exception, Exception):
+        return False  # crashed (KeyboardInterrupt, SystemExit) or cancelled: never retried
+    if context.attempt > retries:
+        return False
     if not retry_allowed(task, context, failed):
         return False
     delay = delay_for(task.options.retry_delays, context.attempt, task.options.retry_jitter_factor)

@@ -244,10 +244,11 @@ SELECT attempts FROM run
 """
 
 for _source in (StateType.RUNNING, StateType.CANCELLING):
-    for _target in (StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED):
+    for _target in (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED):
         _move(_source, _target)
 
-#: RUNNING (or CANCELLING) -> COMPLETED, FAILED or CANCELLED with the signed result (or
+#: RUNNING (or CANCELLING) -> COMPLETED, FAILED, CRASHED (the task raised SystemExit or
+#: KeyboardInterrupt) or CANCELLED with the signed result (or
 #: pickled exception), its preview and the traceback, in one statement with the history row.
 #: A run cancelled while it ran may still complete: the work was done, so it says so.
 FINISH = f"""

@@ -18,6 +18,7 @@ __all__ = [
     "StateType",
     "check_transition",
     "default_name",
+    "failure_state",
     "is_final",
 ]
 
@@ -108,3 +109,12 @@ def is_final(state_type: StateType | str) -> bool:
 def default_name(state_type: StateType | str) -> str:
     """The display name of a type when no sub-type applies (``RUNNING`` -> ``Running``)."""
     return str(StateType(state_type).label)
+
+
+def failure_state(exc: BaseException) -> tuple[StateType, str]:
+    """The state a run ends in when its function raised ``exc``: CRASHED for an interrupt
+    (``KeyboardInterrupt``) or an exit (``SystemExit``) - the process was being stopped, the
+    task did not fail on its own account - FAILED for anything else. Prefect's rule."""
+    if isinstance(exc, KeyboardInterrupt | SystemExit):
+        return StateType.CRASHED, StateName.CRASHED
+    return StateType.FAILED, StateName.FAILED

@@ -244,11 +244,12 @@ class Task(Generic[P, R]):
             install_print_capture()
         self.key = task_key(self.options.name, fn)
         self.signature = inspect.signature(fn)
-        if "wait_for" in self.signature.parameters:
-            raise ValueError(
-                f"{fn.__qualname__} has a parameter named 'wait_for': that name is taken by "
-                f"task calls (task(..., wait_for=[...]), .submit(), .map()). Rename it."
-            )
+        for reserved in _CALL_KEYWORDS:
+            if reserved in self.signature.parameters:
+                raise ValueError(
+                    f"{fn.__qualname__} has a parameter named {reserved!r}: that name is taken "
+                    f"by task calls (task(..., {reserved}=...)). Rename it."
+                )
         functools.update_wrapper(self, fn)
         registry.register(self)
 
@@ -291,13 +292,18 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function now, in this process, recorded as a task run.
 
-        ``wait_for=[...]`` (a keyword the function itself cannot have) waits for those
-        futures first, as ``.submit()`` does; a run that did not complete stops this one."""
+        Two keywords the function itself cannot have, as in Prefect: ``wait_for=[...]`` waits
+        for those futures first, as ``.submit()`` does (a run that did not complete stops this
+        one); ``return_state=True`` returns the run's final :class:`~.futures.State` instead
+        of its value, and raises nothing (``state.result()`` gives the value or raises)."""
         from .runs import run_inline
 
         extra: dict[str, Any] = kwargs
         wait_for = extra.pop("wait_for", None) or ()
-        value: R = run_inline(self, args, kwargs, wait_for)
+        return_state = extra.pop("return_state", False)
+        if not isinstance(return_state, bool):
+            raise TypeError(f"return_state must be True or False, got {return_state!r}.")
+        value: R = run_inline(self, args, kwargs, wait_for, return_state=return_state)
         return value
 
     def on_completion(self, fn: StateHook) -> StateHook:
@@ -455,6 +461,10 @@ class Task(Generic[P, R]):
             raise TypeError(f"Wrong arguments for task {self.name!r}: {exc}") from None
         bound.apply_defaults()
         return bound
+
+
+#: Keywords of a task call (``task(..., wait_for=..., return_state=...)``), not of the function.
+_CALL_KEYWORDS = ("wait_for", "return_state")
 
 
 def _when(scheduled_time: datetime | None, countdown: float | None) -> datetime | None:

@@ -20,6 +20,10 @@ committed finds those records: every call ends CACHED with its first result and 
 runs again - a re-run is a no-op. The key is locked while the block runs, so two processes
 running it at once take turns.
 
+A run of a task that is not atomic, called outside any ``transaction()``, is a transaction of
+its own as in Prefect: when it completes (not from the cache), its ``on_commit`` hooks are
+called (its database writes are not held back: they committed as they were made).
+
 Only inline calls join a transaction (it lives on this thread's database connection):
 ``.submit()`` runs on other threads and ``.delay()`` runs in workers are not part of it (a
 ``.delay()`` inside it is still enqueued in it, as always).
@@ -47,7 +51,7 @@ if TYPE_CHECKING:
     from .context import TaskRunContext
     from .tasks import Task
 
-__all__ = ["TaskTransaction", "current_transaction", "transaction"]
+__all__ = ["TaskTransaction", "commit_alone", "current_transaction", "transaction"]
 
 logger = logging.getLogger("django_tasks.transactions")
 
@@ -58,8 +62,9 @@ TransactionHook = Callable[["TaskTransaction"], None]
 class TaskTransaction:
     """The transaction of a ``with django_tasks.transaction():`` block (or of one atomic run)."""
 
-    def __init__(self, key: str | None) -> None:
+    def __init__(self, key: str | None, parent: TaskTransaction | None = None) -> None:
         self.key = key
+        self.parent = parent
         self.state = "ACTIVE"
         self._committed_before = False
         self._calls = 0
@@ -78,7 +83,13 @@ class TaskTransaction:
         self._values[name] = value
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self._values.get(name, default)
+        """A value set on this transaction - or, in a nested one, on an enclosing one (as in
+        Prefect: an inner block sees what the outer set; what it sets stays its own)."""
+        if name in self._values:
+            return self._values[name]
+        if self.parent is not None:
+            return self.parent.get(name, default)
+        return default
 
     def call_key(self, task: Task[Any, Any]) -> str | None:
         """The cache key of the next call of ``task`` inside a keyed transaction."""
@@ -122,6 +133,15 @@ class TaskTransaction:
             _call_each(tuple(reversed(task.options.on_rollback)), self, "on_rollback", task)
 
 
+def commit_alone(task: Task[Any, Any]) -> None:
+    """A run of a task that is not atomic completed outside any transaction: it was a
+    transaction of its own, which committed, so its ``on_commit`` hooks are called (Prefect
+    gives every run a transaction). Its database writes were not held back: they committed as
+    they were made."""
+    if task.options.on_commit:
+        TaskTransaction(None)._commit_background(task)
+
+
 _current: contextvars.ContextVar[TaskTransaction | None] = contextvars.ContextVar(
     "django_tasks_transaction", default=None
 )
@@ -137,7 +157,7 @@ def transaction(key: str | None = None) -> Iterator[TaskTransaction]:
     """Group inline task calls in one database transaction (see the module docstring)."""
     if key is not None and (not isinstance(key, str) or not key):
         raise TypeError(f"A transaction key must be a non-empty str, got {key!r}.")
-    txn = TaskTransaction(key)
+    txn = TaskTransaction(key, parent=_current.get())
     alias = task_settings().DATABASE_ALIAS
     token = _current.set(txn)
     try:

@@ -6,9 +6,19 @@ from typing import Any
 
 import pytest
 
-from django_tasks import allow_failure, flush, task
+from django_tasks import (
+    TaskRunFailed,
+    UpstreamFailed,
+    allow_failure,
+    flush,
+    task,
+    transaction,
+)
+from django_tasks.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE
 from django_tasks.models import TaskRun
-from tests.taskapp.tasks import explode
+from tests.taskapp.manual import ends_as, plain_with_commit_hook, stops
+from tests.taskapp.models import Effect
+from tests.taskapp.tasks import add, explode
 
 from .conftest import drain
 
@@ -135,3 +145,222 @@ def test_a_task_run_name_callable_must_return_a_string():
     with pytest.raises(TypeError, match="must return a str, got None"):
         unnamed()
     assert not TaskRun.objects.filter(task_name="unnamed").exists()
+
+
+# -- a task that returns a state -------------------------------------------------------------
+
+
+def _marks(label: str) -> int:
+    return Effect.objects.filter(label=label).count()
+
+
+def test_a_returned_failed_state_fails_the_run_and_is_retried_inline():
+    """Prefect: a task that returns ``Failed(...)`` ends FAILED with that message (not
+    COMPLETED with a state as its result), and is retried when it has retries left."""
+    with pytest.raises(TaskRunFailed, match="inline-no said no"):
+        ends_as("failed", "inline-no")
+    flush()
+    run = TaskRun.objects.get(parameters_preview__label="inline-no")
+    assert (run.state_type, run.state_name, run.state_message) == (
+        "FAILED",
+        "Failed",
+        "inline-no said no",
+    )
+    assert run.attempts == 2
+    assert _marks("inline-no") == 2
+    future = ends_as.submit("failed-with", "submitted-no")
+    with pytest.raises(LookupError, match="submitted-no"):
+        future.result()
+    assert future.state.is_failed()
+
+
+def test_a_returned_completed_state_gives_its_data_and_message():
+    """Prefect: ``Completed(data=x, message=m)`` ends COMPLETED with result ``x``."""
+    assert ends_as("completed", "by-hand") == {"label": "by-hand"}
+    flush()
+    run = TaskRun.objects.get(parameters_preview__label="by-hand")
+    assert (run.state_type, run.state_message) == ("COMPLETED", "done by hand")
+
+
+@pytest.mark.parametrize(
+    ("kind", "state_type"), [("cancelled", "CANCELLED"), ("crashed", "CRASHED")]
+)
+def test_returned_cancelled_and_crashed_states_are_final_and_not_retried(kind, state_type):
+    label = f"ends-{kind}"
+    with pytest.raises(TaskRunFailed):
+        ends_as(kind, label)
+    flush()
+    assert TaskRun.objects.get(parameters_preview__label=label).state_type == state_type
+    assert _marks(label) == 1
+
+
+def test_a_returned_state_that_is_not_final_fails_the_run_clearly():
+    with pytest.raises(TypeError, match="a task may return only a final state"):
+        ends_as("running", "still-running")
+
+
+def test_returned_states_end_background_runs_the_same_way():
+    failed = ends_as.delay("failed", "bg-no")
+    completed = ends_as.delay("completed", "bg-yes")
+    crashed = ends_as.delay("crashed", "bg-crashed")
+    drain()
+    assert failed.state.type == "FAILED"
+    assert failed.state.message == "bg-no said no"
+    assert _marks("bg-no") == 2  # retried once, as inline
+    with pytest.raises(TaskRunFailed, match="bg-no said no"):
+        failed.result(timeout=1)
+    assert completed.result(timeout=1) == {"label": "bg-yes"}
+    assert completed.state.message == "done by hand"
+    assert crashed.state.type == "CRASHED"
+    assert _marks("bg-crashed") == 1
+
+
+# -- interrupts and exits --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("how", "raised"), [("exit", SystemExit), ("interrupt", KeyboardInterrupt)]
+)
+def test_an_exit_or_interrupt_inside_a_task_crashes_its_run(how, raised):
+    """Prefect: ``KeyboardInterrupt`` / ``SystemExit`` inside a task end the run CRASHED
+    (not FAILED), are not retried, and propagate to the caller."""
+    label = f"inline-{how}"
+    with pytest.raises(raised):
+        stops(how, label)
+    flush()
+    run = TaskRun.objects.get(parameters_preview__label=label)
+    assert (run.state_type, run.state_name) == ("CRASHED", "Crashed")
+    assert _marks(label) == 1  # retries=2, yet never retried
+
+
+def test_an_exit_inside_a_background_run_crashes_it_and_the_worker_goes_on():
+    exited = stops.delay("exit", "bg-exit")
+    interrupted = stops.delay("interrupt", "bg-interrupt")
+    after = echo.delay("after")
+    drain()
+    for future, label in ((exited, "bg-exit"), (interrupted, "bg-interrupt")):
+        assert future.state.type == "CRASHED"
+        assert _marks(label) == 1
+    assert after.result(timeout=1) == "after"
+
+
+# -- .map() over futures ---------------------------------------------------------------------
+
+
+@task
+def numbers(n: int) -> list[int]:
+    return list(range(n))
+
+
+@task
+def plus_one(x: Any) -> Any:
+    return x + 1 if isinstance(x, int) else x
+
+
+def test_map_over_a_future_maps_over_its_result():
+    """Prefect: ``add_one.map(numbers_future)`` maps over the list the future returns."""
+    futures = plus_one.map(numbers.submit(3))
+    assert [f.result() for f in futures] == [1, 2, 3]
+
+
+def test_map_over_allow_failure_of_futures_passes_each_failure_on():
+    """Prefect: ``.map(allow_failure(futures))`` runs once per future, a failed one giving
+    that run its exception instead of stopping it."""
+    upstreams = [echo.submit(1), explode.submit("one broke"), echo.submit(3)]
+    results = plus_one.map(allow_failure(upstreams)).result()
+    assert results[0] == 2
+    assert results[2] == 4
+    assert isinstance(results[1], RuntimeError)
+    assert str(results[1]) == "one broke"
+
+
+def test_map_with_a_failed_future_fails_each_run_naming_the_upstream():
+    """A failed future that is not mapped over is an upstream of every run: each fails
+    without starting, as any run with a failed upstream does."""
+    broken = explode.submit("no number")
+    futures = add.map([1, 2], broken)
+    for future in futures:
+        with pytest.raises(UpstreamFailed, match="this run did not start"):
+            future.result()
+    flush()
+    assert TaskRun.objects.filter(task_name="add", state_type="FAILED").count() == 2
+
+
+# -- cache policy arithmetic -----------------------------------------------------------------
+
+
+def test_subtracting_a_name_from_a_policy_without_inputs_changes_nothing():
+    """Prefect: ``TASK_SOURCE - "x"`` (any policy that does not hash inputs) is a no-op."""
+    assert (TASK_SOURCE - "x") is TASK_SOURCE
+    assert (NO_CACHE - "x") is NO_CACHE
+    with pytest.raises(TypeError):
+        TASK_SOURCE - 1  # type: ignore[operator]
+
+
+def test_subtracting_a_name_from_a_compound_policy_leaves_it_out_of_the_inputs():
+    """Prefect: ``(INPUTS + TASK_SOURCE) - "y"`` excludes ``y`` from the key."""
+
+    @task(cache_policy=(INPUTS + TASK_SOURCE) - "y")
+    def cached(x: int, y: int) -> int:
+        Effect.objects.create(label="compound-cached")
+        return x
+
+    assert cached(1, 10) == 1
+    assert cached(1, 20) == 1  # a cache hit: y is not in the key
+    assert cached(2, 10) == 2
+    assert _marks("compound-cached") == 2
+    assert repr((INPUTS + TASK_SOURCE) - "y") == "INPUTS - 'y' + TASK_SOURCE"
+
+
+# -- transactions ----------------------------------------------------------------------------
+
+
+def test_a_plain_call_outside_a_transaction_commits_on_its_own():
+    """Prefect gives every run a transaction: a completed run of a task that is not atomic
+    calls its ``on_commit`` hooks; a failed one does not (it staged nothing)."""
+    assert plain_with_commit_hook("plain") == "plain"
+    assert _marks("plain-committed") == 1
+    plain_with_commit_hook.submit("submitted").result()
+    assert _marks("plain-committed") == 2
+    with pytest.raises(ValueError, match="broken"):
+        plain_with_commit_hook("broken", fail=True)
+    assert _marks("plain-committed") == 2
+    plain_with_commit_hook.delay("background")
+    drain()
+    assert _marks("plain-committed") == 3
+
+
+def test_a_nested_transaction_reads_its_parents_values():
+    """Prefect: ``inner.get("key")`` finds what the outer transaction set; what the inner
+    one sets stays its own."""
+    with transaction() as outer:
+        outer.set("key", "outer value")
+        with transaction() as inner:
+            assert inner.get("key") == "outer value"
+            inner.set("own", 1)
+            inner.set("key", "inner value")
+            assert inner.get("key") == "inner value"
+        assert outer.get("own") is None
+        assert outer.get("key") == "outer value"
+        assert inner.get("missing", "default") == "default"
+
+
+def test_return_state_gives_the_final_state_instead_of_the_value():
+    """Prefect: ``my_task(return_state=True)`` returns the run's state and raises nothing;
+    ``state.result()`` gives the value or raises the exception."""
+    state = echo("value", return_state=True)  # type: ignore[call-arg]
+    assert state.is_completed()
+    assert state.result() == "value"
+    failed: Any = explode("kept in the state", return_state=True)  # type: ignore[call-arg]
+    assert failed.is_failed()
+    with pytest.raises(RuntimeError, match="kept in the state"):
+        failed.result()
+    assert isinstance(failed.result(raise_on_failure=False), RuntimeError)
+    with pytest.raises(TypeError, match="return_state must be True or False"):
+        echo(1, return_state="yes")  # type: ignore[call-arg]
+
+    def takes_return_state(return_state: bool) -> bool:
+        return return_state
+
+    with pytest.raises(ValueError, match="parameter named 'return_state'"):
+        task(takes_return_state)

@@ -40,13 +40,14 @@ from ..dependencies import collect_upstreams, resolve
 from ..futures import State
 from ..hooks import call_hooks, retry_allowed
 from ..logs import for_run
+from ..manual_states import returned_state
 from ..registry import UnknownTask, registry
 from ..retries import delay_for
 from ..serializers import PayloadError, PayloadSignatureError, dumps, loads, preview
 from ..signals import run_finished, run_retried, run_started, send
-from ..states import StateName, StateType
+from ..states import StateName, StateType, failure_state
 from ..storable import describe_exception, format_traceback, storable_message
-from ..transactions import TaskTransaction
+from ..transactions import TaskTransaction, commit_alone
 from .connection import QueueConnection
 from .deferred import log_discarded
 from .outcomes import (
@@ -165,6 +166,8 @@ class Execution:
             outcome = self._run_now(task)
         else:
             outcome = self._run_deferred()
+        if outcome is not None and _committed_alone(task, outcome):
+            commit_alone(task)
         hooks = task.options.on_completion or task.options.on_failure
         if outcome is not None and (hooks or run_finished.receivers):
             # Only when someone listens: a short run's whole bookkeeping is a few microseconds.
@@ -358,31 +361,15 @@ class Execution:
                 StateType.CANCELLED, StateName.CANCELLED, "Cancelled while running.", None, None, ""
             )
         except BaseException as exc:
-            tb = format_traceback(exc)
-            try:
-                payload: bytes | None = dumps(exc, what="exception", task_key=task.key)
-            except PayloadError:
-                payload = None
-            message = describe_exception(exc)
-            return Outcome(
-                StateType.FAILED, StateName.FAILED, message, payload, None, tb, exception=exc
-            )
+            state_type, name = failure_state(exc)
+            return _failure(task, exc, state_type, name, describe_exception(exc))
         finally:
             # Not inside an atomic run's transaction (the caller closes after it), and only
             # once Django has opened a connection in this process: with none, there is nothing
             # to close, and asking costs a tenth of a short run.
             if close and _django_connected:
                 close_old_connections()
-        try:
-            payload = dumps(value, what="result", task_key=task.key)
-        except PayloadError as exc:
-            tb = format_traceback(exc)
-            return Outcome(
-                StateType.FAILED, StateName.FAILED, str(exc), None, None, tb, exception=exc
-            )
-        return Outcome(
-            StateType.COMPLETED, StateName.COMPLETED, "", payload, preview(value), "", value=value
-        )
+        return _returned(task, value)
 
     # -- recording the outcome --------------------------------------------------------------
 
@@ -425,3 +412,52 @@ class Execution:
         )
         state = State(StateType.FAILED, StateName.FAILED, message, timezone.now())
         send(run_finished, self.task, run_id=run.id, state=state)
+
+
+def _returned(task: Task[Any, Any], value: Any) -> Outcome:
+    """The outcome of a function that returned ``value`` - a state it returned ends the run in
+    that state (:mod:`..manual_states`)."""
+    try:
+        state = returned_state(value)
+    except TypeError as exc:  # a state that is not final
+        return _failure(task, exc, StateType.FAILED, StateName.FAILED, str(exc))
+    if state is not None and state.type != StateType.COMPLETED:
+        assert state.exception is not None
+        return _failure(task, state.exception, state.type, state.name, state.message, tb="")
+    name, message = (state.name, state.message) if state else (StateName.COMPLETED, "")
+    if state is not None:
+        value = state.data
+    try:
+        payload = dumps(value, what="result", task_key=task.key)
+    except PayloadError as exc:
+        tb = format_traceback(exc)
+        return Outcome(StateType.FAILED, StateName.FAILED, str(exc), None, None, tb, exception=exc)
+    return Outcome(StateType.COMPLETED, name, message, payload, preview(value), "", value=value)
+
+
+def _failure(
+    task: Task[Any, Any],
+    exc: BaseException,
+    state_type: StateType,
+    name: str,
+    message: str,
+    tb: str | None = None,
+) -> Outcome:
+    """A run that ended with ``exc``: the exception kept (signed) for ``result()`` to raise
+    when it can be pickled, with its traceback."""
+    try:
+        payload: bytes | None = dumps(exc, what="exception", task_key=task.key)
+    except PayloadError:
+        payload = None
+    traceback = format_traceback(exc) if tb is None else tb
+    return Outcome(state_type, name, message, payload, None, traceback, exception=exc)
+
+
+def _committed_alone(task: Task[Any, Any], outcome: Outcome) -> bool:
+    """A run that is not atomic and completed by running (not from the cache): its own
+    transaction committed (see :func:`~..transactions.commit_alone`)."""
+    return (
+        outcome.type == StateType.COMPLETED
+        and outcome.name != StateName.CACHED
+        and not task.options.atomic
+    )

@@ -319,4 +319,4 @@ def drop_my_connection() -> None:
         cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
 
 
-from . import poison  # noqa: E402, F401  (tasks that misbehave, registered like the rest)
+from . import manual, poison  # noqa: E402, F401  (registered like the rest)
