@@ -1,10 +1,12 @@
 """The demo site: the form enqueues inside the view, the run list refreshes."""
 
 import pytest
+from django.test import TestCase
 from django.urls import reverse
 
 from django_tasks import flush
 from django_tasks.models import TaskRun
+from django_tasks.testing import captured_runs, run_ready
 from django_tasks.worker import Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,11 +27,33 @@ def test_form_enqueues_runs_and_list_shows_them(client, settings):
 
 @pytest.mark.slow
 def test_demo_tasks_run(client):
-    client.post(reverse("index"), {"job": "bad", "email": "", "count": 1})
-    Worker(burst=True, handle_signals=False).run()
-    run = TaskRun.objects.get()
-    assert run.state_type == "FAILED"
-    assert "scale must be in (0, 1]" in run.state_message
+    # How a project tests its own views: capture what the view enqueued, then run it here
+    # (django_tasks.testing; see docs/quickstart.md "Testing").
+    with captured_runs() as runs:
+        client.post(reverse("index"), {"job": "bad", "email": "", "count": 1})
+        client.post(reverse("index"), {"job": "report", "email": "a@example.com", "count": 1})
+    assert runs.task_names == ["resize_image", "send_report"]
+    assert run_ready() == 2
+    bad, report = (TaskRun.objects.get(pk=run.id) for run in runs)
+    assert bad.state_type == "FAILED"
+    assert "scale must be in (0, 1]" in bad.state_message
+    assert runs[1].result(timeout=0)["to"] == "a@example.com"
+    assert report.state_type == "COMPLETED"
+
+
+class DemoViewTestCase(TestCase):
+    """The same with Django's TestCase: the view's runs are run inside the test's
+    transaction and roll back with it."""
+
+    def test_the_form_enqueues_a_resize_that_runs(self):
+        with captured_runs() as runs:
+            response = self.client.post(
+                reverse("index"), {"job": "resize", "email": "", "count": 1}
+            )
+        assert response.status_code == 302
+        assert runs.task_names == ["resize_image"]
+        assert run_ready() == 1
+        assert runs[0].result(timeout=0) == {"width": 160, "height": 120}
 
 
 def test_empty_list(client):

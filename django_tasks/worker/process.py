@@ -140,6 +140,9 @@ class Worker:
         self.current_lost = False  # taken from this worker before its RUNNING row was written
         #: Recent duration of each task's runs (seconds), for adaptive claims and deferral.
         self.durations: dict[str, float] = {}
+        #: Whether a run ends with ``close_old_connections()``, as a request does (not when
+        #: the runs share a test's connection and transaction).
+        self.closes_django_connections = True
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -340,8 +343,13 @@ class Worker:
 
     # -- one slot ---------------------------------------------------------------------------
 
+    def _queue_connection(self) -> QueueConnection:
+        """The connection a slot claims and records on (its own; see :mod:`..testing` for one
+        that shares Django's)."""
+        return QueueConnection(self.alias, self._stopping.is_set)
+
     def _slot(self) -> None:
-        db = QueueConnection(self.alias, self._stopping.is_set)
+        db = self._queue_connection()
         try:
             while not self._stopping.is_set():
                 generation = self._generation

@@ -223,7 +223,8 @@ class Execution:
             tb = format_traceback(exc)
             outcome = Outcome(StateType.FAILED, StateName.FAILED, message, None, None, tb)
         finally:
-            close_old_connections()
+            if self.worker.closes_django_connections:
+                close_old_connections()
         if taken:
             log_discarded(self.run.id, outcome.name)
             return None
@@ -367,7 +368,7 @@ class Execution:
             # Not inside an atomic run's transaction (the caller closes after it), and only
             # once Django has opened a connection in this process: with none, there is nothing
             # to close, and asking costs a tenth of a short run.
-            if close and _django_connected:
+            if close and _django_connected and self.worker.closes_django_connections:
                 close_old_connections()
         return _returned(task, value)
 
