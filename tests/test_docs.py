@@ -1,25 +1,105 @@
-"""The ``python`` blocks of docs/concepts.md run, in order, as written."""
+"""The ``python`` blocks of the README and the docs run, in order, as written.
+
+A block whose first line names a module (``# myapp/tasks.py``) is executed as that module, so
+that the next block's ``from myapp.tasks import ...`` works as in a project; the others share
+one namespace. Tests that a block defines (a ``TestCase`` or ``test_*`` functions) are run.
+"""
 
 from __future__ import annotations
 
 import re
+import sys
+import types
+import unittest
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from django_tasks import flush
+from django_tasks.conf import DEFAULTS
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "concepts.md"
+ROOT = Path(__file__).resolve().parent.parent
+MODULE_LINE = re.compile(r"# (\w+)/(\w+)\.py\b")
+
+
+def python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.DOTALL)
+
+
+@pytest.fixture
+def project_modules() -> Iterator[dict[str, types.ModuleType]]:
+    """Modules made from blocks, registered in sys.modules for the test's length."""
+    made: dict[str, types.ModuleType] = {}
+    yield made
+    for name in made:
+        sys.modules.pop(name, None)
+
+
+def run_blocks(path: Path, made: dict[str, types.ModuleType]) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__name__": f"docs_{path.stem.lower()}"}
+    for number, block in enumerate(python_blocks(path), 1):
+        target = namespace
+        first = MODULE_LINE.match(block)
+        if first:
+            package, module = first.groups()
+            target = _module(f"{package}.{module}", made, package=package).__dict__
+        try:
+            exec(compile(block, f"{path.name} block {number}", "exec"), target)
+        except Exception as exc:  # pragma: no cover - the failure message is the point
+            pytest.fail(f"{path.name} python block {number} failed: {exc!r}\n{block}")
+    return namespace
+
+
+def _module(name: str, made: dict[str, types.ModuleType], package: str) -> types.ModuleType:
+    if package not in sys.modules:
+        parent = types.ModuleType(package)
+        parent.__path__ = []
+        sys.modules[package] = made[package] = parent
+    if name not in sys.modules:
+        sys.modules[name] = made[name] = types.ModuleType(name)
+    return sys.modules[name]
+
+
+def run_defined_tests(modules: list[types.ModuleType | dict[str, Any]]) -> None:
+    """Run the TestCases and test functions the blocks defined; each must pass."""
+    ran = 0
+    for module in modules:
+        names = module if isinstance(module, dict) else vars(module)
+        for name, value in list(names.items()):
+            if isinstance(value, type) and issubclass(value, unittest.TestCase):
+                result = unittest.TextTestRunner(verbosity=0).run(
+                    unittest.defaultTestLoader.loadTestsFromTestCase(value)
+                )
+                assert result.wasSuccessful(), result.failures + result.errors
+                ran += result.testsRun
+            elif name.startswith("test_") and callable(value):
+                value()
+                ran += 1
+    assert ran, "the blocks define no test"
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concepts_examples_run():
-    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
-    assert len(blocks) >= 8
-    namespace: dict[str, object] = {"__name__": "docs_concepts"}
-    for number, block in enumerate(blocks, 1):
-        try:
-            exec(compile(block, f"{DOC.name} block {number}", "exec"), namespace)
-        except Exception as exc:  # pragma: no cover - the failure message is the point
-            pytest.fail(f"docs/concepts.md python block {number} failed: {exc!r}\n{block}")
+def test_concepts_examples_run(project_modules):
+    run_blocks(ROOT / "docs" / "concepts.md", project_modules)
+    assert len(python_blocks(ROOT / "docs" / "concepts.md")) >= 8
     assert flush()
+
+
+@pytest.mark.django_db
+def test_readme_examples_run_and_its_test_passes(project_modules):
+    namespace = run_blocks(ROOT / "README.md", project_modules)
+    assert "django_tasks" in namespace["INSTALLED_APPS"]
+    assert namespace["DATABASES"]["default"]["ENGINE"] == "django.db.backends.postgresql"
+    assert {"myapp.tasks", "myapp.views", "myapp.tests"} <= set(project_modules)
+    run_defined_tests([project_modules["myapp.tests"]])
+
+
+@pytest.mark.django_db
+def test_quickstart_examples_run_and_its_settings_are_the_defaults(project_modules):
+    namespace = run_blocks(ROOT / "docs" / "quickstart.md", project_modules)
+    # The settings block lists every setting with its default value.
+    assert namespace["DJANGO_TASKS"] == DEFAULTS
+    assert namespace["urlpatterns"][-1].pattern.describe().startswith("'tasks/api/'")
+    run_defined_tests([project_modules["myapp.test_reports"]])
