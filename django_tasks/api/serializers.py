@@ -146,6 +146,10 @@ class QueueSerializer(serializers.Serializer[Any]):
     queue = serializers.CharField()
     ready = serializers.IntegerField(help_text="Runs a worker could take now.")
     oldest_ready = serializers.DateTimeField(allow_null=True)
+    workers = serializers.IntegerField(help_text="Live workers that serve this queue.")
+    unserved = serializers.BooleanField(
+        help_text="Runs are ready and no live worker serves this queue (check --queues)."
+    )
 
 
 class StatsSerializer(serializers.Serializer[Any]):

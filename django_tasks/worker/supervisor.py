@@ -122,6 +122,8 @@ class Supervisor:
         self.cancel_grace = conf.CANCEL_GRACE
         self.heartbeat_timeout = conf.HEARTBEAT_TIMEOUT
         self.name = worker_name()
+        #: The queues the workers serve, said at start: a forgotten one is a common mistake.
+        self.queues = list(queues) if queues else [conf.DEFAULT_QUEUE]
         self.child_options: dict[str, Any] = {
             "queues": list(queues) if queues else None,
             "batch_size": batch_size,
@@ -157,7 +159,12 @@ class Supervisor:
         db = QueueConnection(self.alias, lambda: False)
         server = self._serve_metrics()
         try:
-            logger.info("Supervisor %s: starting %d workers", self.name, self.concurrency)
+            logger.info(
+                "Supervisor %s: starting %d workers on queues %s (in this order)",
+                self.name,
+                self.concurrency,
+                ", ".join(self.queues),
+            )
             self.children = [self._spawn() for _ in range(self.concurrency)]
             next_check = 0.0
             while self.children or self._spawn_at:

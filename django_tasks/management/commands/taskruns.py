@@ -1,4 +1,5 @@
-"""``manage.py taskruns``: list, inspect, follow, cancel, retry and purge task runs.
+"""``manage.py taskruns``: list, inspect, follow, cancel, retry and purge task runs; list the
+queues with ready runs (and warn about one that no live worker serves).
 
 Readable tables on a terminal, ``--json`` for scripts; an unknown run id is an error
 (exit code 1) with a message that says so.
@@ -14,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_tasks import cli
 from django_tasks.actions import RunNotFound, cancel_run, retry_run
+from django_tasks.api import queries
 from django_tasks.conf import task_settings
 from django_tasks.migrated import NotMigrated, check_migrated
 from django_tasks.retention import parse_age, purge
@@ -35,6 +37,10 @@ class Command(BaseCommand):
         ls.add_argument("--queue")
         ls.add_argument("--limit", type=int, default=20)
         ls.add_argument("--json", action="store_true")
+        queues = verbs.add_parser(
+            "queues", help="Queues with ready runs, and whether a live worker serves each."
+        )
+        queues.add_argument("--json", action="store_true")
         for verb, text in [
             ("inspect", "A run: its state, history, previews, traceback, dependencies."),
             ("logs", "A run's log lines."),
@@ -67,8 +73,8 @@ class Command(BaseCommand):
         if verb == "purge":
             self._purge(options)
             return
-        if verb == "ls":
-            self._ls(options)
+        if verb in ("ls", "queues"):
+            getattr(self, f"_{verb}")(options)
             return
         try:
             run_id = cli.parse_run_id(options["run_id"])
@@ -90,6 +96,29 @@ class Command(BaseCommand):
         )
         columns = ["id", "name", "state_name", "queue", "attempts", "created", "finished"]
         self._out(rows, cli.table(rows, columns) if rows else "No runs.", options)
+        if not options["json"]:
+            self._warn_unserved(queries.queue_depths())
+
+    def _queues(self, options: dict[str, Any]) -> None:
+        rows = queries.queue_depths()
+        columns = ["queue", "ready", "oldest_ready", "workers"]
+        self._out(
+            [cli._plain(row) for row in rows],
+            cli.table(rows, columns) if rows else "No ready runs.",
+            options,
+        )
+        if not options["json"]:
+            self._warn_unserved(rows)
+
+    def _warn_unserved(self, queues: list[dict[str, Any]]) -> None:
+        """A queue with ready runs and no live worker: the usual forgotten ``--queues``."""
+        for queue in queues:
+            if queue["unserved"]:
+                self.stderr.write(
+                    f"Warning: queue {queue['queue']!r} has {queue['ready']} ready run(s) and "
+                    f"no live worker serves it: start one with --queues {queue['queue']} (or "
+                    f"add it to a worker's --queues)."
+                )
 
     def _inspect(self, run_id: Any, options: dict[str, Any]) -> None:
         details = cli.run_details(run_id)

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from demo_project.database import stop_embedded
+from demo_project.database import EMBEDDED_DATA_DIR, stop_embedded
 
 
 class Command(BaseCommand):
@@ -21,4 +21,11 @@ class Command(BaseCommand):
         parser.add_argument("action", choices=["stop"])
 
     def handle(self, *args: Any, **options: Any) -> None:
-        self.stdout.write("stopped" if stop_embedded() else "not running")
+        if stop_embedded():
+            self.stdout.write(
+                f"Stopped the embedded PostgreSQL server (data in {EMBEDDED_DATA_DIR})."
+            )
+        else:
+            self.stdout.write(
+                f"No embedded PostgreSQL server was running (data directory {EMBEDDED_DATA_DIR})."
+            )

@@ -10,6 +10,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from demo_project.database import describe_database
+
 
 class Command(BaseCommand):
     help = "Run the demo: web site and task worker (development only)."
@@ -23,6 +25,7 @@ class Command(BaseCommand):
         users = get_user_model()
         if not users.objects.filter(username="admin").exists():
             users.objects.create_superuser("admin", "admin@example.com", "admin")
+        self.stdout.write(describe_database())
         self.stdout.write("Demo admin login: admin / admin (development only)")
         worker = subprocess.Popen(
             [
