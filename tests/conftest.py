@@ -30,6 +30,11 @@ FAST_WORKER_SETTINGS = {
     "TIMEOUT_GRACE": 0.5,
     "CANCEL_GRACE": 1.0,
     "POLL_INTERVAL": 0.5,
+    # A run is "Late" when taken more than LATE_AFTER after its scheduled time. Worker
+    # subprocesses take a second or two to start (more on a loaded machine), so a run enqueued
+    # before one starts would get a Late row by chance, and tests asserting its history would
+    # depend on start-up time; Late is tested in-process (test_worker_options.py).
+    "LATE_AFTER": 3600.0,
 }
 
 
@@ -149,6 +154,15 @@ def second_connection(transactional_db: Any) -> Iterator[psycopg.Connection[Any]
     conn = open_worker_connection()
     yield conn
     conn.close()
+
+
+def wait_for_live_workers(count: int, timeout: float = 60) -> None:
+    """Wait until ``count`` worker processes have registered (they are ready to claim): a test
+    that needs several workers to share runs enqueues only then, so that a worker that starts
+    late does not leave all the runs to the first."""
+    from django_tasks.models import Worker
+
+    wait_until(lambda: Worker.objects.filter(stopped__isnull=True).count() >= count, timeout)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.02) -> Any:

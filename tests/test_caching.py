@@ -13,7 +13,7 @@ import pytest
 from django_tasks import StateType, TaskRunFuture, flush, task
 from django_tasks.cache_policies import INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE, CacheKeyError
 from django_tasks.models import ResultRecord, TaskRun
-from tests.conftest import drain, wait_until
+from tests.conftest import drain, wait_for_live_workers, wait_until
 from tests.taskapp.models import Effect
 from tests.taskapp.tasks import (
     add,
@@ -151,8 +151,9 @@ def test_background_miss_stores_a_record():
 
 
 def test_two_workers_racing_on_one_key_run_the_function_once(start_worker):
-    futures = [slow_cached.delay(5, 0.5) for _ in range(2)]
     proc = start_worker("--concurrency", "2")
+    wait_for_live_workers(2)  # both idle and listening: each claims one run at once
+    futures = [slow_cached.delay(5, 0.5) for _ in range(2)]
     try:
         results = [f.result(timeout=30) for f in futures]
     finally:

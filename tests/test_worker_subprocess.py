@@ -5,6 +5,7 @@ import signal
 import time
 
 import pytest
+from django.db import transaction
 from django.db.models import Count
 
 from django_tasks.models import TaskRun, TaskRunState
@@ -12,7 +13,7 @@ from django_tasks.topic import enqueue
 from tests.taskapp.models import Effect
 from tests.taskapp.tasks import add, drop_my_connection, explode, record, sleep_then_record
 
-from .conftest import wait_until, worker_log
+from .conftest import wait_for_live_workers, wait_until, worker_log
 
 
 def history(future):
@@ -119,12 +120,17 @@ def test_future_scheduled_runs_wait_for_their_time(start_worker):
 @pytest.mark.slow
 def test_two_workers_drain_1000_runs_each_exactly_once(start_worker):
     total = 1000
-    for i in range(total):
-        enqueue(record, (f"run-{i}",), {}, queue="default", priority=0, scheduled_time=None)
-    workers = [start_worker("--burst", "--batch-size", "5") for _ in range(2)]
-    for worker in workers:
-        assert worker.wait(180) == 0, worker_log(worker)
+    workers = [start_worker("--batch-size", "5") for _ in range(2)]
+    wait_for_live_workers(2)  # both ready: neither can drain it all before the other starts
+    with transaction.atomic():  # one commit: both are woken by the same NOTIFY
+        for i in range(total):
+            enqueue(record, (f"run-{i}",), {}, queue="default", priority=0, scheduled_time=None)
     runs = TaskRun.objects.filter(task_name="record")
+    wait_until(lambda: runs.filter(state_type="COMPLETED").count() == total, timeout=180)
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        assert worker.wait(60) == 0, worker_log(worker)
     assert runs.filter(state_type="COMPLETED").count() == total
     assert set(runs.values_list("worker", flat=True).distinct()).__len__() == 2  # both worked
     per_run = (
