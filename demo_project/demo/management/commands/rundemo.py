@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -21,6 +22,10 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=2)
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # Ctrl-C stops the demo (the server, then the worker), even when this process was
+        # started with SIGINT ignored - as a background job of a non-interactive shell is,
+        # and as any process it starts would then be.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         call_command("migrate", interactive=False, verbosity=0)
         users = get_user_model()
         if not users.objects.filter(username="admin").exists():
