@@ -91,6 +91,13 @@ class TaskRun(models.Model):
     result = models.BinaryField(null=True, blank=True)
     result_preview = models.JSONField(null=True, blank=True)
     traceback = models.TextField(blank=True)
+    # Runs enqueued through Django's django.tasks (our backend, django_tasks.backends): what a
+    # TaskResult shows and our own columns cannot keep exactly - the Task's module path and
+    # options, the JSON arguments, the JSON return value, one error per failed attempt. JSON
+    # only: the web side reads it without unpickling anything.
+    django_task = models.JSONField(
+        null=True, blank=True, help_text="django.tasks runs: the Task, JSON values, errors."
+    )
 
     # Not indexed: ids are time-ordered (UUIDv7), so "newest first" is the primary key read
     # backwards, and one index fewer is one write fewer on every state change of every run.

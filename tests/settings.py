@@ -23,3 +23,14 @@ LOGGING = {"version": 1, "disable_existing_loggers": False}
 
 # Worker subprocesses of a test can get faster heartbeats etc. through this variable.
 DJANGO_TASKS = json.loads(os.environ.get("DJANGO_TASKS_TEST_SETTINGS", "{}"))
+
+# Django 6: django.tasks runs on our backend (tests/taskapp/standard.py, test_django_backend.py).
+import django  # noqa: E402
+
+if django.VERSION >= (6, 0):
+    TASKS = {
+        "default": {
+            "BACKEND": "django_tasks.backends.PostgresBackend",
+            "QUEUES": ["default", "other"],
+        }
+    }

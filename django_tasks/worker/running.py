@@ -16,6 +16,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import django
 from django.db import DatabaseError, close_old_connections, connections
 from django.db import transaction as db_transaction
 from django.db.backends.signals import connection_created
@@ -128,9 +129,8 @@ class Execution:
     def execute(self) -> None:
         """Find the task and the arguments, run it the way it needs, call the hooks."""
         run = self.run
-        try:
-            task = self.task = registry.get(run.task_key)
-        except UnknownTask:
+        task = self.task = _find_task(run)
+        if task is None:
             self.refuse(
                 f"Unknown task {run.task_name!r} (key {run.task_key}): no task with this key is "
                 f"registered in this worker. Is its module imported by an installed app's "
@@ -462,3 +462,20 @@ def _committed_alone(task: Task[Any, Any], outcome: Outcome) -> bool:
         and outcome.name != StateName.CACHED
         and not task.options.atomic
     )
+
+
+def _find_task(run: ClaimedRun) -> Task[Any, Any] | None:
+    try:
+        return registry.get(run.task_key)
+    except UnknownTask:
+        return _django_task(run)
+
+
+def _django_task(run: ClaimedRun) -> Task[Any, Any] | None:
+    """The adapter of a ``django.tasks`` Task this process has not met yet (Django 6 and our
+    backend, :mod:`..backends`): the run's task name is the Task's module path."""
+    if django.VERSION < (6, 0) or "." not in run.task_name:
+        return None
+    from ..backends.adapter import resolve
+
+    return resolve(run.task_key, run.task_name)

@@ -319,4 +319,9 @@ def drop_my_connection() -> None:
         cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
 
 
+import django  # noqa: E402
+
 from . import manual, poison  # noqa: E402, F401  (registered like the rest)
+
+if django.VERSION >= (6, 0):
+    from . import standard  # noqa: F401  (django.tasks Tasks, run by our backend)

@@ -1,0 +1,149 @@
+"""Our side of a ``django.tasks`` Task: the task our worker runs for it.
+
+:func:`adapter_for` makes (once per process) one of our tasks named by the Task's module path
+whose function runs the Django Task the way Django's contract says (:func:`execute`): the
+``task_started`` and ``task_finished`` signals (sender: the backend class), a
+``TaskContext`` for ``takes_context`` Tasks, a JSON return value, one ``TaskError`` per failed
+attempt - and any exception, ``SystemExit`` included, fails the run. A worker that has not
+made the adapter yet finds it with :func:`resolve` from the run's task name and key.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import threading
+import uuid
+from traceback import format_exception
+from typing import Any
+
+from django.db import connections
+from django.tasks import TaskContext, TaskResultStatus, task_backends
+from django.tasks.base import Task as DjangoTask
+from django.tasks.base import TaskError
+from django.tasks.signals import task_finished, task_started
+from django.utils import timezone
+from django.utils.json import normalize_json
+from django.utils.module_loading import import_string
+
+from ..conf import task_settings
+from ..context import get_run_context
+from ..manual_states import Failed
+from ..storable import describe_exception
+from ..tasks import Task
+
+__all__ = ["adapter_for", "execute", "resolve"]
+
+_adapters: dict[str, Task[Any, Any]] = {}
+_lock = threading.Lock()
+
+
+class _Call:
+    """The adapter's function: takes the run's JSON arguments as they are (the Task's own
+    signature is Django's to check), and is named like the Task's function so that every
+    process computes the same task key."""
+
+    def __init__(self, django_task: DjangoTask[Any, Any]) -> None:
+        func = django_task.func
+        self.path = django_task.module_path
+        self.__module__ = func.__module__
+        self.__name__ = func.__name__
+        self.__qualname__ = func.__qualname__
+        self.__doc__ = func.__doc__
+        self.__signature__ = inspect.Signature(
+            [
+                inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+                inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
+            ]
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return execute(args, kwargs)
+
+
+def adapter_for(django_task: DjangoTask[Any, Any]) -> Task[Any, Any]:
+    """Our task for ``django_task`` (one per module path and process)."""
+    path = django_task.module_path
+    with _lock:
+        if path not in _adapters:
+            _adapters[path] = Task(_Call(django_task), name=path[:255])
+        return _adapters[path]
+
+
+def resolve(task_key: str, task_name: str) -> Task[Any, Any] | None:
+    """In a worker: the adapter of the ``django.tasks`` Task a run names, or ``None`` when
+    the name is not the module path of such a Task with the same key."""
+    try:
+        candidate = import_string(task_name)
+    except (ImportError, ValueError):
+        return None
+    if not isinstance(candidate, DjangoTask):
+        return None
+    adapter = adapter_for(candidate)
+    return adapter if adapter.key == task_key else None
+
+
+_APPEND_ERROR = """
+UPDATE django_tasks_taskrun
+SET django_task = jsonb_set(django_task, '{errors}', django_task->'errors' || %s::jsonb)
+WHERE id = %s
+"""
+_SET_RETURN_VALUE = """
+UPDATE django_tasks_taskrun SET django_task = jsonb_set(django_task, '{return_value}', %s::jsonb)
+WHERE id = %s
+"""
+
+
+def execute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run the current run's Django Task by Django's rules (see the module docstring)."""
+    from ..worker.outcomes import TaskRunCancelled, TaskRunTimeout
+    from ..worker.process import worker_name
+    from .results import load_result
+
+    run_id = get_run_context().id
+    result = load_result(run_id)
+    task = result.task
+    sender = type(task_backends[result.backend])
+    now = timezone.now()
+    object.__setattr__(result, "status", TaskResultStatus.RUNNING)
+    object.__setattr__(result, "started_at", result.started_at or now)
+    object.__setattr__(result, "last_attempted_at", now)
+    if len(result.worker_ids) < get_run_context().attempt:  # not written yet (deferred)
+        result.worker_ids.append(worker_name())
+    task_started.send(sender, task_result=result)
+    try:
+        if task.takes_context:
+            value = task.call(TaskContext(task_result=result), *args, **kwargs)
+        else:
+            value = task.call(*args, **kwargs)
+        value = normalize_json(value)  # TypeError for a value that is not JSON
+    except (KeyboardInterrupt, TaskRunTimeout, TaskRunCancelled):
+        raise  # stopped from outside: the worker's rules apply
+    except BaseException as exc:
+        kind = type(exc)
+        error = {
+            "exception_class_path": f"{kind.__module__}.{kind.__qualname__}",
+            "traceback": "".join(format_exception(exc)),
+        }
+        _write(_APPEND_ERROR, json.dumps([error]), run_id)
+        result.errors.append(TaskError(**error))
+        _finish(result, TaskResultStatus.FAILED, sender)
+        if isinstance(exc, Exception):
+            raise
+        # SystemExit and the like: Django's contract says FAILED (our own tasks: CRASHED).
+        return Failed(message=describe_exception(exc), data=exc)
+    _write(_SET_RETURN_VALUE, json.dumps(value), run_id)
+    object.__setattr__(result, "_return_value", value)
+    _finish(result, TaskResultStatus.SUCCESSFUL, sender)
+    return value
+
+
+def _finish(result: Any, status: TaskResultStatus, sender: type) -> None:
+    object.__setattr__(result, "status", status)
+    object.__setattr__(result, "finished_at", timezone.now())
+    task_finished.send(sender, task_result=result)
+
+
+def _write(query: str, document: str, run_id: uuid.UUID) -> None:
+    with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
+        cursor.execute(query, [document, run_id])

@@ -1,0 +1,126 @@
+"""``PostgresBackend``: ``django.tasks``' backend interface on our queue.
+
+A Django ``Task`` is enqueued as one of our runs (same table, worker, admin, API, retention),
+through an adapter task (:mod:`.adapter`) keyed by the Task's module path, so that any
+worker that can import the Task can run it. What a ``TaskResult`` shows that our columns do
+not keep exactly - the JSON arguments and return value, one error per failed attempt, the
+Task's ``run_after`` and backend alias - is kept as JSON in the run's ``django_task`` column,
+so that ``get_result`` never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from django.apps import apps
+from django.core import checks
+from django.db import connections
+from django.db import transaction as db_transaction
+from django.tasks import TaskResult, TaskResultStatus
+from django.tasks.backends.base import BaseTaskBackend
+from django.tasks.base import Task
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+from django.tasks.signals import task_enqueued
+
+from ..conf import task_settings
+from ..tasks import check_queue
+from ..topic import enqueue
+from .adapter import adapter_for
+
+__all__ = ["PostgresBackend"]
+
+_SET_DOCUMENT = """
+UPDATE django_tasks_taskrun SET django_task = %s::jsonb WHERE id = %s RETURNING created
+"""
+
+
+class PostgresBackend(BaseTaskBackend):
+    """Runs ``django.tasks`` Tasks on django_tasks' PostgreSQL queue and worker pool."""
+
+    supports_defer = True
+    supports_priority = True
+    supports_get_result = True
+    # The worker does not run coroutines on an event loop (yet): say so, as Django asks.
+    supports_async_task = False
+
+    def validate_task(self, task: Task[Any, Any]) -> None:
+        super().validate_task(task)
+        try:
+            check_queue(task.queue_name)
+        except (TypeError, ValueError) as exc:
+            raise InvalidTask(str(exc)) from None
+
+    def enqueue(self, task: Task[Any, Any], args: Any, kwargs: Any) -> TaskResult[Any, Any]:
+        """One SCHEDULED run, in the caller's transaction (on ``DATABASE_ALIAS``)."""
+        self.validate_task(task)
+        result: TaskResult[Any, Any] = (
+            TaskResult(  # normalises the arguments: TypeError if they are not JSON
+                task=task,
+                id="",
+                status=TaskResultStatus.READY,
+                enqueued_at=None,
+                started_at=None,
+                last_attempted_at=None,
+                finished_at=None,
+                args=list(args),
+                kwargs=dict(kwargs),
+                backend=self.alias,
+                errors=[],
+                worker_ids=[],
+            )
+        )
+        document = {
+            "path": task.module_path,
+            "takes_context": task.takes_context,
+            "backend": self.alias,
+            "run_after": task.run_after.isoformat() if task.run_after else None,
+            "args": result.args,
+            "kwargs": result.kwargs,
+            "errors": [],
+        }
+        alias = task_settings().DATABASE_ALIAS
+        adapter = adapter_for(task)
+        # One transaction (a savepoint inside the caller's): a worker never sees the run
+        # without its document.
+        with db_transaction.atomic(using=alias):
+            future = enqueue(
+                adapter,
+                tuple(result.args),
+                dict(result.kwargs),
+                queue=task.queue_name,
+                priority=task.priority,
+                scheduled_time=task.run_after,
+            )
+            with connections[alias].cursor() as cursor:
+                cursor.execute(_SET_DOCUMENT, [json.dumps(document), future.id])
+                (created,) = cursor.fetchone()
+        object.__setattr__(result, "id", str(future.id))
+        object.__setattr__(result, "enqueued_at", created)
+        task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        """The backend writes our tables: the app must be installed (and migrated)."""
+        if apps.is_installed("django_tasks"):
+            return []
+        return [
+            checks.Error(
+                f"TASKS[{self.alias!r}] uses django_tasks.backends.PostgresBackend, but "
+                f"'django_tasks' is not in INSTALLED_APPS.",
+                hint="Add 'django_tasks' to INSTALLED_APPS and run migrate.",
+                id="django_tasks.E010",
+            )
+        ]
+
+    def get_result(self, result_id: str) -> TaskResult[Any, Any]:
+        """The run as a ``TaskResult``; ``TaskResultDoesNotExist`` for an unknown or malformed
+        id (never a ValidationError)."""
+        try:
+            run_id = uuid.UUID(str(result_id))
+        except (ValueError, TypeError, AttributeError):
+            raise TaskResultDoesNotExist(result_id) from None
+        from .results import load_result  # models: only once apps are ready
+
+        return load_result(run_id, self.alias)

@@ -1,0 +1,88 @@
+"""A run of a ``django.tasks`` Task read back as a ``TaskResult`` (never unpickling)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.tasks import TaskResult, TaskResultStatus
+from django.tasks.base import Task, TaskError
+from django.tasks.exceptions import TaskResultDoesNotExist
+from django.utils.module_loading import import_string
+
+from ..models import TaskRun, TaskRunState
+from ..states import StateType
+
+__all__ = ["STATUS", "django_status", "load_result"]
+
+#: Our state types as Django's four statuses (docs/django-tasks-backend.md).
+STATUS: dict[str, TaskResultStatus] = {
+    StateType.SCHEDULED: TaskResultStatus.READY,  # new, deferred, or awaiting a retry
+    StateType.PENDING: TaskResultStatus.READY,  # claimed, not started
+    StateType.RUNNING: TaskResultStatus.RUNNING,
+    StateType.CANCELLING: TaskResultStatus.RUNNING,
+    StateType.COMPLETED: TaskResultStatus.SUCCESSFUL,
+    StateType.FAILED: TaskResultStatus.FAILED,
+    StateType.CRASHED: TaskResultStatus.FAILED,
+    StateType.CANCELLED: TaskResultStatus.FAILED,
+}
+
+
+def django_status(state_type: str) -> TaskResultStatus:
+    return STATUS[state_type]
+
+
+def load_result(run_id: uuid.UUID, alias: str | None = None) -> TaskResult[Any, Any]:
+    """The run ``run_id`` as a ``TaskResult``: ``TaskResultDoesNotExist`` if there is no such
+    run of a ``django.tasks`` Task."""
+    row = (
+        TaskRun.objects.filter(pk=run_id, django_task__isnull=False)
+        .values("state_type", "created", "finished", "priority", "queue", "django_task")
+        .first()
+    )
+    if row is None:
+        raise TaskResultDoesNotExist(str(run_id))
+    document: dict[str, Any] = row["django_task"] or {}
+    attempts = list(
+        TaskRunState.objects.filter(run_id=run_id, type=StateType.RUNNING)
+        .order_by("timestamp", "id")
+        .values_list("timestamp", "worker")
+    )
+    status = django_status(row["state_type"])
+    finished = status in (TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED)
+    result: TaskResult[Any, Any] = TaskResult(
+        task=_task(document, dict(row)),
+        id=str(run_id),
+        status=status,
+        enqueued_at=row["created"],
+        started_at=attempts[0][0] if attempts else None,
+        last_attempted_at=attempts[-1][0] if attempts else None,
+        finished_at=row["finished"] if finished else None,
+        args=document["args"],
+        kwargs=document["kwargs"],
+        backend=alias or document["backend"],
+        errors=[TaskError(**error) for error in document.get("errors", [])],
+        worker_ids=[worker for _, worker in attempts],
+    )
+    if status == TaskResultStatus.SUCCESSFUL:
+        object.__setattr__(result, "_return_value", document.get("return_value"))
+    return result
+
+
+def _task(document: dict[str, Any], row: dict[str, Any]) -> Task[Any, Any]:
+    """The Task as it was enqueued: its stored priority, queue, backend and run_after."""
+    path = document["path"]
+    try:
+        task = import_string(path)
+    except ImportError:
+        raise TaskResultDoesNotExist(f"Its Task {path!r} cannot be imported here.") from None
+    if not isinstance(task, Task):
+        raise TaskResultDoesNotExist(f"{path!r} is not a django.tasks Task.")
+    run_after = document.get("run_after")
+    return task.using(
+        priority=row["priority"],
+        queue_name=row["queue"],
+        backend=document["backend"],
+        run_after=datetime.fromisoformat(run_after) if run_after else None,
+    )

@@ -1,0 +1,58 @@
+"""Standard ``django.tasks`` Tasks (Django 6), run by our backend and worker, and receivers
+that record the signals a worker process sends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.tasks import TaskContext, task
+from django.tasks.signals import task_finished, task_started
+
+from .models import Effect
+
+
+@task
+def add_json(a: int, b: int) -> int:
+    return a + b
+
+
+@task(priority=10, queue_name="other")
+def tuned(values: list[Any], flag: bool = False) -> dict[str, Any]:
+    return {"values": values, "flag": flag}
+
+
+@task(takes_context=True)
+def with_context(context: TaskContext[Any, Any], label: str) -> int:
+    Effect.objects.create(label=f"{label}:{context.attempt}:{context.task_result.id}")
+    return context.attempt
+
+
+@task
+def fails(message: str) -> None:
+    raise ValueError(message)
+
+
+@task
+def exits() -> None:
+    raise SystemExit(2)
+
+
+@task
+def returns_a_set() -> object:
+    return {1, 2}
+
+
+@task
+def mark(label: str) -> str:
+    Effect.objects.create(label=label)
+    return label
+
+
+def _record(signal_name: str, sender: type, task_result: Any, **kwargs: Any) -> None:
+    if task_result.task.func is mark.func:
+        label = f"signal:{signal_name}:{task_result.status}:{sender.__name__}"
+        Effect.objects.create(label=label)
+
+
+task_started.connect(lambda sender, **kw: _record("started", sender, **kw), weak=False)
+task_finished.connect(lambda sender, **kw: _record("finished", sender, **kw), weak=False)

@@ -1,0 +1,266 @@
+"""Django's ``django.tasks`` on our backend (Django 6): validation, enqueue in the caller's
+transaction, results, and the worker running standard Django task code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+from typing import Any
+
+import django
+import pytest
+
+from .conftest import ROOT
+
+if django.VERSION < (6, 0):
+
+    def test_the_backend_says_it_needs_django_6():
+        """On Django 5.2 the import fails with a message; the app itself works unchanged."""
+        done = subprocess.run(
+            [sys.executable, "-c", "import django_tasks.backends"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 1
+        assert "needs Django 6.0 or newer" in done.stderr
+        assert f"this is Django {django.get_version()}" in done.stderr
+
+else:
+    from django.db import transaction
+    from django.tasks import TaskResultStatus, task, task_backends
+    from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist, TaskResultMismatch
+    from django.tasks.signals import task_enqueued
+    from django.test import override_settings
+    from django.utils import timezone
+
+    from django_tasks.backends import PostgresBackend
+    from django_tasks.backends.results import STATUS
+    from django_tasks.models import TaskRun
+    from tests.taskapp.models import Effect
+    from tests.taskapp.standard import (
+        add_json,
+        exits,
+        fails,
+        mark,
+        returns_a_set,
+        tuned,
+        with_context,
+    )
+
+    from .conftest import drain, wait_until
+
+    pytestmark = pytest.mark.django_db(transaction=True)
+
+    def test_flags():
+        backend = task_backends["default"]
+        assert isinstance(backend, PostgresBackend)
+        assert backend.supports_defer
+        assert backend.supports_priority
+        assert backend.supports_get_result
+        assert backend.supports_async_task is False  # the worker runs no coroutines (yet)
+
+    def _refused(func: Any, message: str, **options: Any) -> None:
+        with pytest.raises(InvalidTask) as info:
+            task(func, **options) if options else task(func)
+        assert str(info.value) == message
+
+    def test_validation_keeps_djangos_messages_word_for_word():
+        def local(a: int) -> int:
+            return a
+
+        _refused(local, "Task function must be defined at a module level.")
+        with pytest.raises(InvalidTask) as info:
+            add_json.using(priority=101)
+        assert str(info.value) == "priority must be a whole number between -100 and 100."
+        with pytest.raises(InvalidTask) as info:
+            add_json.using(run_after=timezone.now().replace(tzinfo=None))
+        assert str(info.value) == "run_after must be an aware datetime."
+        with pytest.raises(InvalidTask) as info:
+            add_json.using(queue_name="x")
+        assert str(info.value) == "Queue 'x' is not valid for backend."
+        with pytest.raises(InvalidTask) as info:
+            task(takes_context=True)(_no_context)  # type: ignore[arg-type]
+        assert str(info.value) == (
+            "Task takes context but does not have a first argument of 'context'."
+        )
+        with pytest.raises(InvalidTask) as info:
+            task(_coroutine)
+        assert str(info.value) == "Backend does not support async Tasks."
+
+    def test_an_empty_queues_setting_turns_the_queue_check_off():
+        backend = {"BACKEND": "django_tasks.backends.PostgresBackend", "QUEUES": []}
+        with override_settings(TASKS={"default": backend}):
+            assert add_json.using(queue_name="anything").queue_name == "anything"
+
+    def test_enqueue_returns_a_ready_result_and_signals_once():
+        seen: list[tuple[Any, Any]] = []
+
+        def receiver(sender: Any, task_result: Any, **kwargs: Any) -> None:
+            seen.append((sender, task_result.id))
+
+        task_enqueued.connect(receiver)
+        try:
+            result = tuned.enqueue((1, 2), flag=True)  # type: ignore[arg-type]
+        finally:
+            task_enqueued.disconnect(receiver)
+        assert result.status == TaskResultStatus.READY
+        assert result.args == [[1, 2]]  # JSON-normalised: the tuple is a list
+        assert result.kwargs == {"flag": True}
+        assert result.enqueued_at is not None
+        assert timezone.is_aware(result.enqueued_at)
+        assert (result.started_at, result.last_attempted_at, result.finished_at) == (
+            None,
+            None,
+            None,
+        )
+        assert result.errors == []
+        assert result.worker_ids == []
+        assert result.backend == "default"
+        assert isinstance(result.id, str)
+        assert len(result.id) < 64
+        assert seen == [(PostgresBackend, result.id)]
+        run = TaskRun.objects.get(pk=result.id)
+        assert (run.queue, run.priority, run.task_name) == ("other", 10, tuned.module_path)
+
+    def test_arguments_that_are_not_json_write_nothing_and_send_nothing():
+        seen: list[Any] = []
+        task_enqueued.connect(seen.append)
+        try:
+            with pytest.raises(TypeError, match="Unsupported type"):
+                add_json.enqueue({1, 2}, 3)  # type: ignore[arg-type]
+        finally:
+            task_enqueued.disconnect(seen.append)
+        assert seen == []
+        assert not TaskRun.objects.exists()
+
+    def test_enqueue_inside_a_rolled_back_transaction_never_runs():
+        def view() -> None:
+            with transaction.atomic():
+                result = mark.enqueue("rolled back")
+                assert TaskRun.objects.filter(pk=result.id).exists()  # in the transaction
+                raise RuntimeError("the view failed")
+
+        with pytest.raises(RuntimeError, match="the view failed"):
+            view()
+        assert not TaskRun.objects.exists()
+        drain()
+        assert not Effect.objects.exists()
+
+    def test_get_result_equals_the_enqueued_result_and_rebuilds_the_task():
+        later = timezone.now() + timedelta(hours=1, microseconds=123)
+        result = tuned.using(priority=-5, queue_name="default", run_after=later).enqueue([3])
+        again = task_backends["default"].get_result(result.id)
+        assert again == result
+        assert again.task.priority == -5
+        assert again.task.queue_name == "default"
+        assert again.task.run_after == later  # to the microsecond
+        assert again.task.backend == "default"
+        assert tuned.get_result(result.id) == result
+        with pytest.raises(TaskResultMismatch):
+            add_json.get_result(result.id)
+        for bad in ("nope", "", "0" * 36, "\x00", str(TaskRun._meta.pk.default())):
+            with pytest.raises(TaskResultDoesNotExist):
+                task_backends["default"].get_result(bad)
+
+    def test_the_worker_runs_it_successfully():
+        result = add_json.enqueue(20, 22)
+        drain()
+        result.refresh()
+        assert result.status == TaskResultStatus.SUCCESSFUL
+        assert result.return_value == 42
+        assert result.attempts == len(result.worker_ids) == 1
+        assert result.enqueued_at is not None
+        assert result.started_at is not None
+        assert result.finished_at is not None
+        assert result.enqueued_at <= result.started_at <= result.finished_at
+        assert result.last_attempted_at == result.started_at
+        assert result.errors == []
+
+    @pytest.mark.parametrize(
+        ("task_", "args", "path", "line"),
+        [
+            (fails, ("broken",), "builtins.ValueError", "ValueError: broken\n"),
+            (exits, (), "builtins.SystemExit", "SystemExit: 2\n"),
+            (returns_a_set, (), "builtins.TypeError", "TypeError: Unsupported type"),
+        ],
+    )
+    def test_any_exception_fails_the_run_with_one_error_per_attempt(task_, args, path, line):
+        result = task_.enqueue(*args)
+        after = add_json.enqueue(1, 1)
+        drain()
+        result.refresh()
+        assert result.status == TaskResultStatus.FAILED
+        [error] = result.errors
+        assert error.exception_class_path == path
+        assert line in error.traceback
+        assert error.traceback.endswith("\n")
+        with pytest.raises(ValueError, match="Task failed"):
+            _ = result.return_value
+        assert task_backends["default"].get_result(after.id).return_value == 2  # the worker went on
+
+    def test_takes_context_gets_the_attempt_from_one():
+        result = with_context.enqueue("ctx")
+        drain()
+        assert task_backends["default"].get_result(result.id).return_value == 1
+        assert Effect.objects.get().label == f"ctx:1:{result.id}"
+
+    def test_priority_then_fifo_order():
+        for label, priority in [("low-1", -1), ("high-1", 5), ("low-2", -1), ("high-2", 5)]:
+            mark.using(priority=priority).enqueue(label)
+        drain(batch_size=1)
+        labels = list(Effect.objects.order_by("id").values_list("label", flat=True))
+        assert [x for x in labels if not x.startswith("signal")] == [
+            "high-1",
+            "high-2",
+            "low-1",
+            "low-2",
+        ]
+
+    def test_a_future_run_after_does_not_start_early():
+        result = mark.using(run_after=timezone.now() + timedelta(hours=1)).enqueue("later")
+        drain()
+        assert task_backends["default"].get_result(result.id).status == TaskResultStatus.READY
+
+    def test_a_real_worker_process_runs_it_and_sends_the_signals(start_worker):
+        result = mark.enqueue("from a worker")
+        start_worker()
+        wait_until(lambda: task_backends["default"].get_result(result.id).is_finished, timeout=60)
+        final = task_backends["default"].get_result(result.id)
+        assert final.status == TaskResultStatus.SUCCESSFUL
+        assert final.return_value == "from a worker"
+        labels = set(Effect.objects.values_list("label", flat=True))
+        assert "signal:started:RUNNING:PostgresBackend" in labels
+        assert "signal:finished:SUCCESSFUL:PostgresBackend" in labels
+        # Like any run: in our tables, with its history.
+        run = TaskRun.objects.get(pk=result.id)
+        assert run.state_type == "COMPLETED"
+        assert final.worker_ids == [run.worker]
+
+    def test_every_state_maps_to_one_of_djangos_four():
+        from django_tasks.states import StateType
+
+        assert set(STATUS) == set(StateType.values)
+        assert set(STATUS.values()) == set(TaskResultStatus)
+
+    def test_a_system_check_when_the_app_is_not_installed(settings):
+        from django.apps import apps
+
+        assert task_backends["default"].check() == []
+        real = apps.is_installed
+        try:
+            apps.is_installed = lambda app_name: app_name != "django_tasks"  # type: ignore[method-assign]
+            [error] = task_backends["default"].check()
+        finally:
+            apps.is_installed = real  # type: ignore[method-assign]
+        assert error.id == "django_tasks.E010"
+
+
+def _no_context(label: str) -> str:
+    return label
+
+
+async def _coroutine() -> None:
+    return None
