@@ -3,6 +3,8 @@ transaction, results, and the worker running standard Django task code."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from datetime import timedelta
@@ -44,13 +46,15 @@ else:
         add_json,
         exits,
         fails,
+        flaky,
         mark,
         returns_a_set,
+        sleeps,
         tuned,
         with_context,
     )
 
-    from .conftest import drain, wait_until
+    from .conftest import drain, session_pids, wait_until
 
     pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -256,6 +260,93 @@ else:
         finally:
             apps.is_installed = real  # type: ignore[method-assign]
         assert error.id == "django_tasks.E010"
+
+    def test_retries_through_djangos_task_decorator_each_attempt_visible():
+        """``@task(retries=2)`` (Django 6.1 passes it to our task_class): two failed attempts,
+        each a TaskError, then success; attempts == len(worker_ids)."""
+        result = flaky.enqueue("flaky")
+        drain()
+        final = task_backends["default"].get_result(result.id)
+        assert final.status == TaskResultStatus.SUCCESSFUL
+        assert final.return_value == 3
+        assert final.attempts == len(final.worker_ids) == 3
+        assert [e.exception_class_path for e in final.errors] == ["builtins.ConnectionError"] * 2
+        assert "attempt 1 of flaky failed" in final.errors[0].traceback
+        assert final.started_at is not None
+        assert final.last_attempted_at is not None
+        assert final.started_at < final.last_attempted_at
+
+    def test_retry_options_from_the_backend_options_and_checked():
+        backend = {
+            "BACKEND": "django_tasks.backends.PostgresBackend",
+            "QUEUES": [],
+            "OPTIONS": {"RETRIES": 4},
+        }
+        with override_settings(TASKS={"default": backend}):
+            options = task_backends["default"].retry_options(add_json)
+            assert options == {"retries": 4, "retry_delay_seconds": 0}
+            with pytest.raises(InvalidTask, match="retries must not be negative"):
+                task(retries=-1)(_module_level)
+
+    def test_a_worker_killed_mid_run_is_rescued_and_the_lost_attempt_shown(start_worker):
+        result = sleeps.enqueue(30, "killed")
+        first = start_worker()
+        wait_until(
+            lambda: task_backends["default"].get_result(result.id).status == "RUNNING",
+            timeout=60,
+        )
+        for pid in session_pids(first.pid):
+            os.kill(pid, signal.SIGKILL)
+        first.wait(10)
+        assert TaskRun.objects.get(pk=result.id).state_type == "RUNNING"  # nobody noticed yet
+        start_worker()  # its rescue finds the dead worker's run: CRASHED, then retried
+        wait_until(
+            lambda: len(task_backends["default"].get_result(result.id).worker_ids) == 2,
+            timeout=60,
+        )
+        final = task_backends["default"].get_result(result.id)
+        assert [e.exception_class_path for e in final.errors] == [
+            "django_tasks.backends.results.WorkerCrashed"
+        ]
+        assert final.errors[0].exception_class.__name__ == "WorkerCrashed"
+        assert final.status in (TaskResultStatus.RUNNING, TaskResultStatus.READY)
+
+    def test_async_variants():
+        import asyncio
+
+        from asgiref.sync import sync_to_async
+        from django.db import connections
+
+        async def scenario() -> tuple[Any, Any]:
+            result = await add_json.aenqueue(2, 3)
+            await sync_to_async(drain)()
+            again = await task_backends["default"].aget_result(result.id)
+            await result.arefresh()
+            await sync_to_async(connections.close_all)()  # the executor thread's connection
+            return result, again
+
+        result, again = asyncio.run(scenario())
+        assert result.status == again.status == TaskResultStatus.SUCCESSFUL
+        assert result.return_value == again.return_value == 5
+
+    def test_task_and_result_pickle():
+        import pickle
+
+        result = tuned.using(priority=3).enqueue([1], flag=True)
+        copied = pickle.loads(pickle.dumps(result))
+        assert copied == result
+        assert pickle.loads(pickle.dumps(flaky)) == flaky
+        assert pickle.loads(pickle.dumps(flaky)).retries == 2
+
+    def test_runs_appear_in_the_admin_like_any_other(admin_client):
+        result = mark.enqueue("in the admin")
+        page = admin_client.get(f"/admin/django_tasks/taskrun/{result.id}/change/")
+        assert page.status_code == 200
+        assert mark.module_path in page.content.decode()
+
+
+def _module_level(label: str) -> str:
+    return label
 
 
 def _no_context(label: str) -> str:

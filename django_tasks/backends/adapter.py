@@ -125,7 +125,8 @@ def execute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             "exception_class_path": f"{kind.__module__}.{kind.__qualname__}",
             "traceback": "".join(format_exception(exc)),
         }
-        _write(_APPEND_ERROR, json.dumps([error]), run_id)
+        stored = {**error, "at": timezone.now().isoformat()}  # orders it among crashes
+        _write(_APPEND_ERROR, json.dumps([stored]), run_id)
         result.errors.append(TaskError(**error))
         _finish(result, TaskResultStatus.FAILED, sender)
         if isinstance(exc, Exception):

@@ -25,9 +25,10 @@ from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
 
 from ..conf import task_settings
-from ..tasks import check_queue
+from ..tasks import TaskOptions, check_queue
 from ..topic import enqueue
 from .adapter import adapter_for
+from .task_class import RetryingTask
 
 __all__ = ["PostgresBackend"]
 
@@ -44,13 +45,30 @@ class PostgresBackend(BaseTaskBackend):
     supports_get_result = True
     # The worker does not run coroutines on an event loop (yet): say so, as Django asks.
     supports_async_task = False
+    task_class = RetryingTask
 
     def validate_task(self, task: Task[Any, Any]) -> None:
         super().validate_task(task)
         try:
             check_queue(task.queue_name)
+            self.retry_options(task)
         except (TypeError, ValueError) as exc:
             raise InvalidTask(str(exc)) from None
+
+    def retry_options(self, task: Task[Any, Any]) -> dict[str, Any]:
+        """Our ``retries`` / ``retry_delay_seconds`` for ``task``: its own (a
+        :class:`RetryingTask`), else the backend's ``OPTIONS``; checked as our ``@task``
+        checks them (TypeError or ValueError)."""
+        retries = getattr(task, "retries", None)
+        delay = getattr(task, "retry_delay_seconds", None)
+        options = {
+            "retries": self.options.get("RETRIES", 0) if retries is None else retries,
+            "retry_delay_seconds": (
+                self.options.get("RETRY_DELAY_SECONDS", 0) if delay is None else delay
+            ),
+        }
+        TaskOptions(name="check", **options)  # the same rules as our own tasks
+        return options
 
     def enqueue(self, task: Task[Any, Any], args: Any, kwargs: Any) -> TaskResult[Any, Any]:
         """One SCHEDULED run, in the caller's transaction (on ``DATABASE_ALIAS``)."""
@@ -81,7 +99,7 @@ class PostgresBackend(BaseTaskBackend):
             "errors": [],
         }
         alias = task_settings().DATABASE_ALIAS
-        adapter = adapter_for(task)
+        adapter = adapter_for(task).with_options(**self.retry_options(task))
         # One transaction (a savepoint inside the caller's): a worker never sees the run
         # without its document.
         with db_transaction.atomic(using=alias):

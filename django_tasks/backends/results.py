@@ -14,7 +14,7 @@ from django.utils.module_loading import import_string
 from ..models import TaskRun, TaskRunState
 from ..states import StateType
 
-__all__ = ["STATUS", "django_status", "load_result"]
+__all__ = ["STATUS", "WorkerCrashed", "django_status", "load_result"]
 
 #: Our state types as Django's four statuses (docs/django-tasks-backend.md).
 STATUS: dict[str, TaskResultStatus] = {
@@ -44,11 +44,13 @@ def load_result(run_id: uuid.UUID, alias: str | None = None) -> TaskResult[Any, 
     if row is None:
         raise TaskResultDoesNotExist(str(run_id))
     document: dict[str, Any] = row["django_task"] or {}
-    attempts = list(
-        TaskRunState.objects.filter(run_id=run_id, type=StateType.RUNNING)
+    history = list(
+        TaskRunState.objects.filter(run_id=run_id, type__in=[StateType.RUNNING, StateType.CRASHED])
         .order_by("timestamp", "id")
-        .values_list("timestamp", "worker")
+        .values_list("type", "timestamp", "worker", "message")
     )
+    attempts = [(at, worker) for kind, at, worker, _ in history if kind == StateType.RUNNING]
+    crashes = [(at, message) for kind, at, _, message in history if kind == StateType.CRASHED]
     status = django_status(row["state_type"])
     finished = status in (TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED)
     result: TaskResult[Any, Any] = TaskResult(
@@ -62,12 +64,28 @@ def load_result(run_id: uuid.UUID, alias: str | None = None) -> TaskResult[Any, 
         args=document["args"],
         kwargs=document["kwargs"],
         backend=alias or document["backend"],
-        errors=[TaskError(**error) for error in document.get("errors", [])],
+        errors=_errors(document.get("errors", []), crashes),
         worker_ids=[worker for _, worker in attempts],
     )
     if status == TaskResultStatus.SUCCESSFUL:
         object.__setattr__(result, "_return_value", document.get("return_value"))
     return result
+
+
+class WorkerCrashed(Exception):
+    """The ``exception_class`` of an attempt whose worker process died under it (killed, out
+    of memory): it raised nothing, and the rescue recorded it."""
+
+
+def _errors(stored: list[dict[str, Any]], crashes: list[tuple[datetime, str]]) -> list[TaskError]:
+    """One ``TaskError`` per failed attempt, in order: what the task raised, and attempts
+    lost with their worker (the rescue's message as the traceback)."""
+    path = f"{WorkerCrashed.__module__}.{WorkerCrashed.__qualname__}"
+    timed = [
+        (datetime.fromisoformat(e["at"]), e["exception_class_path"], e["traceback"]) for e in stored
+    ]
+    timed += [(at, path, f"{path}: {message}\n") for at, message in crashes]
+    return [TaskError(exception_class_path=kind, traceback=text) for _, kind, text in sorted(timed)]
 
 
 def _task(document: dict[str, Any], row: dict[str, Any]) -> Task[Any, Any]:

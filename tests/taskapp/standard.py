@@ -3,6 +3,7 @@ that record the signals a worker process sends."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.tasks import TaskContext, task
@@ -44,6 +45,23 @@ def returns_a_set() -> object:
 
 @task
 def mark(label: str) -> str:
+    Effect.objects.create(label=label)
+    return label
+
+
+@task(retries=2)
+def flaky(label: str) -> int:
+    """Fails twice (one mark per attempt), then succeeds: our retries through Django's @task."""
+    Effect.objects.create(label=label)
+    attempts = Effect.objects.filter(label=label).count()
+    if attempts <= 2:
+        raise ConnectionError(f"attempt {attempts} of {label} failed")
+    return attempts
+
+
+@task(retries=1)
+def sleeps(seconds: float, label: str) -> str:
+    time.sleep(seconds)
     Effect.objects.create(label=label)
     return label
 
