@@ -283,10 +283,12 @@ else:
             "OPTIONS": {"RETRIES": 4},
         }
         with override_settings(TASKS={"default": backend}):
-            options = task_backends["default"].retry_options(add_json)
+            backend_object = task_backends["default"]
+            assert isinstance(backend_object, PostgresBackend)
+            options = backend_object.retry_options(add_json)
             assert options == {"retries": 4, "retry_delay_seconds": 0}
             with pytest.raises(InvalidTask, match="retries must not be negative"):
-                task(retries=-1)(_module_level)
+                task(retries=-1)(_module_level)  # type: ignore[call-overload]
 
     def test_a_worker_killed_mid_run_is_rescued_and_the_lost_attempt_shown(start_worker):
         result = sleeps.enqueue(30, "killed")

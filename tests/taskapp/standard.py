@@ -49,7 +49,7 @@ def mark(label: str) -> str:
     return label
 
 
-@task(retries=2)
+@task(retries=2)  # type: ignore[call-overload, untyped-decorator]
 def flaky(label: str) -> int:
     """Fails twice (one mark per attempt), then succeeds: our retries through Django's @task."""
     Effect.objects.create(label=label)
@@ -59,7 +59,7 @@ def flaky(label: str) -> int:
     return attempts
 
 
-@task(retries=1)
+@task(retries=1)  # type: ignore[call-overload, untyped-decorator]
 def sleeps(seconds: float, label: str) -> str:
     time.sleep(seconds)
     Effect.objects.create(label=label)
