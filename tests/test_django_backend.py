@@ -54,7 +54,7 @@ else:
         with_context,
     )
 
-    from .conftest import drain, session_pids, wait_until
+    from .conftest import drain, session_pids, wait_until, worker_log
 
     pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -222,6 +222,26 @@ else:
             "low-1",
             "low-2",
         ]
+
+    def test_a_past_run_after_goes_before_later_enqueues_of_the_same_priority():
+        mark.enqueue("enqueued now")
+        mark.using(run_after=timezone.now() - timedelta(hours=1)).enqueue("ready an hour ago")
+        drain(batch_size=1)
+        labels = list(Effect.objects.order_by("id").values_list("label", flat=True))
+        assert [x for x in labels if not x.startswith("signal")] == [
+            "ready an hour ago",
+            "enqueued now",
+        ]
+
+    def test_a_deferred_run_starts_about_when_it_is_due(start_worker):
+        worker = start_worker()
+        wait_until(lambda: "started" in worker_log(worker), timeout=60)
+        due = timezone.now() + timedelta(seconds=2)
+        result = mark.using(run_after=due).enqueue("due")
+        wait_until(lambda: task_backends["default"].get_result(result.id).is_finished, 30)
+        started = task_backends["default"].get_result(result.id).started_at
+        assert started is not None
+        assert due <= started < due + timedelta(seconds=1.5)  # POLL_INTERVAL 0.5 s here
 
     def test_a_future_run_after_does_not_start_early():
         result = mark.using(run_after=timezone.now() + timedelta(hours=1)).enqueue("later")
