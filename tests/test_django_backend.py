@@ -44,10 +44,13 @@ else:
     from tests.taskapp.models import Effect
     from tests.taskapp.standard import (
         add_json,
+        chained,
         exits,
         fails,
         flaky,
+        interrupted,
         mark,
+        own_id,
         returns_a_set,
         sleeps,
         tuned,
@@ -365,6 +368,56 @@ else:
         page = admin_client.get(f"/admin/django_tasks/taskrun/{result.id}/change/")
         assert page.status_code == 200
         assert mark.module_path in page.content.decode()
+
+    # Adapted from Django's own backend tests (tests/tasks/test_immediate_backend.py), on a
+    # real queue and worker.
+
+    def test_alias_and_options():
+        backend = task_backends["default"]
+        assert backend.alias == "default"
+        assert backend.options == {}
+        assert backend.queues == {"default", "other"}
+
+    def test_a_failure_is_logged_by_django_with_its_exception(caplog):
+        result = fails.enqueue("logged")
+        with caplog.at_level("DEBUG", logger="django.tasks"):
+            drain()
+        [record] = [r for r in caplog.records if r.levelname == "ERROR"]
+        assert f"id={result.id}" in record.getMessage()
+        assert "state=FAILED" in record.getMessage()
+        assert record.exc_info is not None
+        assert record.exc_info[0] is ValueError
+        started = [r.getMessage() for r in caplog.records if "state=RUNNING" in r.getMessage()]
+        assert started == [f"Task id={result.id} path={fails.module_path} state=RUNNING"]
+
+    def test_an_exception_chain_is_kept_in_the_traceback():
+        result = chained.enqueue()
+        drain()
+        [error] = task_backends["default"].get_result(result.id).errors
+        assert error.exception_class is ValueError
+        assert "ValueError: This task failed" in error.traceback
+        assert "The above exception was the direct cause" in error.traceback
+
+    def test_a_keyboard_interrupt_inside_a_task_ends_it_failed_and_the_worker_goes_on():
+        """Django's immediate backend lets it stop the process; a worker must not stop."""
+        result = interrupted.enqueue()
+        after = add_json.enqueue(2, 2)
+        drain()
+        assert task_backends["default"].get_result(result.id).status == TaskResultStatus.FAILED
+        assert TaskRun.objects.get(pk=result.id).state_type == "CRASHED"
+        assert task_backends["default"].get_result(after.id).return_value == 4
+
+    def test_the_context_knows_the_result_id():
+        result = own_id.enqueue()
+        drain()
+        assert task_backends["default"].get_result(result.id).return_value == result.id
+
+    def test_aenqueue_validates_too():
+        import asyncio
+
+        with pytest.raises(InvalidTask, match="Queue 'nowhere' is not valid for backend"):
+            asyncio.run(mark.using(queue_name="nowhere").aenqueue("x"))
+        assert not TaskRun.objects.exists()
 
 
 def _module_level(label: str) -> str:

@@ -66,6 +66,24 @@ def sleeps(seconds: float, label: str) -> str:
     return label
 
 
+@task(takes_context=True)
+def own_id(context: TaskContext[Any, Any]) -> str:
+    return context.task_result.id
+
+
+@task
+def chained() -> None:
+    try:
+        raise ValueError("This task failed")
+    except ValueError as exc:
+        raise ValueError(exc) from exc
+
+
+@task
+def interrupted() -> None:
+    raise KeyboardInterrupt
+
+
 def _record(signal_name: str, sender: type, task_result: Any, **kwargs: Any) -> None:
     if task_result.task.func is mark.func:
         label = f"signal:{signal_name}:{task_result.status}:{sender.__name__}"
