@@ -3,6 +3,8 @@ transaction, results, and the worker running standard Django task code."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import subprocess
@@ -31,6 +33,7 @@ if django.VERSION < (6, 0):
         assert f"this is Django {django.get_version()}" in done.stderr
 
 else:
+    from django.core.management import call_command
     from django.db import transaction
     from django.tasks import TaskResultStatus, task, task_backends
     from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist, TaskResultMismatch
@@ -368,6 +371,11 @@ else:
         page = admin_client.get(f"/admin/django_tasks/taskrun/{result.id}/change/")
         assert page.status_code == 200
         assert mark.module_path in page.content.decode()
+        listed = admin_client.get("/tasks/api/runs/").json()["results"]
+        assert [run["id"] for run in listed] == [result.id]
+        out = io.StringIO()
+        call_command("taskruns", "ls", "--json", stdout=out)
+        assert [row["id"] for row in json.loads(out.getvalue())] == [result.id]
 
     # Adapted from Django's own backend tests (tests/tasks/test_immediate_backend.py), on a
     # real queue and worker.
