@@ -34,7 +34,7 @@ from ..tasks import Task
 
 __all__ = ["adapter_for", "execute", "resolve"]
 
-_adapters: dict[str, Task[Any, Any]] = {}
+_adapters: dict[tuple[str, tuple[tuple[str, Any], ...]], Task[Any, Any]] = {}
 _lock = threading.Lock()
 
 
@@ -61,13 +61,17 @@ class _Call:
         return execute(args, kwargs)
 
 
-def adapter_for(django_task: DjangoTask[Any, Any]) -> Task[Any, Any]:
-    """Our task for ``django_task`` (one per module path and process)."""
+def adapter_for(django_task: DjangoTask[Any, Any], **options: Any) -> Task[Any, Any]:
+    """Our task for ``django_task`` with ``options`` (retries): made once per module path
+    and options in a process - making a task costs more than enqueueing a run."""
     path = django_task.module_path
+    key = (path, tuple(sorted(options.items())))
     with _lock:
-        if path not in _adapters:
-            _adapters[path] = Task(_Call(django_task), name=path[:255])
-        return _adapters[path]
+        if key not in _adapters:
+            base = _adapters.get((path, ())) or Task(_Call(django_task), name=path[:255])
+            _adapters[(path, ())] = base
+            _adapters[key] = base.with_options(**options) if options else base
+        return _adapters[key]
 
 
 def resolve(task_key: str, task_name: str) -> Task[Any, Any] | None:

@@ -99,7 +99,7 @@ class PostgresBackend(BaseTaskBackend):
             "errors": [],
         }
         alias = task_settings().DATABASE_ALIAS
-        adapter = adapter_for(task).with_options(**self.retry_options(task))
+        adapter = adapter_for(task, **self.retry_options(task))
         # One transaction (a savepoint inside the caller's): a worker never sees the run
         # without its document.
         with db_transaction.atomic(using=alias):
