@@ -2,9 +2,8 @@
 
     DATABASE_URL=... .venv/bin/python -m benchmarks.django_enqueue [--runs 2000]
 
-One commit per call (autocommit), alternating rounds, medians; Django 6 only. The backend
-writes the run and then its JSON document in one transaction: two statements where
-``.delay()`` sends one.
+One commit per call (autocommit), alternating rounds, medians; Django 6 only. Both send one
+statement per call (the backend's JSON document travels in the run's document).
 """
 
 from __future__ import annotations

@@ -74,8 +74,12 @@ def enqueue(
     priority: int,
     scheduled_time: datetime | None,
     wait_for: Iterable[Any] = (),
+    extra: dict[str, Any] | None = None,
 ) -> TaskRunFuture[Any]:
     """Insert one SCHEDULED run (and its history row, and a NOTIFY) in one round trip.
+
+    ``extra`` adds members to the run's document: ``django_task`` and ``created`` for the
+    ``django.tasks`` backend (migration 0014); not with upstream runs.
 
     Serialization happens first, so a value that cannot be pickled or is too large raises
     before anything is sent to the database. Background futures among the arguments or in
@@ -95,6 +99,8 @@ def enqueue(
     payload = dumps((args, kwargs), what="parameters", task_key=task.key)
     shown = preview(arguments)
     if upstreams:
+        if extra:
+            raise ValueError("A run with upstream runs takes no extra document members.")
         params = {
             **_run_columns(task, queue, priority, scheduled_time),
             "id": run_id,
@@ -112,6 +118,7 @@ def enqueue(
         "priority": priority,
         "scheduled_time": scheduled_time.isoformat() if scheduled_time is not None else None,
         "preview": shown,
+        **(extra or {}),
     }
     document = f"{json.dumps(run)[:-1]}, {_task_members(task)}}}"
     _execute_prepared(sql.ENQUEUE, {"run": document, "parameters": payload})

@@ -10,31 +10,24 @@ so that ``get_result`` never unpickles anything.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
 from django.apps import apps
 from django.core import checks
-from django.db import connections
-from django.db import transaction as db_transaction
 from django.tasks import TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import Task
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.tasks.signals import task_enqueued
+from django.utils import timezone
 
-from ..conf import task_settings
 from ..tasks import TaskOptions, check_queue
 from ..topic import enqueue
 from .adapter import adapter_for
 from .task_class import RetryingTask
 
 __all__ = ["PostgresBackend"]
-
-_SET_DOCUMENT = """
-UPDATE django_tasks_taskrun SET django_task = %s::jsonb WHERE id = %s RETURNING created
-"""
 
 
 class PostgresBackend(BaseTaskBackend):
@@ -98,22 +91,17 @@ class PostgresBackend(BaseTaskBackend):
             "kwargs": result.kwargs,
             "errors": [],
         }
-        alias = task_settings().DATABASE_ALIAS
         adapter = adapter_for(task, **self.retry_options(task))
-        # One transaction (a savepoint inside the caller's): a worker never sees the run
-        # without its document.
-        with db_transaction.atomic(using=alias):
-            future = enqueue(
-                adapter,
-                tuple(result.args),
-                dict(result.kwargs),
-                queue=task.queue_name,
-                priority=task.priority,
-                scheduled_time=task.run_after,
-            )
-            with connections[alias].cursor() as cursor:
-                cursor.execute(_SET_DOCUMENT, [json.dumps(document), future.id])
-                (created,) = cursor.fetchone()
+        created = timezone.now()  # the run's created time and the result's enqueued_at
+        future = enqueue(
+            adapter,
+            tuple(result.args),
+            dict(result.kwargs),
+            queue=task.queue_name,
+            priority=task.priority,
+            scheduled_time=task.run_after,
+            extra={"django_task": document, "created": created.isoformat()},
+        )
         object.__setattr__(result, "id", str(future.id))
         object.__setattr__(result, "enqueued_at", created)
         task_enqueued.send(type(self), task_result=result)
