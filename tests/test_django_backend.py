@@ -53,6 +53,7 @@ else:
         flaky,
         interrupted,
         mark,
+        odd_value,
         own_id,
         returns_a_set,
         sleeps,
@@ -426,6 +427,38 @@ else:
         with pytest.raises(InvalidTask, match="Queue 'nowhere' is not valid for backend"):
             asyncio.run(mark.using(queue_name="nowhere").aenqueue("x"))
         assert not TaskRun.objects.exists()
+
+    @pytest.mark.parametrize("value", [float("nan"), float("inf"), "a\x00b", {"k\x00": 1}])
+    def test_arguments_jsonb_refuses_are_a_clear_error_and_write_nothing(value):
+        seen: list[Any] = []
+        task_enqueued.connect(seen.append)
+        try:
+            with pytest.raises(ValueError, match="The arguments cannot be stored"):
+                tuned.enqueue([value])
+        finally:
+            task_enqueued.disconnect(seen.append)
+        assert seen == []
+        assert not TaskRun.objects.exists()
+
+    @pytest.mark.parametrize(
+        ("kind", "message"),
+        [
+            ("nan", "The return value cannot be stored: NaN"),
+            ("nul", "The return value cannot be stored: PostgreSQL's jsonb refuses NUL"),
+            ("raise", "ValueError: message with a NUL"),
+        ],
+    )
+    def test_a_return_value_or_error_jsonb_refuses_fails_the_attempt_clearly(kind, message):
+        result = odd_value.enqueue(kind)
+        after = add_json.enqueue(1, 2)
+        drain()
+        final = task_backends["default"].get_result(result.id)
+        assert final.status == TaskResultStatus.FAILED
+        [error] = final.errors
+        assert message in error.traceback
+        assert "\x00" not in error.traceback  # stored escaped
+        assert TaskRun.objects.get(pk=result.id).state_type == "FAILED"
+        assert task_backends["default"].get_result(after.id).return_value == 3
 
 
 def _module_level(label: str) -> str:

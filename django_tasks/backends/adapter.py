@@ -29,8 +29,9 @@ from django.utils.module_loading import import_string
 from ..conf import task_settings
 from ..context import get_run_context
 from ..manual_states import Failed
-from ..storable import describe_exception
+from ..storable import describe_exception, storable_message
 from ..tasks import Task
+from .documents import jsonb_text
 
 __all__ = ["adapter_for", "execute", "resolve"]
 
@@ -121,13 +122,15 @@ def execute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         else:
             value = task.call(*args, **kwargs)
         value = normalize_json(value)  # TypeError for a value that is not JSON
+        value_text = jsonb_text(value, "return value")  # ValueError for NaN or NUL
     except (KeyboardInterrupt, TaskRunTimeout, TaskRunCancelled):
         raise  # stopped from outside: the worker's rules apply
     except BaseException as exc:
         kind = type(exc)
         error = {
             "exception_class_path": f"{kind.__module__}.{kind.__qualname__}",
-            "traceback": "".join(format_exception(exc)),
+            # escaped if it holds what PostgreSQL cannot store (NUL), capped
+            "traceback": storable_message("".join(format_exception(exc))),
         }
         stored = {**error, "at": timezone.now().isoformat()}  # orders it among crashes
         _write(_APPEND_ERROR, json.dumps([stored]), run_id)
@@ -137,7 +140,7 @@ def execute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             raise
         # SystemExit and the like: Django's contract says FAILED (our own tasks: CRASHED).
         return Failed(message=describe_exception(exc), data=exc)
-    _write(_SET_RETURN_VALUE, json.dumps(value), run_id)
+    _write(_SET_RETURN_VALUE, value_text, run_id)
     object.__setattr__(result, "_return_value", value)
     _finish(result, TaskResultStatus.SUCCESSFUL, sender)
     return value

@@ -25,6 +25,7 @@ from django.utils import timezone
 from ..tasks import TaskOptions, check_queue
 from ..topic import enqueue
 from .adapter import adapter_for
+from .documents import jsonb_text
 from .task_class import RetryingTask
 
 __all__ = ["PostgresBackend"]
@@ -82,6 +83,7 @@ class PostgresBackend(BaseTaskBackend):
                 worker_ids=[],
             )
         )
+        jsonb_text([result.args, result.kwargs], "arguments")  # before anything is written
         document = {
             "path": task.module_path,
             "takes_context": task.takes_context,

@@ -84,6 +84,16 @@ def interrupted() -> None:
     raise KeyboardInterrupt
 
 
+@task
+def odd_value(kind: str) -> object:
+    """Returns what Python's JSON allows and PostgreSQL's jsonb refuses, or raises with it."""
+    if kind == "nan":
+        return {"x": float("nan")}
+    if kind == "nul":
+        return "a\x00b"
+    raise ValueError("message with a NUL: \x00")
+
+
 def _record(signal_name: str, sender: type, task_result: Any, **kwargs: Any) -> None:
     if task_result.task.func is mark.func:
         label = f"signal:{signal_name}:{task_result.status}:{sender.__name__}"
