@@ -49,6 +49,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     by_state = queries.state_counts(window)
     tasks = [t for t in queries.task_stats(window) if t["runs"]]
     now = datetime.now(tz=UTC)
+    workers = queries.live_workers()  # read once: listed, and counted per queue
     context = {
         "window": window_name,
         "windows": list(WINDOWS),
@@ -56,7 +57,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "completed": sum(s[1] for s in slots),
         "failed": sum(s[2] for s in slots),
         "states_svg": bar_chart(sorted(by_state.items()), _COLOURS),
-        "queues": queries.queue_depths(),
+        "queues": queries.queue_depths(workers),
         "slowest": sorted(
             (t for t in tasks if t["p95_seconds"] is not None),
             key=lambda t: -t["p95_seconds"],
@@ -64,7 +65,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "failing": sorted(
             (t for t in tasks if t["failed"]), key=lambda t: -(t["failure_rate"] or 0)
         )[:5],
-        "workers": queries.live_workers(),
+        "workers": workers,
         "now": now,
     }
     return render(request, "django_tasks/dashboard.html", context)

@@ -37,7 +37,7 @@ from typing import Any
 
 import psycopg
 from django.db import connections
-from psycopg.types.json import Json, JsonbLoader, JsonLoader
+from psycopg.types.json import JsonbLoader, JsonLoader
 
 from . import sql
 from .futures import TaskRunFuture
@@ -146,14 +146,7 @@ class _TestWorker(Worker):
 
     def _run(self) -> int:
         db = self._queue_connection()
-        register = {
-            "name": self.name,
-            "host": "test",
-            "pid": 0,
-            "queues": Json(self.queues),
-            "concurrency": 1,
-        }
-        db.execute(sql.REGISTER_WORKER, register, give_up_on_stop=False)
+        self._register(db, host="test", pid=0)
         self._slot()
         db.execute(sql.WORKER_STOPPED, {"name": self.name}, give_up_on_stop=False)
         return 0

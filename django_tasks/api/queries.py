@@ -100,11 +100,12 @@ def state_counts(window: timedelta) -> dict[str, int]:
     return {row[0]: row[1] for row in _rows(_STATE_COUNTS, {"since": _since(window)})}
 
 
-def queue_depths() -> list[dict[str, Any]]:
+def queue_depths(workers: list[Worker] | None = None) -> list[dict[str, Any]]:
     """Ready runs per queue, the oldest, and how many live workers serve the queue: a queue
     with ready runs that no live worker serves is ``unserved`` - most often a worker started
     with a ``--queues`` that forgot it, which otherwise fails silently."""
-    served = Counter(queue for worker in live_workers() for queue in worker.queues)
+    live = live_workers() if workers is None else workers
+    served = Counter(queue for worker in live for queue in worker.queues)
     return [
         {"queue": q, "ready": n, "oldest_ready": t, "workers": served[q], "unserved": not served[q]}
         for q, n, t in _rows(_QUEUE_DEPTHS)

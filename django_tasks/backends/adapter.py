@@ -105,7 +105,8 @@ def execute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     from ..worker.process import worker_name
     from .results import load_result
 
-    run_id = get_run_context().id
+    context = get_run_context()
+    run_id = context.id
     result = load_result(run_id)
     task = result.task
     sender = type(task_backends[result.backend])
@@ -113,7 +114,7 @@ def execute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     object.__setattr__(result, "status", TaskResultStatus.RUNNING)
     object.__setattr__(result, "started_at", result.started_at or now)
     object.__setattr__(result, "last_attempted_at", now)
-    if len(result.worker_ids) < get_run_context().attempt:  # not written yet (deferred)
+    if len(result.worker_ids) < context.attempt:  # not written yet (deferred)
         result.worker_ids.append(worker_name())
     task_started.send(sender, task_result=result)
     try:

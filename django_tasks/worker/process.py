@@ -169,17 +169,7 @@ class Worker:
     def _run(self) -> int:
         note_open_django_connections()
         control_db = QueueConnection(self.alias, self._control_done.is_set)
-        control_db.execute(
-            sql.REGISTER_WORKER,
-            {
-                "name": self.name,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "queues": Json(self.queues),
-                "concurrency": self.concurrency,
-            },
-            give_up_on_stop=False,
-        )
+        self._register(control_db)
         logger.info(
             "Worker %s started: queues=%s concurrency=%d", self.name, self.queues, self.concurrency
         )
@@ -205,6 +195,19 @@ class Worker:
         control_db.close()
         logger.info("Worker %s stopped after %d runs", self.name, self.processed)
         return EXIT_RECYCLE if self.recycle else 0
+
+    def _register(
+        self, db: QueueConnection, host: str | None = None, pid: int | None = None
+    ) -> None:
+        """Write this worker's row: live, its queues and concurrency."""
+        params = {
+            "name": self.name,
+            "host": socket.gethostname() if host is None else host,
+            "pid": os.getpid() if pid is None else pid,
+            "queues": Json(self.queues),
+            "concurrency": self.concurrency,
+        }
+        db.execute(sql.REGISTER_WORKER, params, give_up_on_stop=False)
 
     def stop(self) -> None:
         """Take no new runs; running ones finish. Safe to call from any thread."""

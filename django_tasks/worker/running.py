@@ -458,7 +458,8 @@ def _committed_alone(task: Task[Any, Any], outcome: Outcome) -> bool:
     """A run that is not atomic and completed by running (not from the cache): its own
     transaction committed (see :func:`~..transactions.commit_alone`)."""
     return (
-        outcome.type == StateType.COMPLETED
+        bool(task.options.on_commit)  # first: most tasks have no hooks (a per-run check)
+        and outcome.type == StateType.COMPLETED
         and outcome.name != StateName.CACHED
         and not task.options.atomic
     )
