@@ -148,6 +148,7 @@ class Supervisor:
         self._boot_failures = 0
         self._spawn_at: list[float] = []  # replacements waiting for their boot backoff
         self._killed: dict[BaseProcess, str] = {}  # children this supervisor killed, and why
+        self._told: set[int] = set()  # children sent SIGTERM for a stop
 
     def run(self) -> int:
         """Run until stopped; returns the exit code. Raises :class:`WorkerBootError` when the
@@ -169,6 +170,8 @@ class Supervisor:
             next_check = 0.0
             while self.children or self._spawn_at:
                 self._reap(db)
+                if self._stopping.is_set():
+                    self._pass_on_stop()
                 if self._requests.count > 1:
                     self._kill_all(db, "a second request to stop")
                     return 1
@@ -205,9 +208,17 @@ class Supervisor:
         self._stopping.set()
         self._spawn_at.clear()
         self._deadline = time.monotonic() + self.shutdown_timeout
+        self._pass_on_stop()
+
+    def _pass_on_stop(self) -> None:
+        """SIGTERM each child not told yet. Called by the signal handler and again by the
+        loop: the handler may run while ``_reap`` is replacing a child, and the new child,
+        not yet in ``self.children``, would otherwise never hear of the stop (the pool then
+        waited for the shutdown timeout)."""
         for child in self.children:
-            if child.pid is not None and child.is_alive():
+            if child.pid is not None and child.pid not in self._told and child.is_alive():
                 os.kill(child.pid, signal.SIGTERM)
+                self._told.add(child.pid)
 
     def _serve_metrics(self) -> Any:
         if self.metrics_port is None:
