@@ -57,7 +57,10 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "static/"
 
-DJANGO_TASKS: dict[str, object] = {}
+DJANGO_TASKS: dict[str, object] = {
+    # A periodic task a visitor can watch: the workers enqueue one run every 30 seconds.
+    "SCHEDULES": {"tidy-up": {"task": "tidy_up", "every": 30}},
+}
 
 LOGGING = {
     "version": 1,

@@ -32,6 +32,7 @@ from .runners import (
     unmapped,
     wait,
 )
+from .schedules import cron, every
 from .serializers import PayloadError, PayloadSignatureError, PayloadTooLarge, SerializationError
 from .states import StateName, StateType
 from .tasks import Task, task
@@ -62,7 +63,9 @@ __all__ = [
     "UpstreamFailed",
     "allow_failure",
     "as_completed",
+    "cron",
     "current_transaction",
+    "every",
     "exponential_backoff",
     "flush",
     "get_run_context",

@@ -24,9 +24,10 @@ from .actions import RunNotFound, cancel_run, retry_run
 from .admin_filters import CreatedFilter, QueueFilter, TagFilter, TaskFilter, WorkerFilter
 from .models import TaskRun, TaskRunDependency, TaskRunLog, TaskRunState
 from .permissions import CANCEL, RETRY, VIEW, may
+from .schedules.admin import ScheduleAdmin
 from .states import StateType, is_final
 
-__all__ = ["TaskRunAdmin"]
+__all__ = ["ScheduleAdmin", "TaskRunAdmin"]
 
 # The admin classes are generic only for the type checker (django-stubs); at run time they are not.
 if TYPE_CHECKING:
@@ -181,6 +182,7 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
     fieldsets = [
         (None, {"fields": ["id", "task_name", "name", "badge", "state_message", "origin"]}),
         ("Queue", {"fields": ["queue", "priority", "tags", "scheduled_time", "worker"]}),
+        ("Unique and periodic", {"fields": ["unique_key", "schedule_link", "tick"]}),
         (
             "Timing",
             {"fields": ["created", "started", "finished", "duration_display", "attempts"]},
@@ -205,6 +207,9 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
         "tags",
         "scheduled_time",
         "worker",
+        "unique_key",
+        "schedule_link",
+        "tick",
         "created",
         "started",
         "finished",
@@ -218,6 +223,13 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
         "retry_of_display",
         "task_key",
     ]
+
+    @admin.display(description="Schedule")
+    def schedule_link(self, obj: TaskRun) -> str:
+        if obj.schedule_id is None:
+            return "-"
+        url = reverse("admin:django_tasks_schedule_change", args=[obj.schedule_id])
+        return format_html('<a href="{}">{}</a>', url, obj.schedule_id)
 
     # Runs are read-only, but cancelling or retrying one writes new history, never edits it.
     # Each needs its own permission (permissions.py), for the bulk actions and the buttons.

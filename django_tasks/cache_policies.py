@@ -36,6 +36,7 @@ __all__ = [
     "CacheKeyFn",
     "CachePolicy",
     "Inputs",
+    "inputs_digest",
 ]
 
 #: ``cache_key_fn(context, parameters) -> str | None``, as in Prefect.
@@ -132,12 +133,18 @@ class Inputs(CachePolicy):
         return Inputs((*self.exclude, name))
 
     def compute_key(self, context: TaskRunContext, parameters: Mapping[str, Any]) -> str | None:
-        kept = {k: v for k, v in parameters.items() if k not in self.exclude}
-        parts = [f"{name}={_hash_value(name, value)}" for name, value in sorted(kept.items())]
-        return _digest("&".join(parts))
+        return inputs_digest(parameters, self.exclude)
 
     def __repr__(self) -> str:
         return "INPUTS" + "".join(f" - {name!r}" for name in self.exclude)
+
+
+def inputs_digest(parameters: Mapping[str, Any], exclude: tuple[str, ...] = ()) -> str:
+    """A hash of a run's parameters (JSON where it can, else pickled): INPUTS's cache key and
+    the key of ``unique=True`` runs."""
+    kept = {k: v for k, v in parameters.items() if k not in exclude}
+    parts = [f"{name}={_hash_value(name, value)}" for name, value in sorted(kept.items())]
+    return _digest("&".join(parts))
 
 
 def _hash_value(name: str, value: Any) -> str:

@@ -18,6 +18,7 @@ __all__ = [
     "RECORD_MODES",
     "check_database",
     "check_included_urls",
+    "check_schedules",
     "check_settings",
 ]
 
@@ -72,6 +73,31 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="django_tasks.E003",
                 )
             )
+    return errors
+
+
+@register()
+def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """Declared schedules (``@task(schedule=...)``, ``DJANGO_TASKS["SCHEDULES"]``) that a
+    worker could not sync: a bad entry, a name declared twice, a task no process has."""
+    from .registry import registry
+    from .schedules.declared import declared_schedules
+
+    user = getattr(settings, "DJANGO_TASKS", {})
+    if not isinstance(user, dict) or not isinstance(user.get("SCHEDULES", {}), dict):
+        return []  # E001 / E003 already say so
+    try:
+        declared = declared_schedules()
+    except ValueError as exc:
+        return [Error(str(exc), id="django_tasks.E011")]
+    errors: list[CheckMessage] = []
+    for schedule in declared:
+        try:
+            task = registry.by_name(schedule.task_name)
+            task.bind(tuple(schedule.args), dict(schedule.kwargs))
+        except (LookupError, TypeError) as exc:
+            message = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)
+            errors.append(Error(f"Schedule {schedule.name!r}: {message}", id="django_tasks.E011"))
     return errors
 
 

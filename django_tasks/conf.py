@@ -72,6 +72,14 @@ DEFAULTS: dict[str, Any] = {
     # empty: staff only.
     "METRICS_TOKEN": "",
     "TASK_RUNNER_MAX_WORKERS": None,
+    # Periodic runs (django_tasks.schedules) beside @task(schedule=...): name -> {"task": task
+    # name, "cron": "0 3 * * *" and "tz", or "every": seconds; "args", "kwargs", "queue",
+    # "missed": "once" | "skip", "enabled"}.
+    "SCHEDULES": {},
+    # Seconds between a worker's looks for due ticks.
+    "SCHEDULE_INTERVAL": 1.0,
+    # A tick enqueued later than this is missed: missed="skip" schedules run nothing for it.
+    "SCHEDULE_MISSED_AFTER": 60.0,
 }
 
 
@@ -101,6 +109,9 @@ class TaskSettings:
     API_PERMISSION_CLASSES: list[str]
     METRICS_TOKEN: str
     TASK_RUNNER_MAX_WORKERS: int | None
+    SCHEDULES: dict[str, dict[str, Any]]
+    SCHEDULE_INTERVAL: float
+    SCHEDULE_MISSED_AFTER: float
 
 
 @functools.lru_cache(maxsize=1)

@@ -19,8 +19,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from .api import queries
-from .permissions import VIEW, may
+from .permissions import VIEW, VIEW_SCHEDULE, may
 from .retention import parse_age
+from .schedules.listing import schedule_rows
 
 __all__ = ["bar_chart", "dashboard", "throughput_chart"]
 
@@ -66,6 +67,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             (t for t in tasks if t["failed"]), key=lambda t: -(t["failure_rate"] or 0)
         )[:5],
         "workers": workers,
+        # Shown to whoever may see schedules (view_schedule), as the admin would.
+        "schedules": schedule_rows(limit=50) if may(request.user, VIEW_SCHEDULE) else None,
         "now": now,
     }
     return render(request, "django_tasks/dashboard.html", context)

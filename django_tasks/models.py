@@ -11,10 +11,12 @@ from django.db import models
 from django.db.models import Q
 
 from .ids import uuid7
-from .states import StateType
+from .schedules.models import Schedule
+from .states import FINAL_TYPES, StateType
 
 __all__ = [
     "ResultRecord",
+    "Schedule",
     "TaskRun",
     "TaskRunDependency",
     "TaskRunLog",
@@ -98,6 +100,21 @@ class TaskRun(models.Model):
     django_task = models.JSONField(
         null=True, blank=True, help_text="django.tasks runs: the Task, JSON values, errors."
     )
+    # Unique runs (django_tasks.unique): while a run with this key is not final, enqueueing
+    # the key again returns this run (a partial unique index, below, keeps it so). NULL, not
+    # '', for "no key": the indexes leave NULL rows out, and the enqueue function writes NULL.
+    unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    # Periodic runs (django_tasks.schedules): the schedule and the tick this run is for; one
+    # run per (schedule, tick), however many workers enqueue due ticks.
+    schedule = models.ForeignKey(
+        "django_tasks.Schedule",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_constraint=False,
+        related_name="runs",
+    )
+    tick = models.DateTimeField(null=True, blank=True)
 
     # Not indexed: ids are time-ordered (UUIDv7), so "newest first" is the primary key read
     # backwards, and one index fewer is one write fewer on every state change of every run.
@@ -127,6 +144,27 @@ class TaskRun(models.Model):
                 "worker",
                 name="django_tasks_held_idx",
                 condition=Q(state_type__in=["PENDING", "RUNNING", "CANCELLING"]),
+            ),
+            # Runs with a unique key, final ones included (unique_for looks them up).
+            models.Index(
+                "unique_key",
+                name="django_tasks_unique_key_idx",
+                condition=Q(unique_key__isnull=False),
+            ),
+        ]
+        constraints = [
+            # Partial indexes: a run without a key or a schedule costs them nothing but the
+            # check of their conditions.
+            models.UniqueConstraint(
+                "unique_key",
+                name="django_tasks_one_live_run_per_key",
+                condition=Q(unique_key__isnull=False) & ~Q(state_type__in=sorted(FINAL_TYPES)),
+            ),
+            models.UniqueConstraint(
+                "schedule",
+                "tick",
+                name="django_tasks_one_run_per_tick",
+                condition=Q(schedule__isnull=False),
             ),
         ]
 

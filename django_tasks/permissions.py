@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CANCEL", "RETRY", "VIEW", "may"]
+__all__ = ["CANCEL", "RETRY", "VIEW", "VIEW_SCHEDULE", "may"]
 
 VIEW = "django_tasks.view_taskrun"
 RETRY = "django_tasks.retry_taskrun"
 CANCEL = "django_tasks.cancel_taskrun"
+VIEW_SCHEDULE = "django_tasks.view_schedule"
 
 
 def may(user: Any, permission: str) -> bool:

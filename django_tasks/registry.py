@@ -48,6 +48,17 @@ class TaskRegistry:
         except KeyError:
             raise UnknownTask(key) from None
 
+    def by_name(self, name: str) -> Task[Any, Any]:
+        """The task called ``name`` (schedules name their task this way); UnknownTask if none,
+        LookupError if two tasks share the name."""
+        found = [task for task in self._by_key.values() if task.name == name]
+        if not found:
+            raise UnknownTask(f"No task is called {name!r} in this process.")
+        if len(found) > 1:
+            where = ", ".join(f"{t.fn.__module__}.{t.fn.__qualname__}" for t in found)
+            raise LookupError(f"Several tasks are called {name!r} ({where}): give each a name.")
+        return found[0]
+
     def __contains__(self, key: object) -> bool:
         return key in self._by_key
 

@@ -24,7 +24,9 @@ from .conf import task_settings
 from .futures import TaskRunFuture
 from .registry import registry, task_key
 from .retries import RetryDelay, check_jitter, resolve_delays
+from .schedules.timing import Periodic
 from .storable import storable_text
+from .unique import UniqueOption, check_unique_options
 from .validation import check_seconds
 
 if TYPE_CHECKING:
@@ -77,6 +79,9 @@ class TaskOptionKwargs(TypedDict, total=False):
     log_prints: bool
     on_commit: Sequence[TransactionHook] | None
     on_rollback: Sequence[TransactionHook] | None
+    unique: UniqueOption
+    unique_for: timedelta | float | None
+    schedule: Periodic | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +111,9 @@ class TaskOptions:
     log_prints: bool = False
     on_commit: tuple[TransactionHook, ...] = ()
     on_rollback: tuple[TransactionHook, ...] = ()
+    unique: UniqueOption = False
+    unique_for: float | None = None
+    schedule: Periodic | None = None
     #: ``retry_delay_seconds`` resolved to one delay per retry (see :mod:`.retries`).
     retry_delays: tuple[float, ...] = dataclasses.field(init=False, default=())
 
@@ -137,6 +145,13 @@ class TaskOptions:
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}.")
         self._check_caching()
+        unique_for = check_unique_options(self.unique, self.unique_for)
+        object.__setattr__(self, "unique_for", unique_for)
+        if self.schedule is not None and not isinstance(self.schedule, Periodic):
+            raise TypeError(
+                f"schedule must be cron(...) or every(...) from django_tasks, got "
+                f"{self.schedule!r}."
+            )
 
     def _check_caching(self) -> None:
         if self.cache_policy is not None and not isinstance(self.cache_policy, CachePolicy):
@@ -244,12 +259,15 @@ class Task(Generic[P, R]):
             install_print_capture()
         self.key = task_key(self.options.name, fn)
         self.signature = inspect.signature(fn)
-        for reserved in _CALL_KEYWORDS:
+        for reserved in (*_CALL_KEYWORDS, _DELAY_KEYWORD):
             if reserved in self.signature.parameters:
                 raise ValueError(
                     f"{fn.__qualname__} has a parameter named {reserved!r}: that name is taken "
                     f"by task calls (task(..., {reserved}=...)). Rename it."
                 )
+        if self.options.schedule is not None:
+            schedule = self.options.schedule
+            self.bind(schedule.args, schedule.kwargs)  # wrong fixed arguments: said here
         functools.update_wrapper(self, fn)
         registry.register(self)
 
@@ -355,8 +373,12 @@ class Task(Generic[P, R]):
         return get_task_runner().map(self, args, kwargs, wait_for or ())
 
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> TaskRunFuture[R]:
-        """Put a run into the background topic, in the caller's current transaction."""
-        return self.apply_async(args=args, kwargs=kwargs)
+        """Put a run into the background topic, in the caller's current transaction.
+
+        ``unique_key="..."`` (a keyword of the call, not of the function) makes the run
+        unique: while a run with that key is not final, this returns that run's future."""
+        unique_key: Any = kwargs.pop(_DELAY_KEYWORD, None)  # checked in django_tasks.unique
+        return self.apply_async(args=args, kwargs=kwargs, unique_key=unique_key)
 
     def apply_async(
         self,
@@ -368,13 +390,14 @@ class Task(Generic[P, R]):
         scheduled_time: datetime | None = None,
         countdown: float | None = None,
         wait_for: Iterable[Any] | None = None,
+        unique_key: str | None = None,
     ) -> TaskRunFuture[R]:
         """``.delay()`` with per-run options: queue, priority, when to start at the earliest,
-        and ``wait_for``: background runs (their futures) to wait for without taking their
-        results. Futures among the arguments are upstream runs too, and are passed as their
-        results. The run is not taken by a worker before every upstream is COMPLETED; if one
-        ends otherwise (and is not wrapped in ``allow_failure``), the run ends FAILED without
-        running, with a message naming it.
+        ``unique_key`` (see :mod:`.unique`) and ``wait_for``: background runs (their futures)
+        to wait for without taking their results. Futures among the arguments are upstream
+        runs too, and are passed as their results. The run is not taken by a worker before
+        every upstream is COMPLETED; if one ends otherwise (and is not wrapped in
+        ``allow_failure``), the run ends FAILED without running, with a message naming it.
 
         Every argument is checked before anything is written: wrong arguments for the function,
         an unknown option value, a value that cannot be pickled or a payload that is too large
@@ -390,6 +413,7 @@ class Task(Generic[P, R]):
             priority=self.priority if priority is None else check_priority(priority),
             scheduled_time=_when(scheduled_time, countdown),
             wait_for=wait_for or (),
+            unique_key=unique_key,
         )
 
     def delay_many(
@@ -465,6 +489,8 @@ class Task(Generic[P, R]):
 
 #: Keywords of a task call (``task(..., wait_for=..., return_state=...)``), not of the function.
 _CALL_KEYWORDS = ("wait_for", "return_state")
+#: The keyword of ``.delay()`` that is not the function's.
+_DELAY_KEYWORD = "unique_key"
 
 
 def _when(scheduled_time: datetime | None, countdown: float | None) -> datetime | None:

@@ -8,6 +8,7 @@ disturb the queue, and no run pays for a new connection.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import uuid
@@ -29,11 +30,19 @@ from .runners import SubmittedFuture
 from .serializers import dumps, preview
 from .signals import run_enqueued, send
 from .states import StateName, StateType, is_final
+from .unique import run_unique_key
 
 if TYPE_CHECKING:
     from .tasks import Task
 
-__all__ = ["cancel", "check_importable", "enqueue", "enqueue_many", "open_worker_connection"]
+__all__ = [
+    "RunDocument",
+    "cancel",
+    "check_importable",
+    "enqueue",
+    "enqueue_many",
+    "open_worker_connection",
+]
 
 
 def check_importable(task: Task[Any, Any]) -> None:
@@ -75,11 +84,14 @@ def enqueue(
     scheduled_time: datetime | None,
     wait_for: Iterable[Any] = (),
     extra: dict[str, Any] | None = None,
+    unique_key: str | None = None,
 ) -> TaskRunFuture[Any]:
     """Insert one SCHEDULED run (and its history row, and a NOTIFY) in one round trip.
 
     ``extra`` adds members to the run's document: ``django_task`` and ``created`` for the
-    ``django.tasks`` backend (migration 0014); not with upstream runs.
+    ``django.tasks`` backend (migration 0014); not with upstream runs. A unique key - given, or
+    made by the task's ``unique`` option (:mod:`.unique`) - held by a live run (or by one that
+    finished within ``unique_for``) returns that run's future and writes nothing.
 
     Serialization happens first, so a value that cannot be pickled or is too large raises
     before anything is sent to the database. Background futures among the arguments or in
@@ -92,38 +104,85 @@ def enqueue(
         args, kwargs = resolve(args, SubmittedFuture), resolve(kwargs, SubmittedFuture)
         waits = [w for w in wait_for if not isinstance(w, SubmittedFuture) or w.wait() is None]
         upstreams = collect_upstreams(args, kwargs, waits)
-    bound = task.bind(args, kwargs)
-    run_id = uuid7()
-    arguments = dict(bound.arguments)
-    name = task.run_name(arguments, run_id, "delay")
-    payload = dumps((args, kwargs), what="parameters", task_key=task.key)
-    shown = preview(arguments)
+    run = RunDocument.build(task, args, kwargs, queue, priority, scheduled_time)
+    key = run_unique_key(task, run.arguments, unique_key)
     if upstreams:
-        if extra:
-            raise ValueError("A run with upstream runs takes no extra document members.")
+        if extra or key is not None:
+            raise ValueError(
+                "A run with upstream runs takes no unique key (nor extra document members): "
+                "enqueue it without futures among its arguments or in wait_for."
+            )
         params = {
             **_run_columns(task, queue, priority, scheduled_time),
-            "id": run_id,
-            "name": name,
-            "parameters": payload,
-            "parameters_preview": Json(shown),
+            "id": run.id,
+            "name": run.name,
+            "parameters": run.payload,
+            "parameters_preview": Json(run.preview),
         }
         _enqueue_dependent(params, upstreams)
+        send(run_enqueued, task, run_id=run.id)
+        return TaskRunFuture(run.id)
+    if key is not None:
+        extra = {**(extra or {}), "unique_key": key, "unique_for": task.options.unique_for}
+    run_id = _execute_prepared(sql.ENQUEUE, {"run": run.document(extra), "parameters": run.payload})
+    if run_id == run.id:  # else a unique key found its run: nothing was written
         send(run_enqueued, task, run_id=run_id)
-        return TaskRunFuture(run_id)
-    run = {
-        "id": str(run_id),
-        "name": name,
-        "queue": queue,
-        "priority": priority,
-        "scheduled_time": scheduled_time.isoformat() if scheduled_time is not None else None,
-        "preview": shown,
-        **(extra or {}),
-    }
-    document = f"{json.dumps(run)[:-1]}, {_task_members(task)}}}"
-    _execute_prepared(sql.ENQUEUE, {"run": document, "parameters": payload})
-    send(run_enqueued, task, run_id=run_id)
     return TaskRunFuture(run_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDocument:
+    """A new run of a task, checked and serialized, as ``django_tasks_enqueue()`` takes it: its
+    JSON document and its signed parameters. Built before anything is sent, so a bad argument
+    raises at the call and writes nothing."""
+
+    task: Task[Any, Any]
+    id: uuid.UUID
+    name: str
+    arguments: dict[str, Any]
+    payload: bytes
+    preview: dict[str, Any]
+    queue: str
+    priority: int
+    scheduled_time: datetime | None
+
+    @classmethod
+    def build(
+        cls,
+        task: Task[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        queue: str,
+        priority: int,
+        scheduled_time: datetime | None,
+    ) -> RunDocument:
+        arguments = dict(task.bind(args, kwargs).arguments)
+        run_id = uuid7()
+        return cls(
+            task=task,
+            id=run_id,
+            name=task.run_name(arguments, run_id, "delay"),
+            arguments=arguments,
+            payload=dumps((args, kwargs), what="parameters", task_key=task.key),
+            preview=preview(arguments),
+            queue=queue,
+            priority=priority,
+            scheduled_time=scheduled_time,
+        )
+
+    def document(self, extra: dict[str, Any] | None = None) -> str:
+        """The JSON document (the task's own members encoded once per task)."""
+        when = self.scheduled_time
+        run = {
+            "id": str(self.id),
+            "name": self.name,
+            "queue": self.queue,
+            "priority": self.priority,
+            "scheduled_time": when.isoformat() if when is not None else None,
+            "preview": self.preview,
+            **(extra or {}),
+        }
+        return f"{json.dumps(run)[:-1]}, {_task_members(self.task)}}}"
 
 
 def _enqueue_dependent(params: dict[str, Any], upstreams: list[Upstream]) -> None:
@@ -186,7 +245,7 @@ def _task_members(task: Task[Any, Any]) -> str:
     return json.dumps(members)[1:-1]
 
 
-def _execute_prepared(query: str, params: dict[str, Any]) -> None:
+def _execute_prepared(query: str, params: dict[str, Any]) -> Any:
     """Run ``query`` on Django's connection (so in the caller's transaction) with its
     parameters bound on the server, as a prepared statement when ``PREPARE_STATEMENTS``.
 
@@ -211,8 +270,10 @@ def _execute_prepared(query: str, params: dict[str, Any]) -> None:
             psycopg.Cursor(conn) as cursor,
         ):
             cursor.execute(query, params, prepare=prepare)
+            row = cursor.fetchone()
     finally:
         conn.prepare_threshold = threshold
+    return row[0] if row else None
 
 
 def enqueue_many(
@@ -229,6 +290,11 @@ def enqueue_many(
     nothing at all.
     """
     check_importable(task)
+    if task.options.unique is not False:
+        raise TypeError(
+            f"Task {task.name!r} is unique: enqueue its runs with .delay(), which returns the "
+            f"live run of a key instead of adding one (delay_many() adds every run)."
+        )
     ids, names, payloads, previews = [], [], [], []
     for args, kwargs in calls:
         if collect_upstreams(args, kwargs):

@@ -35,6 +35,8 @@ FAST_WORKER_SETTINGS = {
     # before one starts would get a Late row by chance, and tests asserting its history would
     # depend on start-up time; Late is tested in-process (test_worker_options.py).
     "LATE_AFTER": 3600.0,
+    # Look for due ticks five times a second (tests use one-second intervals).
+    "SCHEDULE_INTERVAL": 0.2,
 }
 
 

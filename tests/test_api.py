@@ -28,9 +28,10 @@ API = "/tasks/api/"
 
 
 def operator(username: str, password: str = "pw") -> User:
-    """Staff allowed to view, retry and cancel runs (tests/test_permissions.py: who else)."""
+    """Staff allowed to view, retry and cancel runs, and to view schedules
+    (tests/test_permissions.py: who else)."""
     user = User.objects.create_user(username, password=password, is_staff=True)
-    codenames = ["view_taskrun", "retry_taskrun", "cancel_taskrun"]
+    codenames = ["view_taskrun", "retry_taskrun", "cancel_taskrun", "view_schedule"]
     user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
     return user
 

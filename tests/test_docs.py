@@ -19,6 +19,7 @@ import pytest
 
 from django_tasks import flush
 from django_tasks.conf import DEFAULTS
+from django_tasks.registry import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 MODULE_LINE = re.compile(r"# (\w+)/(\w+)\.py\b")
@@ -32,9 +33,14 @@ def python_blocks(path: Path) -> list[str]:
 def project_modules() -> Iterator[dict[str, types.ModuleType]]:
     """Modules made from blocks, registered in sys.modules for the test's length."""
     made: dict[str, types.ModuleType] = {}
+    tasks = dict(registry._by_key)
     yield made
     for name in made:
         sys.modules.pop(name, None)
+    # The docs' tasks leave with their modules: a declared schedule of theirs must not be
+    # synced (and tick) in a later test's in-process worker.
+    registry._by_key.clear()
+    registry._by_key.update(tasks)
 
 
 def run_blocks(path: Path, made: dict[str, types.ModuleType]) -> dict[str, Any]:
@@ -94,6 +100,12 @@ def test_readme_examples_run_and_its_test_passes(project_modules):
     assert namespace["DATABASES"]["default"]["ENGINE"] == "django.db.backends.postgresql"
     assert {"myapp.tasks", "myapp.views", "myapp.tests"} <= set(project_modules)
     run_defined_tests([project_modules["myapp.tests"]])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_periodic_and_unique_examples_run(project_modules):
+    run_blocks(ROOT / "docs" / "periodic-and-unique.md", project_modules)
+    assert len(python_blocks(ROOT / "docs" / "periodic-and-unique.md")) >= 4
 
 
 @pytest.mark.django_db

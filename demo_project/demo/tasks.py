@@ -62,3 +62,15 @@ def build_gallery(images: int = 6) -> dict[str, int]:
     result: dict[str, int] = sheet.result()
     logger.info("contact sheet of %d bytes", result["bytes"])
     return result
+
+
+@task(tags={"periodic"})
+def tidy_up() -> dict[str, int]:
+    """A periodic task: every 30 seconds, whatever number of workers run (one run per tick).
+    Its schedule is in the settings (DJANGO_TASKS["SCHEDULES"]): the test suite, which
+    installs this app with settings of its own, does not tick it."""
+    from django_tasks.models import TaskRun
+
+    finished = TaskRun.objects.filter(state_type__in=["COMPLETED", "FAILED"]).count()
+    get_run_logger().info("%d finished runs so far", finished)
+    return {"finished_runs": finished}

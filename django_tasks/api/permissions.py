@@ -16,8 +16,12 @@ _ACTIONS = {"retry": RETRY, "cancel": CANCEL}
 
 
 class TaskRunPermissions(BasePermission):
-    """Staff with ``view_taskrun`` read; ``retry_taskrun`` / ``cancel_taskrun`` act."""
+    """Staff with ``view_taskrun`` read; ``retry_taskrun`` / ``cancel_taskrun`` act; a view
+    with ``permission_required`` needs that permission instead."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        permission = _ACTIONS.get(getattr(view, "action", None) or "", VIEW)
+        # Views of other models name the permission they need (``view_schedule``...).
+        permission = getattr(view, "permission_required", None) or _ACTIONS.get(
+            getattr(view, "action", None) or "", VIEW
+        )
         return may(request.user, permission)

@@ -7,7 +7,8 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
-from ..models import TaskRun, TaskRunLog, TaskRunState, Worker
+from ..models import Schedule, TaskRun, TaskRunLog, TaskRunState, Worker
+from ..schedules.models import EDITABLE_FIELDS, STATUS_FIELDS
 
 __all__ = [
     "DependenciesSerializer",
@@ -62,7 +63,7 @@ class RunSerializer(serializers.ModelSerializer[TaskRun]):
 
 class RunDetailSerializer(RunSerializer):
     class Meta(RunSerializer.Meta):
-        fields = [*RUN_FIELDS, "traceback", "blocked"]
+        fields = [*RUN_FIELDS, "traceback", "blocked", "unique_key", "schedule", "tick"]
         read_only_fields = fields
 
 
@@ -157,3 +158,13 @@ class StatsSerializer(serializers.Serializer[Any]):
     by_state = serializers.DictField(child=serializers.IntegerField())
     queues = QueueSerializer(many=True)
     live_workers = serializers.IntegerField()
+
+
+class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
+    when = serializers.CharField(source="description", read_only=True)
+    last_run = serializers.UUIDField(source="last_run_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Schedule
+        fields = ["id", "when", *EDITABLE_FIELDS, *STATUS_FIELDS, "last_run"]
+        read_only_fields = fields

@@ -11,13 +11,21 @@ from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
 from .schema import generate_schema
-from .views import RunViewSet, StatsView, TaskListView, WorkerViewSet, _Secured
+from .views import (
+    RunViewSet,
+    ScheduleViewSet,
+    StatsView,
+    TaskListView,
+    WorkerViewSet,
+    _Secured,
+)
 
 app_name = "django_tasks_api"
 
 router = SimpleRouter()  # no API root view: it would bring DRF's own schema class
 router.register("runs", RunViewSet, basename="run")
 router.register("workers", WorkerViewSet, basename="worker")
+router.register("schedules", ScheduleViewSet, basename="schedule")
 
 
 class SchemaView(_Secured, SpectacularAPIView):

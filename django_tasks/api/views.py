@@ -26,7 +26,8 @@ from rest_framework.views import APIView
 
 from ..actions import RunNotFound, cancel_run, retry_run
 from ..conf import task_settings
-from ..models import TaskRun, TaskRunDependency, Worker
+from ..models import Schedule, TaskRun, TaskRunDependency, Worker
+from ..permissions import VIEW_SCHEDULE
 from ..retention import AgeOutOfRange, parse_age
 from ..states import StateType
 from . import queries
@@ -37,13 +38,14 @@ from .serializers import (
     RetrySerializer,
     RunDetailSerializer,
     RunSerializer,
+    ScheduleSerializer,
     StateSerializer,
     StatsSerializer,
     TaskSerializer,
     WorkerSerializer,
 )
 
-__all__ = ["RunViewSet", "StatsView", "TaskListView", "WorkerViewSet"]
+__all__ = ["RunViewSet", "ScheduleViewSet", "StatsView", "TaskListView", "WorkerViewSet"]
 
 
 def _permissions() -> list[BasePermission]:
@@ -271,6 +273,25 @@ class WorkerViewSet(_Secured, mixins.ListModelMixin, viewsets.GenericViewSet[Wor
 
     serializer_class = WorkerSerializer
     queryset = Worker.objects.order_by("-started")
+
+
+class ScheduleViewSet(_Secured, viewsets.ReadOnlyModelViewSet[Schedule]):
+    """Periodic schedules by name, with their next tick and last run (``view_schedule``)."""
+
+    serializer_class = ScheduleSerializer
+    queryset = Schedule.objects.order_by("name")
+    permission_required = VIEW_SCHEDULE
+    lookup_value_regex = "[^/]+"  # a malformed id gets this API's JSON 404, not a page
+    schema_overrides = {
+        "list": {"responses": {200: ScheduleSerializer(many=True)}},
+        "retrieve": {"responses": {200: ScheduleSerializer, 404: _ERROR}},
+    }
+
+    def get_object(self) -> Schedule:
+        pk = self.kwargs.get("pk", "")
+        if not pk.isdigit() or len(pk) > 18:  # not an id: 404, never a database error
+            raise NotFound("No such schedule.")
+        return super().get_object()
 
 
 class TaskListView(_Secured, APIView):

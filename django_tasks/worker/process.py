@@ -44,6 +44,8 @@ from psycopg.types.json import Json
 from .. import sql
 from ..conf import task_settings
 from ..logs import for_run
+from ..schedules.declared import sync_schedules
+from ..schedules.ticker import enqueue_due_ticks
 from .connection import QueueConnection
 from .deferred import DeferredOutcomes, Taken
 from .journal import ProcessJournal
@@ -114,6 +116,7 @@ class Worker:
         self.heartbeat_interval = conf.HEARTBEAT_INTERVAL
         self.heartbeat_timeout = conf.HEARTBEAT_TIMEOUT
         self.late_after = conf.LATE_AFTER
+        self.schedule_interval = conf.SCHEDULE_INTERVAL
         self.name = worker_name()
         self.processed = 0
         # Shared with the supervisor (what this process runs and has not written yet, its
@@ -170,6 +173,7 @@ class Worker:
         note_open_django_connections()
         control_db = QueueConnection(self.alias, self._control_done.is_set)
         self._register(control_db)
+        self._sync_schedules(control_db)
         logger.info(
             "Worker %s started: queues=%s concurrency=%d", self.name, self.queues, self.concurrency
         )
@@ -209,6 +213,26 @@ class Worker:
         }
         db.execute(sql.REGISTER_WORKER, params, give_up_on_stop=False)
 
+    def _sync_schedules(self, db: QueueConnection) -> None:
+        """Bring the Schedule table's declared rows up to this process's code and settings
+        (a bad declaration is logged - the system check names it too - never fatal)."""
+        try:
+            sync_schedules(db)
+        except Exception:
+            logger.exception("Could not update the declared schedules")
+
+    def _enqueue_due_ticks(self, db: QueueConnection) -> None:
+        """Any live worker enqueues due ticks; the database keeps one run per tick."""
+        try:
+            ticks = enqueue_due_ticks(db)
+        except psycopg.OperationalError:
+            raise
+        except Exception:  # a bug or a schema problem must not stop the control thread
+            logger.exception("Could not enqueue due ticks")
+            return
+        if ticks.enqueued:
+            logger.info("Enqueued the runs of %d due ticks", ticks.enqueued)
+
     def stop(self) -> None:
         """Take no new runs; running ones finish. Safe to call from any thread."""
         self._stopping.set()
@@ -241,7 +265,7 @@ class Worker:
     # -- control thread: wake-ups, heartbeat, rescue, cancels, supervisor --------------------
 
     def _control(self, db: QueueConnection) -> None:
-        next_beat = 0.0
+        next_beat = next_look = 0.0
         listening_on: psycopg.Connection[Any] | None = None
         while not self._control_done.is_set():
             try:
@@ -249,6 +273,9 @@ class Worker:
                 if now >= next_beat:
                     self._beat(db)
                     next_beat = now + self.heartbeat_interval
+                if now >= next_look and not self._stopping.is_set():
+                    self._enqueue_due_ticks(db)
+                    next_look = now + self.schedule_interval
                 if db.conn is None or db.conn is not listening_on:
                     # A new connection (first start, or reopened after a database restart)
                     # listens afresh; runs enqueued meanwhile are found by claiming at once.

@@ -7,7 +7,7 @@ import sys
 import time
 from datetime import timedelta
 
-from django_tasks import State, get_run_logger, task
+from django_tasks import State, cron, get_run_logger, task
 from django_tasks.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
 from django_tasks.context import TaskRunContext, get_run_context
 from django_tasks.tasks import StateHook
@@ -19,6 +19,12 @@ from .models import Effect
 @task
 def add(a: int, b: int) -> int:
     return a + b
+
+
+@task(schedule=cron("0 0 1 1 *", tz="Europe/Paris", args=["new year"]))
+def new_year(label: str) -> str:
+    """Declared schedule of the tests (yearly: it never ticks during a test run)."""
+    return label
 
 
 @task
@@ -325,3 +331,13 @@ from . import manual, poison  # noqa: E402, F401  (registered like the rest)
 
 if django.VERSION >= (6, 0):
     from . import standard  # noqa: F401  (django.tasks Tasks, run by our backend)
+
+
+@task(unique=True)
+def unique_by_arguments(n: int) -> int:
+    return n
+
+
+@task(unique=lambda parameters: f"invoice-{parameters['invoice']}", unique_for=30.0)
+def send_invoice(invoice: int, copy: int = 0) -> int:
+    return invoice

@@ -19,6 +19,7 @@ from django_tasks.api import queries
 from django_tasks.conf import task_settings
 from django_tasks.migrated import NotMigrated, check_migrated
 from django_tasks.retention import parse_age, purge
+from django_tasks.schedules.listing import schedule_rows
 from django_tasks.states import FINAL_TYPES, StateType, is_final
 
 #: Bounds of --batch-size (purge) and --limit (ls): beyond them PostgreSQL's LIMIT overflows,
@@ -41,6 +42,8 @@ class Command(BaseCommand):
             "queues", help="Queues with ready runs, and whether a live worker serves each."
         )
         queues.add_argument("--json", action="store_true")
+        schedules = verbs.add_parser("schedules", help="Periodic schedules and their next tick.")
+        schedules.add_argument("--json", action="store_true")
         for verb, text in [
             ("inspect", "A run: its state, history, previews, traceback, dependencies."),
             ("logs", "A run's log lines."),
@@ -73,7 +76,7 @@ class Command(BaseCommand):
         if verb == "purge":
             self._purge(options)
             return
-        if verb in ("ls", "queues"):
+        if verb in ("ls", "queues", "schedules"):
             getattr(self, f"_{verb}")(options)
             return
         try:
@@ -109,6 +112,15 @@ class Command(BaseCommand):
         )
         if not options["json"]:
             self._warn_unserved(rows)
+
+    def _schedules(self, options: dict[str, Any]) -> None:
+        rows = schedule_rows()
+        columns = ["name", "task_name", "when", "enabled", "next_tick", "last_tick", "last_error"]
+        self._out(
+            [cli._plain(row) for row in rows],
+            cli.table(rows, columns) if rows else "No schedules.",
+            options,
+        )
 
     def _warn_unserved(self, queues: list[dict[str, Any]]) -> None:
         """A queue with ready runs and no live worker: the usual forgotten ``--queues``."""
