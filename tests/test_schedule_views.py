@@ -74,6 +74,7 @@ def test_the_admin_adds_a_schedule_with_its_next_tick():
         ({"interval_seconds": "60"}, "not both"),
         ({"cron": "", "interval_seconds": "0.5"}, "at least one second"),
         ({"cron": "", "interval_seconds": "nan"}, ""),
+        ({"cron": "", "interval_seconds": "1e308"}, "at most ten years"),
         ({"queue": "no spaces"}, "queue"),
     ],
 )

@@ -110,6 +110,8 @@ def test_interval_ticks_are_aligned_to_the_epoch():
         (lambda: cron("0 3 * * *", tz="Europe/Paris\x00"), ValueError),
         (lambda: every(seconds=0.5), ValueError),
         (lambda: every(seconds=float("nan")), ValueError),
+        (lambda: every(seconds=1e308), ValueError),
+        (lambda: every(days=1e10), ValueError),
         (lambda: every(minutes=1, args=[object()]), ValueError),
         (lambda: every(minutes=1, missed="burst"), ValueError),
     ],

@@ -80,8 +80,11 @@ class Every:
     def __post_init__(self) -> None:
         if isinstance(self.seconds, bool) or not isinstance(self.seconds, int | float):
             raise TypeError(f"An interval is a number of seconds, got {self.seconds!r}.")
-        if not math.isfinite(self.seconds) or self.seconds < 1:
-            raise ValueError(f"An interval must be at least one second, got {self.seconds!r}.")
+        if not math.isfinite(self.seconds) or not 1 <= self.seconds <= MAX_INTERVAL:
+            raise ValueError(
+                f"An interval must be at least one second and at most ten years, got "
+                f"{self.seconds!r}."
+            )
 
     def next_after(self, moment: datetime) -> datetime:
         step = int(moment.timestamp() // self.seconds) + 1
@@ -97,6 +100,9 @@ class Every:
 
 
 Timing = Cron | Every
+
+#: Ten years: longer intervals would put ticks past what datetimes can hold.
+MAX_INTERVAL = 10 * 366 * 86400
 
 
 def zone(name: str) -> ZoneInfo:
@@ -156,5 +162,8 @@ def every(
     missed: str = "once",
 ) -> Periodic:
     """``@task(schedule=every(minutes=5))``: every five minutes (at :00, :05, ... UTC)."""
-    total = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
+    try:
+        total = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds).total_seconds()
+    except (OverflowError, TypeError, ValueError) as exc:
+        raise ValueError(f"Bad interval: {exc}.") from None
     return Periodic(Every(total), tuple(args), dict(kwargs or {}), missed)
