@@ -274,13 +274,9 @@ def test_a_periodic_run_is_a_normal_run(queue_db):
     drain()
     run = TaskRun.objects.get(schedule=schedule)
     assert run.state_name == "Completed"
-    assert list(run.states.values_list("name", flat=True)) == [
-        "Scheduled",
-        "Late",  # its tick was a minute ago
-        "Pending",
-        "Running",
-        "Completed",
-    ]
+    names = list(run.states.values_list("name", flat=True))
+    # Late too when its tick (the latest minute boundary) was more than LATE_AFTER ago.
+    assert [n for n in names if n != "Late"] == ["Scheduled", "Pending", "Running", "Completed"]
     assert schedule.runs.get() == run
 
 
