@@ -334,8 +334,12 @@ def test_a_changed_timing_moves_the_next_tick(queue_db):
     with override_settings(DJANGO_TASKS={"SCHEDULES": {"tidy": {**first["tidy"], "every": 60}}}):
         sync_schedules(queue_db)
     minutely = Schedule.objects.get(name="tidy").next_tick
-    assert minutely < hourly
+    # The next tick of the new timing (a minute boundary within a minute), not the old one's
+    # (the two are equal only in the last minute of an hour).
+    assert minutely <= hourly
+    assert (minutely.second, minutely.microsecond) == (0, 0)
     assert minutely - timezone.now() <= timedelta(minutes=1)
+    assert Schedule.objects.get(name="tidy").interval_seconds == 60
 
 
 @pytest.mark.parametrize(
