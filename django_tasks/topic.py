@@ -299,11 +299,11 @@ def enqueue_many(
     for args, kwargs in calls:
         if collect_upstreams(args, kwargs):
             raise TypeError("delay_many() does not take futures: use .delay() (or wait_for).")
-        arguments = dict(task.bind(args, kwargs).arguments)
-        ids.append(uuid7())
-        names.append(task.run_name(arguments, ids[-1], "delay"))
-        payloads.append(dumps((args, kwargs), what="parameters", task_key=task.key))
-        previews.append(Json(preview(arguments)))
+        run = RunDocument.build(task, args, kwargs, queue, priority, scheduled_time)
+        ids.append(run.id)
+        names.append(run.name)
+        payloads.append(run.payload)
+        previews.append(Json(run.preview))
     if not ids:
         return []
     params = {
