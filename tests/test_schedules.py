@@ -15,11 +15,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.test import override_settings
 from django.utils import timezone
 
 from django_tasks import cron, every
+from django_tasks.ids import uuid7
 from django_tasks.models import Schedule, TaskRun
 from django_tasks.schedules.declared import declared_schedules, from_settings, sync_schedules
 from django_tasks.schedules.ticker import enqueue_due_ticks
@@ -245,6 +246,11 @@ def test_the_database_refuses_a_second_run_for_a_tick(queue_db):
     assert TaskRun.objects.filter(schedule=schedule).count() == 1
     schedule.refresh_from_db()
     assert schedule.next_tick > tick
+    # And the constraint itself refuses a second run for the tick, whoever writes it.
+    run = TaskRun.objects.get(schedule=schedule)
+    copy = {f.attname: getattr(run, f.attname) for f in TaskRun._meta.concrete_fields}
+    with pytest.raises(IntegrityError), transaction.atomic():
+        TaskRun.objects.create(**{**copy, "id": uuid7()})
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import close_old_connections, connection, transaction
+from django.db import IntegrityError, close_old_connections, connection, transaction
 
 from django_tasks import task
+from django_tasks.ids import uuid7
 from django_tasks.models import TaskRun
 from django_tasks.testing import captured_runs
 from tests.taskapp.tasks import add, noop, record, send_invoice, unique_by_arguments
@@ -30,6 +31,11 @@ def test_a_second_enqueue_of_a_live_key_returns_the_first_run():
     assert TaskRun.objects.count() == 1
     assert captured.ids == [first.id]  # run_enqueued: only for the run that was written
     assert TaskRun.objects.get().unique_key == "invoice-42"
+    # The partial unique index refuses a second live run with the key, whoever writes it.
+    run = TaskRun.objects.get()
+    copy = {f.attname: getattr(run, f.attname) for f in TaskRun._meta.concrete_fields}
+    with pytest.raises(IntegrityError), transaction.atomic():
+        TaskRun.objects.create(**{**copy, "id": uuid7()})
 
 
 def test_the_key_is_free_again_once_the_run_is_final():
