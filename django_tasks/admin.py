@@ -22,12 +22,13 @@ from django.utils.html import format_html, format_html_join
 
 from .actions import RunNotFound, cancel_run, retry_run
 from .admin_filters import CreatedFilter, QueueFilter, TagFilter, TaskFilter, WorkerFilter
+from .limits.admin import LimitAdmin
 from .models import TaskRun, TaskRunDependency, TaskRunLog, TaskRunState
 from .permissions import CANCEL, RETRY, VIEW, may
 from .schedules.admin import ScheduleAdmin
 from .states import StateType, is_final
 
-__all__ = ["ScheduleAdmin", "TaskRunAdmin"]
+__all__ = ["LimitAdmin", "ScheduleAdmin", "TaskRunAdmin"]
 
 # The admin classes are generic only for the type checker (django-stubs); at run time they are not.
 if TYPE_CHECKING:

@@ -11,10 +11,13 @@ from django.db import models
 from django.db.models import Q
 
 from .ids import uuid7
+from .limits.models import Limit, RateState
 from .schedules.models import Schedule
 from .states import FINAL_TYPES, StateType
 
 __all__ = [
+    "Limit",
+    "RateState",
     "ResultRecord",
     "Schedule",
     "TaskRun",
@@ -115,6 +118,10 @@ class TaskRun(models.Model):
         related_name="runs",
     )
     tick = models.DateTimeField(null=True, blank=True)
+    # Limits (django_tasks.limits): the run holds a concurrency slot while it is held by a
+    # worker (PENDING, RUNNING, CANCELLING); ``rate_slot`` is the start a rate reserved for it.
+    holds_slot = models.BooleanField(db_default=False)
+    rate_slot = models.DateTimeField(null=True, blank=True)
 
     # Not indexed: ids are time-ordered (UUIDv7), so "newest first" is the primary key read
     # backwards, and one index fewer is one write fewer on every state change of every run.
@@ -150,6 +157,15 @@ class TaskRun(models.Model):
                 "unique_key",
                 name="django_tasks_unique_key_idx",
                 condition=Q(unique_key__isnull=False),
+            ),
+            # Runs waiting for a concurrency slot: what a freed slot looks for.
+            models.Index(
+                "priority",
+                "id",
+                name="django_tasks_awaiting_slot_idx",
+                condition=Q(
+                    state_type="SCHEDULED", blocked=1, state_name="AwaitingConcurrencySlot"
+                ),
             ),
         ]
         constraints = [

@@ -28,7 +28,9 @@ LOG = "django_tasks_taskrunlog"
 NOTIFY_CHANNEL = "django_tasks"
 #: Cancel requests name the worker that holds the run.
 CANCEL_CHANNEL = "django_tasks_cancel"
-LISTEN = f"LISTEN {NOTIFY_CHANNEL}; LISTEN {CANCEL_CHANNEL}"
+#: A limit was added, changed or removed (django_tasks.limits).
+LIMITS_CHANNEL = "django_tasks_limits"
+LISTEN = f"LISTEN {NOTIFY_CHANNEL}; LISTEN {CANCEL_CHANNEL}; LISTEN {LIMITS_CHANNEL}"
 
 
 def _move(source: StateType | None, target: StateType) -> str:
@@ -198,9 +200,11 @@ WITH {_FLUSH_CTES}, ready AS MATERIALIZED (
     UPDATE {RUN} AS r
     SET state_type = '{_PENDING}', state_name = '{StateName.PENDING}', state_message = '',
         worker = %(worker)s, attempts = r.attempts + 1, updated = clock_timestamp()
+        {{holds_slot}}
     WHERE r.id IN (SELECT id FROM ready)
     RETURNING r.id, r.task_key, r.task_name, r.parameters, r.priority, r.scheduled_time,
-              r.updated, r.timeout, r.attempts, r.retries, r.retry_delays, r.retry_jitter, r.name
+              r.updated, r.timeout, r.attempts, r.retries, r.retry_delays, r.retry_jitter, r.name,
+              r.tags
 ), history AS (
     INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
     SELECT id, '{_PENDING}', '{StateName.PENDING}', '', updated, %(worker)s FROM claimed
@@ -214,13 +218,27 @@ WITH {_FLUSH_CTES}, ready AS MATERIALIZED (
     FROM claimed WHERE updated - scheduled_time > make_interval(secs => %(late_after)s)
 )
 SELECT 'claimed' AS kind, id, task_key, task_name, parameters, timeout, attempts, retries,
-       retry_delays, retry_jitter, updated, priority, scheduled_time, name
+       retry_delays, retry_jitter, updated, priority, scheduled_time, name, tags
 FROM claimed
 UNION ALL
-SELECT 'flushed', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT 'flushed', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL
 FROM flushed
 ORDER BY kind, priority DESC, scheduled_time
 """
+
+#: Claims of a worker that knows of concurrency limits (django_tasks.limits) also mark the
+#: runs that take a slot of one (``holds_slot``), in the same write; without limits the claim
+#: reads nothing more.
+CLAIM_UNDER_LIMITS = CLAIM.replace(
+    "{holds_slot}",
+    """, holds_slot = EXISTS (
+            SELECT 1 FROM django_tasks_limit AS l
+            WHERE l.concurrency IS NOT NULL
+              AND CASE WHEN l.scope = 'tag' THEN r.tags ? l.name ELSE r.queue = l.name END
+        )""",
+)
+CLAIM = CLAIM.replace("{holds_slot}", "")
 
 
 #: PENDING -> RUNNING, only if this worker still holds the run (the WHERE makes a lost or

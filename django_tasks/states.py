@@ -42,6 +42,8 @@ class StateName:
     SCHEDULED = "Scheduled"
     LATE = "Late"
     AWAITING_RETRY = "AwaitingRetry"
+    AWAITING_CONCURRENCY_SLOT = "AwaitingConcurrencySlot"
+    AWAITING_RATE_LIMIT = "AwaitingRateLimit"
     PENDING = "Pending"
     RUNNING = "Running"
     RETRYING = "Retrying"

@@ -22,6 +22,7 @@ from .cache_policies import NO_CACHE, CacheKeyFn, CachePolicy
 from .caching import check_expiration
 from .conf import task_settings
 from .futures import TaskRunFuture
+from .limits.rates import parse_rate
 from .registry import registry, task_key
 from .retries import RetryDelay, check_jitter, resolve_delays
 from .schedules.timing import Periodic
@@ -82,6 +83,7 @@ class TaskOptionKwargs(TypedDict, total=False):
     unique: UniqueOption
     unique_for: timedelta | float | None
     schedule: Periodic | None
+    rate_limit: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +116,9 @@ class TaskOptions:
     unique: UniqueOption = False
     unique_for: float | None = None
     schedule: Periodic | None = None
+    rate_limit: str | None = None
+    #: ``rate_limit`` as seconds between two starts of the task's runs (:mod:`.limits`).
+    rate_interval: float | None = dataclasses.field(init=False, default=None)
     #: ``retry_delay_seconds`` resolved to one delay per retry (see :mod:`.retries`).
     retry_delays: tuple[float, ...] = dataclasses.field(init=False, default=())
 
@@ -145,6 +150,8 @@ class TaskOptions:
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}.")
         self._check_caching()
+        if self.rate_limit is not None:
+            object.__setattr__(self, "rate_interval", parse_rate(self.rate_limit))
         unique_for = check_unique_options(self.unique, self.unique_for)
         object.__setattr__(self, "unique_for", unique_for)
         if self.schedule is not None and not isinstance(self.schedule, Periodic):

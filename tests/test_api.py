@@ -28,10 +28,11 @@ API = "/tasks/api/"
 
 
 def operator(username: str, password: str = "pw") -> User:
-    """Staff allowed to view, retry and cancel runs, and to view schedules
+    """Staff allowed to view, retry and cancel runs, to view schedules and to manage limits
     (tests/test_permissions.py: who else)."""
     user = User.objects.create_user(username, password=password, is_staff=True)
     codenames = ["view_taskrun", "retry_taskrun", "cancel_taskrun", "view_schedule"]
+    codenames += ["view_limit", "add_limit", "change_limit", "delete_limit"]
     user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
     return user
 

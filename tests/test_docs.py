@@ -108,6 +108,17 @@ def test_periodic_and_unique_examples_run(project_modules):
     assert len(python_blocks(ROOT / "docs" / "periodic-and-unique.md")) >= 4
 
 
+@pytest.mark.django_db(transaction=True)
+def test_limits_examples_run(project_modules):
+    from django_tasks.models import Limit
+
+    run_blocks(ROOT / "docs" / "limits.md", project_modules)
+    assert set(Limit.objects.values_list("scope", "name")) == {
+        ("tag", "email"),
+        ("queue", "imports"),
+    }
+
+
 @pytest.mark.django_db
 def test_quickstart_examples_run_and_its_settings_are_the_defaults(project_modules):
     namespace = run_blocks(ROOT / "docs" / "quickstart.md", project_modules)

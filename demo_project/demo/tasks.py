@@ -74,3 +74,10 @@ def tidy_up() -> dict[str, int]:
     finished = TaskRun.objects.filter(state_type__in=["COMPLETED", "FAILED"]).count()
     get_run_logger().info("%d finished runs so far", finished)
     return {"finished_runs": finished}
+
+
+@task(rate_limit="12/m", tags={"partners"})
+def call_partner_api() -> str:
+    """A rate-limited task: enqueue ten at once and watch them start five seconds apart
+    (AwaitingRateLimit meanwhile), however many workers run."""
+    return "called"

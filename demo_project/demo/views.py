@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET
 
 from django_tasks.models import TaskRun
 
-from .tasks import build_gallery, resize_image, send_report
+from .tasks import build_gallery, call_partner_api, resize_image, send_report
 
 
 class JobForm(forms.Form):
@@ -20,6 +20,7 @@ class JobForm(forms.Form):
         ("resize", "Resize an image"),
         ("bad", "Resize (bad scale)"),
         ("pipeline", "Build a gallery (fan-out pipeline)"),
+        ("partner", "Call a partner API (rate limit: 12 a minute)"),
     ]
     job = forms.ChoiceField(choices=JOBS)
     email = forms.EmailField(initial="team@example.com", required=False)
@@ -35,6 +36,8 @@ def index(request: HttpRequest) -> HttpResponse:
                 send_report.delay(form.cleaned_data["email"] or "team@example.com", pages=3)
             elif job == "pipeline":
                 build_gallery.delay(6)
+            elif job == "partner":
+                call_partner_api.delay()
             else:
                 resize_image.delay(640, 480, scale=0.25 if job == "resize" else 3.0)
         messages.success(request, f"Enqueued {count} run(s); watch them below.")

@@ -7,7 +7,8 @@ from typing import Any
 from django.utils import timezone
 from rest_framework import serializers
 
-from ..models import Schedule, TaskRun, TaskRunLog, TaskRunState, Worker
+from ..limits.rates import RATE_PATTERN
+from ..models import Limit, Schedule, TaskRun, TaskRunLog, TaskRunState, Worker
 from ..schedules.models import EDITABLE_FIELDS, STATUS_FIELDS
 
 __all__ = [
@@ -168,3 +169,49 @@ class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
         model = Schedule
         fields = ["id", "when", *EDITABLE_FIELDS, *STATUS_FIELDS, "last_run"]
         read_only_fields = fields
+
+
+class _StrictText(serializers.CharField):
+    """A JSON string, not a number turned into one (the schema says string)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class _StrictRegex(serializers.RegexField):
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class _StrictInteger(serializers.IntegerField):
+    """A JSON integer, not a string of digits (the schema says integer)."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class LimitSerializer(serializers.ModelSerializer[Limit]):
+    """A limit; one with neither a concurrency nor a rate limits nothing (and is allowed)."""
+
+    # Untrimmed: what the schema's lengths and pattern say is what is checked and stored.
+    name = _StrictText(min_length=1, max_length=100, trim_whitespace=False)
+    concurrency = _StrictInteger(min_value=0, max_value=2**31 - 1, allow_null=True, required=False)
+    rate = _StrictRegex(
+        RATE_PATTERN,
+        allow_blank=True,
+        required=False,
+        max_length=32,
+        trim_whitespace=False,
+        help_text="100/m, 5/s.",
+    )
+
+    class Meta:
+        model = Limit
+        fields = ["id", "scope", "name", "concurrency", "rate"]
+        read_only_fields = ["id"]

@@ -12,6 +12,7 @@ from rest_framework.routers import SimpleRouter
 
 from .schema import generate_schema
 from .views import (
+    LimitViewSet,
     RunViewSet,
     ScheduleViewSet,
     StatsView,
@@ -26,6 +27,7 @@ router = SimpleRouter()  # no API root view: it would bring DRF's own schema cla
 router.register("runs", RunViewSet, basename="run")
 router.register("workers", WorkerViewSet, basename="worker")
 router.register("schedules", ScheduleViewSet, basename="schedule")
+router.register("limits", LimitViewSet, basename="limit")
 
 
 class SchemaView(_Secured, SpectacularAPIView):

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.apps import apps
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -16,8 +17,9 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -26,7 +28,7 @@ from rest_framework.views import APIView
 
 from ..actions import RunNotFound, cancel_run, retry_run
 from ..conf import task_settings
-from ..models import Schedule, TaskRun, TaskRunDependency, Worker
+from ..models import Limit, Schedule, TaskRun, TaskRunDependency, Worker
 from ..permissions import VIEW_SCHEDULE
 from ..retention import AgeOutOfRange, parse_age
 from ..states import StateType
@@ -34,6 +36,7 @@ from . import queries
 from .serializers import (
     CancelSerializer,
     DependenciesSerializer,
+    LimitSerializer,
     LogSerializer,
     RetrySerializer,
     RunDetailSerializer,
@@ -45,7 +48,14 @@ from .serializers import (
     WorkerSerializer,
 )
 
-__all__ = ["RunViewSet", "ScheduleViewSet", "StatsView", "TaskListView", "WorkerViewSet"]
+__all__ = [
+    "LimitViewSet",
+    "RunViewSet",
+    "ScheduleViewSet",
+    "StatsView",
+    "TaskListView",
+    "WorkerViewSet",
+]
 
 
 def _permissions() -> list[BasePermission]:
@@ -292,6 +302,59 @@ class ScheduleViewSet(_Secured, viewsets.ReadOnlyModelViewSet[Schedule]):
         if not pk.isdigit() or len(pk) > 18:  # not an id: 404, never a database error
             raise NotFound("No such schedule.")
         return super().get_object()
+
+
+class LimitViewSet(_Secured, viewsets.ModelViewSet[Limit]):
+    """Concurrency and rate limits of tags and queues: read with ``view_limit``; add, change
+    and remove with ``add_limit``, ``change_limit``, ``delete_limit`` (as in the admin)."""
+
+    serializer_class = LimitSerializer
+    queryset = Limit.objects.order_by("scope", "name")
+    parser_classes = [JSONParser]  # JSON bodies: a form cannot say null
+    lookup_value_regex = "[^/]+"
+    http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
+    schema_overrides = {
+        "list": {"responses": {200: LimitSerializer(many=True)}},
+        "retrieve": {"responses": {200: LimitSerializer, 404: _ERROR}},
+        "create": {"responses": {201: LimitSerializer, 400: _ERROR, 409: _ERROR}},
+        "update": {"responses": {200: LimitSerializer, 400: _ERROR, 404: _ERROR, 409: _ERROR}},
+        "partial_update": {
+            "responses": {200: LimitSerializer, 400: _ERROR, 404: _ERROR, 409: _ERROR}
+        },
+        "destroy": {"responses": {204: None, 404: _ERROR}},
+    }
+
+    @property
+    def permission_required(self) -> str:
+        verb = {"create": "add", "update": "change", "partial_update": "change"}.get(
+            self.action or "", "delete" if self.action == "destroy" else "view"
+        )
+        return f"django_tasks.{verb}_limit"
+
+    def get_object(self) -> Limit:
+        pk = self.kwargs.get("pk", "")
+        if not pk.isdigit() or len(pk) > 18:  # not an id: 404, never a database error
+            raise NotFound("No such limit.")
+        return super().get_object()
+
+    def perform_create(self, serializer: Any) -> None:
+        self._saved(serializer)
+
+    def perform_update(self, serializer: Any) -> None:
+        self._saved(serializer)
+
+    def _saved(self, serializer: Any) -> None:
+        """A second limit on the same tag or queue is a conflict (409), whoever wins a race."""
+        try:
+            with transaction.atomic():
+                serializer.save()
+        except IntegrityError:
+            raise Conflict() from None
+
+
+class Conflict(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "There is a limit on this tag or queue already: change that one."
 
 
 class TaskListView(_Secured, APIView):

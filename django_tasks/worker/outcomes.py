@@ -77,6 +77,8 @@ class ClaimedRun:
     retry_jitter: float | None = None
     pending_at: datetime | None = None
     name: str = ""
+    queue: str = ""
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ the outcomes of short runs waiting for the next claim in :mod:`.deferred`.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import signal
@@ -43,6 +44,7 @@ from psycopg.types.json import Json
 
 from .. import sql
 from ..conf import task_settings
+from ..limits.gate import LimitGate
 from ..logs import for_run
 from ..schedules.declared import sync_schedules
 from ..schedules.ticker import enqueue_due_ticks
@@ -117,6 +119,10 @@ class Worker:
         self.heartbeat_timeout = conf.HEARTBEAT_TIMEOUT
         self.late_after = conf.LATE_AFTER
         self.schedule_interval = conf.SCHEDULE_INTERVAL
+        #: The limits this worker knows (django_tasks.limits), reloaded by the control thread.
+        self.gate = LimitGate()
+        # When the runs this worker sent to wait for a rate may start (monotonic clock, heap).
+        self._rate_wakes: list[float] = []
         self.name = worker_name()
         self.processed = 0
         # Shared with the supervisor (what this process runs and has not written yet, its
@@ -174,6 +180,7 @@ class Worker:
         control_db = QueueConnection(self.alias, self._control_done.is_set)
         self._register(control_db)
         self._sync_schedules(control_db)
+        self._limits_changed(control_db)  # before the first claim (a burst ends on none)
         logger.info(
             "Worker %s started: queues=%s concurrency=%d", self.name, self.queues, self.concurrency
         )
@@ -285,14 +292,18 @@ class Worker:
                     continue
                 self._mark_long_run(db)
                 wait = max(0.005, min(self._control_wait(), next_beat - time.monotonic()))
-                cancel_requested = False
+                cancel_requested = limits_changed = False
                 for note in db.conn.notifies(timeout=wait):
                     if note.channel == sql.CANCEL_CHANNEL:
                         cancel_requested = cancel_requested or note.payload == self.name
+                    elif note.channel == sql.LIMITS_CHANNEL:
+                        limits_changed = True
                     elif note.payload in self.queues:
                         self._bump()
                 if cancel_requested:
                     self._check_cancels(db)
+                if limits_changed:
+                    self._limits_changed(db)
             except psycopg.OperationalError as exc:
                 logger.warning("Control connection lost (%s); reconnecting", exc)
                 db.close()
@@ -334,9 +345,16 @@ class Worker:
     def _beat(self, db: QueueConnection) -> None:
         db.execute(sql.HEARTBEAT, {"name": self.name}, give_up_on_stop=True)
         rescue(db, rescuer=self.name, heartbeat_timeout=self.heartbeat_timeout)
+        self._limits_changed(db)
         self._check_cancels(db)
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
             self._orphaned(db)
+
+    def _limits_changed(self, db: QueueConnection) -> None:
+        """Reload the limits, and give waiting runs the slots that are free (a trigger does
+        it when a slot frees; this catches a limit raised or removed, and any race)."""
+        self.gate.reload(db)
+        self.gate.release_waiting(db)
 
     def _orphaned(self, db: QueueConnection) -> None:
         """The supervisor was killed: stop like on SIGTERM, but never outlive it for long.
@@ -407,13 +425,32 @@ class Worker:
         Comparing generations (not a shared Event) means a notification that arrives while
         this thread is claiming is not lost: the thread goes straight back to claiming.
         """
+        timeout = self.poll_interval
+        now = time.monotonic()
+        while self._rate_wakes and self._rate_wakes[0] <= now:
+            heapq.heappop(self._rate_wakes)
+        if self._rate_wakes:  # a run sent to wait for a rate may start then
+            timeout = min(timeout, self._rate_wakes[0] - now)
         with self._wake:
-            self._wake.wait_for(lambda: self._generation != generation, self.poll_interval)
+            self._wake.wait_for(lambda: self._generation != generation, timeout)
 
     def _claim(self, db: QueueConnection) -> list[ClaimedRun]:
+        """Claim the next runs that may start: a batch, less the runs a limit sent back to
+        wait (:meth:`_admit`); when a limit sent back the whole batch, claim again at once -
+        other runs may be ready - instead of sleeping."""
+        while True:
+            claimed = self._claim_batch(db)
+            if not claimed:
+                return []
+            admitted = self._admit(db, claimed)
+            if admitted:
+                return admitted
+
+    def _claim_batch(self, db: QueueConnection) -> list[ClaimedRun]:
         """Claim a batch from the first of our queues (in the order given) that has ready runs,
         writing the deferred completions of the previous batch in the same statement."""
         done = self.deferred.take()
+        claim = sql.CLAIM_UNDER_LIMITS if self.gate.concurrency else sql.CLAIM
         for queue in self.queues:
             params = {
                 "queue": queue,
@@ -424,13 +461,13 @@ class Worker:
             }
             try:
                 # Completions must be written even while stopping: only an empty claim gives up.
-                rows = db.execute(sql.CLAIM, params, give_up_on_stop=not done.items)
+                rows = db.execute(claim, params, give_up_on_stop=not done.items)
             except Exception:  # the database refused a completion: write them one by one
                 if not done.items:
                     raise
                 self.deferred.write(db, done)
                 done = Taken.NONE
-                rows = db.execute(sql.CLAIM, {**params, "done": "[]"}, give_up_on_stop=True)
+                rows = db.execute(claim, {**params, "done": "[]"}, give_up_on_stop=True)
             self.deferred.written(done, {row[1] for row in rows if row[0] == "flushed"})
             done = Taken.NONE
             claimed = [
@@ -446,6 +483,8 @@ class Worker:
                     retry_jitter=row[9],
                     pending_at=row[10],
                     name=row[13],
+                    queue=queue,
+                    tags=tuple(row[14] or ()),
                 )
                 for row in rows
                 if row[0] == "claimed"
@@ -454,6 +493,15 @@ class Worker:
                 self.claims += 1
                 return claimed
         return []
+
+    def _admit(self, db: QueueConnection, claimed: list[ClaimedRun]) -> list[ClaimedRun]:
+        """The claimed runs that may start now (:mod:`..limits.gate`); a run that waits for a
+        rate wakes this worker when it may start."""
+        admission = self.gate.admit(db, claimed, self.name)
+        offset = time.monotonic() - db.db_epoch()
+        for start in admission.wake_at:
+            heapq.heappush(self._rate_wakes, start.timestamp() + offset)
+        return admission.runs
 
     def _batch_limit(self) -> int:
         """How many runs to claim: the configured size, or - adaptive - about ``BATCH_WORK``

@@ -341,3 +341,19 @@ def unique_by_arguments(n: int) -> int:
 @task(unique=lambda parameters: f"invoice-{parameters['invoice']}", unique_for=30.0)
 def send_invoice(invoice: int, copy: int = 0) -> int:
     return invoice
+
+
+@task(tags={"limited"})
+def limited_sleep(seconds: float, label: str) -> str:
+    time.sleep(seconds)
+    return label
+
+
+@task(rate_limit="10/s")
+def rate_limited(label: str) -> str:
+    return label
+
+
+@task(tags={"bench"}, rate_limit="999999999/s")
+def limited_noop() -> None:
+    """benchmarks/limits.py: a no-op under a tag limit and a rate limit that never bind."""

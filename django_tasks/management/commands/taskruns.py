@@ -11,12 +11,14 @@ import json
 import time
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_tasks import cli
 from django_tasks.actions import RunNotFound, cancel_run, retry_run
 from django_tasks.api import queries
 from django_tasks.conf import task_settings
+from django_tasks.limits.listing import limit_rows, remove_limit, set_limit
 from django_tasks.migrated import NotMigrated, check_migrated
 from django_tasks.retention import parse_age, purge
 from django_tasks.schedules.listing import schedule_rows
@@ -44,6 +46,16 @@ class Command(BaseCommand):
         queues.add_argument("--json", action="store_true")
         schedules = verbs.add_parser("schedules", help="Periodic schedules and their next tick.")
         schedules.add_argument("--json", action="store_true")
+        limits = verbs.add_parser(
+            "limits",
+            help="Concurrency and rate limits: list, 'set NAME [N] [--rate 100/m]', 'rm NAME'.",
+        )
+        limits.add_argument("action", nargs="?", choices=["ls", "set", "rm"], default="ls")
+        limits.add_argument("name", nargs="?", help="The tag (or, with --queue, the queue).")
+        limits.add_argument("concurrency", nargs="?", type=int, help="Runs at once.")
+        limits.add_argument("--rate", default="", help="Runs started per period: 100/m, 5/s.")
+        limits.add_argument("--queue", action="store_true", help="NAME is a queue, not a tag.")
+        limits.add_argument("--json", action="store_true")
         for verb, text in [
             ("inspect", "A run: its state, history, previews, traceback, dependencies."),
             ("logs", "A run's log lines."),
@@ -76,7 +88,7 @@ class Command(BaseCommand):
         if verb == "purge":
             self._purge(options)
             return
-        if verb in ("ls", "queues", "schedules"):
+        if verb in ("ls", "queues", "schedules", "limits"):
             getattr(self, f"_{verb}")(options)
             return
         try:
@@ -121,6 +133,26 @@ class Command(BaseCommand):
             cli.table(rows, columns) if rows else "No schedules.",
             options,
         )
+
+    def _limits(self, options: dict[str, Any]) -> None:
+        action, name = options["action"], options["name"]
+        scope = "queue" if options["queue"] else "tag"
+        if action != "ls" and not name:
+            raise CommandError(f"limits {action} needs a NAME (a tag, or a queue with --queue).")
+        if action == "set":
+            try:
+                limit = set_limit(scope, name, options["concurrency"], options["rate"])
+            except ValidationError as exc:
+                raise CommandError("; ".join(exc.messages)) from None
+            self.stdout.write(f"Set: {limit}")
+        elif action == "rm":
+            if not remove_limit(scope, name):
+                raise CommandError(f"No limit on {scope} {name!r}.")
+            self.stdout.write(f"Removed the limit on {scope} {name!r}.")
+        rows = limit_rows()
+        columns = ["scope", "name", "concurrency", "rate", "holding", "waiting"]
+        if action == "ls":
+            self._out(rows, cli.table(rows, columns) if rows else "No limits.", options)
 
     def _warn_unserved(self, queues: list[dict[str, Any]]) -> None:
         """A queue with ready runs and no live worker: the usual forgotten ``--queues``."""

@@ -1,0 +1,66 @@
+"""What limits cost when they do not bind: a drain of no-op runs with a tag concurrency limit
+and a rate limit far above what the workers reach, against the same drain without, and the
+raw psycopg SKIP LOCKED drain, in the same run.
+
+    DATABASE_URL=... .venv/bin/python -m benchmarks.limits [--runs 20000] [--rounds 2]
+
+``limited_noop`` (tests/taskapp/tasks.py) has the tag ``bench`` - limited here to 1,000,000 at
+once - and ``rate_limit="999999999/s"``: every claimed batch of it asks the database for
+admission, and every run that held a slot fires the trigger that looks for waiting runs.
+Rounds alternate; medians. The goal: limited >= 0.9 x unlimited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+from django.core.management import call_command
+
+from benchmarks import run as base
+from django_tasks.models import Limit
+from tests.taskapp.tasks import limited_noop, noop
+
+
+def drain(task: Any, n: int, concurrency: int) -> float:
+    base.settle()
+    proc = base.start_workers(concurrency)
+    try:
+        task.delay_many([()] * n)
+        started = time.perf_counter()
+        finished = base.wait_done(base.OURS_LEFT)
+    finally:
+        base.stop_workers(proc)
+    return n / (finished - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=2)
+    options = parser.parse_args()
+    call_command("migrate", verbosity=0)
+    Limit.objects.all().delete()
+    Limit.objects.create(scope="tag", name="bench", concurrency=1_000_000)
+    rates: dict[str, list[float]] = {"raw": [], "unlimited": [], "limited": []}
+    for _ in range(options.rounds):
+        base.reset()
+        rates["raw"].append(base.raw_drain(options.runs, options.concurrency))
+        for name, task in (("unlimited", noop), ("limited", limited_noop)):
+            base.reset()
+            rates[name].append(drain(task, options.runs, options.concurrency))
+            print(f"{name}: {rates[name][-1]:,.0f} runs/s", flush=True)
+    Limit.objects.all().delete()
+    base.reset()
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    for name, value in median.items():
+        print(f"{name:>10}: {value:8,.0f} runs/s (median of {options.rounds})")
+    print(f"limited / unlimited: {median['limited'] / median['unlimited']:.2f} (goal >= 0.9)")
+    print(f"unlimited / raw: {median['unlimited'] / median['raw']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Concurrency and rate limits, stored in the database where every worker on every host reads
+them (:mod:`.gate`).
+
+A :class:`Limit` names a tag or a queue: at most ``concurrency`` of its runs hold a slot at
+once (Prefect's tag concurrency limits), and/or at most ``rate`` of them start per period.
+:class:`RateState` is the shared clock of each rate (the generic cell rate algorithm's
+"theoretical arrival time"), for tag and queue rates and for tasks' ``rate_limit=``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from .rates import parse_rate
+
+__all__ = ["Limit", "RateState"]
+
+
+def _check_rate(value: str) -> None:
+    if value:
+        try:
+            parse_rate(value)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class Limit(models.Model):
+    """A concurrency limit and/or a rate limit on the runs of a tag or a queue."""
+
+    class Scope(models.TextChoices):
+        TAG = "tag", "Tag"
+        QUEUE = "queue", "Queue"
+
+    id = models.BigAutoField(primary_key=True)
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.TAG)
+    name = models.CharField(max_length=100, help_text="The tag or the queue.")
+    concurrency = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Runs at once, on all workers (blank: no limit)."
+    )
+    rate = models.CharField(
+        max_length=32,
+        blank=True,
+        validators=[_check_rate],
+        help_text="Runs started per period: '100/m', '5/s', '1000/h' (blank: no limit).",
+    )
+    # ``rate`` as seconds between two starts, for the database's admission function.
+    rate_interval = models.FloatField(null=True, blank=True, editable=False)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["scope", "name"]
+        constraints = [
+            models.UniqueConstraint("scope", "name", name="django_tasks_one_limit_per_name")
+        ]
+
+    def __str__(self) -> str:
+        parts = [f"{self.concurrency} at once"] if self.concurrency is not None else []
+        parts += [self.rate] if self.rate else []
+        return f"{self.scope} {self.name}: {', '.join(parts) or 'no limit'}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        _check_rate(self.rate)
+        self.rate_interval = parse_rate(self.rate) if self.rate else None
+        super().save(*args, **kwargs)
+
+
+class RateState(models.Model):
+    """When the next run of a rate may start (written by ``django_tasks_admit()``)."""
+
+    key = models.CharField(max_length=120, primary_key=True)
+    tat = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.key}: next start {self.tat}"

@@ -1,0 +1,305 @@
+"""Concurrency limits (tags, queues) and rate limits (tasks, tags): kept by the database across
+real worker pools, slots freed by the rescue after kill -9, nothing dropped; managed from the
+CLI, the API and the admin with Django's model permissions."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import threading
+import time
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from django_tasks.limits.rates import parse_rate
+from django_tasks.models import Limit, TaskRun, TaskRunState
+from django_tasks.tasks import task
+from tests.taskapp.tasks import add, limited_sleep, rate_limited
+
+from .conftest import drain, wait_for_live_workers, wait_until, worker_processes
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.mark.parametrize(
+    ("rate", "seconds"), [("100/m", 0.6), ("5/s", 0.2), ("1/h", 3600), ("2 / day", 43200)]
+)
+def test_rates_parse(rate, seconds):
+    assert parse_rate(rate) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "rate", ["", "0/s", "-1/s", "1/y", "1e9/s", "abc", "1/s\x00", "9" * 12 + "/s"]
+)
+def test_bad_rates_are_refused_at_decoration(rate):
+    def fn() -> None: ...
+
+    with pytest.raises(ValueError, match="A rate is"):
+        task(rate_limit=rate)(fn)
+
+
+def overlap(run_ids: list[Any]) -> int:
+    """The most runs RUNNING at once, from their histories (RUNNING row to final row)."""
+    events = []
+    for run_id in run_ids:
+        rows = list(TaskRunState.objects.filter(run_id=run_id).values_list("type", "timestamp"))
+        starts = [t for kind, t in rows if kind == "RUNNING"]
+        ends = [t for kind, t in rows if kind in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")]
+        ends += [t for kind, t in rows if kind == "SCHEDULED" and starts and t > starts[0]]
+        for start in starts:
+            end = min((t for t in ends if t > start), default=None)
+            events += [(start, 1), (end, -1)] if end else [(start, 1)]
+    running = peak = 0
+    for _, step in sorted(events, key=lambda e: (e[0], e[1])):
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+class Sampler(threading.Thread):
+    """Counts RUNNING runs of a tag every 20 ms on a connection of its own."""
+
+    def __init__(self, tag: str) -> None:
+        super().__init__(daemon=True)
+        self.tag, self.peak, self.samples = tag, 0, 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        from django.db import connection
+
+        try:
+            while not self.done.is_set():
+                running = TaskRun.objects.filter(tags__contains=[self.tag], state_type="RUNNING")
+                self.peak = max(self.peak, running.count())
+                self.samples += 1
+                time.sleep(0.02)
+        finally:
+            connection.close()
+
+
+def test_a_tag_limit_holds_across_two_pools(start_worker):
+    Limit.objects.create(scope="tag", name="limited", concurrency=2)
+    start_worker("--concurrency", "2")
+    start_worker("--concurrency", "2")
+    wait_for_live_workers(4)
+    sampler = Sampler("limited")
+    sampler.start()
+    futures = [limited_sleep.delay(1.0, f"r{i}") for i in range(10)]
+    try:
+        for future in futures:
+            assert future.result(timeout=60).startswith("r")
+    finally:
+        sampler.done.set()
+        sampler.join()
+    assert sampler.peak == 2, sampler.peak  # never more; and the limit was used
+    assert overlap([f.id for f in futures]) <= 2
+    waited = TaskRunState.objects.filter(name="AwaitingConcurrencySlot").count()
+    assert waited >= 1  # runs did wait, visibly
+    print(f"{sampler.samples} samples, at most {sampler.peak} RUNNING; {waited} waits")
+
+
+def test_slots_of_a_killed_pool_are_freed_by_the_rescue(start_worker):
+    Limit.objects.create(scope="tag", name="limited", concurrency=2)
+    first = start_worker("--concurrency", "2")
+    wait_for_live_workers(2)
+    futures = [limited_sleep.delay(3.0, f"k{i}") for i in range(6)]
+    wait_until(lambda: TaskRun.objects.filter(state_type="RUNNING").count() == 2, timeout=30)
+    held = set(TaskRun.objects.filter(state_type="RUNNING").values_list("id", flat=True))
+    for pid in [first.pid, *worker_processes(first.pid)]:
+        os.kill(pid, signal.SIGKILL)
+    first.wait(10)
+    start_worker("--concurrency", "2")
+    sampler = Sampler("limited")
+    sampler.start()
+    try:
+        for future in futures:
+            if future.id not in held:
+                assert future.result(timeout=90).startswith("k")
+    finally:
+        sampler.done.set()
+        sampler.join()
+    for run_id in held:  # no retries: the killed runs ended CRASHED, their slots free again
+        assert TaskRun.objects.get(pk=run_id).state_type == "CRASHED"
+    assert sampler.peak <= 2
+    assert not TaskRun.objects.filter(holds_slot=True, state_type__in=["PENDING", "RUNNING"])
+
+
+def test_a_run_waits_visibly_until_the_limit_allows_it():
+    limit = Limit.objects.create(scope="queue", name="default", concurrency=0)
+    future = add.delay(2, 3)
+    drain()
+    run = TaskRun.objects.get(pk=future.id)
+    assert (run.state_type, run.state_name) == ("SCHEDULED", "AwaitingConcurrencySlot")
+    assert run.attempts == 0  # the attempt was given back
+    assert "queue default (0 at once)" in run.state_message
+    drain()  # a worker's heartbeat finds no free slot: it stays
+    assert TaskRun.objects.get(pk=future.id).state_name == "AwaitingConcurrencySlot"
+    limit.concurrency = 1
+    limit.save()
+    drain()  # the worker's start releases the waiting run (the slot is free), then runs it
+    assert future.result(timeout=10) == 5
+    names = list(run.states.values_list("name", flat=True))
+    assert names[:3] == ["Scheduled", "Pending", "AwaitingConcurrencySlot"]
+    assert names[-1] == "Completed"
+
+
+def test_removing_a_limit_releases_its_waiting_runs():
+    Limit.objects.create(scope="tag", name="limited", concurrency=0)
+    future = limited_sleep.delay(0, "freed")
+    drain()
+    assert TaskRun.objects.get(pk=future.id).state_name == "AwaitingConcurrencySlot"
+    Limit.objects.all().delete()
+    drain()
+    assert future.result(timeout=10) == "freed"
+
+
+def test_a_rate_limit_holds_across_worker_processes(start_worker):
+    """rate_limited allows 10 runs a second; 40 runs on two pools of two processes."""
+    start_worker("--concurrency", "2")
+    start_worker("--concurrency", "2")
+    wait_for_live_workers(4)
+    futures = rate_limited.delay_many([(f"r{i}",) for i in range(40)])
+    for future in futures:
+        future.result(timeout=60)
+    started = sorted(
+        t
+        for t in TaskRun.objects.filter(task_name="rate_limited").values_list("started", flat=True)
+        if t is not None
+    )
+    assert len(started) == 40
+    span = (started[-1] - started[0]).total_seconds()
+    rate = (len(started) - 1) / span
+    assert 9.0 <= rate <= 11.0, rate  # 10/s within 10 %
+    # No second holds more than the rate allows (11: 10 plus the one on its edge).
+    busiest = max(
+        len([t for t in started if start <= t < start + timedelta(seconds=1)]) for start in started
+    )
+    assert busiest <= 11, busiest
+    waited = TaskRunState.objects.filter(name="AwaitingRateLimit").count()
+    assert waited >= 30
+    print(f"{len(started)} starts in {span:.2f} s: {rate:.2f}/s, at most {busiest} in a second")
+
+
+# -- managing limits ----------------------------------------------------------------------------
+
+
+def test_the_cli_sets_lists_and_removes_limits():
+    out = StringIO()
+    call_command("taskruns", "limits", "set", "email", "5", "--rate", "100/m", stdout=out)
+    call_command("taskruns", "limits", "set", "imports", "2", "--queue", stdout=out)
+    limit = Limit.objects.get(name="email")
+    assert (limit.scope, limit.concurrency, limit.rate, limit.rate_interval) == (
+        "tag",
+        5,
+        "100/m",
+        0.6,
+    )
+    out = StringIO()
+    call_command("taskruns", "limits", "--json", stdout=out)
+    rows = json.loads(out.getvalue())
+    assert {(r["scope"], r["name"]) for r in rows} == {("tag", "email"), ("queue", "imports")}
+    call_command("taskruns", "limits", "rm", "email", stdout=StringIO())
+    assert not Limit.objects.filter(name="email").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["set", "email", "-1"], "greater than or equal to 0"),
+        (["set", "email", "2", "--rate", "lots"], "A rate is"),
+        (["set", "email"], "Give a concurrency, a rate or both"),
+        (["set", "e\x00mail", "2"], "Null characters"),
+        (["set", "x" * 101, "2"], "at most 100 characters"),
+        (["set"], "needs a NAME"),
+        (["rm", "nothing"], "No limit"),
+    ],
+)
+def test_the_cli_refuses_bad_limits_and_writes_nothing(args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("taskruns", "limits", *args, stdout=StringIO())
+    assert not Limit.objects.exists()
+
+
+def client_with(*codenames: str) -> Client:
+    user = User.objects.create_user("u-" + "-".join(codenames), password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+API = "/tasks/api/limits/"
+
+
+def test_the_api_manages_limits_with_model_permissions():
+    viewer = client_with("view_limit")
+    editor = client_with("view_limit", "add_limit", "change_limit", "delete_limit")
+    body = {"scope": "tag", "name": "email", "concurrency": 5, "rate": "100/m"}
+    assert client_with().get(API).status_code == 403  # staff alone
+    assert viewer.post(API, body, content_type="application/json").status_code == 403
+    created = editor.post(API, body, content_type="application/json")
+    assert created.status_code == 201, created.content
+    limit_id = created.json()["id"]
+    assert viewer.get(API).json()[0]["name"] == "email"
+    assert (
+        viewer.patch(f"{API}{limit_id}/", {"concurrency": 1}, "application/json").status_code == 403
+    )
+    assert (
+        editor.patch(f"{API}{limit_id}/", {"concurrency": 1}, "application/json").status_code == 200
+    )
+    assert Limit.objects.get().concurrency == 1
+    for bad in (
+        {"rate": "fast"},
+        {"concurrency": -1},
+        {"concurrency": 2**40},
+        {"name": "a\x00b"},
+        {"scope": "planet"},
+    ):
+        answer = editor.patch(f"{API}{limit_id}/", bad, content_type="application/json")
+        assert answer.status_code == 400, (bad, answer.status_code)
+    for odd in ("abc", "99999999999999999999999", "0"):
+        assert editor.get(f"{API}{odd}/").status_code == 404
+    assert viewer.delete(f"{API}{limit_id}/").status_code == 403
+    assert editor.delete(f"{API}{limit_id}/").status_code == 204
+    assert not Limit.objects.exists()
+
+
+def test_the_admin_lists_limits_with_what_they_hold():
+    Limit.objects.create(scope="tag", name="limited", concurrency=0)
+    limited_sleep.delay(0, "x")
+    drain()
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
+    page = client.get("/admin/django_tasks/limit/").content.decode()
+    assert "limited" in page
+    assert client_with().get("/admin/django_tasks/limit/").status_code == 403
+    response = client.post(
+        "/admin/django_tasks/limit/add/",
+        {"scope": "queue", "name": "emails", "concurrency": "", "rate": "nope"},
+    )
+    assert "A rate is" in response.content.decode()
+
+
+def test_a_tag_rate_spaces_the_starts_of_its_runs():
+    Limit.objects.create(scope="tag", name="limited", rate="2/s")
+    futures = [limited_sleep.delay(0, f"t{i}") for i in range(3)]
+    drain()  # the first starts; the others wait for their reserved starts, and the worker with them
+    assert [f.result(timeout=5) for f in futures] == ["t0", "t1", "t2"]
+    starts, waited = [], 0
+    for future in futures:
+        rows = list(TaskRunState.objects.filter(run_id=future.id).values_list("name", "timestamp"))
+        starts.append(next(t for name, t in rows if name == "Running"))
+        waited += sum(1 for name, _ in rows if name == "AwaitingRateLimit")
+        run = TaskRun.objects.get(pk=future.id)
+        assert (run.attempts, run.rate_slot) == (1, None)  # the wait cost no attempt
+    assert waited == 2
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
+    assert all(0.49 <= gap <= 0.75 for gap in gaps), gaps  # 2/s, and the worker woke for them
