@@ -6,8 +6,7 @@ from typing import TYPE_CHECKING
 
 from django.contrib import admin
 
-from ..models import TaskRun
-from .listing import HELD, WAITING, runs_of
+from .listing import holding, waiting
 from .models import Limit
 
 __all__ = ["LimitAdmin"]
@@ -27,9 +26,8 @@ class LimitAdmin(_LimitAdminBase):
 
     @admin.display(description="Holding a slot")
     def holding(self, obj: Limit) -> int:
-        return TaskRun.objects.filter(runs_of(obj), state_type__in=HELD, holds_slot=True).count()
+        return holding(obj)
 
     @admin.display(description="Waiting")
     def waiting(self, obj: Limit) -> int:
-        runs = TaskRun.objects.filter(runs_of(obj), state_type="SCHEDULED")
-        return runs.filter(state_name__in=WAITING).count()
+        return waiting(obj)

@@ -11,7 +11,7 @@ from django.db.models import Q
 from ..models import TaskRun
 from .models import Limit
 
-__all__ = ["limit_rows", "remove_limit", "runs_of", "set_limit"]
+__all__ = ["holding", "limit_rows", "remove_limit", "runs_of", "set_limit", "waiting"]
 
 HELD = ["PENDING", "RUNNING", "CANCELLING"]
 WAITING = ["AwaitingConcurrencySlot", "AwaitingRateLimit"]
@@ -24,21 +24,30 @@ def runs_of(limit: Limit) -> Q:
     return Q(tags__contains=[limit.name])
 
 
+def holding(limit: Limit) -> int:
+    """Its runs that hold a slot now."""
+    runs = TaskRun.objects.filter(runs_of(limit), state_type__in=HELD, holds_slot=True)
+    return runs.count()
+
+
+def waiting(limit: Limit) -> int:
+    """Its runs waiting for a slot or for their turn of a rate."""
+    runs = TaskRun.objects.filter(runs_of(limit), state_type="SCHEDULED", state_name__in=WAITING)
+    return runs.count()
+
+
 def limit_rows() -> list[dict[str, Any]]:
-    rows = []
-    for limit in Limit.objects.all():
-        runs = TaskRun.objects.filter(runs_of(limit))
-        rows.append(
-            {
-                "scope": limit.scope,
-                "name": limit.name,
-                "concurrency": limit.concurrency,
-                "rate": limit.rate,
-                "holding": runs.filter(state_type__in=HELD, holds_slot=True).count(),
-                "waiting": runs.filter(state_type="SCHEDULED", state_name__in=WAITING).count(),
-            }
-        )
-    return rows
+    return [
+        {
+            "scope": limit.scope,
+            "name": limit.name,
+            "concurrency": limit.concurrency,
+            "rate": limit.rate,
+            "holding": holding(limit),
+            "waiting": waiting(limit),
+        }
+        for limit in Limit.objects.all()
+    ]
 
 
 def set_limit(scope: str, name: str, concurrency: int | None, rate: str = "") -> Limit:
