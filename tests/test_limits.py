@@ -4,7 +4,6 @@ CLI, the API and the admin with Django's model permissions."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
@@ -294,13 +293,18 @@ def test_a_tag_rate_spaces_the_starts_of_its_runs():
     futures = [limited_sleep.delay(0, f"t{i}") for i in range(3)]
     drain()  # the first starts; the others wait for their reserved starts, and the worker with them
     assert [f.result(timeout=5) for f in futures] == ["t0", "t1", "t2"]
-    starts, waited = [], 0
+    starts, reserved = [], []
     for future in futures:
         rows = list(TaskRunState.objects.filter(run_id=future.id).values_list("name", "timestamp"))
         starts.append(next(t for name, t in rows if name == "Running"))
-        waited += sum(1 for name, _ in rows if name == "AwaitingRateLimit")
         run = TaskRun.objects.get(pk=future.id)
         assert (run.attempts, run.rate_slot) == (1, None)  # the wait cost no attempt
-    assert waited == 2
-    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(starts)]
-    assert all(0.49 <= gap <= 0.75 for gap in gaps), gaps  # 2/s, and the worker woke for them
+        if any(name == "AwaitingRateLimit" for name, _ in rows):
+            reserved.append(run.scheduled_time)  # the start its turn of the rate reserved
+    assert len(reserved) == 2
+    # 2/s: the turns are half a second apart, the first a turn after the first run's admission
+    # (at or before its start); no run starts before its turn, and the worker wakes for them.
+    assert (reserved[1] - reserved[0]).total_seconds() == pytest.approx(0.5, abs=0.001)
+    assert 0 < (reserved[0] - starts[0]).total_seconds() <= 0.5
+    lateness = [(s - turn).total_seconds() for s, turn in zip(starts[1:], reserved, strict=True)]
+    assert all(0 <= late <= 0.25 for late in lateness), lateness
