@@ -6,6 +6,7 @@ A :class:`TaskRunFuture` holds only the run id, so it can be rebuilt anywhere wi
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -154,11 +155,46 @@ class TaskRunFuture(BaseFuture, Generic[R]):
         exception could not be pickled); with ``raise_on_failure=False`` the exception is
         returned instead. Raises :class:`TimeoutError` if the run is not final in time.
         """
-        from .models import TaskRun
-
         state = self.wait(timeout)
         if not state.is_final():
             raise TimeoutError(f"Task run {self.id} is still {state.name} after {timeout}s.")
+        return self._outcome(state, raise_on_failure)
+
+    async def await_final(self, timeout: float | None = None) -> State:
+        """:meth:`wait` for async code (views, async tasks): the same reads, with
+        ``asyncio.sleep`` between them, so no thread is held while the run goes on."""
+        from asgiref.sync import sync_to_async
+
+        refresh = sync_to_async(self.refresh, thread_sensitive=True)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            state = await refresh()
+            if state.is_final():
+                return state
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return state
+                delay = min(delay, remaining)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    async def aresult(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
+        """:meth:`result` for async code: waits with :meth:`await_final`."""
+        from asgiref.sync import sync_to_async
+
+        state = await self.await_final(timeout)
+        if not state.is_final():
+            raise TimeoutError(f"Task run {self.id} is still {state.name} after {timeout}s.")
+        outcome = sync_to_async(self._outcome, thread_sensitive=True)
+        value: R = await outcome(state, raise_on_failure)
+        return value
+
+    def _outcome(self, state: State, raise_on_failure: bool) -> R:
+        """The value of a final run (or its error, raised or returned)."""
+        from .models import TaskRun
+
         run = TaskRun.objects.only("result", "traceback", "task_key").get(pk=self.id)
         payload = bytes(run.result) if run.result is not None else None
         if state.is_completed():

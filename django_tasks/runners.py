@@ -14,7 +14,9 @@ the end of a request (``CONN_MAX_AGE``), so threads do not keep connections open
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -24,6 +26,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from .aio import loop_for_calls, running_loop
 from .conf import task_settings
 from .dependencies import AnyFuture, allow_failure
 from .futures import BaseFuture, State
@@ -109,6 +112,22 @@ class SubmittedFuture(BaseFuture, Generic[R]):
         value: R = state.data
         return value
 
+    async def aresult(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
+        """:meth:`result` for async code: waits without blocking the event loop."""
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self._inner)), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"Task run {self.id} is not final after {timeout}s.") from None
+        except Exception:
+            pass  # the runner itself failed: result() reports it as CRASHED
+        return self.result(0, raise_on_failure)
+
+    async def await_final(self, timeout: float | None = None) -> State:
+        """:meth:`wait` for async code: the state once final (or when ``timeout`` passes)."""
+        with contextlib.suppress(Exception):  # out of time, or the runner failed (CRASHED)
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self._inner)), timeout)
+        return self.state
+
     def add_done_callback(self, fn: Any) -> None:
         """Call ``fn(future)`` when the run is final (at once if it is already)."""
         self._inner.add_done_callback(lambda _: fn(self))
@@ -182,7 +201,9 @@ class TaskRunner:
     ) -> SubmittedFuture[R]:
         record(run)
         future: SubmittedFuture[R] = SubmittedFuture(run)
-        self._start(future, lambda: _execute(task, run, args, kwargs, wait_for, future))
+        # An async task's coroutine goes to the submitting code's loop when there is one.
+        loop = running_loop() if task.is_async else None
+        self._start(future, lambda: _execute(task, run, args, kwargs, wait_for, future, loop))
         return future
 
     def _start(self, future: SubmittedFuture[Any], call: Any) -> None:
@@ -230,9 +251,11 @@ def _execute(
     kwargs: dict[str, Any],
     wait_for: list[Any],
     future: SubmittedFuture[Any],
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> State:
     try:
-        return execute(task, run, args, kwargs, wait_for, publish=future._publish)
+        with loop_for_calls(loop):
+            return execute(task, run, args, kwargs, wait_for, publish=future._publish)
     finally:
         close_old_connections()
 

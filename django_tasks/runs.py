@@ -20,6 +20,7 @@ from django.db import DatabaseError
 from django.db import transaction as db_transaction
 from django.utils import timezone
 
+from .aio import call_on_loop
 from .cache_policies import CacheKeyError
 from .caching import CachedResult, cache_key, cache_lock, cached_message, lookup, store
 from .conf import task_settings
@@ -221,7 +222,10 @@ def _call(
     task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Any, State | None]:
     """The function's value - the data of a ``Completed(...)`` it returned, with that state."""
-    value = task.fn(*args, **kwargs)
+    if task.is_async:  # its coroutine on the loop of this call (django_tasks.aio)
+        value = call_on_loop(task.fn, args, kwargs, timeout=task.options.timeout_seconds)
+    else:
+        value = task.fn(*args, **kwargs)
     state = returned_state(value)
     if state is None:
         return value, None

@@ -14,6 +14,8 @@ history of a run even when the enqueuing web server and the workers run on diffe
 
 from __future__ import annotations
 
+import functools
+
 from .states import StateName, StateType, check_transition
 
 RUN = "django_tasks_taskrun"
@@ -192,7 +194,7 @@ CLAIM = f"""
 WITH {_FLUSH_CTES}, ready AS MATERIALIZED (
     SELECT id FROM {RUN}
     WHERE state_type = 'SCHEDULED' AND blocked = 0 AND queue = %(queue)s
-      AND scheduled_time <= clock_timestamp()
+      AND scheduled_time <= clock_timestamp() {{tasks}}
     ORDER BY priority DESC, scheduled_time
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -230,15 +232,32 @@ ORDER BY kind, priority DESC, scheduled_time
 #: Claims of a worker that knows of concurrency limits (django_tasks.limits) also mark the
 #: runs that take a slot of one (``holds_slot``), in the same write; without limits the claim
 #: reads nothing more.
-CLAIM_UNDER_LIMITS = CLAIM.replace(
-    "{holds_slot}",
-    """, holds_slot = EXISTS (
+_HOLDS_SLOT = """, holds_slot = EXISTS (
             SELECT 1 FROM django_tasks_limit AS l
             WHERE l.concurrency IS NOT NULL
               AND CASE WHEN l.scope = 'tag' THEN r.tags ? l.name ELSE r.queue = l.name END
-        )""",
-)
-CLAIM = CLAIM.replace("{holds_slot}", "")
+        )"""
+#: Which runs a claim takes, by task key (``%(task_keys)s``, a list): a process with an
+#: async lane (django_tasks.worker.async_lane) claims sync runs in its slot and async runs
+#: in its lane.
+CLAIM_TASKS = {
+    "all": "",
+    "only": "AND task_key = ANY(%(task_keys)s)",
+    "except": "AND task_key <> ALL(%(task_keys)s)",
+}
+
+
+@functools.cache
+def claim(*, limits: bool = False, tasks: str = "all") -> str:
+    """The claim statement: ``limits`` - the claiming worker knows of concurrency limits, so
+    the claim also marks the runs that take a slot (``holds_slot``, in the same write);
+    ``tasks`` - a key of :data:`CLAIM_TASKS`."""
+    text = CLAIM_TEMPLATE.replace("{holds_slot}", _HOLDS_SLOT if limits else "")
+    return text.replace("{tasks}", CLAIM_TASKS[tasks])
+
+
+CLAIM_TEMPLATE = CLAIM
+CLAIM = claim()
 
 
 #: PENDING -> RUNNING, only if this worker still holds the run (the WHERE makes a lost or

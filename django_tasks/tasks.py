@@ -14,10 +14,21 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    ParamSpec,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    cast,
+    overload,
+)
 
 from django.utils import timezone
 
+from .aio import is_async, loop_for_calls
 from .cache_policies import NO_CACHE, CacheKeyFn, CachePolicy
 from .caching import check_expiration
 from .conf import task_settings
@@ -256,10 +267,16 @@ class Task(Generic[P, R]):
     def __init__(self, fn: Callable[P, R], **options: Unpack[TaskOptionKwargs]) -> None:
         if not callable(fn):
             raise TypeError(f"@task decorates a function, got {fn!r}.")
-        if inspect.iscoroutinefunction(fn):
-            raise TypeError(f"{fn.__qualname__} is async: async tasks are not supported yet.")
         self.fn = fn
         self.options = _make_options(fn, options)
+        #: An ``async def`` task (see :mod:`.aio`): calling it returns a coroutine.
+        self.is_async = is_async(fn)
+        if self.is_async and self.options.atomic:
+            raise TypeError(
+                f"{fn.__qualname__} is async: atomic=True is for sync tasks. Django's "
+                f"transactions belong to one thread and cannot span an await; open one "
+                f"inside the task around sync code (sync_to_async) instead."
+            )
         if self.options.log_prints:
             from .logs import install_print_capture
 
@@ -328,6 +345,10 @@ class Task(Generic[P, R]):
         return_state = extra.pop("return_state", False)
         if not isinstance(return_state, bool):
             raise TypeError(f"return_state must be True or False, got {return_state!r}.")
+        if self.is_async:
+            self.bind(args, kwargs)  # wrong arguments: said at the call, as for any function
+            coro: Any = _run_inline_async(self, args, kwargs, wait_for, return_state)
+            return cast(R, coro)
         value: R = run_inline(self, args, kwargs, wait_for, return_state=return_state)
         return value
 
@@ -386,6 +407,19 @@ class Task(Generic[P, R]):
         unique: while a run with that key is not final, this returns that run's future."""
         unique_key: Any = kwargs.pop(_DELAY_KEYWORD, None)  # checked in django_tasks.unique
         return self.apply_async(args=args, kwargs=kwargs, unique_key=unique_key)
+
+    async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> TaskRunFuture[R]:
+        """``.delay()`` for async code: the enqueue runs on the thread that holds the
+        request's database connection (``sync_to_async``, thread-sensitive), and this
+        coroutine waits without blocking the loop.
+
+        Async code cannot hold a transaction across an await, so ``adelay()`` commits on its
+        own unless it is awaited inside a function that ``sync_to_async`` runs in an atomic
+        block; to enqueue as part of a transaction, call ``.delay()`` inside that block
+        (see docs/async.md)."""
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(self.delay, thread_sensitive=True)(*args, **kwargs)
 
     def apply_async(
         self,
@@ -498,6 +532,25 @@ class Task(Generic[P, R]):
 _CALL_KEYWORDS = ("wait_for", "return_state")
 #: The keyword of ``.delay()`` that is not the function's.
 _DELAY_KEYWORD = "unique_key"
+
+
+async def _run_inline_async(
+    task: Task[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    wait_for: Iterable[Any],
+    return_state: bool,
+) -> Any:
+    """``await my_async_task(...)``: the run's bookkeeping in a thread (it is synchronous
+    Django code), its coroutine on this loop (:mod:`.aio`)."""
+    import asyncio
+
+    from .runs import run_inline
+
+    with loop_for_calls(asyncio.get_running_loop()):  # asyncio.to_thread copies the context
+        return await asyncio.to_thread(
+            run_inline, task, args, kwargs, wait_for, return_state=return_state
+        )
 
 
 def _when(scheduled_time: datetime | None, countdown: float | None) -> datetime | None:

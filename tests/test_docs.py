@@ -7,6 +7,7 @@ one namespace. Tests that a block defines (a ``TestCase`` or ``test_*`` function
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import types
@@ -126,3 +127,29 @@ def test_quickstart_examples_run_and_its_settings_are_the_defaults(project_modul
     assert namespace["DJANGO_TASKS"] == DEFAULTS
     assert namespace["urlpatterns"][-1].pattern.describe().startswith("'tasks/api/'")
     run_defined_tests([project_modules["myapp.test_reports"]])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_async_examples_run(project_modules):
+    import asyncio
+
+    from django.test import RequestFactory
+
+    from django_tasks.models import TaskRun
+
+    namespace = run_blocks(ROOT / "docs" / "async.md", project_modules)
+    assert len(python_blocks(ROOT / "docs" / "async.md")) >= 4
+    request = RequestFactory().get("/")
+    response = asyncio.run(namespace["order_paid"](request, 7))
+    assert response.status_code == 202
+    run_id = json.loads(response.content)["run"]
+    status = asyncio.run(namespace["order_status"](request, run_id))
+    assert json.loads(status.content) == {"state": "Scheduled"}
+    asyncio.run(namespace["order_pay"](request, 8))
+    with pytest.raises(RuntimeError, match="payment refused"):
+        namespace["pay"](9, fail=True)
+    assert TaskRun.objects.filter(origin="delay").count() == 2  # order 9's rolled back
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    asyncio.run(sync_to_async(connections.close_all)())

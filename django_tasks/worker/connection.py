@@ -80,6 +80,29 @@ class QueueConnection:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
+    def execute_many(self, query: str, params_seq: list[dict[str, Any]]) -> list[list[Any]]:
+        """``query`` once per parameters, in one transaction and one round trip (psycopg
+        pipelines ``executemany``): the rows each returned, in order. All are written or none;
+        a lost connection is retried like :meth:`execute` (the statements it is used for
+        change nothing when run twice)."""
+        delay = 0.1
+        while True:
+            try:
+                conn = self.conn if self.conn is not None and not self.conn.closed else self.open()
+                results: list[list[Any]] = []
+                with conn.transaction(), conn.cursor() as cursor:
+                    cursor.executemany(query, params_seq, returning=True)
+                    while True:
+                        results.append(cursor.fetchall() if cursor.description else [])
+                        if not cursor.nextset():
+                            break
+                return results
+            except psycopg.OperationalError as exc:
+                logger.warning("Database unavailable (%s); retrying in %.1fs", exc, delay)
+                self.close()
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
     def close(self) -> None:
         if self.conn is not None:
             with contextlib.suppress(psycopg.Error):  # closing a dead socket may complain

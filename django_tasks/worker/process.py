@@ -43,11 +43,14 @@ import psycopg
 from psycopg.types.json import Json
 
 from .. import sql
+from ..aio import is_async
 from ..conf import task_settings
 from ..limits.gate import LimitGate
 from ..logs import for_run
+from ..registry import registry
 from ..schedules.declared import sync_schedules
 from ..schedules.ticker import enqueue_due_ticks
+from .async_lane import AsyncCalls, AsyncLane
 from .connection import QueueConnection
 from .deferred import DeferredOutcomes, Taken
 from .journal import ProcessJournal
@@ -73,6 +76,8 @@ __all__ = [
 
 #: Exit code of a worker process that stopped after ``max_tasks`` runs and wants a successor.
 EXIT_RECYCLE = 75
+#: Runs of async tasks one process runs at once (``runtaskworker --async-concurrency``).
+DEFAULT_ASYNC_CONCURRENCY = 100
 
 logger = logging.getLogger("django_tasks.worker")
 
@@ -99,12 +104,19 @@ class Worker:
         parent_pid: int | None = None,
         orphan_timeout: float = 30.0,
         journal: ProcessJournal | None = None,
+        async_concurrency: int = DEFAULT_ASYNC_CONCURRENCY,
     ) -> None:
         conf = task_settings()
         self.queues = list(queues or [conf.DEFAULT_QUEUE])
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}.")
         self.concurrency = concurrency
+        if async_concurrency < 1:
+            raise ValueError(f"async_concurrency must be at least 1, got {async_concurrency}.")
+        #: Runs of async tasks at once, in this process's async lane (:mod:`.async_lane`).
+        self.async_concurrency = async_concurrency
+        self.async_calls = AsyncCalls()
+        self.lane: AsyncLane | None = None
         # An explicit batch size is obeyed exactly; without one, claims adapt (_batch_limit).
         self.batch_size = batch_size or conf.BATCH_SIZE
         self.poll_interval = conf.POLL_INTERVAL if poll_interval is None else poll_interval
@@ -189,6 +201,10 @@ class Worker:
             target=self._control, args=(control_db,), name="django_tasks-control", daemon=True
         )
         control.start()
+        async_keys = sorted(t.key for t in registry.all() if t.is_async)
+        if async_keys:
+            self.lane = AsyncLane(self, async_keys, self.async_concurrency)
+            self.lane.start()
         if self._interruptible:
             self._slot()
         else:
@@ -200,6 +216,9 @@ class Worker:
                 thread.start()
             for thread in slots:
                 thread.join()
+        if self.lane is not None:
+            self.lane.join()
+        self.async_calls.close()
         self._control_done.set()
         control.join()
         control_db.execute(sql.WORKER_STOPPED, {"name": self.name}, give_up_on_stop=False)
@@ -380,6 +399,8 @@ class Worker:
     def _check_cancels(self, db: QueueConnection) -> None:
         rows = db.execute(sql.CANCEL_REQUESTED, {"worker": self.name}, give_up_on_stop=True)
         wanted = {row[0] for row in rows}
+        if wanted:
+            self.async_calls.cancel(wanted)  # those of them running here as async runs
         current = self._executing
         if current is not None and current in wanted and self._cancel_target != current:
             self._cancel_target = current
@@ -434,30 +455,45 @@ class Worker:
         with self._wake:
             self._wake.wait_for(lambda: self._generation != generation, timeout)
 
-    def _claim(self, db: QueueConnection) -> list[ClaimedRun]:
+    def _claim(
+        self, db: QueueConnection, lane: AsyncLane | None = None, limit: int | None = None
+    ) -> list[ClaimedRun]:
         """Claim the next runs that may start: a batch, less the runs a limit sent back to
         wait (:meth:`_admit`); when a limit sent back the whole batch, claim again at once -
         other runs may be ready - instead of sleeping."""
         while True:
-            claimed = self._claim_batch(db)
+            claimed = self._claim_batch(db, lane, limit)
             if not claimed:
                 return []
             admitted = self._admit(db, claimed)
             if admitted:
                 return admitted
 
-    def _claim_batch(self, db: QueueConnection) -> list[ClaimedRun]:
+    def _claim_batch(
+        self, db: QueueConnection, lane: AsyncLane | None = None, limit: int | None = None
+    ) -> list[ClaimedRun]:
         """Claim a batch from the first of our queues (in the order given) that has ready runs,
-        writing the deferred completions of the previous batch in the same statement."""
-        done = self.deferred.take()
-        claim = sql.CLAIM_UNDER_LIMITS if self.gate.concurrency else sql.CLAIM
+        writing the deferred completions of the previous batch in the same statement.
+
+        With an async lane, the slot claims runs of sync tasks and the lane (``lane``, up to
+        ``limit`` runs) those of async tasks; the lane leaves deferred completions to the
+        slot."""
+        done = Taken.NONE if lane is not None else self.deferred.take()
+        if lane is not None:
+            tasks, keys = "only", lane.task_keys
+        elif self.lane is not None:
+            tasks, keys = "except", self.lane.task_keys
+        else:
+            tasks, keys = "all", []
+        claim = sql.claim(limits=self.gate.concurrency, tasks=tasks)
         for queue in self.queues:
             params = {
                 "queue": queue,
-                "limit": self._batch_limit(),
+                "limit": self._batch_limit() if limit is None else limit,
                 "worker": self.name,
                 "late_after": self.late_after,
                 "done": done.entries,
+                "task_keys": keys,
             }
             try:
                 # Completions must be written even while stopping: only an empty claim gives up.
@@ -518,16 +554,22 @@ class Worker:
         slowest = max(self.durations.values())
         return max(1, min(MAX_BATCH_SIZE, int(BATCH_WORK / max(slowest, 1e-6))))
 
-    def _process(self, db: QueueConnection, run: ClaimedRun) -> None:
+    def _process(
+        self,
+        db: Any,
+        run: ClaimedRun,
+        execution: type[Execution] = Execution,
+        attempt: int | None = None,
+    ) -> None:
         """Execute one claimed run to its outcome (:class:`~.running.Execution`). The journal
         says which run this process is on meanwhile - from before its parameters are
         unpickled until its outcome is written or journaled - so that if the process dies, its
         supervisor knows which run took it down (see :mod:`.journal`)."""
-        single = self.concurrency == 1
+        single = self.concurrency == 1 and execution is Execution
         if single:
             self.journal.begin(run.id, run.task_name, db.db_epoch())
         try:
-            Execution(self, db, run).execute()
+            execution(self, db, run, attempt).execute()
         finally:
             if single:
                 self.journal.end()
@@ -570,6 +612,8 @@ class Worker:
         (SIGUSR1) interrupt it with :class:`TaskRunTimeout` / :class:`TaskRunCancelled`."""
         self._executing = run.id
         try:
+            if is_async(fn):  # one async run here (its lane takes the others): on a loop
+                return self._call_async(run, fn, args, kwargs)
             if self._interruptible and run.timeout:
                 signal.setitimer(signal.ITIMER_REAL, run.timeout)
             return fn(*args, **kwargs)
@@ -577,6 +621,13 @@ class Worker:
             if self._interruptible:
                 signal.setitimer(signal.ITIMER_REAL, 0)
             self._executing = None
+
+    def _call_async(
+        self, run: ClaimedRun, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """An async run in the slot (not in a lane: its task was not known as async when the
+        process started): on the async loop, its timeout and a cancel through asyncio."""
+        return self.async_calls.call(run, fn, args, kwargs)
 
     def _hand_back(self, db: QueueConnection, runs: Sequence[ClaimedRun]) -> None:
         self.deferred.flush(db)

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from ..tasks import Task
     from .process import Worker
 
-__all__ = ["DEFER_BELOW", "Execution", "note_open_django_connections"]
+__all__ = ["DEFER_BELOW", "AsyncExecution", "Execution", "note_open_django_connections"]
 
 logger = logging.getLogger("django_tasks.worker")
 
@@ -114,11 +114,15 @@ def _debug_run(run_id: uuid.UUID, message: str, *args: Any) -> None:
 class Execution:
     """One claimed run on its way to an outcome in ``worker`` (see the module docstring)."""
 
-    def __init__(self, worker: Worker, db: QueueConnection, run: ClaimedRun) -> None:
+    def __init__(
+        self, worker: Worker, db: QueueConnection, run: ClaimedRun, started: int | None = None
+    ) -> None:
         self.worker = worker
         self.db = db
         self.run = run
         self.attempt = run.attempts  # counted by the claim
+        #: The attempt, when RUNNING was written with the run's batch (an async lane's).
+        self.started = started
         self.task: Task[Any, Any] | None = None
         self.args: tuple[Any, ...] = ()
         self.kwargs: dict[str, Any] = {}
@@ -157,15 +161,10 @@ class Execution:
         # process with a single slot (as the supervisor runs them).
         if task.options.caches:
             outcome = self._run_cached(task)
-        elif (
-            self.worker.concurrency > 1
-            or run.timeout is not None
-            or expected >= DEFER_BELOW
-            or task.options.atomic
-        ):
-            outcome = self._run_now(task)
-        else:
+        elif self._defers(task, expected):
             outcome = self._run_deferred()
+        else:
+            outcome = self._run_now(task)
         if outcome is not None and _committed_alone(task, outcome):
             commit_alone(task)
         hooks = task.options.on_completion or task.options.on_failure
@@ -175,6 +174,16 @@ class Execution:
             send(run_finished, task, run_id=run.id, state=state)
             if hooks:
                 call_hooks(task, self.context(), state)
+
+    def _defers(self, task: Task[Any, Any], expected: float) -> bool:
+        """Whether to run it deferred: a short run in a single-slot process (the control
+        thread watches the one run in hand), with no timeout and not atomic."""
+        return not (
+            self.worker.concurrency > 1
+            or self.run.timeout is not None
+            or expected >= DEFER_BELOW
+            or task.options.atomic
+        )
 
     def _run_now(self, task: Task[Any, Any]) -> Outcome | None:
         """A run expected to be long (or with a timeout): RUNNING first, then the function.
@@ -350,7 +359,7 @@ class Execution:
         task = self.task
         assert task is not None
         try:
-            value = self.worker.call_interruptibly(self.run, task.fn, self.args, self.kwargs)
+            value = self._invoke(task)
         except TaskRunTimeout as exc:
             message = f"Timed out after {self.run.timeout} s (timeout_seconds)."
             tb = format_traceback(exc)
@@ -371,6 +380,9 @@ class Execution:
             if close and _django_connected and self.worker.closes_django_connections:
                 close_old_connections()
         return _returned(task, value)
+
+    def _invoke(self, task: Task[Any, Any]) -> Any:
+        return self.worker.call_interruptibly(self.run, task.fn, self.args, self.kwargs)
 
     # -- recording the outcome --------------------------------------------------------------
 
@@ -480,3 +492,53 @@ def _django_task(run: ClaimedRun) -> Task[Any, Any] | None:
     from ..backends.adapter import resolve
 
     return resolve(run.task_key, run.task_name)
+
+
+class AsyncExecution(Execution):
+    """A run of an ``async def`` task in the process's async lane (:mod:`.async_lane`): RUNNING
+    is always written first (other runs go on meanwhile, so nothing is deferred), the
+    coroutine runs on the lane's loop, and the statements share the lane's connections."""
+
+    db: Any  # a SharedConnection
+
+    def _defers(self, task: Task[Any, Any], expected: float) -> bool:
+        return False
+
+    def _run_cached(self, task: Task[Any, Any]) -> Outcome | None:
+        """The cache key's advisory lock belongs to a session: one connection for the run."""
+        shared = self.db
+        with shared.lease() as db:
+            self.db = db
+            try:
+                return super()._run_cached(task)
+            finally:
+                self.db = shared
+
+    def _run_now(self, task: Task[Any, Any]) -> Outcome | None:
+        if self.started is None:  # not started with its batch (a caching task's run)
+            return super()._run_now(task)
+        self.attempt = self.started
+        _debug_run(self.run.id, "Run %s (%s) started", self.run.task_name)
+        outcome, _, _ = self._timed_call(marked=True)
+        return self._record(outcome)
+
+    def _record(self, outcome: Outcome) -> Outcome | None:
+        """The final state goes with the lane's other final states (one round trip)."""
+        lane = self.worker.lane
+        if self._should_retry(outcome) or lane is None or lane.finisher is None:
+            return super()._record(outcome)
+        if lane.finisher.finish(self.run.id, outcome):
+            _debug_run(self.run.id, "Run %s %s", outcome.name)
+        else:
+            log_discarded(self.run.id, outcome.name)
+        return outcome
+
+    def _timed_call(self, *, marked: bool, close: bool = True) -> tuple[Outcome, datetime, bool]:
+        started = self.db.db_time()
+        send(run_started, self.task, run_id=self.run.id, attempt=self.attempt)
+        with run_context(self.context()):
+            outcome = self._call(close)
+        return outcome, started, True
+
+    def _invoke(self, task: Task[Any, Any]) -> Any:
+        return self.worker.async_calls.call(self.run, task.fn, self.args, self.kwargs)

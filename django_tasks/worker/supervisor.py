@@ -48,7 +48,7 @@ from .connection import QueueConnection
 from .journal import ProcessJournal
 from .maintenance import rescue
 from .outcomes import Outcome, finish_run, retry_run
-from .process import EXIT_RECYCLE, worker_name
+from .process import DEFAULT_ASYNC_CONCURRENCY, EXIT_RECYCLE, worker_name
 from .salvage import how_it_died, salvage
 from .stopping import AT_ONCE, DUPLICATE, StopRequests
 
@@ -104,6 +104,7 @@ class Supervisor:
         queues: Sequence[str] | None = None,
         *,
         concurrency: int | None = None,
+        async_concurrency: int = DEFAULT_ASYNC_CONCURRENCY,
         batch_size: int | None = None,
         poll_interval: float | None = None,
         max_tasks_per_child: int | None = None,
@@ -126,6 +127,7 @@ class Supervisor:
         self.queues = list(queues) if queues else [conf.DEFAULT_QUEUE]
         self.child_options: dict[str, Any] = {
             "queues": list(queues) if queues else None,
+            "async_concurrency": async_concurrency,
             "batch_size": batch_size,
             "poll_interval": poll_interval,
             "max_tasks": max_tasks_per_child,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 import time
@@ -357,3 +358,62 @@ def rate_limited(label: str) -> str:
 @task(tags={"bench"}, rate_limit="999999999/s")
 def limited_noop() -> None:
     """benchmarks/limits.py: a no-op under a tag limit and a rate limit that never bind."""
+
+
+# -- async def tasks (django_tasks.aio; a worker runs them in its async lane) ---------------
+
+
+@task
+async def async_add(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a + b
+
+
+@task
+async def async_record(label: str, seconds: float = 0.0) -> int:
+    """Sleeps on the loop, then writes through Django's async ORM."""
+    await asyncio.sleep(seconds)
+    effect = await Effect.objects.acreate(label=label)
+    return effect.pk
+
+
+@task(retries=2)
+async def async_fails_first(label: str) -> int:
+    """Fails on its first attempt (it leaves a mark), succeeds on the next."""
+    if not await Effect.objects.filter(label=label).aexists():
+        await Effect.objects.acreate(label=label)
+        raise ConnectionError(f"first attempt of {label}")
+    return await Effect.objects.filter(label=label).acount()
+
+
+@task(timeout_seconds=0.5)
+async def async_too_slow(seconds: float) -> str:
+    await asyncio.sleep(seconds)
+    return "finished"
+
+
+@task(retries=3)
+async def async_sleep(seconds: float, label: str) -> str:
+    await asyncio.sleep(seconds)
+    return label
+
+
+@task
+async def async_context() -> dict[str, object]:
+    """What an async run sees of its run: the context and the run logger."""
+    context = get_run_context()
+    get_run_logger().info("async hello from %s", context.name)
+    await asyncio.sleep(0)
+    return {"id": str(context.id), "attempt": context.attempt, "origin": context.origin}
+
+
+@task
+async def async_sleep_io(seconds: float) -> None:
+    """An I/O wait on the loop (benchmarks/async_runs.py)."""
+    await asyncio.sleep(seconds)
+
+
+@task
+def sleep_io(seconds: float) -> None:
+    """The same wait as a sync task (benchmarks/async_runs.py)."""
+    time.sleep(seconds)

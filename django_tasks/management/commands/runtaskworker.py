@@ -14,6 +14,7 @@ from django_tasks.logs import configure_worker_logging
 from django_tasks.migrated import NotMigrated, check_migrated
 from django_tasks.tasks import check_queue
 from django_tasks.worker import Supervisor
+from django_tasks.worker.process import DEFAULT_ASYNC_CONCURRENCY
 from django_tasks.worker.supervisor import WorkerBootError
 
 
@@ -68,6 +69,15 @@ class Command(BaseCommand):
             "--concurrency", type=int, default=None, help="Worker processes (default: CPUs)."
         )
         parser.add_argument(
+            "--async-concurrency",
+            type=int,
+            default=DEFAULT_ASYNC_CONCURRENCY,
+            help=(
+                "Runs of async def tasks each process runs at once on its event loop "
+                f"(default {DEFAULT_ASYNC_CONCURRENCY})."
+            ),
+        )
+        parser.add_argument(
             "--batch-size",
             type=int,
             default=None,
@@ -109,6 +119,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         _refuse_inside_a_new_worker_process()
         _positive("--concurrency", options["concurrency"])
+        _positive("--async-concurrency", options["async_concurrency"])
         _positive("--batch-size", options["batch_size"])
         _positive("--max-tasks-per-child", options["max_tasks_per_child"])
         if options["shutdown_timeout"] < 0:
@@ -123,6 +134,7 @@ class Command(BaseCommand):
         supervisor = Supervisor(
             queues,
             concurrency=options["concurrency"],
+            async_concurrency=options["async_concurrency"],
             batch_size=options["batch_size"],
             poll_interval=options["poll_interval"],
             max_tasks_per_child=options["max_tasks_per_child"],

@@ -1,0 +1,317 @@
+"""A worker process's async lane: up to ``--async-concurrency`` runs of ``async def`` tasks
+at once, their coroutines on one event loop.
+
+The process's slot claims runs of sync tasks only; the lane claims runs of the async tasks
+the process knows - as many as it has free places - and gives each to a thread that
+executes it as any run is executed (:class:`~.running.Execution`: RUNNING, retries, caching,
+hooks, the outcome), while the coroutine itself runs on the lane's loop (:mod:`..aio`). So a
+sync run never waits for the loop, nor an async run for a sync one, and the run machinery is
+the one every run goes through. The lane's statements share a few connections
+(:class:`SharedConnection`), not one per run.
+
+A timeout or a cancel cancels the run's asyncio task (:class:`AsyncCalls`). A coroutine
+that blocks the loop (a sync sleep, heavy CPU work) delays every async run of its process -
+such work belongs in a sync task. If the process dies, its RUNNING async runs are rescued as
+any run of a lost worker is (CRASHED, retried as their retries allow); runs it had claimed
+and not started are handed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from .. import sql
+from ..aio import RunTimeout, call_on_loop, start_loop, stop_loop
+from ..registry import UnknownTask, registry
+from .connection import QueueConnection
+from .outcomes import (
+    ClaimedRun,
+    Outcome,
+    TaskRunCancelled,
+    TaskRunTimeout,
+    finish_params,
+    finish_run,
+)
+
+if TYPE_CHECKING:
+    from .process import Worker
+
+__all__ = ["AsyncCalls", "AsyncLane", "SharedConnection"]
+
+logger = logging.getLogger("django_tasks.worker")
+
+#: Connections the lane's threads share (statements are short; runs wait on the loop).
+LANE_CONNECTIONS = 4
+
+
+class AsyncCalls:
+    """The asyncio tasks of the runs a process is executing, by run id, on one loop (started
+    on first use): a timeout or a cancel ends the run's task, not the process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: dict[uuid.UUID, asyncio.Task[Any]] = {}
+        self._cancelled: set[uuid.UUID] = set()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                self._loop = start_loop("django_tasks-async")
+            return self._loop
+
+    def call(
+        self,
+        run: ClaimedRun,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Run the coroutine of ``fn`` for ``run``; wait for it in this thread. Its timeout
+        raises :class:`TaskRunTimeout`, a cancel :class:`TaskRunCancelled`, as for sync runs."""
+
+        def started(task: asyncio.Task[Any]) -> None:
+            with self._lock:
+                self._tasks[run.id] = task
+                if run.id in self._cancelled:  # asked before the task existed
+                    task.cancel()
+
+        try:
+            return call_on_loop(
+                fn, args, kwargs, loop=self.loop, timeout=run.timeout, started=started
+            )
+        except RunTimeout as exc:
+            raise TaskRunTimeout(str(exc)) from exc
+        except asyncio.CancelledError:
+            with self._lock:
+                asked = run.id in self._cancelled
+            if asked:
+                raise TaskRunCancelled from None
+            raise
+        finally:
+            with self._lock:
+                self._tasks.pop(run.id, None)
+                self._cancelled.discard(run.id)
+
+    def running(self) -> set[uuid.UUID]:
+        with self._lock:
+            return set(self._tasks)
+
+    def cancel(self, run_ids: set[uuid.UUID]) -> int:
+        """Cancel the asyncio tasks of those runs (a cancel the control thread was told of)."""
+        with self._lock:
+            tasks = [self._tasks[i] for i in run_ids if i in self._tasks]
+            self._cancelled |= {i for i in run_ids if i in self._tasks}
+            loop = self._loop
+        for task in tasks:
+            assert loop is not None
+            loop.call_soon_threadsafe(task.cancel)
+        return len(tasks)
+
+    def close(self) -> None:
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is not None:
+            stop_loop(loop)
+
+
+class SharedConnection:
+    """What an :class:`~.running.Execution` asks of its connection, over a few connections
+    shared by the lane's threads: each statement borrows one (``execute``); a run whose
+    statements must share a session (a cache key's advisory lock) leases one for a while."""
+
+    def __init__(self, make: Callable[[], QueueConnection], size: int) -> None:
+        self._all = [make() for _ in range(size)]
+        self._free: queue.SimpleQueue[QueueConnection] = queue.SimpleQueue()
+        for db in self._all:
+            self._free.put(db)
+
+    @contextmanager
+    def lease(self) -> Iterator[QueueConnection]:
+        db = self._free.get()
+        try:
+            yield db
+        finally:
+            self._free.put(db)
+
+    def execute(self, query: str, params: Any, *, give_up_on_stop: bool) -> list[Any]:
+        with self.lease() as db:
+            return db.execute(query, params, give_up_on_stop=give_up_on_stop)
+
+    def db_time(self) -> datetime:
+        with self.lease() as db:
+            return db.db_time()
+
+    def db_epoch(self) -> float:
+        with self.lease() as db:
+            return db.db_epoch()
+
+    def close(self) -> None:
+        for db in self._all:
+            db.close()
+
+
+class _Finish:
+    __slots__ = ("done", "outcome", "run_id", "written")
+
+    def __init__(self, run_id: uuid.UUID, outcome: Outcome) -> None:
+        self.run_id, self.outcome = run_id, outcome
+        self.done = threading.Event()
+        self.written = False
+
+
+class Finisher:
+    """Writes the final states of the lane's runs: whatever has ended while the previous
+    write went on, in one transaction and one round trip (many runs end within a few
+    milliseconds of each other on a busy loop). The run's thread waits for its write, so
+    hooks still see their run's state recorded."""
+
+    def __init__(self, worker: str, db: QueueConnection) -> None:
+        self.worker, self.db = worker, db
+        self._queue: queue.SimpleQueue[_Finish | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write, name="django_tasks-finish", daemon=True)
+        self._thread.start()
+
+    def finish(self, run_id: uuid.UUID, outcome: Outcome) -> bool:
+        """Write the run's final state; ``False`` if it was no longer this worker's."""
+        item = _Finish(run_id, outcome)
+        self._queue.put(item)
+        item.done.wait()
+        return item.written
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _write(self) -> None:
+        stop = False
+        while not stop:
+            batch: list[_Finish] = []
+            item = self._queue.get()
+            while item is not None:
+                batch.append(item)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            else:
+                stop = True
+            if batch:
+                self._write_batch(batch)
+
+    def _write_batch(self, batch: list[_Finish]) -> None:
+        try:
+            params = [finish_params(i.run_id, self.worker, i.outcome) for i in batch]
+            results = self.db.execute_many(sql.FINISH, params)
+            for item, rows in zip(batch, results, strict=True):
+                item.written = bool(rows)
+        except Exception:  # one outcome refused as it is: each on its own, as a slot does
+            for item in batch:
+                try:
+                    item.written = finish_run(self.db, item.run_id, self.worker, item.outcome)
+                except Exception:
+                    logger.exception("Run %s: its outcome could not be written", item.run_id)
+        finally:
+            for item in batch:
+                item.done.set()
+
+
+class AsyncLane:
+    """Claims and executes ``worker``'s async runs (those of ``task_keys``), ``size`` at once."""
+
+    def __init__(self, worker: Worker, task_keys: list[str], size: int) -> None:
+        self.worker = worker
+        self.task_keys = task_keys
+        self.size = size
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.finisher: Finisher | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._claims, name="django_tasks-async-claims", daemon=True
+        )
+        self._thread.start()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def _claims(self) -> None:
+        """Claim while there are free places; each claimed run goes to a thread."""
+        from .running import AsyncExecution
+
+        worker = self.worker
+        claim_db = worker._queue_connection()
+        shared = SharedConnection(worker._queue_connection, min(LANE_CONNECTIONS, self.size))
+        self.finisher = Finisher(worker.name, worker._queue_connection())
+        pool = ThreadPoolExecutor(self.size, thread_name_prefix="django_tasks-async")
+
+        def execute(run: ClaimedRun, attempt: int | None) -> None:
+            try:
+                worker._process(shared, run, execution=AsyncExecution, attempt=attempt)
+            except Exception:  # recorded by the Execution; a bug must not stop the lane
+                logger.exception("Async run %s could not be executed", run.id)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+                worker._bump()  # a free place: claim again
+
+        try:
+            while not worker._stopping.is_set():
+                generation = worker._generation
+                free = self.size - self.in_flight
+                # A claim costs a round trip and a commit: with runs in flight, claim for a
+                # tenth of the places at once rather than for each place that frees.
+                worth = free >= max(1, self.size // 10) or free == self.size
+                runs = worker._claim(claim_db, lane=self, limit=free) if worth else []
+                if not runs:
+                    if worker.burst and free == self.size:
+                        return
+                    worker._sleep(generation)
+                    continue
+                with self._lock:
+                    self._in_flight += len(runs)
+                attempts = self._start(claim_db, runs)
+                for run in runs:
+                    pool.submit(execute, run, attempts.get(run.id))
+        finally:
+            pool.shutdown(wait=True)  # stopping: the runs in flight finish
+            self.finisher.close()
+            self.finisher.db.close()
+            shared.close()
+            claim_db.close()
+
+    def _start(self, db: QueueConnection, runs: list[ClaimedRun]) -> dict[uuid.UUID, int]:
+        """Write RUNNING for a claimed batch in one round trip (their coroutines start at
+        once); returns each started run's attempt. A caching task's runs are left PENDING:
+        a cache hit ends them without running (:meth:`~.running.Execution._run_cached`)."""
+        starting = [run.id for run in runs if not _caches(run.task_key)]
+        if not starting:
+            return {}
+        params = [{"id": i, "worker": self.worker.name, "started": None} for i in starting]
+        results = db.execute_many(sql.START, params)
+        return {i: rows[0][0] for i, rows in zip(starting, results, strict=True) if rows}
+
+
+def _caches(task_key: str) -> bool:
+    try:
+        return registry.get(task_key).options.caches
+    except UnknownTask:
+        return False

@@ -1,0 +1,269 @@
+"""async def tasks: awaited inline, submitted and mapped on an event loop, delayed and awaited
+from async views, and run by worker processes many at once on their event loop - with the
+states, retries, timeouts, cancels and rescues of any run (real PostgreSQL, real workers)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections, transaction
+from django.http import HttpRequest, JsonResponse
+
+from django_tasks import task
+from django_tasks.futures import TaskRunFailed, TaskRunFuture
+from django_tasks.models import TaskRun, TaskRunState
+from tests.taskapp import tasks
+from tests.taskapp.models import Effect
+
+from .conftest import drain, wait_for_live_workers, wait_until, worker_processes
+
+# Typed as Any here: the type of an async task's futures (TaskRunFuture[Coroutine[...]]) does
+# not yet say that their results are the coroutine's values (see docs/async.md).
+add: Any = tasks.add
+async_add: Any = tasks.async_add
+async_context: Any = tasks.async_context
+async_fails_first: Any = tasks.async_fails_first
+async_record: Any = tasks.async_record
+async_sleep: Any = tasks.async_sleep
+async_too_slow: Any = tasks.async_too_slow
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _close_connections_of_sync_to_async() -> Iterator[None]:
+    """Django connections opened by sync_to_async's thread (adelay, aresult, the async ORM)
+    are closed as at the end of a request, before the test database goes."""
+    yield
+    asyncio.run(sync_to_async(connections.close_all, thread_sensitive=True)())
+
+
+def history(run_id: Any) -> list[str]:
+    states = TaskRunState.objects.filter(run_id=run_id).order_by("timestamp")
+    return list(states.values_list("name", flat=True))
+
+
+# -- inline, submit, map ------------------------------------------------------------------
+
+
+def test_awaiting_an_async_task_runs_it_and_records_the_run():
+    seen = asyncio.run(async_context())
+    assert (seen["origin"], seen["attempt"]) == ("call", 1)
+    from django_tasks.recorder import flush
+
+    flush()
+    run = TaskRun.objects.get(pk=seen["id"])
+    assert (run.task_name, run.state_name) == ("async_context", "Completed")
+    assert history(run.pk) == ["Pending", "Running", "Completed"]
+
+
+def test_calling_an_async_task_with_wrong_arguments_fails_at_the_call():
+    with pytest.raises(TypeError, match="Wrong arguments for task 'async_add'"):
+        async_add(1)
+
+
+def test_an_async_task_is_retried_inline():
+    assert asyncio.run(async_fails_first("inline-retry")) == 1
+    from django_tasks.recorder import flush
+
+    flush()
+    run = TaskRun.objects.get(task_name="async_fails_first")
+    assert (run.state_name, run.attempts) == ("Completed", 2)
+    assert "AwaitingRetry" in history(run.pk)
+
+
+def test_an_inline_async_run_past_its_timeout_is_cancelled():
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"Timed out after 0\.5 s"):
+        asyncio.run(async_too_slow(30))
+    assert time.monotonic() - started < 10  # cancelled, not waited for
+    from django_tasks.recorder import flush
+
+    flush()
+    assert TaskRun.objects.get(task_name="async_too_slow").state_type == "FAILED"
+
+
+_overlap = {"now": 0, "most": 0}
+_overlap_lock = threading.Lock()
+
+
+@task
+async def _overlapping(seconds: float) -> int:
+    with _overlap_lock:
+        _overlap["now"] += 1
+        _overlap["most"] = max(_overlap["most"], _overlap["now"])
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        with _overlap_lock:
+            _overlap["now"] -= 1
+    return threading.get_ident()
+
+
+overlapping: Any = _overlapping
+
+
+def test_map_from_async_code_runs_the_coroutines_together_on_the_callers_loop():
+    _overlap.update(now=0, most=0)
+
+    async def caller() -> tuple[list[int], int]:
+        futures = overlapping.map([0.3] * 5)
+        results = [await future.aresult(timeout=30) for future in futures]
+        return results, threading.get_ident()
+
+    threads, caller_thread = asyncio.run(caller())
+    assert set(threads) == {caller_thread}  # every coroutine ran on the caller's loop
+    assert _overlap["most"] == 5
+
+
+def test_submit_from_sync_code_runs_on_the_background_loop():
+    futures = [async_add.submit(i, 1) for i in range(4)]
+    assert [f.result(timeout=30) for f in futures] == [1, 2, 3, 4]
+    failing = async_fails_first.submit("submitted-retry")
+    assert failing.result(timeout=30) == 1
+    assert failing.state.name == "Completed"
+
+
+def test_atomic_is_refused_for_async_tasks_at_decoration():
+    with pytest.raises(TypeError, match="atomic=True is for sync tasks"):
+
+        @task(atomic=True)
+        async def atomic_async() -> None:
+            return None
+
+
+# -- adelay, aresult and async views -----------------------------------------------------
+
+
+async def enqueue_view(request: HttpRequest) -> JsonResponse:
+    """An async view: enqueue, then wait for the result without holding a thread."""
+    future = await async_add.adelay(2, 3)
+    return JsonResponse({"id": str(future.id)})
+
+
+def _create_and_enqueue_then_fail(label: str) -> None:
+    with transaction.atomic():
+        Effect.objects.create(label=label)
+        async_record.delay(label)
+        raise RuntimeError("the view's transaction rolls back")
+
+
+async def rolled_back_view(request: HttpRequest) -> JsonResponse:
+    """The documented way to enqueue inside a transaction from async code: the writes and
+    .delay() in one sync function run by sync_to_async."""
+    try:
+        await sync_to_async(_create_and_enqueue_then_fail)("rolled-back")
+    except RuntimeError:
+        return JsonResponse({"ok": False}, status=409)
+    return JsonResponse({"ok": True})
+
+
+def test_adelay_in_an_async_view_enqueues_and_aresult_waits_for_the_worker():
+    response = asyncio.run(enqueue_view(HttpRequest()))
+    run_id = __import__("json").loads(response.content)["id"]
+    assert TaskRun.objects.get(pk=run_id).state_name == "Scheduled"  # committed by adelay
+    drain()
+    assert asyncio.run(TaskRunFuture(run_id).aresult(timeout=10)) == 5
+    state = asyncio.run(TaskRunFuture(run_id).await_final(timeout=1))
+    assert state.is_completed()
+
+
+def test_a_run_enqueued_in_a_rolled_back_transaction_never_runs():
+    response = asyncio.run(rolled_back_view(HttpRequest()))
+    assert response.status_code == 409
+    drain()
+    assert not TaskRun.objects.exists()
+    assert not Effect.objects.exists()
+
+
+def test_aresult_gives_the_error_of_a_failed_background_run():
+    future = async_too_slow.delay(30)
+    drain()
+    with pytest.raises(TaskRunFailed, match=r"ended TimedOut: Timed out after 0\.5 s"):
+        asyncio.run(future.aresult(timeout=10))
+    assert TaskRun.objects.get(pk=future.id).state_name == "TimedOut"
+    with pytest.raises(TimeoutError, match="still Scheduled"):
+        asyncio.run(async_add.delay(1, 1).aresult(timeout=0.05))
+
+
+# -- in the worker -------------------------------------------------------------------------
+
+
+def test_a_worker_runs_async_runs_concurrently_and_sync_runs_beside_them():
+    futures = [async_sleep.delay(0.5, f"s{i}") for i in range(30)]
+    sync_future = add.delay(2, 2)
+    started = time.monotonic()
+    worker = drain(async_concurrency=10)
+    elapsed = time.monotonic() - started
+    assert [f.result(timeout=5) for f in futures] == [f"s{i}" for i in range(30)]
+    assert sync_future.result(timeout=5) == 4
+    assert worker.processed == 31
+    # 30 runs of 0.5 s, 10 at once: three rounds, not thirty (generous for a loaded machine).
+    assert elapsed < 8, elapsed
+    starts = sorted(
+        TaskRunState.objects.filter(name="Running", run__task_name="async_sleep").values_list(
+            "timestamp", flat=True
+        )
+    )
+    ends = sorted(
+        TaskRunState.objects.filter(name="Completed", run__task_name="async_sleep").values_list(
+            "timestamp", flat=True
+        )
+    )
+    most = max(sum(1 for s in starts if s <= t) - sum(1 for e in ends if e <= t) for t in starts)
+    assert 5 <= most <= 10, most  # concurrent, never above --async-concurrency
+
+
+def test_async_background_runs_retry_time_out_and_use_the_async_orm():
+    retried = async_fails_first.delay("bg-retry")
+    slow = async_too_slow.delay(30)
+    written = async_record.delay("bg-orm")
+    drain()
+    assert retried.result(timeout=5) == 1
+    run = TaskRun.objects.get(pk=retried.id)
+    assert run.attempts == 2
+    assert "AwaitingRetry" in history(run.pk)
+    slow_run = TaskRun.objects.get(pk=slow.id)
+    assert (slow_run.state_name, slow_run.state_message) == (
+        "TimedOut",
+        "Timed out after 0.5 s (timeout_seconds).",
+    )
+    assert Effect.objects.get(pk=written.result(timeout=5)).label == "bg-orm"
+
+
+def test_a_running_async_run_is_cancelled_and_the_others_go_on(start_worker):
+    proc = start_worker("--async-concurrency", "5")
+    wait_for_live_workers(1)
+    long = async_sleep.delay(60, "long")
+    others = [async_sleep.delay(0.2, f"o{i}") for i in range(5)]
+    wait_until(lambda: long.state.is_running(), 30)
+    assert long.cancel()
+    wait_until(lambda: long.state.is_final(), 15)
+    assert long.state.name == "Cancelled"
+    assert [f.result(timeout=30) for f in others] == [f"o{i}" for i in range(5)]
+    after = async_add.delay(20, 22)
+    assert after.result(timeout=30) == 42  # the same process goes on
+    assert proc.poll() is None
+
+
+def test_kill_9_of_a_process_with_50_async_runs_in_flight_loses_none(start_worker):
+    proc = start_worker("--async-concurrency", "100")
+    wait_for_live_workers(1)
+    futures = [async_sleep.delay(3, f"k{i}") for i in range(50)]
+    wait_until(lambda: TaskRun.objects.filter(state_type="RUNNING").count() == 50, 60)
+    (child,) = worker_processes(proc.pid)
+    os.kill(child, signal.SIGKILL)
+    assert [f.result(timeout=120) for f in futures] == [f"k{i}" for i in range(50)]
+    runs = TaskRun.objects.filter(task_name="async_sleep")
+    assert all(run.attempts == 2 for run in runs)  # rescued once, then completed
+    crashed = TaskRunState.objects.filter(run__task_name="async_sleep", name="Crashed")
+    assert crashed.values("run").distinct().count() == 50
+    assert proc.poll() is None  # the supervisor started a new process
