@@ -147,6 +147,9 @@ class _TestWorker(Worker):
     def _run(self) -> int:
         db = self._queue_connection()
         self._register(db, host="test", pid=0)
-        self._slot()
+        try:
+            self._slot()  # async runs too, one at a time (no lane: one connection, the test's)
+        finally:
+            self.async_calls.close()
         db.execute(sql.WORKER_STOPPED, {"name": self.name}, give_up_on_stop=False)
         return 0
