@@ -293,7 +293,9 @@ WITH run AS (
     UPDATE {RUN}
     SET state_type = %(type)s, state_name = %(name)s, state_message = %(message)s,
         result = %(result)s, result_preview = %(result_preview)s::jsonb,
-        traceback = %(traceback)s, finished = clock_timestamp(), updated = clock_timestamp()
+        traceback = %(traceback)s,
+        finished = GREATEST(started, COALESCE(%(finished)s, clock_timestamp())),
+        updated = clock_timestamp()
     WHERE id = %(id)s AND state_type IN ('RUNNING', 'CANCELLING') AND worker = %(worker)s
     RETURNING id, finished
 )

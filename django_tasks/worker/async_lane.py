@@ -33,6 +33,7 @@ from .. import sql
 from ..aio import RunTimeout, call_on_loop, start_loop, stop_loop
 from ..registry import UnknownTask, registry
 from .connection import QueueConnection
+from .deferred import log_discarded
 from .outcomes import (
     ClaimedRun,
     Outcome,
@@ -130,7 +131,10 @@ class SharedConnection:
     shared by the lane's threads: each statement borrows one (``execute``); a run whose
     statements must share a session (a cache key's advisory lock) leases one for a while."""
 
-    def __init__(self, make: Callable[[], QueueConnection], size: int) -> None:
+    def __init__(
+        self, make: Callable[[], QueueConnection], size: int, clock: QueueConnection
+    ) -> None:
+        self.clock = clock  # the lane's claiming connection: open, its clock offset measured
         self._all = [make() for _ in range(size)]
         self._free: queue.SimpleQueue[QueueConnection] = queue.SimpleQueue()
         for db in self._all:
@@ -149,12 +153,10 @@ class SharedConnection:
             return db.execute(query, params, give_up_on_stop=give_up_on_stop)
 
     def db_time(self) -> datetime:
-        with self.lease() as db:
-            return db.db_time()
+        return self.clock.db_time()
 
     def db_epoch(self) -> float:
-        with self.lease() as db:
-            return db.db_epoch()
+        return self.clock.db_epoch()
 
     def close(self) -> None:
         for db in self._all:
@@ -162,10 +164,10 @@ class SharedConnection:
 
 
 class _Finish:
-    __slots__ = ("done", "outcome", "run_id", "written")
+    __slots__ = ("done", "finished", "outcome", "run_id", "written")
 
-    def __init__(self, run_id: uuid.UUID, outcome: Outcome) -> None:
-        self.run_id, self.outcome = run_id, outcome
+    def __init__(self, run_id: uuid.UUID, outcome: Outcome, finished: datetime) -> None:
+        self.run_id, self.outcome, self.finished = run_id, outcome, finished
         self.done = threading.Event()
         self.written = False
 
@@ -182,10 +184,16 @@ class Finisher:
         self._thread = threading.Thread(target=self._write, name="django_tasks-finish", daemon=True)
         self._thread.start()
 
-    def finish(self, run_id: uuid.UUID, outcome: Outcome) -> bool:
-        """Write the run's final state; ``False`` if it was no longer this worker's."""
-        item = _Finish(run_id, outcome)
+    def finish(
+        self, run_id: uuid.UUID, outcome: Outcome, finished: datetime, *, wait: bool
+    ) -> bool:
+        """Write the run's final state - with ``wait``, before returning whether it was
+        written (``False``: the run was no longer this worker's); without, in the background
+        (the run's place frees at once; a discarded outcome is logged by the writer)."""
+        item = _Finish(run_id, outcome, finished)
         self._queue.put(item)
+        if not wait:
+            return True
         item.done.wait()
         return item.written
 
@@ -211,14 +219,18 @@ class Finisher:
 
     def _write_batch(self, batch: list[_Finish]) -> None:
         try:
-            params = [finish_params(i.run_id, self.worker, i.outcome) for i in batch]
+            params = [finish_params(i.run_id, self.worker, i.outcome, i.finished) for i in batch]
             results = self.db.execute_many(sql.FINISH, params)
             for item, rows in zip(batch, results, strict=True):
                 item.written = bool(rows)
+                if not rows:
+                    log_discarded(item.run_id, item.outcome.name)
         except Exception:  # one outcome refused as it is: each on its own, as a slot does
             for item in batch:
                 try:
                     item.written = finish_run(self.db, item.run_id, self.worker, item.outcome)
+                    if not item.written:
+                        log_discarded(item.run_id, item.outcome.name)
                 except Exception:
                     logger.exception("Run %s: its outcome could not be written", item.run_id)
         finally:
@@ -234,9 +246,17 @@ class AsyncLane:
         self.task_keys = task_keys
         self.size = size
         self._in_flight = 0
+        #: Places freed so far, under ``wake``: the lane sleeps until one frees (or a NOTIFY).
+        self.freed = 0
+        self.wake = threading.Condition()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.finisher: Finisher | None = None
+
+    def bump(self) -> None:
+        """A NOTIFY or a stop: the lane looks again."""
+        with self.wake:
+            self.wake.notify_all()
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -259,7 +279,8 @@ class AsyncLane:
 
         worker = self.worker
         claim_db = worker._queue_connection()
-        shared = SharedConnection(worker._queue_connection, min(LANE_CONNECTIONS, self.size))
+        size = min(LANE_CONNECTIONS, self.size)
+        shared = SharedConnection(worker._queue_connection, size, clock=claim_db)
         self.finisher = Finisher(worker.name, worker._queue_connection())
         pool = ThreadPoolExecutor(self.size, thread_name_prefix="django_tasks-async")
 
@@ -269,13 +290,15 @@ class AsyncLane:
             except Exception:  # recorded by the Execution; a bug must not stop the lane
                 logger.exception("Async run %s could not be executed", run.id)
             finally:
-                with self._lock:
-                    self._in_flight -= 1
-                worker._bump()  # a free place: claim again
+                with self.wake:  # a free place: the lane claims again
+                    with self._lock:
+                        self._in_flight -= 1
+                    self.freed += 1
+                    self.wake.notify_all()
 
         try:
             while not worker._stopping.is_set():
-                generation = worker._generation
+                generation, freed = worker._generation, self.freed
                 free = self.size - self.in_flight
                 # A claim costs a round trip and a commit: with runs in flight, claim for a
                 # tenth of the places at once rather than for each place that frees.
@@ -284,7 +307,7 @@ class AsyncLane:
                 if not runs:
                     if worker.burst and free == self.size:
                         return
-                    worker._sleep(generation)
+                    worker._sleep(generation, self, freed)
                     continue
                 with self._lock:
                     self._in_flight += len(runs)

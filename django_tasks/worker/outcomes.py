@@ -128,8 +128,13 @@ def outcome_state(outcome: Outcome) -> State:
     )
 
 
-def finish_params(run_id: uuid.UUID, worker: str, outcome: Outcome) -> dict[str, Any]:
+def finish_params(
+    run_id: uuid.UUID, worker: str, outcome: Outcome, finished: datetime | None = None
+) -> dict[str, Any]:
+    """``finished``: when the run ended, on the database's clock, for an outcome written
+    later (an async lane's); ``None``: now."""
     return {
+        "finished": finished,
         "id": run_id,
         "worker": worker,
         "type": outcome.type.value,

@@ -287,6 +287,8 @@ class Worker:
         with self._wake:
             self._generation += 1
             self._wake.notify_all()
+        if self.lane is not None:
+            self.lane.bump()
 
     # -- control thread: wake-ups, heartbeat, rescue, cancels, supervisor --------------------
 
@@ -440,8 +442,10 @@ class Worker:
             self.deferred.flush(db)
             db.close()
 
-    def _sleep(self, generation: int) -> None:
-        """Wait for a NOTIFY seen after ``generation`` was read, a stop, or the poll interval.
+    def _sleep(self, generation: int, lane: AsyncLane | None = None, freed: int = 0) -> None:
+        """Wait for a NOTIFY seen after ``generation`` was read, a stop, or the poll interval
+        (the async ``lane``: also for a place freed since ``freed`` was read, on its own
+        condition, so that the slot does not wake for each async run that ends).
 
         Comparing generations (not a shared Event) means a notification that arrives while
         this thread is claiming is not lost: the thread goes straight back to claiming.
@@ -452,6 +456,12 @@ class Worker:
             heapq.heappop(self._rate_wakes)
         if self._rate_wakes:  # a run sent to wait for a rate may start then
             timeout = min(timeout, self._rate_wakes[0] - now)
+        if lane is not None:
+            with lane.wake:
+                lane.wake.wait_for(
+                    lambda: self._generation != generation or lane.freed != freed, timeout
+                )
+            return
         with self._wake:
             self._wake.wait_for(lambda: self._generation != generation, timeout)
 

@@ -523,14 +523,18 @@ class AsyncExecution(Execution):
         return self._record(outcome)
 
     def _record(self, outcome: Outcome) -> Outcome | None:
-        """The final state goes with the lane's other final states (one round trip)."""
-        lane = self.worker.lane
+        """The final state goes with the lane's other final states (one round trip), written
+        in the background - unless hooks or ``run_finished`` receivers are to see it
+        recorded. Until it is written the run is RUNNING: if the process dies meanwhile, it is
+        rescued as any running run of a lost worker."""
+        lane, task = self.worker.lane, self.task
         if self._should_retry(outcome) or lane is None or lane.finisher is None:
             return super()._record(outcome)
-        if lane.finisher.finish(self.run.id, outcome):
+        assert task is not None
+        hooks = task.options.on_completion or task.options.on_failure
+        wait = bool(hooks or run_finished.receivers)
+        if lane.finisher.finish(self.run.id, outcome, self.db.db_time(), wait=wait):
             _debug_run(self.run.id, "Run %s %s", outcome.name)
-        else:
-            log_discarded(self.run.id, outcome.name)
         return outcome
 
     def _timed_call(self, *, marked: bool, close: bool = True) -> tuple[Outcome, datetime, bool]:
