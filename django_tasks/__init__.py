@@ -21,6 +21,7 @@ from .dependencies import UpstreamFailed, allow_failure
 from .futures import State, TaskRunFailed, TaskRunFuture
 from .logs import get_run_logger
 from .manual_states import Cancelled, Completed, Crashed, Failed
+from .progress import Progress, set_progress
 from .recorder import flush
 from .registry import UnknownTask
 from .retries import exponential_backoff
@@ -47,6 +48,7 @@ __all__ = [
     "PayloadError",
     "PayloadSignatureError",
     "PayloadTooLarge",
+    "Progress",
     "SerializationError",
     "State",
     "StateName",
@@ -70,6 +72,7 @@ __all__ = [
     "flush",
     "get_run_context",
     "get_run_logger",
+    "set_progress",
     "task",
     "transaction",
     "unmapped",

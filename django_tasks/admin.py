@@ -25,6 +25,7 @@ from .admin_filters import CreatedFilter, QueueFilter, TagFilter, TaskFilter, Wo
 from .limits.admin import LimitAdmin
 from .models import TaskRun, TaskRunDependency, TaskRunLog, TaskRunState
 from .permissions import CANCEL, RETRY, VIEW, may
+from .progress import progress_html
 from .schedules.admin import ScheduleAdmin
 from .states import StateType, is_final
 
@@ -157,6 +158,7 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
         "short_id",
         "name",
         "badge",
+        "progress_display",
         "queue",
         "attempts",
         "worker",
@@ -186,7 +188,16 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
         ("Unique and periodic", {"fields": ["unique_key", "schedule_link", "tick"]}),
         (
             "Timing",
-            {"fields": ["created", "started", "finished", "duration_display", "attempts"]},
+            {
+                "fields": [
+                    "created",
+                    "started",
+                    "finished",
+                    "duration_display",
+                    "attempts",
+                    "progress_display",
+                ]
+            },
         ),
         ("Parameters and result", {"fields": ["parameters_display", "result_display"]}),
         (
@@ -216,6 +227,7 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
         "finished",
         "duration_display",
         "attempts",
+        "progress_display",
         "parameters_display",
         "result_display",
         "traceback_display",
@@ -224,6 +236,11 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
         "retry_of_display",
         "task_key",
     ]
+
+    @admin.display(description="Progress")
+    def progress_display(self, obj: TaskRun) -> str:
+        """``set_progress()`` of the run's code: a bar while it runs, the last value after."""
+        return progress_html(obj.progress)
 
     @admin.display(description="Schedule")
     def schedule_link(self, obj: TaskRun) -> str:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from .models import TaskRun, TaskRunDependency, TaskRunLog
+from .progress import Progress
 
 __all__ = [
     "format_log",
@@ -99,6 +100,23 @@ def run_details(run_id: uuid.UUID) -> dict[str, Any] | None:
 def run_state(run_id: uuid.UUID) -> str | None:
     """The run's state type, or ``None`` if there is no such run (one indexed read)."""
     return TaskRun.objects.filter(pk=run_id).values_list("state_type", flat=True).first()
+
+
+def run_state_and_progress(run_id: uuid.UUID) -> tuple[str, Any] | None:
+    """The run's state type and ``progress`` JSON (one indexed read; ``None``: no such run)."""
+    row = TaskRun.objects.filter(pk=run_id).values_list("state_type", "progress").first()
+    return None if row is None else (row[0], row[1])
+
+
+def format_progress(value: Any) -> str:
+    """A ``set_progress()`` value as a terminal shows it: ``progress 40/100 (40 %) copying``."""
+    progress = Progress.from_json(value)
+    if progress is None:
+        return "progress -"
+    text = f"progress {progress.done:g}"
+    if progress.total is not None:
+        text += f"/{progress.total:g} ({progress.percent} %)"
+    return f"{text} {progress.message}".rstrip()
 
 
 def run_logs(run_id: uuid.UUID, after: int = 0) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from django.utils.safestring import SafeString
 
 from .api import queries
 from .permissions import VIEW, VIEW_SCHEDULE, may
+from .progress import progress_html
 from .retention import parse_age
 from .schedules.listing import schedule_rows
 
@@ -67,6 +68,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             (t for t in tasks if t["failed"]), key=lambda t: -(t["failure_rate"] or 0)
         )[:5],
         "workers": workers,
+        "running": [
+            {**run, "progress_html": progress_html(run["progress"])}
+            for run in queries.running_runs()
+        ],
         # Shown to whoever may see schedules (view_schedule), as the admin would.
         "schedules": schedule_rows(limit=50) if may(request.user, VIEW_SCHEDULE) else None,
         "now": now,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from .progress import Progress
 from .serializers import loads
 from .states import FINAL_TYPES, StateType
 
@@ -117,6 +118,15 @@ class TaskRunFuture(BaseFuture, Generic[R]):
     def state(self) -> State:
         """The run's current state, read fresh from the database."""
         return self.refresh()
+
+    @property
+    def progress(self) -> Progress | None:
+        """The run's latest ``set_progress()`` value, read from the database (``None``: it
+        set none). Written a few times a second while it runs; the last value is kept."""
+        from .models import TaskRun
+
+        row = TaskRun.objects.filter(pk=self.id).values_list("progress", flat=True).first()
+        return Progress.from_json(row)
 
     def cancel(self) -> bool:
         """Ask for the run to be cancelled; ``False`` if it had already finished.

@@ -96,6 +96,8 @@ class TaskRun(models.Model):
     result = models.BinaryField(null=True, blank=True)
     result_preview = models.JSONField(null=True, blank=True)
     traceback = models.TextField(blank=True)
+    #: ``set_progress()`` of the run's code: {"done", "total", "message"} (django_tasks.progress).
+    progress = models.JSONField(null=True, blank=True, editable=False)
     # Runs enqueued through Django's django.tasks (our backend, django_tasks.backends): what a
     # TaskResult shows and our own columns cannot keep exactly - the Task's module path and
     # options, the JSON arguments, the JSON return value, one error per failed attempt. JSON

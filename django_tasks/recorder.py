@@ -73,6 +73,8 @@ class RunRecord:
     started: datetime | None = None
     finished: datetime | None = None
     result_preview: Any = None
+    #: The last ``set_progress()`` value (django_tasks.progress), as JSON.
+    progress: Any = None
     #: The signed result payload, when the task persists results (persist_result, caching).
     result: bytes | None = None
     traceback: str = ""
@@ -136,6 +138,7 @@ class RunRecord:
             "attempts": self.attempts,
             "parameters_preview": self.parameters_preview,
             "result_preview": self.result_preview,
+            "progress": self.progress,
             "result": base64.b64encode(self.result).decode() if self.result is not None else None,
             "traceback": self.traceback,
             "created": self.created.isoformat(),

@@ -30,6 +30,8 @@ from .aio import loop_for_calls, running_loop
 from .conf import task_settings
 from .dependencies import AnyFuture, allow_failure
 from .futures import BaseFuture, State
+from .progress import Progress
+from .progress import writer as progress_writer
 from .recorder import RunRecord, record
 from .runs import execute, new_record
 from .states import StateName, StateType
@@ -71,6 +73,7 @@ class SubmittedFuture(BaseFuture, Generic[R]):
         self.task_run_name = run.name
         self._state = State(run.state_type, run.state_name, "", run.updated)
         self._inner: concurrent.futures.Future[State] = concurrent.futures.Future()
+        self._progress: Progress | None = None
 
     def __repr__(self) -> str:
         return f"<SubmittedFuture {self.task_run_name} {self.id}>"
@@ -86,6 +89,11 @@ class SubmittedFuture(BaseFuture, Generic[R]):
         if self._inner.done():
             return self._final()
         return self._state
+
+    @property
+    def progress(self) -> Progress | None:
+        """The run's latest ``set_progress()`` value (this process knows it: no read)."""
+        return progress_writer.get(self.id) or self._progress
 
     def done(self) -> bool:
         return self._inner.done()
@@ -144,6 +152,9 @@ class SubmittedFuture(BaseFuture, Generic[R]):
     def _publish(self, run: RunRecord, state: State) -> None:
         record(run)
         self._state = state
+
+    def _ended(self, run: RunRecord) -> None:
+        self._progress = Progress.from_json(run.progress)
 
 
 class TaskFutureList(list[SubmittedFuture[R]]):
@@ -255,7 +266,9 @@ def _execute(
 ) -> State:
     try:
         with loop_for_calls(loop):
-            return execute(task, run, args, kwargs, wait_for, publish=future._publish)
+            state = execute(task, run, args, kwargs, wait_for, publish=future._publish)
+        future._ended(run)
+        return state
     finally:
         close_old_connections()
 

@@ -20,6 +20,7 @@ from django.db import DatabaseError
 from django.db import transaction as db_transaction
 from django.utils import timezone
 
+from . import progress
 from .aio import call_on_loop
 from .cache_policies import CacheKeyError
 from .caching import CachedResult, cache_key, cache_lock, cached_message, lookup, store
@@ -314,6 +315,9 @@ def _end(
     """Record the final state, then call the hooks (a run that never started has none).
 
     The caller learns the outcome from the returned state, after the hooks ran."""
+    last = progress.writer.end(run.id)  # recorded with the run (its row may not exist yet)
+    if last is not None:
+        run.update(progress=last.as_json())
     run.move(state.type, state.name, state.message, state.timestamp, finished=NOW)
     record(run)
     send(run_finished, task, run_id=run.id, state=state)

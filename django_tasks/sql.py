@@ -673,21 +673,21 @@ WITH run_rows AS (
         id uuid, task_key text, task_name text, name text, origin text, queue text,
         priority integer, tags jsonb, state_type text, state_name text, state_message text,
         attempts integer, parameters_preview jsonb, result_preview jsonb, traceback text,
-        result text,
+        result text, progress jsonb,
         created timestamptz, updated timestamptz, started timestamptz, finished timestamptz
     )
 ), runs AS (
-    INSERT INTO {RUN} (
+    INSERT INTO {RUN} AS r (
         id, task_key, task_name, name, origin, queue, priority, tags,
         state_type, state_name, state_message, scheduled_time, attempts, worker,
         retries, retry_delays, retry_jitter, timeout, parameters, parameters_preview,
-        result, result_preview, traceback, created, updated, started, finished
+        result, result_preview, traceback, progress, created, updated, started, finished
     )
     SELECT id, task_key, task_name, name, origin, queue, priority, tags,
            state_type, state_name, state_message, created, attempts, '',
            0, '[]'::jsonb, NULL, NULL, ''::bytea, parameters_preview,
-           decode(result, 'base64'), result_preview, traceback, created, updated, started,
-           finished
+           decode(result, 'base64'), result_preview, traceback, progress, created, updated,
+           started, finished
     FROM run_rows
     ON CONFLICT (id) DO UPDATE
     SET name = EXCLUDED.name, state_type = EXCLUDED.state_type,
@@ -695,6 +695,8 @@ WITH run_rows AS (
         attempts = EXCLUDED.attempts, result = EXCLUDED.result,
         result_preview = EXCLUDED.result_preview,
         traceback = EXCLUDED.traceback, updated = EXCLUDED.updated,
+        -- written meanwhile by the progress thread (django_tasks.progress), unless final
+        progress = COALESCE(EXCLUDED.progress, r.progress),
         started = EXCLUDED.started, finished = EXCLUDED.finished
 ), history AS (
     INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from django.db import connection
 
+from django_tasks.progress import writer as progress_writer
 from django_tasks.recorder import writer
 from django_tasks.topic import open_worker_connection
 from django_tasks.worker import Worker
@@ -46,6 +47,7 @@ def _recorder_stops_before_the_test_database(django_db_setup: Any) -> Iterator[N
     dropped (and so that nothing is written to the real database at exit)."""
     yield
     writer.close()
+    progress_writer.close()
 
 
 @pytest.fixture(autouse=True)

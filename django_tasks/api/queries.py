@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from ..conf import task_settings
 from ..ids import uuid7_floor
-from ..models import Worker
+from ..models import TaskRun, Worker
 from ..registry import registry
 
 __all__ = ["live_workers", "queue_depths", "state_counts", "task_stats", "throughput"]
@@ -118,6 +118,13 @@ def live_workers() -> list[Worker]:
     now = timezone.now()
     workers = Worker.objects.filter(stopped__isnull=True).order_by("name")
     return [worker for worker in workers if now - worker.last_heartbeat <= timeout]
+
+
+def running_runs(limit: int = 20) -> list[dict[str, Any]]:
+    """The runs running now, longest first, with their progress (the dashboard)."""
+    runs = TaskRun.objects.filter(state_type__in=["RUNNING", "CANCELLING"]).order_by("started")
+    fields = ["id", "name", "task_name", "worker", "started", "progress"]
+    return list(runs.values(*fields)[:limit])
 
 
 _THROUGHPUT = """

@@ -46,6 +46,7 @@ RUN_FIELDS = [
     "duration",
     "parameters_preview",
     "result_preview",
+    "progress",
     "retry_of",
 ]
 
@@ -54,6 +55,8 @@ class RunSerializer(serializers.ModelSerializer[TaskRun]):
     duration = serializers.FloatField(read_only=True, allow_null=True)
     parameters_preview = serializers.JSONField(read_only=True)
     result_preview = serializers.JSONField(read_only=True, allow_null=True)
+    #: {"done", "total", "message"} of the run's last set_progress() (django_tasks.progress).
+    progress = serializers.JSONField(read_only=True, allow_null=True)
     tags = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:

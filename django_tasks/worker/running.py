@@ -24,7 +24,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 from psycopg.types.json import Json
 
-from .. import sql
+from .. import progress, sql
 from ..cache_policies import CacheKeyError
 from ..caching import (
     CachedResult,
@@ -347,8 +347,16 @@ class Execution:
         send(run_started, self.task, run_id=run.id, attempt=self.attempt)
         with run_context(self.context()):
             outcome = self._call(close)
+        self._end_progress()
         marked = worker.unpublish(run.task_key)
         return outcome, started, marked
+
+    def _end_progress(self) -> None:
+        """The run's last ``set_progress()`` value is written before its outcome."""
+        progress.writer.end(self.run.id, self._execute)
+
+    def _execute(self, query: str, params: dict[str, Any]) -> list[Any]:
+        return self.db.execute(query, params, give_up_on_stop=False)
 
     def _call(self, close: bool) -> Outcome:
         """The function's outcome: its result, or what it raised (a timeout, a cancel).
@@ -542,6 +550,7 @@ class AsyncExecution(Execution):
         send(run_started, self.task, run_id=self.run.id, attempt=self.attempt)
         with run_context(self.context()):
             outcome = self._call(close)
+        self._end_progress()
         return outcome, started, True
 
     def _invoke(self, task: Task[Any, Any]) -> Any:

@@ -8,7 +8,7 @@ import sys
 import time
 from datetime import timedelta
 
-from django_tasks import State, cron, get_run_logger, task
+from django_tasks import State, cron, get_run_logger, set_progress, task
 from django_tasks.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
 from django_tasks.context import TaskRunContext, get_run_context
 from django_tasks.tasks import StateHook
@@ -417,3 +417,21 @@ async def async_sleep_io(seconds: float) -> None:
 def sleep_io(seconds: float) -> None:
     """The same wait as a sync task (benchmarks/async_runs.py)."""
     time.sleep(seconds)
+
+
+@task
+def with_progress(steps: int, pause: float, message: str = "step") -> int:
+    """Says how far it has got after each step (django_tasks.progress)."""
+    for step in range(1, steps + 1):
+        time.sleep(pause)
+        set_progress(step, steps, f"{message} {step}")
+    return steps
+
+
+@task
+def chatty_progress(calls: int) -> int:
+    """set_progress() in a tight loop: the writes are throttled."""
+    for done in range(calls):
+        set_progress(done, calls)
+    set_progress(calls, calls, "done")
+    return calls

@@ -180,19 +180,25 @@ class Command(BaseCommand):
         self._out(details, "\n".join(lines), options)
 
     def _logs(self, run_id: Any, options: dict[str, Any]) -> None:
-        """Print the lines; with ``--follow``, keep printing new ones until the run ends."""
+        """Print the lines; with ``--follow``, keep printing new ones - and the run's
+        progress each time it changes - until the run ends."""
         if cli.run_state(run_id) is None:
             raise RunNotFound(f"No task run {run_id}.")
-        last, ended = 0, False
+        last, ended, shown = 0, False, None
         while True:
             for line in cli.run_logs(run_id, after=last):
                 last = line["id"]
                 self.stdout.write(json.dumps(line) if options["json"] else cli.format_log(line))
             if not options["follow"] or ended:
                 return
-            state = cli.run_state(run_id)
+            row = cli.run_state_and_progress(run_id)
+            progress = row[1] if row else None
+            if progress is not None and progress != shown:
+                shown = progress
+                text = cli.format_progress(progress)
+                self.stdout.write(json.dumps({"progress": progress}) if options["json"] else text)
             # One more round after the end: the last lines are written in batches.
-            ended = state is None or is_final(state)
+            ended = row is None or is_final(row[0])
             time.sleep(0.5)
 
     def _cancel(self, run_id: Any, options: dict[str, Any]) -> None:
