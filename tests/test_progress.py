@@ -80,7 +80,11 @@ def test_a_submitted_run_gives_its_progress_to_its_future():
     assert future.result(timeout=30) == 4
     assert future.progress == Progress(4, 4, "step 4")
     flush()
-    assert TaskRun.objects.get(pk=future.id).progress["done"] == 4
+    assert TaskRun.objects.get(pk=future.id).progress == {
+        "done": 4,
+        "total": 4,
+        "message": "step 4",
+    }
 
 
 def test_writes_are_throttled_and_the_last_value_is_written():
