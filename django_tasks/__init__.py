@@ -16,6 +16,7 @@ This module must not import models: it is imported while Django populates INSTAL
 
 from __future__ import annotations
 
+from .artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from .context import MissingContextError, TaskRunContext, get_run_context
 from .dependencies import UpstreamFailed, allow_failure
 from .futures import State, TaskRunFailed, TaskRunFuture
@@ -65,6 +66,9 @@ __all__ = [
     "UpstreamFailed",
     "allow_failure",
     "as_completed",
+    "create_link_artifact",
+    "create_markdown_artifact",
+    "create_table_artifact",
     "cron",
     "current_transaction",
     "every",

@@ -22,6 +22,7 @@ from django.utils.html import format_html, format_html_join
 
 from .actions import RunNotFound, cancel_run, retry_run
 from .admin_filters import CreatedFilter, QueueFilter, TagFilter, TaskFilter, WorkerFilter
+from .artifacts.admin import ArtifactAdmin, ArtifactInline
 from .limits.admin import LimitAdmin
 from .models import TaskRun, TaskRunDependency, TaskRunLog, TaskRunState
 from .permissions import CANCEL, RETRY, VIEW, may
@@ -29,7 +30,7 @@ from .progress import progress_html
 from .schedules.admin import ScheduleAdmin
 from .states import StateType, is_final
 
-__all__ = ["LimitAdmin", "ScheduleAdmin", "TaskRunAdmin"]
+__all__ = ["ArtifactAdmin", "LimitAdmin", "ScheduleAdmin", "TaskRunAdmin"]
 
 # The admin classes are generic only for the type checker (django-stubs); at run time they are not.
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
     search_fields = ["task_name"]
     list_per_page = 50
     show_full_result_count = False  # no COUNT(*) of the whole table on every page
-    inlines = [TaskRunStateInline, TaskRunLogInline]
+    inlines = [TaskRunStateInline, TaskRunLogInline, ArtifactInline]
     actions = ["retry_selected", "cancel_selected"]
     fieldsets = [
         (None, {"fields": ["id", "task_name", "name", "badge", "state_message", "origin"]}),

@@ -19,7 +19,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from .api import queries
-from .permissions import VIEW, VIEW_SCHEDULE, may
+from .artifacts.listing import latest_artifacts
+from .permissions import VIEW, VIEW_ARTIFACT, VIEW_SCHEDULE, may
 from .progress import progress_html
 from .retention import parse_age
 from .schedules.listing import schedule_rows
@@ -72,6 +73,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             {**run, "progress_html": progress_html(run["progress"])}
             for run in queries.running_runs()
         ],
+        # The latest version of each artifact key, to whoever may view artifacts.
+        "artifacts": latest_artifacts() if may(request.user, VIEW_ARTIFACT) else None,
         # Shown to whoever may see schedules (view_schedule), as the admin would.
         "schedules": schedule_rows(limit=50) if may(request.user, VIEW_SCHEDULE) else None,
         "now": now,

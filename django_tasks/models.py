@@ -10,12 +10,14 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from .artifacts.models import Artifact
 from .ids import uuid7
 from .limits.models import Limit, RateState
 from .schedules.models import Schedule
 from .states import FINAL_TYPES, StateType
 
 __all__ = [
+    "Artifact",
     "Limit",
     "RateState",
     "ResultRecord",

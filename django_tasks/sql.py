@@ -20,6 +20,7 @@ from .states import StateName, StateType, check_transition
 
 RUN = "django_tasks_taskrun"
 STATE = "django_tasks_taskrunstate"
+ARTIFACT = "django_tasks_artifact"
 WORKER = "django_tasks_worker"
 DEPENDENCY = "django_tasks_taskrundependency"
 RESULT = "django_tasks_resultrecord"
@@ -650,6 +651,11 @@ WITH doomed AS (
 ), edges AS (
     DELETE FROM {DEPENDENCY}
     WHERE downstream_id IN (SELECT id FROM doomed) OR upstream_id IN (SELECT id FROM doomed)
+), artifacts AS (
+    -- An unkeyed artifact goes with its run; a keyed one stays (its key's versions), runless.
+    DELETE FROM {ARTIFACT} WHERE run_id IN (SELECT id FROM doomed) AND key = ''
+), kept_artifacts AS (
+    UPDATE {ARTIFACT} SET run_id = NULL WHERE run_id IN (SELECT id FROM doomed) AND key <> ''
 )
 DELETE FROM {RUN} WHERE id IN (SELECT id FROM doomed)
 """

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from django.db import connection
 
+from django_tasks.artifacts.create import close as close_artifacts
 from django_tasks.progress import writer as progress_writer
 from django_tasks.recorder import writer
 from django_tasks.topic import open_worker_connection
@@ -48,6 +49,7 @@ def _recorder_stops_before_the_test_database(django_db_setup: Any) -> Iterator[N
     yield
     writer.close()
     progress_writer.close()
+    close_artifacts()
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,7 @@ def operator(username: str, password: str = "pw") -> User:
     (tests/test_permissions.py: who else)."""
     user = User.objects.create_user(username, password=password, is_staff=True)
     codenames = ["view_taskrun", "retry_taskrun", "cancel_taskrun", "view_schedule"]
-    codenames += ["view_limit", "add_limit", "change_limit", "delete_limit"]
+    codenames += ["view_limit", "add_limit", "change_limit", "delete_limit", "view_artifact"]
     user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
     return user
 

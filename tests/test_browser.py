@@ -22,7 +22,7 @@ import pytest
 
 from django_tasks.models import TaskRun
 from django_tasks.worker import Worker
-from tests.taskapp.tasks import add, explode, slow_echo
+from tests.taskapp.tasks import add, attach_artifacts, explode, slow_echo
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
@@ -159,3 +159,61 @@ def _find_failed_run_retry_it_and_open_the_dashboard(page: Any, url: str, failed
     assert "explode" in page.locator("body").inner_text()  # among the most failing tasks
     _screenshot(page, "dashboard.png")
     return new_id.group(1)
+
+
+def test_a_hostile_artifact_runs_nothing_in_the_admin_or_the_dashboard(
+    live_server: Any, django_user_model: Any
+) -> None:
+    """A run's markdown with <script>, raw HTML with handlers and a javascript: link: in a
+    real browser, no dialog opens, no script or image element comes from it, and its links go
+    to http(s) only (tests/test_artifacts.py checks the HTML; this, what a browser does)."""
+    django_user_model.objects.create_superuser("admin", "admin@example.com", "browser-pw")
+    future = attach_artifacts.delay("browser")
+    Worker(burst=True, handle_signals=False).run()
+    assert TaskRun.objects.get(pk=future.id).state_type == "COMPLETED"
+    with browser_page() as page:
+        dialogs: list[str] = []
+
+        def on_dialog(dialog: Any) -> None:
+            dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        page.on("dialog", on_dialog)
+        page.goto(f"{live_server.url}/admin/login/?next=/admin/django_tasks/taskrun/{future.id}/")
+        page.fill("#id_username", "admin")
+        page.fill("#id_password", "browser-pw")
+        page.click("input[type=submit]")
+        page.wait_for_selector(".djt-artifact h1")
+        shown = _artifact_elements(page)
+        _screenshot(page, "admin-run-artifacts.png")
+        page.goto(f"{live_server.url}/tasks/dashboard/")
+        page.wait_for_selector("#artifacts .djt-artifact h1")
+        on_dashboard = _artifact_elements(page)
+        page.wait_for_timeout(300)  # an onerror handler would have fired by now
+    assert dialogs == []
+    for elements in (shown, on_dashboard):
+        assert elements["scripts"] == 0
+        assert elements["images"] == 0
+        assert elements["handlers"] == 0
+        assert "<script>alert('script')</script>" in elements["text"]  # shown, as text
+        assert all(href.startswith("https://") for href in elements["hrefs"]), elements["hrefs"]
+        assert "https://example.com/" in elements["hrefs"]
+
+
+def _artifact_elements(page: Any) -> dict[str, Any]:
+    """What the browser built inside the artifacts' containers."""
+    result: dict[str, Any] = page.evaluate(
+        """() => {
+            const boxes = [...document.querySelectorAll('.djt-artifact')];
+            const all = boxes.flatMap(b => [...b.querySelectorAll('*')]);
+            return {
+                scripts: all.filter(e => e.tagName === 'SCRIPT').length,
+                images: all.filter(e => e.tagName === 'IMG').length,
+                handlers: all.filter(e => [...e.attributes].some(a => a.name.startsWith('on')))
+                    .length,
+                hrefs: all.filter(e => e.hasAttribute('href')).map(e => e.getAttribute('href')),
+                text: boxes.map(b => b.innerText).join('\\n'),
+            };
+        }"""
+    )
+    return result

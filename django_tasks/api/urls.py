@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
+from ..artifacts.api import ArtifactViewSet
 from .schema import generate_schema
 from .views import (
     LimitViewSet,
@@ -28,6 +29,7 @@ router.register("runs", RunViewSet, basename="run")
 router.register("workers", WorkerViewSet, basename="worker")
 router.register("schedules", ScheduleViewSet, basename="schedule")
 router.register("limits", LimitViewSet, basename="limit")
+router.register("artifacts", ArtifactViewSet, basename="artifact")
 
 
 class SchemaView(_Secured, SpectacularAPIView):

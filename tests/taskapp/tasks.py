@@ -8,7 +8,16 @@ import sys
 import time
 from datetime import timedelta
 
-from django_tasks import State, cron, get_run_logger, set_progress, task
+from django_tasks import (
+    State,
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+    cron,
+    get_run_logger,
+    set_progress,
+    task,
+)
 from django_tasks.cache_policies import INPUTS, RUN_ID, TASK_SOURCE
 from django_tasks.context import TaskRunContext, get_run_context
 from django_tasks.tasks import StateHook
@@ -435,3 +444,20 @@ def chatty_progress(calls: int) -> int:
         set_progress(done, calls)
     set_progress(calls, calls, "done")
     return calls
+
+
+HOSTILE_MARKDOWN = (
+    "# Nightly report\n\n"
+    "<script>alert('script')</script>\n\n"
+    "<img src=x onerror=alert('img')> <b onclick=alert('b')>raw html</b>\n\n"
+    "[click me](javascript:alert('link')) and [the site](https://example.com/)\n"
+)
+
+
+@task
+def attach_artifacts(label: str) -> str:
+    """Attaches one artifact of each kind, with hostile content (tests/test_artifacts.py)."""
+    create_markdown_artifact(HOSTILE_MARKDOWN + label, key="nightly-report", description="<b>d")
+    create_table_artifact([{"name": "<i>row</i>", "n": 1}, {"name": "two", "n": 2.5}])
+    create_link_artifact("https://example.com/a?b=1&c=2", "<b>the link</b>")
+    return label

@@ -1,0 +1,73 @@
+"""Artifacts in the admin: their own list (the latest versions of a key first) and an inline on
+each run's page, shown rendered through :mod:`.render` and only to whoever may view artifacts
+(Django's ``view_artifact``). Artifacts are what runs wrote: nobody adds or edits them here;
+whoever has ``delete_artifact`` may delete them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from .models import Artifact
+from .render import render_artifact
+
+__all__ = ["ArtifactAdmin", "ArtifactInline"]
+
+if TYPE_CHECKING:
+    from ..models import TaskRun
+
+    _ArtifactAdminBase = admin.ModelAdmin[Artifact]
+    _ArtifactInlineBase = admin.StackedInline[Artifact, TaskRun]
+else:
+    _ArtifactAdminBase = admin.ModelAdmin
+    _ArtifactInlineBase = admin.StackedInline
+
+
+@admin.display(description="Content")
+def content(obj: Artifact) -> SafeString:
+    return format_html('<div class="djt-artifact">{}</div>', render_artifact(obj.type, obj.data))
+
+
+class _NotWritten:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Artifact)
+class ArtifactAdmin(_NotWritten, _ArtifactAdminBase):
+    list_display = ["__str__", "type", "run_link", "created"]
+    list_filter = ["type"]
+    search_fields = ["key"]
+    fields = ["id", "key", "type", "description", "run_link", "created", "content"]
+    readonly_fields = ["id", "key", "type", "description", "run_link", "created", "content"]
+
+    @admin.display(description="Run")
+    def run_link(self, obj: Artifact) -> str:
+        if obj.run_id is None:
+            return "-"
+        url = reverse("admin:django_tasks_taskrun_change", args=[obj.run_id])
+        return format_html('<a href="{}">{}</a>', url, obj.run_id)
+
+    @admin.display(description="Content")
+    def content(self, obj: Artifact) -> SafeString:
+        return content(obj)
+
+
+class ArtifactInline(_NotWritten, _ArtifactInlineBase):
+    model = Artifact
+    extra = 0
+    fields = ["key", "type", "description", "created", "content"]
+    readonly_fields = ["key", "type", "description", "created", "content"]
+    can_delete = False
+
+    @admin.display(description="Content")
+    def content(self, obj: Artifact) -> SafeString:
+        return content(obj)
