@@ -66,15 +66,15 @@ def test_bad_options_fail_at_decoration(options, error, message):
         task(**options)
 
 
-def test_decorator_refuses_non_functions_and_async():
+def test_decorator_refuses_non_functions_and_takes_async_functions():
     with pytest.raises(TypeError, match="decorates a function"):
         Task(5)  # type: ignore[arg-type]
 
-    async def coro():
+    async def coro() -> int:
         return 1
 
-    with pytest.raises(TypeError, match="async tasks are not supported"):
-        task(coro)
+    assert task(coro).is_async  # docs/async.md; tests/test_async.py
+    assert not taskapp.add.is_async
 
 
 def test_with_options_copies_and_validates():

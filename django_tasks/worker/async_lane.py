@@ -249,6 +249,8 @@ class AsyncLane:
         #: Places freed so far, under ``wake``: the lane sleeps until one frees (or a NOTIFY).
         self.freed = 0
         self.wake = threading.Condition()
+        #: When runs this lane sent to wait for a rate may start (monotonic clock, a heap).
+        self.rate_wakes: list[float] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.finisher: Finisher | None = None
@@ -305,7 +307,7 @@ class AsyncLane:
                 worth = free >= max(1, self.size // 10) or free == self.size
                 runs = worker._claim(claim_db, lane=self, limit=free) if worth else []
                 if not runs:
-                    if worker.burst and free == self.size:
+                    if worker.burst and free == self.size and not self.rate_wakes:
                         return
                     worker._sleep(generation, self, freed)
                     continue

@@ -428,8 +428,9 @@ class Worker:
                 runs = self._claim(db)
                 if not runs:
                     # A burst ends when nothing is ready - but a claim that wrote completions
-                    # may have released downstream runs its own snapshot could not see.
-                    if self.burst and not flushing:
+                    # may have released downstream runs its own snapshot could not see, and
+                    # runs this worker sent to wait for a rate start soon: it waits for them.
+                    if self.burst and not flushing and not self._rate_wakes:
                         return
                     self._sleep(generation)
                     continue
@@ -450,12 +451,14 @@ class Worker:
         Comparing generations (not a shared Event) means a notification that arrives while
         this thread is claiming is not lost: the thread goes straight back to claiming.
         """
-        timeout = self.poll_interval
-        now = time.monotonic()
-        while self._rate_wakes and self._rate_wakes[0] <= now:
-            heapq.heappop(self._rate_wakes)
-        if self._rate_wakes:  # a run sent to wait for a rate may start then
-            timeout = min(timeout, self._rate_wakes[0] - now)
+        wakes = self._rate_wakes if lane is None else lane.rate_wakes
+        timeout, now = self.poll_interval, time.monotonic()
+        if wakes and wakes[0] <= now:  # a run sent to wait for a rate may start now
+            while wakes and wakes[0] <= now:
+                heapq.heappop(wakes)
+            return
+        if wakes:  # ... or then
+            timeout = min(timeout, wakes[0] - now)
         if lane is not None:
             with lane.wake:
                 lane.wake.wait_for(
@@ -475,7 +478,7 @@ class Worker:
             claimed = self._claim_batch(db, lane, limit)
             if not claimed:
                 return []
-            admitted = self._admit(db, claimed)
+            admitted = self._admit(db, claimed, lane)
             if admitted:
                 return admitted
 
@@ -540,13 +543,16 @@ class Worker:
                 return claimed
         return []
 
-    def _admit(self, db: QueueConnection, claimed: list[ClaimedRun]) -> list[ClaimedRun]:
+    def _admit(
+        self, db: QueueConnection, claimed: list[ClaimedRun], lane: AsyncLane | None = None
+    ) -> list[ClaimedRun]:
         """The claimed runs that may start now (:mod:`..limits.gate`); a run that waits for a
         rate wakes this worker when it may start."""
         admission = self.gate.admit(db, claimed, self.name)
         offset = time.monotonic() - db.db_epoch()
+        wakes = self._rate_wakes if lane is None else lane.rate_wakes
         for start in admission.wake_at:
-            heapq.heappush(self._rate_wakes, start.timestamp() + offset)
+            heapq.heappush(wakes, start.timestamp() + offset)
         return admission.runs
 
     def _batch_limit(self) -> int:
