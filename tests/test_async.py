@@ -18,6 +18,7 @@ from django.db import connections, transaction
 from django.http import HttpRequest, JsonResponse
 
 from django_tasks import task
+from django_tasks.cache_policies import INPUTS
 from django_tasks.futures import TaskRunFailed, TaskRunFuture
 from django_tasks.models import TaskRun, TaskRunState
 from tests.taskapp import tasks
@@ -263,3 +264,41 @@ def test_kill_9_of_a_process_with_50_async_runs_in_flight_loses_none(start_worke
     crashed = TaskRunState.objects.filter(run__task_name="async_sleep", name="Crashed")
     assert crashed.values("run").distinct().count() == 50
     assert proc.poll() is None  # the supervisor started a new process
+
+
+# -- caching, hooks and dependencies, as for sync tasks -------------------------------------
+
+_hook_calls: list[tuple[str, str]] = []
+
+
+@task(
+    cache_policy=INPUTS,
+    on_completion=[lambda task, run, state: _hook_calls.append((run.origin, state.name))],
+)
+async def _cached_double(n: int) -> int:
+    await asyncio.sleep(0)
+    return n * 2
+
+
+cached_double: Any = _cached_double
+
+
+def test_an_async_task_caches_and_calls_its_hooks_inline_and_in_the_worker():
+    _hook_calls.clear()
+    assert asyncio.run(cached_double(21)) == 42
+    assert asyncio.run(cached_double(21, return_state=True)).name == "Cached"
+    first, second = cached_double.delay(5), cached_double.delay(5)
+    drain(async_concurrency=4)  # caching runs lease a lane connection for the key's lock
+    assert (first.result(timeout=5), second.result(timeout=5)) == (10, 10)
+    names = sorted(TaskRun.objects.get(pk=f.id).state_name for f in (first, second))
+    assert names == ["Cached", "Completed"]
+    assert ("call", "Completed") in _hook_calls
+    assert ("delay", "Completed") in _hook_calls
+
+
+def test_an_async_run_waits_for_its_upstream_and_takes_its_result():
+    upstream = async_add.delay(1, 2)
+    downstream = async_add.delay(upstream, 10)  # a future as an argument: an upstream run
+    drain()
+    assert downstream.result(timeout=5) == 13
+    assert TaskRun.objects.get(pk=downstream.id).state_name == "Completed"

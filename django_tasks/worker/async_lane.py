@@ -181,6 +181,9 @@ class Finisher:
     def __init__(self, worker: str, db: QueueConnection) -> None:
         self.worker, self.db = worker, db
         self._queue: queue.SimpleQueue[_Finish | None] = queue.SimpleQueue()
+        self._idle = threading.Condition()
+        self._put = 0
+        self.written = 0  # final states written so far (or given up on)
         self._thread = threading.Thread(target=self._write, name="django_tasks-finish", daemon=True)
         self._thread.start()
 
@@ -191,11 +194,18 @@ class Finisher:
         written (``False``: the run was no longer this worker's); without, in the background
         (the run's place frees at once; a discarded outcome is logged by the writer)."""
         item = _Finish(run_id, outcome, finished)
+        with self._idle:
+            self._put += 1
         self._queue.put(item)
         if not wait:
             return True
         item.done.wait()
         return item.written
+
+    def wait_idle(self) -> None:
+        """Return once every final state given so far is written."""
+        with self._idle:
+            self._idle.wait_for(lambda: self.written == self._put)
 
     def close(self) -> None:
         self._queue.put(None)
@@ -236,6 +246,9 @@ class Finisher:
         finally:
             for item in batch:
                 item.done.set()
+            with self._idle:
+                self.written += len(batch)
+                self._idle.notify_all()
 
 
 class AsyncLane:
@@ -298,6 +311,7 @@ class AsyncLane:
                     self.freed += 1
                     self.wake.notify_all()
 
+        seen = -1  # final states written when a burst last found nothing to claim
         try:
             while not worker._stopping.is_set():
                 generation, freed = worker._generation, self.freed
@@ -308,7 +322,13 @@ class AsyncLane:
                 runs = worker._claim(claim_db, lane=self, limit=free) if worth else []
                 if not runs:
                     if worker.burst and free == self.size and not self.rate_wakes:
-                        return
+                        # Done - unless final states written since the last look released
+                        # downstream runs (as the slot's completions do): one more claim.
+                        self.finisher.wait_idle()
+                        if self.finisher.written == seen:
+                            return
+                        seen = self.finisher.written
+                        continue
                     worker._sleep(generation, self, freed)
                     continue
                 with self._lock:
