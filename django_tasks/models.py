@@ -89,6 +89,7 @@ class TaskRun(models.Model):
         on_delete=models.SET_NULL,
         related_name="retried_by",
         db_constraint=False,
+        db_index=False,  # a partial index (Meta.indexes): most runs are no retry
         help_text="The finished run this one was created to retry.",
     )
 
@@ -119,6 +120,9 @@ class TaskRun(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         db_constraint=False,
+        # Looked up through django_tasks_one_run_per_tick (schedule, tick), a partial index:
+        # a run without a schedule adds no entry anywhere.
+        db_index=False,
         related_name="runs",
     )
     tick = models.DateTimeField(null=True, blank=True)
@@ -161,6 +165,13 @@ class TaskRun(models.Model):
                 "unique_key",
                 name="django_tasks_unique_key_idx",
                 condition=Q(unique_key__isnull=False),
+            ),
+            # Retries of a run (its page lists them): only runs that are retries are indexed,
+            # so an enqueue adds no entry here.
+            models.Index(
+                "retry_of",
+                name="django_tasks_retry_of_idx",
+                condition=Q(retry_of__isnull=False),
             ),
             # Runs waiting for a concurrency slot: what a freed slot looks for.
             models.Index(

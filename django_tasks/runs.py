@@ -55,7 +55,7 @@ def new_record(
     task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], origin: str
 ) -> RunRecord:
     """A PENDING run of ``task``; wrong arguments raise here, before anything is recorded."""
-    arguments = dict(task.bind(args, kwargs).arguments)
+    arguments = task.arguments(args, kwargs)
     run_id = uuid7()
     now = timezone.now()
     return RunRecord(
@@ -115,7 +115,7 @@ def execute(
             args, kwargs = resolve(args), resolve(kwargs)
         except Exception as exc:  # an upstream failed, or its result cannot be read
             return _end(task, run, None, _failed(exc))
-        arguments = dict(task.bind(args, kwargs).arguments)
+        arguments = task.arguments(args, kwargs)
         run.update(parameters_preview=preview(arguments))
     txn = current_transaction()
     if txn is None and task.options.atomic:

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import hmac
 import io
+import math
 import pickle
 from collections.abc import Mapping
 from typing import Any
@@ -173,10 +174,43 @@ def preview(value: Any, *, depth: int = 0) -> Any:
     surrogates are escaped, an int too long to print is summarised - so that a preview can
     never be the reason a run or its result fails to be written."""
     limit = task_settings().PREVIEW_MAX_CHARS
+    if type(value) is dict and depth == 0:
+        shown = _plain_preview(value, limit)
+        if shown is not None:
+            return shown
     try:
         return _preview(value, depth, limit)
     except Exception as exc:  # a mapping or sequence that breaks when read
         return f"<{type(value).__qualname__} (preview failed: {describe_exception(exc)})>"
+
+
+def _plain_preview(arguments: dict[Any, Any], limit: int) -> dict[str, Any] | None:
+    """The preview of the usual arguments - at most 20, named by short plain strings, each
+    ``None``, a bool, a modest int, a finite float or a short plain string - is the arguments
+    themselves; ``None`` for anything else (then :func:`_preview` makes one). A fast path:
+    previews were a fifth of a bulk enqueue's Python."""
+    if len(arguments) > 20:
+        return None
+    for key, value in arguments.items():
+        if type(key) is not str or not _plain_text(key, limit):
+            return None
+        kind = type(value)
+        if value is None or kind is bool or (kind is int and -_BIG < value < _BIG):
+            continue
+        if kind is float and math.isfinite(value):
+            continue
+        if kind is str and _plain_text(value, limit):
+            continue
+        return None
+    return dict(arguments)
+
+
+#: Ints shown as they are by the fast path (longer ones are summarised by storable_int).
+_BIG = 10**15
+
+
+def _plain_text(text: str, limit: int) -> bool:
+    return len(text) <= limit and text.isascii() and "\x00" not in text
 
 
 def _preview(value: Any, depth: int, limit: int) -> Any:

@@ -51,13 +51,15 @@ _SCHEDULED = _move(None, StateType.SCHEDULED)
 #: about a tenth of an enqueue.
 ENQUEUE = "SELECT django_tasks_enqueue(%(run)s::jsonb, %(parameters)s::bytea)"
 
-#: Bulk enqueue: the same rows as ENQUEUE, built from parallel arrays in one statement, so a
-#: backfill of thousands of runs is one round trip, one commit and one NOTIFY.
+#: Bulk enqueue: the same rows as ENQUEUE in one statement, so a backfill of thousands of runs
+#: is one round trip, one commit and one NOTIFY. The runs travel as one JSON array of
+#: ``[id, name, base64 parameters, preview]``: psycopg adapts four arrays element by element,
+#: which cost more than the rest of the enqueue (measured: 33 of 115 us a run).
 ENQUEUE_MANY = f"""
 WITH item AS (
-    SELECT * FROM unnest(
-        %(ids)s::uuid[], %(names)s::text[], %(parameters)s::bytea[], %(previews)s::jsonb[]
-    ) AS t(id, name, parameters, preview)
+    SELECT (t.value ->> 0)::uuid AS id, t.value ->> 1 AS name,
+           decode(t.value ->> 2, 'base64') AS parameters, t.value -> 3 AS preview
+    FROM jsonb_array_elements(%(items)s::jsonb) AS t(value)
 ), run AS (
     INSERT INTO {RUN} (
         id, task_key, task_name, name, origin, queue, priority, tags,

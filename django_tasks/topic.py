@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import json
 import uuid
+from base64 import b64encode
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,12 @@ from .dependencies import Upstream, collect_upstreams, resolve
 from .futures import TaskRunFuture
 from .ids import uuid7
 from .migrated import explain_missing_schema
+from .poolers import (
+    PREPARED_STATEMENT_ERRORS,
+    PreparedStatementsUnsupported,
+    preparing,
+    stop_preparing,
+)
 from .runners import SubmittedFuture
 from .serializers import dumps, preview
 from .signals import run_enqueued, send
@@ -156,7 +163,7 @@ class RunDocument:
         priority: int,
         scheduled_time: datetime | None,
     ) -> RunDocument:
-        arguments = dict(task.bind(args, kwargs).arguments)
+        arguments = task.arguments(args, kwargs)
         run_id = uuid7()
         return cls(
             task=task,
@@ -259,18 +266,25 @@ def _execute_prepared(query: str, params: dict[str, Any]) -> Any:
     wrapper = connections[task_settings().DATABASE_ALIAS]
     wrapper.ensure_connection()
     conn = wrapper.connection
-    prepare = task_settings().PREPARE_STATEMENTS
+    prepare = preparing()
     threshold = conn.prepare_threshold
     if prepare and threshold is None:
         conn.prepare_threshold = 0  # None would make psycopg ignore prepare=True
     try:
-        with (
-            explain_missing_schema(wrapper.alias),
-            wrapper.wrap_database_errors,
-            psycopg.Cursor(conn) as cursor,
-        ):
-            cursor.execute(query, params, prepare=prepare)
-            row = cursor.fetchone()
+        with explain_missing_schema(wrapper.alias), wrapper.wrap_database_errors:
+            try:
+                with psycopg.Cursor(conn) as cursor:
+                    cursor.execute(query, params, prepare=prepare)
+                    row = cursor.fetchone()
+            except PREPARED_STATEMENT_ERRORS as exc:
+                if not prepare:
+                    raise
+                advice = stop_preparing(exc)  # a pooler (django_tasks.poolers)
+                if wrapper.in_atomic_block:  # the caller's transaction is aborted
+                    raise PreparedStatementsUnsupported(advice) from exc
+                with psycopg.Cursor(conn) as cursor:  # autocommit: nothing was written
+                    cursor.execute(query, params, prepare=False)
+                    row = cursor.fetchone()
     finally:
         conn.prepare_threshold = threshold
     return row[0] if row else None
@@ -295,23 +309,18 @@ def enqueue_many(
             f"Task {task.name!r} is unique: enqueue its runs with .delay(), which returns the "
             f"live run of a key instead of adding one (delay_many() adds every run)."
         )
-    ids, names, payloads, previews = [], [], [], []
+    ids, items = [], []
     for args, kwargs in calls:
         if collect_upstreams(args, kwargs):
             raise TypeError("delay_many() does not take futures: use .delay() (or wait_for).")
         run = RunDocument.build(task, args, kwargs, queue, priority, scheduled_time)
         ids.append(run.id)
-        names.append(run.name)
-        payloads.append(run.payload)
-        previews.append(Json(run.preview))
+        items.append([str(run.id), run.name, b64encode(run.payload).decode(), run.preview])
     if not ids:
         return []
     params = {
         **_run_columns(task, queue, priority, scheduled_time),
-        "ids": ids,
-        "names": names,
-        "parameters": payloads,
-        "previews": previews,
+        "items": json.dumps(items),
         "state_name": StateName.SCHEDULED,
     }
     alias = task_settings().DATABASE_ALIAS

@@ -77,14 +77,14 @@ def start_worker(
     """Start ``manage.py runtaskworker`` subprocesses; kill any still alive at teardown."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(*args: str) -> subprocess.Popen[bytes]:
+    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         if "--concurrency" not in args:
             args = ("--concurrency", "1", *args)
         log = open(tmp_path / f"worker-{len(started)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "runtaskworker", "-v", "2", *args],
             cwd=ROOT,
-            env=worker_env,
+            env=worker_env if env is None else env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: teardown kills its children too

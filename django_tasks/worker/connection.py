@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from ..conf import task_settings
+from ..poolers import PREPARED_STATEMENT_ERRORS, preparing, stop_preparing
 from ..topic import open_worker_connection
 
 __all__ = ["QueueConnection"]
@@ -32,7 +32,7 @@ class QueueConnection:
         self.stopping = stopping
         self.conn: psycopg.Connection[Any] | None = None
         self.clock_offset = 0.0
-        self.prepare = task_settings().PREPARE_STATEMENTS
+        self.prepare = preparing()
 
     def open(self) -> psycopg.Connection[Any]:
         """Connect, and measure how far the database's clock is from ours.
@@ -72,6 +72,10 @@ class QueueConnection:
                 # versions that cannot keep prepared statements in transaction mode).
                 cursor = conn.execute(query, params, prepare=self.prepare and params is not None)
                 return cursor.fetchall() if cursor.description else []
+            except PREPARED_STATEMENT_ERRORS as exc:
+                if not self.prepare:  # not ours to mend: the statement itself is wrong
+                    raise
+                self._stop_preparing(exc)  # then the statement again, unprepared
             except psycopg.OperationalError as exc:
                 logger.warning("Database unavailable (%s); retrying in %.1fs", exc, delay)
                 self.close()
@@ -97,11 +101,22 @@ class QueueConnection:
                         if not cursor.nextset():
                             break
                 return results
+            except PREPARED_STATEMENT_ERRORS as exc:
+                if not self.prepare:
+                    raise
+                self._stop_preparing(exc)
             except psycopg.OperationalError as exc:
                 logger.warning("Database unavailable (%s); retrying in %.1fs", exc, delay)
                 self.close()
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _stop_preparing(self, error: BaseException) -> None:
+        """A pooler lost our prepared statements (:mod:`..poolers`): none from now on; this
+        connection is replaced (psycopg's record of what it prepared no longer holds)."""
+        stop_preparing(error)
+        self.prepare = False
+        self.close()
 
     def close(self) -> None:
         if self.conn is not None:

@@ -1,0 +1,74 @@
+"""Connection poolers that cannot keep prepared statements.
+
+Our statements are prepared on the server (``PREPARE_STATEMENTS``, on by default: planning
+them cost more than running them). Behind PgBouncer before 1.21 in transaction mode - or with
+``max_prepared_statements = 0`` - a client's prepared statement lives on whichever server
+connection it happened to get, so the next transaction meets ``prepared statement "_pg3_0"
+already exists`` (DuplicatePreparedStatement) or ``... does not exist``
+(InvalidSqlStatementName). Before this module a worker died on it, was restarted, and died
+again: a crash loop that ran nothing and named nothing.
+
+Now the first such error turns preparing off for the whole process (every connection of the
+process goes through the same pooler), with one warning naming the setting, and the statement
+is sent again unprepared where that is safe: a statement of its own transaction (the
+workers'), or an enqueue outside a transaction. An enqueue inside the caller's transaction
+cannot be sent again - the transaction is aborted - so it raises, once per process, an error
+that says what to set.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import OperationalError
+from psycopg import errors
+
+from .conf import task_settings
+
+__all__ = [
+    "PREPARED_STATEMENT_ERRORS",
+    "PreparedStatementsUnsupported",
+    "preparing",
+    "stop_preparing",
+]
+
+logger = logging.getLogger("django_tasks.poolers")
+
+#: What a pooler that lost (or mixed up) our prepared statements answers.
+PREPARED_STATEMENT_ERRORS = (errors.DuplicatePreparedStatement, errors.InvalidSqlStatementName)
+
+ADVICE = (
+    "The database connection goes through a pooler that cannot keep prepared statements "
+    "(PgBouncer before 1.21 in transaction mode, or max_prepared_statements = 0): {error}. "
+    "This process goes on without preparing statements; set "
+    "DJANGO_TASKS = {{'PREPARE_STATEMENTS': False}} to say so from the start (or give PgBouncer "
+    "1.21+ max_prepared_statements)."
+)
+
+_stopped = False
+
+
+class PreparedStatementsUnsupported(OperationalError):
+    """An enqueue inside the caller's transaction met a pooler that cannot keep prepared
+    statements: the transaction is aborted. Later enqueues of the process are not prepared.
+    A ``django.db.OperationalError``, as Django's own database errors are."""
+
+
+def preparing() -> bool:
+    """Whether our statements are prepared in this process."""
+    return task_settings().PREPARE_STATEMENTS and not _stopped
+
+
+def stop_preparing(error: BaseException) -> str:
+    """Prepare nothing more in this process; warn once. Returns the advice text."""
+    global _stopped
+    message = ADVICE.format(error=str(error).strip() or type(error).__name__)
+    if not _stopped:
+        _stopped = True
+        logger.warning(message)
+    return message
+
+
+def _reset_for_tests() -> None:
+    global _stopped
+    _stopped = False

@@ -1,0 +1,209 @@
+"""Workers and enqueues through a real PgBouncer in transaction mode (Debian's ``pgbouncer``
+package; ``.ci/run`` installs it) with default settings - PREPARE_STATEMENTS on, which such a
+pooler cannot keep: each process falls back to unprepared statements with one warning naming
+the setting, and enqueue, drain, cancel and the rescue after kill -9 all work through it."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from django.db import connection
+
+from django_tasks.models import TaskRun
+from tests.taskapp.models import Effect
+from tests.taskapp.tasks import add, sleep_then_record, sleep_then_record_retry
+
+from .conftest import ROOT, wait_for_live_workers, wait_until, worker_log, worker_processes
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _pgbouncer() -> str:
+    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    if not found:
+        reason = "the PgBouncer test needs pgbouncer (Debian: apt-get install pgbouncer)"
+        if os.environ.get("CI"):
+            pytest.fail(reason + "; .ci/run installs it")
+        pytest.skip(reason)
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def pgbouncer() -> Iterator[dict[str, Any]]:
+    """A PgBouncer in transaction mode in front of the test database, on a port of its own:
+    two server connections for every client (so statements of different clients meet on the
+    same server connection), server_login_retry 1 s (its 15 s default stalls workers after a
+    database restart: docs/deployment.md)."""
+    binary = _pgbouncer()
+    settings = connection.settings_dict
+    host = settings["HOST"] or "127.0.0.1"
+    server_port = settings["PORT"] or 5432
+    user = settings["USER"] or getpass.getuser()
+    port = _free_port()
+    folder = Path(tempfile.mkdtemp(prefix="djt-pgbouncer-"))
+    folder.chmod(0o777)  # started as root, PgBouncer runs as nobody (-u)
+    config = folder / "pgbouncer.ini"
+    config.write_text(
+        "[databases]\n"
+        f"* = host={host} port={server_port} user={user}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        "auth_type = any\npool_mode = transaction\n"
+        "default_pool_size = 2\nmax_client_conn = 200\n"
+        "ignore_startup_parameters = extra_float_digits,options\n"
+        "server_login_retry = 1\nserver_round_robin = 1\nmin_pool_size = 2\n"
+        f"logfile = {folder / 'pgbouncer.log'}\npidfile = {folder / 'pgbouncer.pid'}\n"
+    )
+    config.chmod(0o644)
+    command = [binary, str(config)]
+    if os.geteuid() == 0:
+        command[1:1] = ["-u", "nobody"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    dsn = f"postgresql://{user}@127.0.0.1:{port}/{settings['NAME']}"
+    try:
+        wait_until(lambda: _answers(dsn), 30, 0.1)
+        yield {"port": port, "user": user, "dsn": dsn, "log": folder / "pgbouncer.log"}
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _answers(dsn: str) -> bool:
+    try:
+        with psycopg.connect(dsn, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def _through(pgbouncer: dict[str, Any], worker_env: dict[str, str]) -> dict[str, str]:
+    env = dict(worker_env)
+    env["DATABASE_URL"] = f"postgres://{pgbouncer['user']}@127.0.0.1:{pgbouncer['port']}/x"
+    return env  # DJANGO_TASKS_TEST_DB (worker_env) names the test database
+
+
+def _enqueue_through(env: dict[str, str], code: str) -> str:
+    """Run ``code`` in a new process whose Django connection goes through PgBouncer."""
+    script = (
+        "import django; django.setup()\n"
+        "from django.db import transaction\n"
+        "from tests.taskapp.tasks import add\n" + code
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def test_an_enqueue_in_a_transaction_fails_once_with_the_advice_then_all_work(
+    pgbouncer, worker_env
+):
+    """Server connections taken in turn (server_round_robin): the second transaction's
+    prepared statement is not on its server connection. That transaction is aborted - the
+    error says what to set - and every later one works, unprepared."""
+    stderr = _enqueue_through(
+        _through(pgbouncer, worker_env),
+        "import sys, time\n"
+        "from django_tasks.poolers import PreparedStatementsUnsupported\n"
+        "failed = []\n"
+        "for i in range(10):\n"
+        "    try:\n"
+        "        with transaction.atomic():\n"
+        "            add.delay(i, 0)\n"
+        "    except PreparedStatementsUnsupported as exc:\n"
+        "        failed.append(i)\n"
+        "        print('FAILED', exc, file=sys.stderr)\n"
+        "    time.sleep(0.6)  # PgBouncer opens its second server connection meanwhile\n"
+        "print('failed', failed, file=sys.stderr)\n",
+    )
+    assert stderr.count("FAILED ") == 1, stderr
+    assert "set DJANGO_TASKS = {'PREPARE_STATEMENTS': False}" in stderr
+    assert TaskRun.objects.count() == 9  # the failed transaction's run rolled back with it
+
+
+def test_workers_and_enqueues_fall_back_to_unprepared_statements_behind_pgbouncer(
+    pgbouncer, worker_env, start_worker
+):
+    env = _through(pgbouncer, worker_env)
+    start = time.monotonic()
+    proc = start_worker("--concurrency", "2", env=env)
+    wait_for_live_workers(2)
+    # Enqueued through PgBouncer too: outside a transaction the fallback is silent but for
+    # its warning; inside one, after it, nothing is prepared any more.
+    stderr = _enqueue_through(
+        env,
+        "for i in range(100):\n    add.delay(i, i)\n"
+        "with transaction.atomic():\n    add.delay_many([(i, 1) for i in range(100)])\n"
+        "    add.delay(1000, 1)\n",
+    )
+    assert stderr.count("PREPARE_STATEMENTS") <= 1
+    futures = [add.delay(i, 2) for i in range(300)]  # and directly
+    wait_until(lambda: not TaskRun.objects.exclude(state_type="COMPLETED").exists(), 120)
+    drained = time.monotonic() - start
+    assert TaskRun.objects.filter(state_type="COMPLETED").count() == 501
+    assert [f.result(timeout=5) for f in futures[:3]] == [2, 3, 4]
+
+    # Cancel a running run through PgBouncer.
+    long = sleep_then_record.delay(60, "cancelled")
+    wait_until(lambda: long.state.is_running(), 30)
+    assert long.cancel()
+    wait_until(lambda: long.state.is_final(), 30)
+    assert long.state.name == "Cancelled"
+
+    # kill -9 the process running a run: rescued (retried) and completed, through PgBouncer.
+    rescued = sleep_then_record_retry.delay(2, "rescued")
+    wait_until(lambda: rescued.state.is_running(), 30)
+    holder = TaskRun.objects.get(pk=rescued.id).worker
+    pid = int(holder.rsplit(":", 1)[1])
+    assert pid in worker_processes(proc.pid)
+    os.kill(pid, signal.SIGKILL)
+    assert rescued.result(timeout=60) == "rescued"
+    assert TaskRun.objects.get(pk=rescued.id).attempts == 2
+    assert Effect.objects.filter(label="rescued").count() == 1
+
+    # No crash loop: the pool is alive, no process died but the one killed above, and each
+    # process warned at most once (the two first, and the one started after the kill).
+    assert proc.poll() is None
+    log = worker_log(proc)
+    assert log.count("died (exit code") == 1, log[-3000:]
+    assert "Started worker process" in log
+    warned = [
+        line.split()[2] for line in log.splitlines() if "cannot keep prepared statements" in line
+    ]  # the pids of the processes that warned: the supervisor and its workers
+    assert warned, log[-3000:]
+    assert len(warned) == len(set(warned)), warned  # once per process
+    warnings = len(warned)
+    assert "set DJANGO_TASKS = {'PREPARE_STATEMENTS': False}" in log
+    print(f"PgBouncer: 501 runs enqueued and drained in {drained:.1f} s; {warnings} warnings")
