@@ -221,7 +221,7 @@ class ProgressWriter:
         from .topic import open_worker_connection
 
         if self._conn is None or self._conn.closed:
-            self._conn = open_worker_connection()
+            self._conn = open_worker_connection(name="progress")
         with self._write_lock:
             with self._lock:  # the runs' values now; a run that ended meanwhile is skipped
                 params = [

@@ -345,13 +345,18 @@ def cancel(run_id: uuid.UUID, *, message: str = "Cancelled by request.") -> Stat
     return StateType(row[0]) if row else None
 
 
-def open_worker_connection(alias: str | None = None) -> psycopg.Connection[Any]:
-    """A new autocommit psycopg connection to the database Django uses for task tables."""
+def open_worker_connection(
+    alias: str | None = None, name: str = "worker"
+) -> psycopg.Connection[Any]:
+    """A new autocommit psycopg connection to the database Django uses for task tables, named
+    ``django_tasks <name>`` in ``pg_stat_activity``."""
     wrapper = connections[alias or task_settings().DATABASE_ALIAS]
     params = wrapper.get_connection_params()
     # Django's cursor class and adapter context are for the ORM; the queue wants plain tuples.
     for key in ("cursor_factory", "context"):
         params.pop(key, None)
     conn: psycopg.Connection[Any] = psycopg.connect(**params, autocommit=True)
-    conn.execute("SET application_name = 'django_tasks worker'")
+    if not name.isidentifier():  # our own constants: never text from outside
+        raise ValueError(f"Not a connection name: {name!r}")
+    conn.execute(f"SET application_name = 'django_tasks {name}'")
     return conn

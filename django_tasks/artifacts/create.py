@@ -123,7 +123,7 @@ def _write(kind: str, data: Any, key: str, description: str | None) -> uuid.UUID
     with _lock:
         for attempt in range(2):
             if _conn is None or _conn.closed:
-                _conn = open_worker_connection()
+                _conn = open_worker_connection(name="artifacts")
             try:
                 _conn.execute(INSERT, params)
                 break
