@@ -62,7 +62,7 @@ def pgbouncer() -> Iterator[dict[str, Any]]:
     user = settings["USER"] or getpass.getuser()
     port = _free_port()
     folder = Path(tempfile.mkdtemp(prefix="djt-pgbouncer-"))
-    folder.chmod(0o777)  # started as root, PgBouncer runs as nobody (-u)
+    folder.chmod(0o777)  # started as root, PgBouncer runs as another user (-u)
     config = folder / "pgbouncer.ini"
     config.write_text(
         "[databases]\n"
@@ -77,8 +77,8 @@ def pgbouncer() -> Iterator[dict[str, Any]]:
     )
     config.chmod(0o644)
     command = [binary, str(config)]
-    if os.geteuid() == 0:
-        command[1:1] = ["-u", "nobody"]
+    if os.geteuid() == 0:  # PgBouncer refuses to run as root: as a user who may connect
+        command[1:1] = ["-u", _socket_owner(host) or "nobody"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     dsn = f"postgresql://{user}@127.0.0.1:{port}/{settings['NAME']}"
     try:
@@ -91,6 +91,16 @@ def pgbouncer() -> Iterator[dict[str, Any]]:
         if proc.poll() is None:
             proc.kill()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _socket_owner(host: str) -> str | None:
+    """The owner of a server's socket directory (the embedded server's runs as a user of
+    its own, in a directory only that user may enter); ``None`` for a TCP host."""
+    if not host.startswith("/"):
+        return None
+    import pwd
+
+    return pwd.getpwuid(os.stat(host).st_uid).pw_name
 
 
 def _answers(dsn: str) -> bool:
