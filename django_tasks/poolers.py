@@ -8,6 +8,11 @@ already exists`` (DuplicatePreparedStatement) or ``... does not exist``
 (InvalidSqlStatementName). Before this module a worker died on it, was restarted, and died
 again: a crash loop that ran nothing and named nothing.
 
+Worse, a name can stand for another client's statement on that server connection: an error
+when the parameters do not fit, and otherwise the other statement would run. So behind such a
+pooler set ``PREPARE_STATEMENTS = False``: what follows is a safety net for the errors, not a
+reason to leave the setting on.
+
 Now the first such error turns preparing off for the whole process (every connection of the
 process goes through the same pooler), with one warning naming the setting, and the statement
 is sent again unprepared where that is safe: a statement of its own transaction (the
@@ -28,14 +33,30 @@ from .conf import task_settings
 __all__ = [
     "PREPARED_STATEMENT_ERRORS",
     "PreparedStatementsUnsupported",
+    "lost",
     "preparing",
     "stop_preparing",
 ]
 
 logger = logging.getLogger("django_tasks.poolers")
 
-#: What a pooler that lost (or mixed up) our prepared statements answers.
-PREPARED_STATEMENT_ERRORS = (errors.DuplicatePreparedStatement, errors.InvalidSqlStatementName)
+#: What a pooler that lost (or mixed up) our prepared statements answers: the name is taken,
+#: missing, or names another client's statement (``bind message supplies 2 parameters, but
+#: prepared statement "_pg3_0" requires 3`` - a ProtocolViolation, see :func:`lost`).
+PREPARED_STATEMENT_ERRORS = (
+    errors.DuplicatePreparedStatement,
+    errors.InvalidSqlStatementName,
+    errors.ProtocolViolation,
+)
+
+
+def lost(error: BaseException) -> bool:
+    """Whether ``error`` (one of :data:`PREPARED_STATEMENT_ERRORS`) says that a pooler mixed
+    up prepared statements (a protocol violation may have other causes)."""
+    if isinstance(error, errors.ProtocolViolation):
+        return "prepared statement" in str(error)
+    return isinstance(error, PREPARED_STATEMENT_ERRORS)
+
 
 ADVICE = (
     "The database connection goes through a pooler that cannot keep prepared statements "

@@ -30,6 +30,7 @@ from .migrated import explain_missing_schema
 from .poolers import (
     PREPARED_STATEMENT_ERRORS,
     PreparedStatementsUnsupported,
+    lost,
     preparing,
     stop_preparing,
 )
@@ -277,7 +278,7 @@ def _execute_prepared(query: str, params: dict[str, Any]) -> Any:
                     cursor.execute(query, params, prepare=prepare)
                     row = cursor.fetchone()
             except PREPARED_STATEMENT_ERRORS as exc:
-                if not prepare:
+                if not prepare or not lost(exc):
                     raise
                 advice = stop_preparing(exc)  # a pooler (django_tasks.poolers)
                 if wrapper.in_atomic_block:  # the caller's transaction is aborted

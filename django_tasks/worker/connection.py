@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from ..poolers import PREPARED_STATEMENT_ERRORS, preparing, stop_preparing
+from ..poolers import PREPARED_STATEMENT_ERRORS, lost, preparing, stop_preparing
 from ..topic import open_worker_connection
 
 __all__ = ["QueueConnection"]
@@ -73,7 +73,7 @@ class QueueConnection:
                 cursor = conn.execute(query, params, prepare=self.prepare and params is not None)
                 return cursor.fetchall() if cursor.description else []
             except PREPARED_STATEMENT_ERRORS as exc:
-                if not self.prepare:  # not ours to mend: the statement itself is wrong
+                if not self.prepare or not lost(exc):  # not ours to mend
                     raise
                 self._stop_preparing(exc)  # then the statement again, unprepared
             except psycopg.OperationalError as exc:
@@ -102,7 +102,7 @@ class QueueConnection:
                             break
                 return results
             except PREPARED_STATEMENT_ERRORS as exc:
-                if not self.prepare:
+                if not self.prepare or not lost(exc):
                     raise
                 self._stop_preparing(exc)
             except psycopg.OperationalError as exc:
