@@ -2,6 +2,10 @@
 --concurrency 2`` to its first claim (a run waiting before the start is taken: PENDING), and to
 that run's completion. The goal (issue 17): first claim within 1 s.
 
+Both ways of starting worker processes are measured, interleaved: ``WORKER_START_METHOD``
+"fork" (the default: forked by the fork server, Django set up once) and "spawn" (each a new
+interpreter).
+
     DATABASE_URL=... .venv/bin/python -m benchmarks.startup [--rounds 5] [--concurrency 2]
 
 Medians of the rounds; the interpreter and Django setup alone (``python -c "import django;
@@ -11,6 +15,7 @@ django.setup()"``) are printed beside them, the floor a freshly started process 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import statistics
@@ -25,15 +30,16 @@ from django_tasks.models import TaskRun
 from tests.taskapp.tasks import add
 
 
-def one_start(concurrency: int) -> tuple[float, float]:
+def one_start(concurrency: int, method: str) -> tuple[float, float]:
     base.reset()
     future = add.delay(1, 2)
+    settings = json.dumps({"WORKER_START_METHOD": method})
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, str(base.ROOT / "manage.py"), "runtaskworker", "-v", "0",
          "--concurrency", str(concurrency)],
         cwd=base.ROOT,
-        env=dict(os.environ),
+        env={**os.environ, "DJANGO_TASKS_TEST_SETTINGS": settings},
         start_new_session=True,
     )  # fmt: skip
     claimed = completed = 0.0
@@ -69,19 +75,26 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     options = parser.parse_args()
     call_command("migrate", verbosity=0)
-    claims, completions, setups = [], [], []
+    claims: dict[str, list[float]] = {"fork": [], "spawn": []}
+    completions: dict[str, list[float]] = {"fork": [], "spawn": []}
+    setups = []
     for _ in range(options.rounds):
-        claim, done = one_start(options.concurrency)
-        claims.append(claim)
-        completions.append(done)
+        for method in claims:
+            claim, done = one_start(options.concurrency, method)
+            claims[method].append(claim)
+            completions[method].append(done)
+            print(f"{method}: first claim {claim:.2f} s, completed {done:.2f} s", flush=True)
         setups.append(django_setup())
-        print(f"first claim {claim:.2f} s, completed {done:.2f} s", flush=True)
     base.reset()
+    for method in claims:
+        print(
+            f"runtaskworker --concurrency {options.concurrency}, {method}: first claim after "
+            f"{statistics.median(claims[method]):.2f} s, run completed after "
+            f"{statistics.median(completions[method]):.2f} s"
+        )
     print(
-        f"runtaskworker --concurrency {options.concurrency}: first claim after "
-        f"{statistics.median(claims):.2f} s, run completed after "
-        f"{statistics.median(completions):.2f} s (medians of {options.rounds}; goal: first "
-        f"claim < 1 s); interpreter + Django setup alone: {statistics.median(setups):.2f} s"
+        f"(medians of {options.rounds}; goal: first claim < 1 s); interpreter + Django setup "
+        f"alone: {statistics.median(setups):.2f} s"
     )
 
 

@@ -23,6 +23,8 @@ __all__ = [
 ]
 
 RECORD_MODES = ("batched", "sync")
+#: Settings that take one of a few strings.
+CHOICES = {"RECORD_MODE": RECORD_MODES, "WORKER_START_METHOD": ("fork", "spawn")}
 _OPTIONAL_INTS = ("BATCH_SIZE", "TASK_RUNNER_MAX_WORKERS")
 
 
@@ -45,12 +47,11 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             continue
         if DEFAULTS[key] is None and value is None:
             continue
-        if key == "RECORD_MODE":
-            if value not in RECORD_MODES:
+        if key in CHOICES:
+            if value not in CHOICES[key]:
                 errors.append(
                     Error(
-                        f"DJANGO_TASKS['RECORD_MODE'] must be one of {RECORD_MODES}, "
-                        f"got {value!r}.",
+                        f"DJANGO_TASKS[{key!r}] must be one of {CHOICES[key]}, got {value!r}.",
                         id="django_tasks.E006",
                     )
                 )

@@ -50,6 +50,11 @@ DEFAULTS: dict[str, Any] = {
     # more than running them; Django's own queries are left as Django configures them). Set
     # False behind a PgBouncer older than 1.21 in transaction mode.
     "PREPARE_STATEMENTS": True,
+    # How runtaskworker starts its worker processes: "fork" - forked from a process that has
+    # Django set up already (ready in milliseconds; spawn is used anyway when threads already
+    # run in the supervisor); "spawn" - each a new interpreter that sets Django up again
+    # (for a library that cannot run in a forked process).
+    "WORKER_START_METHOD": "fork",
     # How inline and submitted runs are recorded: "batched" - by a background writer with its
     # own connection, many runs per statement, eventually consistent (as Prefect logs task
     # runs client-side); "sync" - at once, on Django's connection, in the caller's
@@ -101,6 +106,7 @@ class TaskSettings:
     TIMEOUT_GRACE: float
     CANCEL_GRACE: float
     PREPARE_STATEMENTS: bool
+    WORKER_START_METHOD: str
     RECORD_MODE: str
     RECORD_BATCH_SIZE: int
     RECORD_FLUSH_INTERVAL: float

@@ -10,7 +10,6 @@ import os
 import signal
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +22,7 @@ from tests.taskapp.models import Effect
 from tests.taskapp.poison import exit_process, segfault
 from tests.taskapp.tasks import chaos_record
 
-from .conftest import restart_database, wait_until, worker_log
+from .conftest import restart_database, wait_until, worker_log, worker_processes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -34,14 +33,6 @@ def completed() -> int:
     return TaskRun.objects.filter(task_name="chaos_record", state_type="COMPLETED").count()
 
 
-def parent_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
 def kill_a_child(supervisor) -> bool:
     """kill -9 a worker process of ``supervisor`` that holds a run right now."""
     holders = (
@@ -50,9 +41,10 @@ def kill_a_child(supervisor) -> bool:
         .values_list("worker", flat=True)
         .distinct()
     )
+    mine = worker_processes(supervisor.pid)
     for holder in holders:
         pid = int(holder.rsplit(":", 1)[1])
-        if parent_of(pid) == supervisor.pid:
+        if pid in mine:
             os.kill(pid, signal.SIGKILL)
             return True
     return False

@@ -73,7 +73,7 @@ def test_killed_child_is_replaced_and_its_run_retried(start_worker):
     names = [n for _, n, _ in history(run)]
     assert names[2:5] == ["Running", "Crashed", "AwaitingRetry"]
     assert holder_pid(run) != first_child  # the replacement child ran the retry
-    assert f"died (exit code -{signal.SIGKILL})" in worker_log(supervisor)
+    assert "died (killed by signal SIGKILL)" in worker_log(supervisor)
     dead = Worker.objects.get(name__endswith=f":{first_child}")
     assert dead.stopped is not None
 

@@ -77,11 +77,13 @@ def test_state_result_and_run_context_details():
     assert inspect_context() == (1, inspect_context.key)
 
 
-def test_record_mode_is_checked():
-    with override_settings(DJANGO_TASKS={"RECORD_MODE": "later"}):
+@pytest.mark.parametrize("key", ["RECORD_MODE", "WORKER_START_METHOD"])
+def test_settings_with_choices_are_checked(key):
+    with override_settings(DJANGO_TASKS={key: "later"}):
         errors = [e for e in run_checks() if e.id == "django_tasks.E006"]
     assert len(errors) == 1
-    assert "RECORD_MODE" in errors[0].msg
+    assert key in errors[0].msg
+    assert "'later'" in errors[0].msg
 
 
 def test_policy_arithmetic_refuses_other_types():

@@ -83,6 +83,12 @@ class ProcessJournal:
         """In this process's own memory (a worker without a supervisor)."""
         return cls(_Header(), (ctypes.c_char * capacity)())
 
+    def reset(self) -> None:
+        """Empty, for the next worker process (the fork server's journals are reused: made
+        before it forked, they are the only ones its worker processes can share)."""
+        ctypes.memset(ctypes.addressof(self._header), 0, ctypes.sizeof(self._header))
+        self._task_name = None
+
     # -- runs processed, boot ---------------------------------------------------------------
 
     @property

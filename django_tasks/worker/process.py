@@ -378,7 +378,8 @@ class Worker:
         self.gate.release_waiting(db)
 
     def _orphaned(self, db: QueueConnection) -> None:
-        """The supervisor was killed: stop like on SIGTERM, but never outlive it for long.
+        """The supervisor was killed (or the fork server that forked this process): stop like
+        on SIGTERM, but never outlive it for long.
 
         Without a supervisor nothing would enforce hard timeouts, so a run that does not finish
         within ``orphan_timeout`` is abandoned: the process marks itself stopped and exits,
@@ -386,7 +387,10 @@ class Worker:
         """
         now = time.monotonic()
         if self._orphaned_at is None:
-            logger.warning("Supervisor %d is gone: stopping.", self.parent_pid)
+            logger.warning(
+                "Parent process %d (the supervisor or its fork server) is gone: stopping.",
+                self.parent_pid,
+            )
             self._orphaned_at = now
             self.stop()
         elif now - self._orphaned_at > self.orphan_timeout:

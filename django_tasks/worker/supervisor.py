@@ -35,7 +35,6 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
@@ -45,6 +44,7 @@ from ..logs import configure_worker_logging, for_run
 from ..states import StateName, StateType
 from ..storable import describe_exception
 from .connection import QueueConnection
+from .forking import ForkedChild, ForkServer, ForkServerGone, WorkerProcess, can_fork_here
 from .journal import ProcessJournal
 from .maintenance import rescue
 from .outcomes import Outcome, finish_run, retry_run
@@ -63,16 +63,25 @@ BOOT_FAILURES = 3
 BOOT_BACKOFF, BOOT_BACKOFF_MAX = 0.5, 10.0
 
 
+SPAWNED_HINT = (
+    ". Each worker process is a new interpreter that imports the project again: check that "
+    'manage.py runs its command only under `if __name__ == "__main__":`, that every installed '
+    "app's tasks.py imports without error, and that the settings work in a fresh process."
+)
+FORKED_HINT = (
+    ". Worker processes are forked from the supervisor once Django is set up: if a library "
+    "the project imports cannot run in a forked process, set "
+    'DJANGO_TASKS["WORKER_START_METHOD"] = "spawn" (each worker process then starts a new '
+    "interpreter)."
+)
+
+
 class WorkerBootError(RuntimeError):
     """Worker processes keep dying before they can take a run: restarting them is no use."""
 
 
 def _child_main(options: dict[str, Any], log_level: int, journal: ProcessJournal) -> None:
-    """Entry point of a child process (spawned: Django must be set up again)."""
-    # A process group of its own: the terminal's Ctrl-C goes to the supervisor only (which
-    # asks the children to stop), and killing the group kills what a run started.
-    os.setpgid(0, 0)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Entry point of a spawned child process: a new interpreter, Django is set up again."""
     try:
         import django
 
@@ -81,12 +90,26 @@ def _child_main(options: dict[str, Any], log_level: int, journal: ProcessJournal
         journal.set_error(describe_exception(exc))
         raise
     configure_worker_logging(log_level)
+    raise SystemExit(_run_worker(options, journal))
+
+
+def _run_worker(options: dict[str, Any], journal: ProcessJournal) -> int:
+    """Run a worker in a child process (spawned, or forked by the fork server)."""
+    # A process group of its own: the terminal's Ctrl-C goes to the supervisor only (which
+    # asks the children to stop), and killing the group kills what a run started.
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from .process import Worker
 
-    raise SystemExit(Worker(**options, journal=journal).run())
+    try:
+        worker = Worker(**options, journal=journal)
+    except BaseException as exc:
+        journal.set_error(describe_exception(exc))
+        raise
+    return worker.run()
 
 
-def kill_process_group(process: BaseProcess) -> None:
+def kill_process_group(process: WorkerProcess) -> None:
     """SIGKILL a child and the processes its run started (its process group)."""
     if process.pid is None:
         return
@@ -136,25 +159,29 @@ class Supervisor:
             "parent_pid": os.getpid(),
             "orphan_timeout": shutdown_timeout,
         }
-        self.children: list[BaseProcess] = []
+        self.children: list[WorkerProcess] = []
         self.replaced = 0
         self.metrics_port, self.metrics_addr = metrics_port, metrics_addr
         # Each child's journal, in shared memory: what it runs and has not written yet, and
         # its count of runs (read by the metrics endpoint).
-        self._journals: dict[BaseProcess, ProcessJournal] = {}
+        self._journals: dict[WorkerProcess, ProcessJournal] = {}
         self._processed_by_gone = 0
         self._context = multiprocessing.get_context("spawn")
+        self.start_method = conf.WORKER_START_METHOD
+        self._fork_server: ForkServer | None = None  # see _start_fork_server()
+        self._free: list[int] = []  # indexes of the fork server's journals not in use
         self._stopping = threading.Event()
         self._requests = StopRequests()
         self._deadline: float | None = None
         self._boot_failures = 0
         self._spawn_at: list[float] = []  # replacements waiting for their boot backoff
-        self._killed: dict[BaseProcess, str] = {}  # children this supervisor killed, and why
+        self._killed: dict[WorkerProcess, str] = {}  # children this supervisor killed, and why
         self._told: set[int] = set()  # children sent SIGTERM for a stop
 
     def run(self) -> int:
         """Run until stopped; returns the exit code. Raises :class:`WorkerBootError` when the
         worker processes cannot start."""
+        self._start_fork_server()  # first: before a connection or a thread exists
         previous = {
             signum: signal.signal(signum, self._on_signal)
             for signum in (signal.SIGTERM, signal.SIGINT)
@@ -192,6 +219,8 @@ class Supervisor:
             raise
         finally:
             db.close()
+            if self._fork_server is not None:
+                self._fork_server.close()
             if server is not None:
                 server.shutdown()
             for signum, handler in previous.items():
@@ -240,7 +269,56 @@ class Supervisor:
         """Runs this pool's children finished, the gone ones included."""
         return self._processed_by_gone + sum(j.processed for j in list(self._journals.values()))
 
-    def _spawn(self) -> BaseProcess:
+    def _start_fork_server(self) -> None:
+        """Fork the fork server (:mod:`.forking`) while this process holds no connection and
+        runs no other thread. Without one (``WORKER_START_METHOD = "spawn"``, or threads
+        running here), worker processes are spawned: new interpreters."""
+        if self.start_method != "fork":
+            return
+        why_not = can_fork_here()
+        if why_not is not None:
+            logger.info("Worker processes are spawned, not forked: %s.", why_not)
+            return
+        from django.db import connections
+
+        connections.close_all()  # opened by the command's checks; reopened when used
+        journals = [ProcessJournal.shared(self._context) for _ in range(self.concurrency)]
+        self._fork_server = ForkServer(journals, self._forked_main)
+        self._fork_server.start()
+        self._free = list(range(self.concurrency))
+
+    def _forked_main(self, journal: ProcessJournal, parent_pid: int) -> int:
+        """A forked worker process's entry point: Django is set up already."""
+        return _run_worker({**self.child_options, "parent_pid": parent_pid}, journal)
+
+    def _spawn(self) -> WorkerProcess:
+        child = self._fork() or self._spawn_interpreter()
+        logger.info("Started worker process %s", child.pid)
+        return child
+
+    def _fork(self) -> ForkedChild | None:
+        """A worker process forked by the fork server; ``None`` to spawn one instead."""
+        server = self._fork_server
+        if server is None:
+            return None
+        if server.alive and self._free:
+            index = self._free.pop()
+            journal = server.journals[index]
+            journal.reset()
+            try:
+                child = server.start_child(index)
+            except ForkServerGone:
+                self._free.append(index)
+            else:
+                self._journals[child] = journal
+                return child
+        if not server.alive:
+            logger.warning("The fork server died: worker processes are spawned from now on.")
+            server.close()
+            self._fork_server = None
+        return None
+
+    def _spawn_interpreter(self) -> WorkerProcess:
         journal = ProcessJournal.shared(self._context)
         child = self._context.Process(
             target=_child_main,
@@ -249,12 +327,11 @@ class Supervisor:
         )
         self._journals[child] = journal
         child.start()
-        logger.info("Started worker process %s", child.pid)
         return child
 
     def _reap(self, db: QueueConnection) -> None:
         """Replace children that exited; settle what a child that died held."""
-        alive: list[BaseProcess] = []
+        alive: list[WorkerProcess] = []
         gave_up: WorkerBootError | None = None
         for child in self.children:
             if child.is_alive():
@@ -265,7 +342,7 @@ class Supervisor:
             if child.exitcode == EXIT_RECYCLE:
                 logger.info("Worker process %s recycled (--max-tasks-per-child)", child.pid)
             elif child.exitcode != 0:
-                logger.warning("Worker process %s died (exit code %s)", child.pid, child.exitcode)
+                logger.warning("Worker process %s died (%s)", child.pid, how_it_died(child.exitcode))
             if self._stopping.is_set() or (self.burst and child.exitcode == 0):
                 continue
             if journal.ready:
@@ -284,7 +361,7 @@ class Supervisor:
         if gave_up is not None:
             raise gave_up
 
-    def _boot_failed(self, child: BaseProcess, journal: ProcessJournal) -> WorkerBootError | None:
+    def _boot_failed(self, child: WorkerProcess, journal: ProcessJournal) -> WorkerBootError | None:
         """A child died before it could take a run: replace it after a backoff, or give up
         after :data:`BOOT_FAILURES` in a row (restarting a process that cannot start is a
         loop, not a recovery). Returns the error to give up with."""
@@ -296,10 +373,7 @@ class Supervisor:
                 f"{self._boot_failures} worker processes in a row exited before they could "
                 f"take a run (the last one: {how})"
                 + (f", with this error: {error}" if error else "; their output above says why")
-                + ". Each worker process is a new interpreter that imports the project again: "
-                "check that manage.py runs its command only under "
-                '`if __name__ == "__main__":`, that every installed app\'s tasks.py imports '
-                "without error, and that the settings work in a fresh process."
+                + (FORKED_HINT if isinstance(child, ForkedChild) else SPAWNED_HINT)
             )
         delay = min(BOOT_BACKOFF * 2 ** (self._boot_failures - 1), BOOT_BACKOFF_MAX)
         logger.warning(
@@ -311,7 +385,7 @@ class Supervisor:
         self._spawn_at.append(time.monotonic() + delay)
         return None
 
-    def _forget(self, db: QueueConnection, child: BaseProcess) -> ProcessJournal:
+    def _forget(self, db: QueueConnection, child: WorkerProcess) -> ProcessJournal:
         """Settle what a child that exited held (:mod:`.salvage`), mark its worker row
         stopped and rescue the runs of any other lost worker. Returns its journal."""
         assert child.pid is not None
@@ -330,6 +404,8 @@ class Supervisor:
             )
         except Exception:  # never the supervisor's end: the rescue below frees the runs
             logger.exception("Could not settle the runs of worker process %s", child.pid)
+        if isinstance(child, ForkedChild):
+            self._free.append(child.index)  # its journal is settled: the next one may use it
         db.execute(sql.WORKER_STOPPED, {"name": name}, give_up_on_stop=False)
         rescue(db, rescuer=self.name, heartbeat_timeout=self.heartbeat_timeout)
         return journal

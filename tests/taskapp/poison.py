@@ -23,6 +23,28 @@ if os.environ.get("DJANGO_TASKS_TEST_BROKEN_CHILD") and multiprocessing.parent_p
     # environment difference, a module-level side effect): tests/test_boot.py.
     raise ImportError("tests.taskapp.poison cannot be imported in a worker process")
 
+if os.environ.get("DJANGO_TASKS_TEST_BROKEN_FORK"):
+    # A library that cannot run in a forked process (it kills it, as some do when they find
+    # their threads gone): the fork server is forked once from the supervisor and lives;
+    # the worker processes it forks, one fork further, die at once. tests/test_boot.py.
+    _forks = 0
+
+    def _die_in_forked_worker() -> None:
+        global _forks
+        _forks += 1
+        if _forks >= 2:
+            os.write(2, b"this library cannot run in a forked process\n")
+            os._exit(70)
+
+    os.register_at_fork(after_in_child=_die_in_forked_worker)
+
+if os.environ.get("DJANGO_TASKS_TEST_THREAD_AT_IMPORT"):
+    # A library that starts a thread when imported (as some error reporters do): forking
+    # would copy the locks that thread holds, so the pool spawns. tests/test_forking.py.
+    import threading
+
+    threading.Thread(target=threading.Event().wait, name="error-reporter", daemon=True).start()
+
 
 @task
 def exit_process(code: int = 1) -> None:
