@@ -1,9 +1,11 @@
 """The supervisor: runs N worker processes, replaces those that die, enforces hard limits.
 
-``manage.py runtaskworker`` starts one :class:`Supervisor`. Each child is a fresh interpreter
-(multiprocessing *spawn*: no state, connection or thread is inherited) running a
+``manage.py runtaskworker`` starts one :class:`Supervisor`. Each child runs a
 :class:`~django_tasks.worker.process.Worker` with one slot on its main thread, so timeouts and
-cancels can interrupt the task. The supervisor itself holds one connection, for:
+cancels can interrupt the task. Children are forked by a fork server (:mod:`.forking`: Django
+set up once, no connection or thread inherited) or, with ``WORKER_START_METHOD = "spawn"``
+or threads running in the supervisor, spawned (multiprocessing *spawn*: new interpreters).
+The supervisor itself holds one connection, for:
 
 * marking a dead child's worker row stopped and rescuing its runs at once (instead of waiting
   for the heartbeat timeout);
@@ -16,8 +18,9 @@ alone (the children also ignore SIGINT), and a kill for a timeout or a cancel re
 processes the run started too. When a child dies, what it left in its journal is settled
 (:mod:`.salvage`): nothing it computed is lost, the run that took it down ends CRASHED, the
 runs it had not started go back into the topic. Children that die before they could take a
-run (:data:`BOOT_FAILURES` in a row: a ``manage.py`` without its ``__main__`` guard, a tasks
-module that fails to import) stop the supervisor with their error, instead of a restart loop.
+run (:data:`BOOT_FAILURES` in a row: spawned, a ``manage.py`` without its ``__main__`` guard or
+a tasks module that fails to import; forked, a library that cannot run in a forked process)
+stop the supervisor with their error, instead of a restart loop.
 
 Signals (:mod:`.stopping`): the first SIGTERM/SIGINT is passed to the children as SIGTERM
 (they finish their run and hand back the rest); children still running after
@@ -342,7 +345,9 @@ class Supervisor:
             if child.exitcode == EXIT_RECYCLE:
                 logger.info("Worker process %s recycled (--max-tasks-per-child)", child.pid)
             elif child.exitcode != 0:
-                logger.warning("Worker process %s died (%s)", child.pid, how_it_died(child.exitcode))
+                logger.warning(
+                    "Worker process %s died (%s)", child.pid, how_it_died(child.exitcode)
+                )
             if self._stopping.is_set() or (self.burst and child.exitcode == 0):
                 continue
             if journal.ready:
