@@ -3,8 +3,11 @@ connection and no thread, and a pool that loses its fork server goes on with spa
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -16,7 +19,7 @@ from django_tasks.worker.forking import can_fork_here
 from django_tasks.worker.journal import ProcessJournal
 from tests.taskapp.tasks import add, sleep_then_record
 
-from .conftest import process_alive, wait_until, worker_log, worker_processes
+from .conftest import ROOT, process_alive, wait_until, worker_log, worker_processes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -142,3 +145,29 @@ def test_a_journal_is_empty_after_reset():
     assert (journal.ready, journal.error, journal.processed) == (False, "", 0)
     assert journal.executing is None
     assert journal.entries() == "[]"
+
+
+def test_the_fork_server_reports_how_each_child_ended_and_its_death():
+    """tests/forking_probe.py, in a process of its own (pytest's may run threads)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.forking_probe"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    found = json.loads(done.stdout)
+    server = found["server"]
+    # A child forked by the fork server: its parent, its journal shared with the supervisor.
+    assert found["ok"] == [0, 1, f"{server} {server}"]
+    assert found["raise"] == 1
+    assert "RuntimeError: this child fails" in done.stderr
+    assert found["sleeping_alive"] is True
+    assert found["killed"] == -signal.SIGKILL
+    # The fork server killed: no new child, and one it forked before is followed to its end.
+    assert found["gone"] == "the fork server is gone"
+    assert found["server_alive"] is False
+    assert found["orphan_alive"] is True
+    assert found["orphan_killed"] is None  # its exit code went with the fork server
+    assert found["orphan_alive_after"] is False
