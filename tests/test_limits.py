@@ -350,8 +350,13 @@ def test_a_batch_no_limit_binds_is_admitted_whole_and_moves_each_rate_clock_by_i
     # The clock is ahead now: the same batch goes run by run (and this run is skipped).
     assert _admit([run.id], {"task:x": 1, "tag:limited": 1}, {"task:x": 3600.0}) == []
     assert RateState.objects.get(key="task:x").tat == tat
-    # A concurrency limit without a slot for the batch: run by run too.
+    # A concurrency limit without a slot for the batch (its run claimed, marked as holding a
+    # slot): run by run too - the run is sent to wait, and the clock does not move for it.
     Limit.objects.filter(name="limited").update(concurrency=0)
     RateState.objects.filter(key="task:x").update(tat=now - timedelta(hours=1))
-    assert _admit([run.id], {"task:x": 1, "tag:limited": 1}, {"task:x": 3600.0}) == []
+    TaskRun.objects.filter(pk=run.id).update(
+        state_type="PENDING", worker="nobody", holds_slot=True, tags=["limited"], attempts=1
+    )
+    assert _admit([run.id], {"task:x": 1, "tag:limited": 1}, {"task:x": 3600.0}) == [(run.id, None)]
+    assert TaskRun.objects.get(pk=run.id).state_name == "AwaitingConcurrencySlot"
     assert RateState.objects.get(key="task:x").tat < timezone.now()

@@ -102,25 +102,33 @@ class LimitGate:
 
     def admit(self, db: QueueConnection, runs: Sequence[ClaimedRun], worker: str) -> Admission:
         ids: list[str] = []
-        counts: Counter[str] = Counter()
-        rates: dict[str, float] = {}
+        # Runs of a batch are mostly alike: they are counted by kind, the keys made per kind.
+        kinds: Counter[tuple[str, str, str, tuple[str, ...]]] = Counter()
         marked, reserved = True, False
         tags, queues = self.tags, self.queues
         for run in runs:
-            rate = self._task_rate(run.task_key)
-            if rate is None and run.queue not in queues and tags.isdisjoint(run.tags):
+            if (
+                self._task_rate(run.task_key) is None
+                and run.queue not in queues
+                and tags.isdisjoint(run.tags)
+            ):
                 continue
             ids.append(str(run.id))
-            counts[f"queue:{run.queue}"] += 1
-            counts.update([f"tag:{tag}" for tag in run.tags])
-            if rate is not None:
-                key = f"task:{run.task_name}"
-                counts[key] += 1
-                rates[key] = rate
+            kinds[run.task_key, run.task_name, run.queue, run.tags] += 1
             marked = marked and run.holds_slot
             reserved = reserved or run.rate_slot
         if not ids:
             return Admission(list(runs))
+        counts: Counter[str] = Counter()
+        rates: dict[str, float] = {}
+        for (task_key, task_name, queue, run_tags), n in kinds.items():
+            counts[f"queue:{queue}"] += n
+            for tag in run_tags:
+                counts[f"tag:{tag}"] += n
+            rate = self._task_rate(task_key)
+            if rate is not None:
+                rates[f"task:{task_name}"] = rate
+                counts[f"task:{task_name}"] += n
         params = {
             "ids": ",".join(ids),
             "counts": json.dumps(counts),

@@ -11,8 +11,9 @@ task, ``holds_slot`` and ``rate_slot`` (the claim returns them), so it sends the
 * ``p_marked``: every run of the batch was marked ``holds_slot`` by its claim;
 * ``p_reserved``: some run of the batch starts on a reserved rate slot.
 
-When no limit can bind, two statements decide: one reads the concurrency limits with their
-free slots, one moves every rate clock on - both only if all fit - and nothing is returned.
+When no limit can bind, two statements decide: one reads the concurrency limits with the runs
+that hold their slots (the batch's marked runs among them: no comparison with its ids), one
+moves every rate clock on, only if all fit; nothing is returned.
 Otherwise the rules of 0017 apply run by run, unchanged.
 """
 
@@ -42,6 +43,7 @@ DECLARE
     v_scope text[];
     v_name text[];
     v_limit integer[];
+    v_held integer[];
     v_free integer[];
     -- Rates that concern the batch: key, seconds between starts, next start.
     v_key text[];
@@ -57,15 +59,17 @@ BEGIN
     -- marks it holds_slot, committed before this call), and a batch counts every other
     -- held run. Of two batches claimed at once, the one claimed last sees the other whole
     -- and admits at most what is left; this one only gives slots back (runs sent to wait).
+    -- Each limit's held runs, the batch's included (its runs that need a slot were marked
+    -- by their claim, or p_marked is false and the batch goes run by run below).
     SELECT coalesce(array_agg(l.scope ORDER BY l.scope, l.name), '{{}}'),
            coalesce(array_agg(l.name ORDER BY l.scope, l.name), '{{}}'),
            coalesce(array_agg(l.concurrency ORDER BY l.scope, l.name), '{{}}'),
-           coalesce(array_agg(l.concurrency - (
+           coalesce(array_agg((
                SELECT count(*)::integer FROM django_tasks_taskrun AS h
-               WHERE h.state_type IN {HELD} AND h.holds_slot AND NOT (h.id = ANY(p_ids))
+               WHERE h.state_type IN {HELD} AND h.holds_slot
                  AND CASE WHEN l.scope = 'tag' THEN h.tags ? l.name ELSE h.queue = l.name END
            ) ORDER BY l.scope, l.name), '{{}}')
-    INTO v_scope, v_name, v_limit, v_free
+    INTO v_scope, v_name, v_limit, v_held
     FROM django_tasks_limit AS l
     WHERE l.concurrency IS NOT NULL AND p_counts ? (l.scope || ':' || l.name);
 
@@ -79,14 +83,14 @@ BEGIN
         WHERE l.rate_interval IS NOT NULL AND p_counts ? (l.scope || ':' || l.name)
     ) AS k;
 
-    -- When no limit can bind - each concurrency limit has a slot for each of its runs in the
-    -- batch, each rate allows all of its runs by now, no run holds a reserved start and each
-    -- run that needs a slot was marked at its claim - the whole batch starts: every rate
-    -- clock moves on in one statement (locked in key order: no deadlock between workers),
-    -- and nothing is returned.
+    -- When no limit can bind - each run that needs a slot was marked at its claim and no
+    -- concurrency limit is exceeded with them, each rate allows all of its runs by now, no
+    -- run holds a reserved start - the whole batch starts: every rate clock moves on in one
+    -- statement (locked in key order: no deadlock between workers), and nothing is
+    -- returned. (A run of the batch that is no longer held is not counted, and admitting
+    -- it does nothing: its start finds it is not this worker's.)
     IF NOT p_reserved AND (p_marked OR cardinality(v_scope) = 0) AND NOT EXISTS (
-        SELECT 1 FROM generate_subscripts(v_free, 1) AS i
-        WHERE v_free[i] < (p_counts ->> (v_scope[i] || ':' || v_name[i]))::integer
+        SELECT 1 FROM generate_subscripts(v_held, 1) AS i WHERE v_held[i] > v_limit[i]
     ) THEN
         WITH wanted AS (
             SELECT k.key, k.every, (p_counts ->> k.key)::integer AS n
@@ -112,8 +116,21 @@ BEGIN
         END IF;
     END IF;
 
-    -- Run by run. Each rate's clock is read and moved by one batch at a time (a row lock,
-    -- held to the end of this call's transaction).
+    -- Run by run. The free slots of each limit, held by runs outside this batch (claimed by
+    -- other workers included); read again with the limits, which may have changed.
+    SELECT coalesce(array_agg(l.scope ORDER BY l.scope, l.name), '{{}}'),
+           coalesce(array_agg(l.name ORDER BY l.scope, l.name), '{{}}'),
+           coalesce(array_agg(l.concurrency ORDER BY l.scope, l.name), '{{}}'),
+           coalesce(array_agg(l.concurrency - (
+               SELECT count(*)::integer FROM django_tasks_taskrun AS h
+               WHERE h.state_type IN {HELD} AND h.holds_slot AND NOT (h.id = ANY(p_ids))
+                 AND CASE WHEN l.scope = 'tag' THEN h.tags ? l.name ELSE h.queue = l.name END
+           ) ORDER BY l.scope, l.name), '{{}}')
+    INTO v_scope, v_name, v_limit, v_free
+    FROM django_tasks_limit AS l
+    WHERE l.concurrency IS NOT NULL AND p_counts ? (l.scope || ':' || l.name);
+    -- Each rate's clock is read and moved by one batch at a time (a row lock, held to the
+    -- end of this call's transaction).
     FOR j IN 1 .. cardinality(v_key) LOOP
         SELECT tat INTO v_tat FROM django_tasks_ratestate WHERE key = v_key[j] FOR UPDATE;
         IF NOT FOUND THEN
