@@ -209,7 +209,7 @@ WITH {_FLUSH_CTES}, ready AS MATERIALIZED (
     WHERE r.id IN (SELECT id FROM ready)
     RETURNING r.id, r.task_key, r.task_name, r.parameters, r.priority, r.scheduled_time,
               r.updated, r.timeout, r.attempts, r.retries, r.retry_delays, r.retry_jitter, r.name,
-              r.tags
+              r.tags, r.holds_slot, r.rate_slot IS NOT NULL AS rate_slot
 ), history AS (
     INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
     SELECT id, '{_PENDING}', '{StateName.PENDING}', '', updated, %(worker)s FROM claimed
@@ -223,22 +223,24 @@ WITH {_FLUSH_CTES}, ready AS MATERIALIZED (
     FROM claimed WHERE updated - scheduled_time > make_interval(secs => %(late_after)s)
 )
 SELECT 'claimed' AS kind, id, task_key, task_name, parameters, timeout, attempts, retries,
-       retry_delays, retry_jitter, updated, priority, scheduled_time, name, tags
+       retry_delays, retry_jitter, updated, priority, scheduled_time, name, tags, holds_slot,
+       rate_slot
 FROM claimed
 UNION ALL
 SELECT 'flushed', id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-       NULL
+       NULL, NULL, NULL
 FROM flushed
 ORDER BY kind, priority DESC, scheduled_time
 """
 
 #: Claims of a worker that knows of concurrency limits (django_tasks.limits) also mark the
-#: runs that take a slot of one (``holds_slot``), in the same write; without limits the claim
-#: reads nothing more.
-_HOLDS_SLOT = """, holds_slot = EXISTS (
-            SELECT 1 FROM django_tasks_limit AS l
-            WHERE l.concurrency IS NOT NULL
-              AND CASE WHEN l.scope = 'tag' THEN r.tags ? l.name ELSE r.queue = l.name END
+#: runs that take a slot of one (``holds_slot``), in the same write: the queues and tags with
+#: a concurrency limit, as the worker knows them (``%(slot_queues)s``, ``%(slot_tags)s``), are
+#: parameters - an expression per row, not a subquery (a run claimed before its worker knew
+#: of a limit is marked by the admission, run by run); without limits the claim reads nothing
+#: more.
+_HOLDS_SLOT = """, holds_slot = (
+            r.queue = ANY(%(slot_queues)s::text[]) OR r.tags ?| %(slot_tags)s::text[]
         )"""
 #: Which runs a claim takes, by task key (``%(task_keys)s``, a list): a process with an
 #: async lane (django_tasks.worker.async_lane) claims sync runs in its slot and async runs

@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
+from django.db import connection
 from django.test import Client
+from django.utils import timezone
 
 from django_tasks.limits.rates import parse_rate
-from django_tasks.models import Limit, TaskRun, TaskRunState
+from django_tasks.models import Limit, RateState, TaskRun, TaskRunState
 from django_tasks.tasks import task
 from tests.taskapp.tasks import add, limited_sleep, rate_limited
 
@@ -308,3 +310,53 @@ def test_a_tag_rate_spaces_the_starts_of_its_runs():
     assert 0 < (reserved[0] - starts[0]).total_seconds() <= 0.5
     lateness = [(s - turn).total_seconds() for s, turn in zip(starts[1:], reserved, strict=True)]
     assert all(0 <= late <= 0.25 for late in lateness), lateness
+
+
+def test_a_queue_limit_admits_what_is_free_of_a_batch_and_the_rest_waits():
+    Limit.objects.create(scope="queue", name="default", concurrency=2)
+    futures = [add.delay(i, 1) for i in range(5)]
+    drain(batch_size=5)  # one claim of five: two start, three wait for a slot, then start
+    assert [f.result(timeout=10) for f in futures] == [1, 2, 3, 4, 5]
+    waited = TaskRunState.objects.filter(
+        run_id__in=[f.id for f in futures], name="AwaitingConcurrencySlot"
+    )
+    # Of the batch, the two first started at once; the three others waited (a run released
+    # when a slot looked free may wait again: never more than two at once).
+    assert set(waited.values_list("run_id", flat=True)) == {f.id for f in futures[2:]}
+    assert not TaskRun.objects.filter(holds_slot=True, state_type__in=["PENDING", "RUNNING"])
+
+
+def _admit(ids: list[Any], counts: dict[str, int], rates: dict[str, float]) -> list[Any]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT * FROM django_tasks_admit(%s::uuid[], %s::jsonb, %s::jsonb, true, false, "
+            "'nobody')",
+            [ids, json.dumps(counts), json.dumps(rates)],
+        )
+        return list(cursor.fetchall())
+
+
+def test_a_batch_no_limit_binds_is_admitted_whole_and_moves_each_rate_clock_by_its_runs():
+    """The one-step admission (migration 0021): the clock moves by the batch's runs whatever
+    the rows say; run by run, a run that is not this worker's would not move it."""
+    Limit.objects.create(scope="tag", name="limited", concurrency=10)
+    now = timezone.now()
+    RateState.objects.create(key="task:x", tat=now - timedelta(hours=1))
+    run = add.delay(1, 1)  # SCHEDULED: the run-by-run rules would skip it
+    assert _admit([run.id], {"task:x": 1, "tag:limited": 1}, {"task:x": 3600.0}) == []
+    tat = RateState.objects.get(key="task:x").tat
+    assert now + timedelta(seconds=3590) < tat < timezone.now() + timedelta(seconds=3600)
+
+    # The clock is ahead now: the same batch goes run by run (and this run is skipped).
+    assert _admit([run.id], {"task:x": 1, "tag:limited": 1}, {"task:x": 3600.0}) == []
+    assert RateState.objects.get(key="task:x").tat == tat
+    # A concurrency limit without a slot for the batch (its run claimed, marked as holding a
+    # slot): run by run too - the run is sent to wait, and the clock does not move for it.
+    Limit.objects.filter(name="limited").update(concurrency=0)
+    RateState.objects.filter(key="task:x").update(tat=now - timedelta(hours=1))
+    TaskRun.objects.filter(pk=run.id).update(
+        state_type="PENDING", worker="nobody", holds_slot=True, tags=["limited"], attempts=1
+    )
+    assert _admit([run.id], {"task:x": 1, "tag:limited": 1}, {"task:x": 3600.0}) == [(run.id, None)]
+    assert TaskRun.objects.get(pk=run.id).state_name == "AwaitingConcurrencySlot"
+    assert RateState.objects.get(key="task:x").tat < timezone.now()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,17 +30,14 @@ __all__ = ["Admission", "LimitGate"]
 logger = logging.getLogger("django_tasks.limits")
 
 LIMITS = "SELECT scope, name, concurrency IS NOT NULL FROM django_tasks_limit"
-#: Returns the runs sent back to wait (those admitted are the others). The arrays travel as
-#: one text and two JSON parameters: psycopg's per-element adaptation of a list of 100 UUIDs
-#: cost more than the rest of the call (measured 0.25 ms of 0.35 ms for the parameter alone).
+#: Returns the runs sent back to wait (those admitted are the others). The batch is described
+#: by the worker, from what its claim returned (migration 0021): the ids travel as one text
+#: (psycopg's per-element adaptation of 100 UUIDs cost more than the rest of the call), the
+#: counts per tag, queue and task and the rates of the tasks as JSON.
 ADMIT = """
 SELECT run_id, wait_until FROM django_tasks_admit(
-    string_to_array(%(ids)s, ',')::uuid[],
-    ARRAY(SELECT k FROM jsonb_array_elements_text(%(keys)s::jsonb) WITH ORDINALITY AS t(k, i)
-          ORDER BY i),
-    ARRAY(SELECT e::float8 FROM jsonb_array_elements_text(%(every)s::jsonb)
-          WITH ORDINALITY AS t(e, i) ORDER BY i),
-    %(worker)s
+    string_to_array(%(ids)s, ',')::uuid[], %(counts)s::jsonb, %(rates)s::jsonb,
+    %(marked)s, %(reserved)s, %(worker)s
 )
 """
 #: Waiting runs get the slots that are free (and runs whose limit went away are released).
@@ -65,41 +63,78 @@ class Admission:
 class LimitGate:
     tags: frozenset[str] = frozenset()
     queues: frozenset[str] = frozenset()
-    #: Whether some limit is a concurrency limit: claims then mark the runs that hold a slot.
-    concurrency: bool = False
+    #: The tags and queues with a concurrency limit: claims mark their runs as holding a slot.
+    slot_tags: list[str] = field(default_factory=list)
+    slot_queues: list[str] = field(default_factory=list)
     loaded_at: float = field(default=0.0)
+    #: Each task's rate (seconds between starts, or None), by task key: tasks do not change.
+    _rates: dict[str, float | None] = field(default_factory=dict)
 
     def reload(self, db: QueueConnection) -> None:
         rows = db.execute(LIMITS, None, give_up_on_stop=True)
         self.tags = frozenset(name for scope, name, _ in rows if scope == "tag")
         self.queues = frozenset(name for scope, name, _ in rows if scope == "queue")
-        self.concurrency = any(row[2] for row in rows)
+        self.slot_tags = sorted(name for scope, name, slot in rows if scope == "tag" and slot)
+        self.slot_queues = sorted(name for scope, name, slot in rows if scope == "queue" and slot)
         self.loaded_at = time.monotonic()
+
+    @property
+    def concurrency(self) -> bool:
+        """Whether some limit is a concurrency limit: claims then mark the runs that hold a
+        slot (:data:`django_tasks.sql.claim`)."""
+        return bool(self.slot_tags or self.slot_queues)
 
     def release_waiting(self, db: QueueConnection) -> None:
         db.execute(UNPARK, None, give_up_on_stop=True)
 
-    def _task_rate(self, run: ClaimedRun) -> float | None:
+    def _task_rate(self, task_key: str) -> float | None:
+        """Seconds between starts of the task's runs (its ``rate_limit``), cached per key."""
         try:
-            return registry.get(run.task_key).options.rate_interval
+            return self._rates[task_key]
+        except KeyError:
+            pass
+        try:
+            rate = registry.get(task_key).options.rate_interval
         except UnknownTask:
             return None  # the run fails as an unknown task; no limit to apply
+        self._rates[task_key] = rate
+        return rate
 
     def admit(self, db: QueueConnection, runs: Sequence[ClaimedRun], worker: str) -> Admission:
-        ids, keys, every = [], [], []
+        ids: list[str] = []
+        # Runs of a batch are mostly alike: they are counted by kind, the keys made per kind.
+        kinds: Counter[tuple[str, str, str, tuple[str, ...]]] = Counter()
+        marked, reserved = True, False
+        tags, queues = self.tags, self.queues
         for run in runs:
-            rate = self._task_rate(run)
-            limited = run.queue in self.queues or not self.tags.isdisjoint(run.tags)
-            if limited or rate is not None:
-                ids.append(run.id)
-                keys.append(f"task:{run.task_name}")
-                every.append(rate)
+            if (
+                self._task_rate(run.task_key) is None
+                and run.queue not in queues
+                and tags.isdisjoint(run.tags)
+            ):
+                continue
+            ids.append(str(run.id))
+            kinds[run.task_key, run.task_name, run.queue, run.tags] += 1
+            marked = marked and run.holds_slot
+            reserved = reserved or run.rate_slot
         if not ids:
             return Admission(list(runs))
+        counts: Counter[str] = Counter()
+        rates: dict[str, float] = {}
+        for (task_key, task_name, queue, run_tags), n in kinds.items():
+            counts[f"queue:{queue}"] += n
+            for tag in run_tags:
+                counts[f"tag:{tag}"] += n
+            rate = self._task_rate(task_key)
+            if rate is not None:
+                rates[f"task:{task_name}"] = rate
+                counts[f"task:{task_name}"] += n
         params = {
-            "ids": ",".join(map(str, ids)),
-            "keys": json.dumps(keys),
-            "every": json.dumps(every),
+            "ids": ",".join(ids),
+            "counts": json.dumps(counts),
+            "rates": json.dumps(rates),
+            "marked": marked,
+            "reserved": reserved,
             "worker": worker,
         }
         rows = db.execute(ADMIT, params, give_up_on_stop=False)

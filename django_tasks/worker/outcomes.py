@@ -79,6 +79,10 @@ class ClaimedRun:
     name: str = ""
     queue: str = ""
     tags: tuple[str, ...] = ()
+    #: Marked by its claim as taking a slot of a concurrency limit (django_tasks.limits).
+    holds_slot: bool = False
+    #: Starts on a start a rate limit reserved for it (it waited for that rate).
+    rate_slot: bool = False
 
 
 @dataclass(frozen=True)

@@ -511,6 +511,8 @@ class Worker:
                 "late_after": self.late_after,
                 "done": done.entries,
                 "task_keys": keys,
+                "slot_queues": self.gate.slot_queues,
+                "slot_tags": self.gate.slot_tags,
             }
             try:
                 # Completions must be written even while stopping: only an empty claim gives up.
@@ -538,6 +540,8 @@ class Worker:
                     name=row[13],
                     queue=queue,
                     tags=tuple(row[14] or ()),
+                    holds_slot=row[15],
+                    rate_slot=row[16],
                 )
                 for row in rows
                 if row[0] == "claimed"
