@@ -360,3 +360,43 @@ def test_a_batch_no_limit_binds_is_admitted_whole_and_moves_each_rate_clock_by_i
     assert _admit([run.id], {"task:x": 1, "tag:limited": 1}, {"task:x": 3600.0}) == [(run.id, None)]
     assert TaskRun.objects.get(pk=run.id).state_name == "AwaitingConcurrencySlot"
     assert RateState.objects.get(key="task:x").tat < timezone.now()
+
+
+def _held_run(label: str, *, tags: list[str], waiting: bool = False) -> Any:
+    future = limited_sleep.delay(0, label)
+    TaskRun.objects.filter(pk=future.id).update(
+        state_type="SCHEDULED" if waiting else "RUNNING",
+        state_name="AwaitingConcurrencySlot" if waiting else "Running",
+        blocked=1 if waiting else 0,
+        holds_slot=not waiting,
+        worker="" if waiting else "someone",
+        attempts=0 if waiting else 1,
+        tags=tags,
+    )
+    return future
+
+
+@pytest.mark.django_db(transaction=False)
+def test_the_slot_freed_trigger_probes_once_per_statement_and_never_across_statements():
+    """Migration 0022: a statement that ends slot holders while no run waits probes once; the
+    next statement that ends one while a run waits releases it."""
+    Limit.objects.create(scope="tag", name="limited", concurrency=1)
+    first, second = (_held_run(label, tags=["limited"]) for label in ("a", "b"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE django_tasks_taskrun SET state_type = 'COMPLETED' WHERE id = ANY(%s) "
+            "RETURNING statement_timestamp()::text",
+            [[first.id, second.id]],
+        )
+        (started,) = cursor.fetchone()
+        cursor.execute("SELECT current_setting('django_tasks.none_waiting', true)")
+        assert cursor.fetchone() == (started,)  # said once, for the rest of that statement
+
+        holder = _held_run("c", tags=["limited"])
+        waiting = _held_run("d", tags=["limited"], waiting=True)
+        cursor.execute(
+            "UPDATE django_tasks_taskrun SET state_type = 'COMPLETED' WHERE id = %s",
+            [holder.id],
+        )
+    run = TaskRun.objects.get(pk=waiting.id)
+    assert (run.blocked, run.state_name) == (0, "Scheduled")  # its slot was given to it
