@@ -277,3 +277,83 @@ def test_connections_are_closed_after_runs_once_django_opened_one(monkeypatch):
     noop.delay()  # Django's connection is open when the worker starts: closed after runs
     drain(batch_size=1)
     assert closed == [1, 1]
+
+
+# -- unexpected errors: logged and waited out, never the end of a thread that claims ---------
+
+
+def _fails_once(original):
+    calls = []
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in the worker")
+        return original(*args, **kwargs)
+
+    wrapper.calls = calls  # type: ignore[attr-defined]
+    return wrapper
+
+
+def test_a_failed_admission_hands_the_batch_back_and_the_worker_goes_on(monkeypatch, caplog):
+    from django_tasks.limits.gate import LimitGate
+    from django_tasks.models import Limit
+    from tests.taskapp.tasks import limited_sleep
+
+    monkeypatch.setattr("django_tasks.worker.process.ERROR_BACKOFF", 0.01)
+    Limit.objects.create(scope="tag", name="limited", concurrency=5)
+    admit = _fails_once(LimitGate.admit)
+    monkeypatch.setattr(LimitGate, "admit", admit)
+    future = limited_sleep.delay(0, "admitted at last")
+    drain()
+    assert future.result(timeout=5) == "admitted at last"
+    assert len(admit.calls) == 2
+    assert "Could not claim runs; trying again" in caplog.text
+    run = TaskRun.objects.get(pk=future.id)
+    assert run.attempts == 1  # the handed-back claim cost no attempt
+    messages = list(run.states.values_list("message", flat=True))
+    assert "Handed back: the worker could not admit it." in messages
+
+
+def test_the_async_lane_outlives_an_error_in_its_claim(monkeypatch, caplog):
+    from tests.taskapp.tasks import async_add
+
+    monkeypatch.setattr("django_tasks.worker.process.ERROR_BACKOFF", 0.01)
+    original = Worker._claim
+    failed: list[object] = []
+
+    def claim(self, db, lane=None, limit=None):
+        if lane is not None and not failed:
+            failed.append(lane)
+            raise RuntimeError("a bug in the lane")
+        return original(self, db, lane, limit)
+
+    monkeypatch.setattr(Worker, "_claim", claim)
+    future: TaskRunFuture[int] = TaskRunFuture(async_add.delay(2, 3).id)
+    drain()
+    assert failed
+    assert future.result(timeout=5) == 5
+    assert "a bug in the lane" in caplog.text
+
+
+def test_the_heartbeat_outlives_an_unexpected_error(monkeypatch, caplog):
+    from django_tasks.models import Worker as WorkerRow
+
+    monkeypatch.setattr("django_tasks.worker.process.ERROR_BACKOFF", 0.01)
+    beat = _fails_once(Worker._beat)
+    monkeypatch.setattr(Worker, "_beat", beat)
+    worker = Worker(handle_signals=False)
+    worker.heartbeat_interval = 0.05
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(beat.calls) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(beat.calls) >= 3  # it went on beating after the error
+        row = WorkerRow.objects.get(name=worker.name)
+        assert row.stopped is None
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert "Control thread: unexpected error" in caplog.text

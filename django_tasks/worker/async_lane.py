@@ -319,7 +319,9 @@ class AsyncLane:
                 # A claim costs a round trip and a commit: with runs in flight, claim for a
                 # tenth of the places at once rather than for each place that frees.
                 worth = free >= max(1, self.size // 10) or free == self.size
-                runs = worker._claim(claim_db, lane=self, limit=free) if worth else []
+                runs = worker._claim_or_wait(claim_db, lane=self, limit=free) if worth else []
+                if runs is None:
+                    continue
                 if not runs:
                     if worker.burst and free == self.size and not self.rate_wakes:
                         # Done - unless final states written since the last look released

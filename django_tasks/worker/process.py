@@ -78,6 +78,9 @@ __all__ = [
 EXIT_RECYCLE = 75
 #: Runs of async tasks one process runs at once (``runtaskworker --async-concurrency``).
 DEFAULT_ASYNC_CONCURRENCY = 100
+#: Seconds a thread waits after an unexpected error (a bug, a statement the database refuses
+#: for a reason other than the connection) before it tries again.
+ERROR_BACKOFF = 1.0
 
 logger = logging.getLogger("django_tasks.worker")
 
@@ -329,6 +332,13 @@ class Worker:
                 logger.warning("Control connection lost (%s); reconnecting", exc)
                 db.close()
                 time.sleep(0.1)
+            except Exception:
+                # Never the end of the heartbeat: other workers would take this worker for
+                # lost and rescue the runs it is still running.
+                logger.exception(
+                    "Control thread: unexpected error; going on in %.0f s", ERROR_BACKOFF
+                )
+                self._control_done.wait(ERROR_BACKOFF)
 
     def _control_wait(self) -> float:
         """Short waits while a deferred run is going, so it is marked RUNNING in time."""
@@ -429,7 +439,9 @@ class Worker:
             while not self._stopping.is_set():
                 generation = self._generation
                 flushing = bool(self.deferred)
-                runs = self._claim(db)
+                runs = self._claim_or_wait(db)
+                if runs is None:
+                    continue
                 if not runs:
                     # A burst ends when nothing is ready - but a claim that wrote completions
                     # may have released downstream runs its own snapshot could not see, and
@@ -472,17 +484,38 @@ class Worker:
         with self._wake:
             self._wake.wait_for(lambda: self._generation != generation, timeout)
 
+    def _claim_or_wait(
+        self, db: QueueConnection, lane: AsyncLane | None = None, limit: int | None = None
+    ) -> list[ClaimedRun] | None:
+        """:meth:`_claim`, or ``None`` after an unexpected error, logged and waited out.
+
+        A thread that claims must outlive a bug or a statement the database refuses: the
+        async lane or a slot thread that ended would leave its runs to other workers without
+        a word, and a slot on the main thread would end the process - its supervisor would
+        start another at once, again and again."""
+        try:
+            return self._claim(db, lane, limit)
+        except Exception:
+            logger.exception("Could not claim runs; trying again in %.0f s", ERROR_BACKOFF)
+            self._stopping.wait(ERROR_BACKOFF)
+            return None
+
     def _claim(
         self, db: QueueConnection, lane: AsyncLane | None = None, limit: int | None = None
     ) -> list[ClaimedRun]:
         """Claim the next runs that may start: a batch, less the runs a limit sent back to
         wait (:meth:`_admit`); when a limit sent back the whole batch, claim again at once -
-        other runs may be ready - instead of sleeping."""
+        other runs may be ready - instead of sleeping. Runs claimed but not admitted because
+        the admission failed are handed back (held by a live worker, nobody would run them)."""
         while True:
             claimed = self._claim_batch(db, lane, limit)
             if not claimed:
                 return []
-            admitted = self._admit(db, claimed, lane)
+            try:
+                admitted = self._admit(db, claimed, lane)
+            except Exception:
+                self._give_back(db, claimed, "Handed back: the worker could not admit it.")
+                raise
             if admitted:
                 return admitted
 
@@ -655,10 +688,10 @@ class Worker:
 
     def _hand_back(self, db: QueueConnection, runs: Sequence[ClaimedRun]) -> None:
         self.deferred.flush(db)
-        params = {
-            "ids": [run.id for run in runs],
-            "worker": self.name,
-            "message": "Handed back by a stopping worker.",
-        }
+        self._give_back(db, runs, "Handed back by a stopping worker.")
+
+    def _give_back(self, db: QueueConnection, runs: Sequence[ClaimedRun], message: str) -> None:
+        """Claimed runs not started go back into the topic, their attempt given back."""
+        params = {"ids": [run.id for run in runs], "worker": self.name, "message": message}
         db.execute(sql.HAND_BACK, params, give_up_on_stop=False)
         logger.info("Handed back %d claimed runs", len(runs))
