@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from typing import Any
 
 from django.core.management import call_command
@@ -27,15 +26,8 @@ SECONDS = 0.1
 
 
 def drain(task: Any, n: int, *worker_options: str) -> float:
-    base.settle()
-    proc = base.start_workers(1 if "--async-concurrency" in worker_options else 2, *worker_options)
-    try:
-        task.delay_many([(SECONDS,)] * n)
-        started = time.perf_counter()
-        finished = base.wait_done(base.OURS_LEFT)
-    finally:
-        base.stop_workers(proc)
-    return n / (finished - started)
+    processes = 1 if "--async-concurrency" in worker_options else 2
+    return base.ours_drain(n, processes, *worker_options, task=task, args=(SECONDS,))
 
 
 def main() -> None:

@@ -14,26 +14,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from typing import Any
 
 from django.core.management import call_command
 
 from benchmarks import run as base
 from django_tasks.models import Limit
 from tests.taskapp.tasks import limited_noop, noop
-
-
-def drain(task: Any, n: int, concurrency: int) -> float:
-    base.settle()
-    proc = base.start_workers(concurrency)
-    try:
-        task.delay_many([()] * n)
-        started = time.perf_counter()
-        finished = base.wait_done(base.OURS_LEFT)
-    finally:
-        base.stop_workers(proc)
-    return n / (finished - started)
 
 
 def main() -> None:
@@ -51,7 +37,7 @@ def main() -> None:
         rates["raw"].append(base.raw_drain(options.runs, options.concurrency))
         for name, task in (("unlimited", noop), ("limited", limited_noop)):
             base.reset()
-            rates[name].append(drain(task, options.runs, options.concurrency))
+            rates[name].append(base.ours_drain(options.runs, options.concurrency, task=task))
             print(f"{name}: {rates[name][-1]:,.0f} runs/s", flush=True)
     Limit.objects.all().delete()
     base.reset()

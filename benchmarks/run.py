@@ -256,12 +256,20 @@ def stop_workers(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(60)
 
 
-def ours_drain(n: int, concurrency: int, *extra: str, root: Path = ROOT) -> float:
-    """Workers idle first; then ``n`` runs appear in one commit; time until all are done."""
+def ours_drain(
+    n: int,
+    concurrency: int,
+    *extra: str,
+    root: Path = ROOT,
+    task: Any = noop,
+    args: tuple[Any, ...] = (),
+) -> float:
+    """Workers idle first; then ``n`` runs of ``task(*args)`` appear in one commit; time until
+    all are done."""
     settle()
     proc = start_workers(concurrency, *extra, root=root)
     try:
-        noop.delay_many([()] * n)
+        task.delay_many([args] * n)
         started = time.perf_counter()
         finished = wait_done(OURS_LEFT)
     finally:
