@@ -15,7 +15,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.db import connection
+from django.test import Client
 
 from django_tasks.artifacts.create import close as close_artifacts
 from django_tasks.progress import writer as progress_writer
@@ -207,3 +209,13 @@ def restart_database() -> bool:
         )
     connection.close()  # this process's own connection died with the server
     return True
+
+
+def client_with(*codenames: str) -> Client:
+    """A logged-in client of a staff user with exactly these permissions (staff status alone
+    gives nothing: views follow Django's model permissions, as the admin does)."""
+    user = User.objects.create_user("staff-" + "-".join(codenames), password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client = Client()
+    client.force_login(user)
+    return client

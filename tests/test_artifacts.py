@@ -9,8 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
-from django.test import Client
 from django.utils import timezone
 
 from django_tasks import (
@@ -24,19 +22,11 @@ from django_tasks.models import Artifact, TaskRun
 from django_tasks.retention import purge
 from tests.taskapp.tasks import attach_artifacts
 
-from .conftest import drain
+from .conftest import client_with, drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 API = "/tasks/api/artifacts/"
-
-
-def client_with(*codenames: str) -> Client:
-    user = User.objects.create_user("u-" + "-".join(codenames), password="pw", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @task

@@ -14,7 +14,7 @@ from io import StringIO
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
@@ -25,7 +25,7 @@ from django_tasks.models import Limit, RateState, TaskRun, TaskRunState
 from django_tasks.tasks import task
 from tests.taskapp.tasks import add, limited_sleep, rate_limited
 
-from .conftest import drain, wait_for_live_workers, wait_until, worker_processes
+from .conftest import client_with, drain, wait_for_live_workers, wait_until, worker_processes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -228,14 +228,6 @@ def test_the_cli_refuses_bad_limits_and_writes_nothing(args, message):
     with pytest.raises(CommandError, match=message):
         call_command("taskruns", "limits", *args, stdout=StringIO())
     assert not Limit.objects.exists()
-
-
-def client_with(*codenames: str) -> Client:
-    user = User.objects.create_user("u-" + "-".join(codenames), password="pw", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 API = "/tasks/api/limits/"

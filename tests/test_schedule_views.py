@@ -7,25 +7,18 @@ import json
 from io import StringIO
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
 
 from django_tasks.models import Schedule
 
+from .conftest import client_with
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ADMIN = "/admin/django_tasks/schedule/"
 API = "/tasks/api/schedules/"
-
-
-def client_with(*codenames: str) -> Client:
-    name = "staff-" + "-".join(codenames)
-    user = User.objects.create_user(name, password="pw", is_staff=True)
-    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def superuser() -> Client:
