@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import math
 import signal
+from typing import Any
 
 import pytest
 from django.db.models import Count, Q
 
-from django_tasks import TaskRunFailed
+from django_tasks import TaskRunFailed, TaskRunFuture
 from django_tasks.models import TaskRun, TaskRunLog, TaskRunState
 from tests.taskapp.models import Effect
 from tests.taskapp.poison import (
     REFUSED_VALUES,
+    async_logs_refused,
+    async_raises_refused,
+    async_returns_refused,
     exit_process,
     exit_process_retried,
     grandchild_then_hang,
@@ -22,9 +26,9 @@ from tests.taskapp.poison import (
     returns_refused,
     segfault,
 )
-from tests.taskapp.tasks import record
+from tests.taskapp.tasks import async_record, record
 
-from .conftest import process_alive, wait_until, worker_log
+from .conftest import drain, process_alive, wait_until, worker_log
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -216,3 +220,44 @@ def test_poison_never_runs_twice_because_of_a_batch_mate(start_worker):
         Q(pk__in=[m.id for m in mates]) & Q(states__message__startswith="Rescued")
     ).exists()
     assert "exit code 7" in poison.state.message
+
+
+def test_async_runs_with_values_postgresql_refuses_end_recorded_beside_the_others():
+    """The async lane writes final states in batches (its Finisher): a value PostgreSQL
+    refuses in one run's result, exception or log line must not take its batch mates down."""
+    returned = {k: TaskRunFuture[Any](async_returns_refused.delay(k).id) for k in REFUSED_VALUES}
+    raised = {kind: async_raises_refused.delay(kind) for kind in REFUSED_VALUES}
+    # Not huge_int: pytest's own log capture, in this process, raises on a line it cannot
+    # format (a worker process keeps the line with the reason: the test above).
+    logged = {
+        kind: TaskRunFuture[str](async_logs_refused.delay(kind).id)
+        for kind in REFUSED_VALUES
+        if kind != "huge_int"
+    }
+    ordinary = [async_record.delay(f"async-between-{i}") for i in range(5)]
+    drain()  # the worker ends its burst cleanly (exit 0), the lane alive to the end
+
+    for kind, future in returned.items():
+        value = future.result(timeout=1)
+        if kind == "nan":
+            assert math.isnan(value)
+        else:
+            assert value == REFUSED_VALUES[kind]
+        assert TaskRun.objects.get(pk=future.id).result_preview == expected_preview(kind)
+    for kind, future in raised.items():
+        run = TaskRun.objects.get(pk=future.id)
+        assert run.state_type == "FAILED", (kind, run.state_message)
+        assert run.state_message.startswith("ValueError: "), run.state_message
+        assert "\x00" not in run.traceback
+        assert "\x00" not in run.state_message
+    for kind, future in logged.items():
+        assert future.result(timeout=1) == kind
+    logged_ids = [f.id for f in logged.values()]
+    wait_until(lambda: TaskRunLog.objects.filter(run_id__in=logged_ids).count() >= len(logged))
+    assert "\x00" not in "".join(
+        TaskRunLog.objects.filter(run_id__in=logged_ids).values_list("message", flat=True)
+    )
+    assert sorted(Effect.objects.values_list("label", flat=True)) == sorted(
+        f"async-between-{i}" for i in range(5)
+    )
+    assert all(f.result(timeout=1) for f in ordinary)

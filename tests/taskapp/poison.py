@@ -111,6 +111,22 @@ def logs_refused(kind: str) -> str:
     return kind
 
 
+@task
+async def async_returns_refused(kind: str) -> Any:
+    return REFUSED_VALUES[kind]
+
+
+@task
+async def async_raises_refused(kind: str) -> None:
+    raises_refused.fn(kind)
+
+
+@task
+async def async_logs_refused(kind: str) -> str:
+    get_run_logger().warning("logged %s: %s", kind, REFUSED_VALUES[kind])
+    return kind
+
+
 @task(timeout_seconds=0.3)
 def grandchild_then_hang(seconds: float) -> str:
     """Starts ``sleep`` (a grandchild of the worker), records its pid, then ignores its own
