@@ -58,6 +58,29 @@ def one_start(concurrency: int, method: str) -> tuple[float, float]:
     return claimed, completed
 
 
+#: A raw worker's start: the interpreter, psycopg, a connection and one SKIP LOCKED claim.
+RAW_START = """
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    conn.execute(
+        "SELECT id FROM bench_raw_job WHERE state_type = 'SCHEDULED' "
+        "ORDER BY priority DESC, scheduled_time LIMIT 10 FOR UPDATE SKIP LOCKED"
+    ).fetchall()
+"""
+
+
+def raw_start() -> float:
+    from django.db import connection
+    from psycopg.conninfo import make_conninfo
+
+    params = connection.get_connection_params()
+    for key in ("cursor_factory", "context", "prepare_threshold"):
+        params.pop(key, None)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", RAW_START, make_conninfo(**params)], check=True)
+    return time.perf_counter() - started
+
+
 def django_setup() -> float:
     started = time.perf_counter()
     subprocess.run(
@@ -75,9 +98,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     options = parser.parse_args()
     call_command("migrate", verbosity=0)
+    base.raw(base.RAW_TABLE)  # the raw worker's table (empty: its first claim finds nothing)
     claims: dict[str, list[float]] = {"fork": [], "spawn": []}
     completions: dict[str, list[float]] = {"fork": [], "spawn": []}
-    setups = []
+    setups, raws = [], []
     for _ in range(options.rounds):
         for method in claims:
             claim, done = one_start(options.concurrency, method)
@@ -85,6 +109,7 @@ def main() -> None:
             completions[method].append(done)
             print(f"{method}: first claim {claim:.2f} s, completed {done:.2f} s", flush=True)
         setups.append(django_setup())
+        raws.append(raw_start())
     base.reset()
     for method in claims:
         print(
@@ -94,7 +119,8 @@ def main() -> None:
         )
     print(
         f"(medians of {options.rounds}; goal: first claim < 1 s); interpreter + Django setup "
-        f"alone: {statistics.median(setups):.2f} s"
+        f"alone: {statistics.median(setups):.2f} s; a raw psycopg worker (interpreter, "
+        f"connection, first claim): {statistics.median(raws):.2f} s"
     )
 
 
