@@ -22,6 +22,7 @@ from django.utils.html import format_html, format_html_join
 
 from .actions import RunNotFound, cancel_run, retry_run
 from .admin_filters import CreatedFilter, QueueFilter, TagFilter, TaskFilter, WorkerFilter
+from .admin_links import change_link
 from .artifacts.admin import ArtifactAdmin, ArtifactInline
 from .limits.admin import LimitAdmin
 from .models import TaskRun, TaskRunDependency, TaskRunLog, TaskRunState
@@ -245,10 +246,7 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
 
     @admin.display(description="Schedule")
     def schedule_link(self, obj: TaskRun) -> str:
-        if obj.schedule_id is None:
-            return "-"
-        url = reverse("admin:django_tasks_schedule_change", args=[obj.schedule_id])
-        return format_html('<a href="{}">{}</a>', url, obj.schedule_id)
+        return change_link("schedule", obj.schedule_id, obj.schedule_id)
 
     # Runs are read-only, but cancelling or retrying one writes new history, never edits it.
     # Each needs its own permission (permissions.py), for the bulk actions and the buttons.

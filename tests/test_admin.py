@@ -1,6 +1,7 @@
 """The read-only admin: list, filters, search, run page; payloads are never unpickled."""
 
 import re
+import uuid
 
 import pytest
 from django.urls import reverse
@@ -272,3 +273,15 @@ def test_no_list_filter_value_makes_a_500(admin_client, param, value):
     url = reverse("admin:django_tasks_taskrun_changelist")
     response = admin_client.get(url, {param: value})
     assert response.status_code in (200, 302), (param, value)
+
+
+def test_change_links_lead_to_the_admin_page_and_escape_their_text():
+    from django_tasks.admin_links import change_link
+
+    assert change_link("taskrun", None, "anything") == "-"
+    run_id = uuid.uuid4()
+    link = change_link("taskrun", run_id, "<b>run</b>")
+    assert link == (
+        f'<a href="/admin/django_tasks/taskrun/{run_id}/change/">&lt;b&gt;run&lt;/b&gt;</a>'
+    )
+    assert change_link("schedule", 7, 7) == '<a href="/admin/django_tasks/schedule/7/change/">7</a>'

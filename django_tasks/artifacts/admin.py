@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.http import HttpRequest
-from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from ..admin_links import change_link
 from .models import Artifact
 from .render import render_artifact
 
@@ -51,10 +51,7 @@ class ArtifactAdmin(_NotWritten, _ArtifactAdminBase):
 
     @admin.display(description="Run")
     def run_link(self, obj: Artifact) -> str:
-        if obj.run_id is None:
-            return "-"
-        url = reverse("admin:django_tasks_taskrun_change", args=[obj.run_id])
-        return format_html('<a href="{}">{}</a>', url, obj.run_id)
+        return change_link("taskrun", obj.run_id, obj.run_id)
 
     @admin.display(description="Content")
     def content(self, obj: Artifact) -> SafeString:

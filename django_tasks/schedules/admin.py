@@ -15,9 +15,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.urls import reverse
-from django.utils.html import format_html
 
+from ..admin_links import change_link
 from ..registry import registry
 from ..tasks import check_queue
 from .models import EDITABLE_FIELDS, Schedule
@@ -127,10 +126,7 @@ class ScheduleAdmin(_ScheduleAdminBase):
 
     @admin.display(description="Last run")
     def last_run_link(self, obj: Schedule) -> str:
-        if obj.last_run_id is None:
-            return "-"
-        url = reverse("admin:django_tasks_taskrun_change", args=[obj.last_run_id])
-        return format_html('<a href="{}">{}</a>', url, str(obj.last_run_id)[:8])
+        return change_link("taskrun", obj.last_run_id, str(obj.last_run_id)[:8])
 
     @admin.action(description="Enable the selected schedules", permissions=["change"])
     def enable_selected(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
