@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -59,6 +60,17 @@ def _recorder_flushed_after_each_test() -> Iterator[None]:
     """Records of one test's inline runs must not arrive during the next test."""
     yield
     writer.flush()
+
+
+@pytest.fixture
+def close_connections_of_sync_to_async() -> Iterator[None]:
+    """Django connections opened by sync_to_async's thread (adelay, aresult, the async ORM of
+    async tasks) are closed as at the end of a request, before the test database goes."""
+    yield
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    asyncio.run(sync_to_async(connections.close_all, thread_sensitive=True)())
 
 
 @pytest.fixture

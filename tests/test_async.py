@@ -9,12 +9,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connections, transaction
+from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 
 from django_tasks import task
@@ -36,15 +35,10 @@ async_record: Any = tasks.async_record
 async_sleep: Any = tasks.async_sleep
 async_too_slow: Any = tasks.async_too_slow
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _close_connections_of_sync_to_async() -> Iterator[None]:
-    """Django connections opened by sync_to_async's thread (adelay, aresult, the async ORM)
-    are closed as at the end of a request, before the test database goes."""
-    yield
-    asyncio.run(sync_to_async(connections.close_all, thread_sensitive=True)())
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("close_connections_of_sync_to_async"),
+]
 
 
 def history(run_id: Any) -> list[str]:

@@ -222,6 +222,7 @@ def test_poison_never_runs_twice_because_of_a_batch_mate(start_worker):
     assert "exit code 7" in poison.state.message
 
 
+@pytest.mark.usefixtures("close_connections_of_sync_to_async")
 def test_async_runs_with_values_postgresql_refuses_end_recorded_beside_the_others():
     """The async lane writes final states in batches (its Finisher): a value PostgreSQL
     refuses in one run's result, exception or log line must not take its batch mates down."""
