@@ -3,10 +3,12 @@ threads): tests/test_forking.py runs it as a script and reads the JSON it prints
 
 from __future__ import annotations
 
+import ctypes
 import json
 import multiprocessing
 import os
 import signal
+import sys
 import time
 
 from django_tasks.worker.forking import ForkedChild, ForkServer, ForkServerGone
@@ -38,6 +40,10 @@ def ended(child: ForkedChild) -> int | None:
 
 
 def main() -> None:
+    if "subreaper" in sys.argv[1:]:
+        # As a supervisor that is PID 1 in a container: the orphans of the fork server are
+        # adopted by this process (Linux: PR_SET_CHILD_SUBREAPER).
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
     SERVER.start()
     found: dict[str, object] = {"server": SERVER.pid}
     ok = SERVER.start_child(0)

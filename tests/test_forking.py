@@ -147,10 +147,14 @@ def test_a_journal_is_empty_after_reset():
     assert journal.entries() == "[]"
 
 
-def test_the_fork_server_reports_how_each_child_ended_and_its_death():
-    """tests/forking_probe.py, in a process of its own (pytest's may run threads)."""
+@pytest.mark.parametrize("adopter", ["init", "subreaper"])
+def test_the_fork_server_reports_how_each_child_ended_and_its_death(adopter):
+    """tests/forking_probe.py, in a process of its own (pytest's may run threads). Orphaned
+    by the fork server's death, a worker process is adopted by init - its exit code is lost -
+    or, with the supervisor as subreaper (PID 1 in a container), by the supervisor, which
+    reaps it and knows how it ended."""
     done = subprocess.run(
-        [sys.executable, "-m", "tests.forking_probe"],
+        [sys.executable, "-m", "tests.forking_probe", adopter],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -169,5 +173,8 @@ def test_the_fork_server_reports_how_each_child_ended_and_its_death():
     assert found["gone"] == "the fork server is gone"
     assert found["server_alive"] is False
     assert found["orphan_alive"] is True
-    assert found["orphan_killed"] is None  # its exit code went with the fork server
+    if adopter == "init":
+        assert found["orphan_killed"] is None  # its exit code went with the fork server
+    else:
+        assert found["orphan_killed"] == -signal.SIGKILL
     assert found["orphan_alive_after"] is False
