@@ -20,6 +20,7 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
+from django_tasks.limits.gate import ADMIT_ALL
 from django_tasks.limits.rates import parse_rate
 from django_tasks.models import Limit, RateState, TaskRun, TaskRunState
 from django_tasks.tasks import task
@@ -352,6 +353,87 @@ def test_a_batch_no_limit_binds_is_admitted_whole_and_moves_each_rate_clock_by_i
     assert _admit([run.id], {"task:x": 1, "tag:limited": 1}, {"task:x": 3600.0}) == [(run.id, None)]
     assert TaskRun.objects.get(pk=run.id).state_name == "AwaitingConcurrencySlot"
     assert RateState.objects.get(key="task:x").tat < timezone.now()
+
+
+def _admit_all(counts: dict[str, int], rates: dict[str, float], **flags: bool) -> bool:
+    params: dict[str, Any] = {"counts": json.dumps(counts), "rates": json.dumps(rates)}
+    params.update({"marked": True, "reserved": False, **flags})
+    with connection.cursor() as cursor:
+        cursor.execute(ADMIT_ALL, params)
+        return bool(cursor.fetchone()[0])
+
+
+def test_the_one_statement_admission_admits_a_batch_no_limit_binds_and_writes_nothing_else():
+    """limits.gate.ADMIT_ALL, the worker's first try: true only when the whole batch may start
+    (every rate clock moved by its runs), false - nothing written - when a limit may bind."""
+    Limit.objects.create(scope="tag", name="limited", concurrency=2)
+    Limit.objects.create(scope="queue", name="emails", rate="1/h")
+    hour_ago = timezone.now() - timedelta(hours=1)
+    RateState.objects.create(key="task:x", tat=hour_ago)
+    RateState.objects.create(key="queue:emails", tat=hour_ago)
+    counts = {"task:x": 1, "tag:limited": 1, "queue:emails": 1}
+    assert _admit_all(counts, {"task:x": 60.0})
+    clocks = dict(RateState.objects.values_list("key", "tat"))
+    now = timezone.now()
+    assert now < clocks["task:x"] <= now + timedelta(seconds=60)
+    assert now + timedelta(seconds=3590) < clocks["queue:emails"] <= now + timedelta(hours=1)
+
+    # Each refusal writes nothing: a clock ahead (of the task, or of the queue's limit) ...
+    assert not _admit_all(counts, {"task:x": 60.0})
+    RateState.objects.filter(key="task:x").update(tat=hour_ago)
+    assert not _admit_all(counts, {"task:x": 60.0})
+    assert RateState.objects.get(key="task:x").tat == hour_ago
+    # ... two runs of one task due one second apart, in a batch: the second is not due yet ...
+    assert not _admit_all({"task:x": 2}, {"task:x": 1.0})
+    # ... a run starting on a reserved rate slot, or claimed before its worker knew of a limit.
+    assert not _admit_all({"task:x": 1}, {"task:x": 1.0}, reserved=True)
+    assert not _admit_all({"tag:limited": 1}, {}, marked=False)
+    assert RateState.objects.get(key="task:x").tat == hour_ago
+    # A concurrency limit counts the slots held (the batch's own, marked by its claim): at the
+    # limit the batch starts, one more and it goes run by run.
+    held = [_held_run(label, tags=["limited"]) for label in ("a", "b")]
+    assert _admit_all({"tag:limited": 2}, {})
+    _held_run("c", tags=["limited"])
+    assert not _admit_all({"tag:limited": 2}, {})
+    TaskRun.objects.filter(pk=held[0].id).update(state_type="COMPLETED")
+    assert _admit_all({"tag:limited": 2}, {})
+    assert _admit_all({"tag:other": 5}, {})  # no limit of its own: nothing to check
+
+
+def test_a_batch_that_waited_for_another_admission_is_not_early_against_its_clock(
+    second_connection: Any,
+):
+    """The time is read once the rate clocks are locked: a batch that waited for another
+    worker's admission - which moved the clock to its own end - still starts under a rate far
+    above what runs. (Read before the lock, the clock looked ahead and the batch was sent back
+    to wait: 100 runs at a time in the limits benchmark.)"""
+    RateState.objects.create(key="task:x", tat=timezone.now() - timedelta(hours=1))
+    result: list[bool] = []
+
+    def admit() -> None:  # on its own Django connection, as another worker
+        try:
+            result.append(_admit_all({"task:x": 50}, {"task:x": 1e-9}))
+        finally:
+            connection.close()
+
+    with second_connection.transaction():
+        second_connection.execute("SELECT 1 FROM django_tasks_ratestate FOR UPDATE")
+        waiting = threading.Thread(target=admit)
+        waiting.start()
+        wait_until(lambda: _lock_waiters() == 1)
+        time.sleep(0.05)  # the waiting statement's own start is well behind the clock now
+        second_connection.execute("UPDATE django_tasks_ratestate SET tat = clock_timestamp()")
+    waiting.join(10)
+    assert result == [True]
+
+
+def _lock_waiters() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()"
+        )
+        return int(cursor.fetchone()[0])
 
 
 def _held_run(label: str, *, tags: list[str], waiting: bool = False) -> Any:

@@ -29,6 +29,9 @@ __all__ = ["Admission", "LimitGate"]
 
 logger = logging.getLogger("django_tasks.limits")
 
+#: States in which a run holds its worker - and its slot (the condition of
+#: ``django_tasks_held_idx``).
+HELD = "('PENDING', 'RUNNING', 'CANCELLING')"
 LIMITS = "SELECT scope, name, concurrency IS NOT NULL FROM django_tasks_limit"
 #: Returns the runs sent back to wait (those admitted are the others). The batch is described
 #: by the worker, from what its claim returned (migration 0021): the ids travel as one text
@@ -39,6 +42,63 @@ SELECT run_id, wait_until FROM django_tasks_admit(
     string_to_array(%(ids)s, ',')::uuid[], %(counts)s::jsonb, %(rates)s::jsonb,
     %(marked)s, %(reserved)s, %(worker)s
 )
+"""
+#: The first step of :data:`ADMIT` as one plain statement (no PL/pgSQL, no ids sent): the
+#: whole batch starts when no limit can bind - same rule as migration 0021's first step. It
+#: returns true when every rate clock moved on (all runs admitted), false when it wrote
+#: nothing (then ADMIT decides run by run).
+#: Two differences from 0021's step: each concurrency limit counts its held runs only up to
+#: the limit + 1 (enough to know it is exceeded; ``ORDER BY worker`` keeps that count on
+#: ``django_tasks_held_idx``, whose dead entries a plain index scan skips once marked - see
+#: 0017), and the time is read after the rate clocks are locked: a batch that waited for
+#: another worker's admission would otherwise look early against the clock that worker had
+#: just moved, and be sent back to wait under a rate far above what runs.
+ADMIT_ALL = f"""
+WITH lim AS MATERIALIZED (
+    SELECT l.concurrency, (
+        SELECT count(*) FROM (
+            SELECT FROM django_tasks_taskrun AS h
+            WHERE h.state_type IN {HELD} AND h.holds_slot
+              AND CASE WHEN l.scope = 'tag' THEN h.tags ? l.name ELSE h.queue = l.name END
+            ORDER BY h.worker
+            LIMIT l.concurrency + 1
+        ) AS h
+    ) AS held
+    FROM django_tasks_limit AS l
+    WHERE l.concurrency IS NOT NULL AND %(counts)s::jsonb ? (l.scope || ':' || l.name)
+), free AS MATERIALIZED (
+    SELECT NOT %(reserved)s AND (%(marked)s OR NOT EXISTS (SELECT FROM lim))
+           AND NOT EXISTS (SELECT FROM lim WHERE held > concurrency) AS ok
+), wanted AS MATERIALIZED (
+    SELECT k.key, k.every, (%(counts)s::jsonb ->> k.key)::integer AS n
+    FROM (
+        SELECT t.key, t.value::float8 FROM jsonb_each_text(%(rates)s::jsonb) AS t
+        UNION ALL
+        SELECT l.scope || ':' || l.name, l.rate_interval FROM django_tasks_limit AS l
+        WHERE l.rate_interval IS NOT NULL AND %(counts)s::jsonb ? (l.scope || ':' || l.name)
+    ) AS k (key, every)
+), clock AS MATERIALIZED (
+    SELECT s.key, s.tat, w.every, w.n
+    FROM django_tasks_ratestate AS s JOIN wanted AS w ON w.key = s.key, free
+    WHERE free.ok
+    ORDER BY s.key
+    FOR UPDATE OF s
+), now AS MATERIALIZED (
+    SELECT clock_timestamp() AS t FROM (SELECT count(*) FROM clock) AS locked
+), fits AS MATERIALIZED (
+    SELECT count(clock.key) = (SELECT count(*) FROM wanted) AND coalesce(bool_and(
+               GREATEST(now.t, clock.tat) + make_interval(secs => clock.every * (clock.n - 1))
+               <= now.t
+           ), true) AS ok
+    FROM now LEFT JOIN clock ON true
+), moved AS (
+    UPDATE django_tasks_ratestate AS s
+    SET tat = GREATEST(now.t, clock.tat) + make_interval(secs => clock.every * clock.n)
+    FROM clock, fits, now
+    WHERE s.key = clock.key AND fits.ok
+    RETURNING 1
+)
+SELECT free.ok AND (SELECT count(*) FROM moved) = (SELECT count(*) FROM wanted) FROM free
 """
 #: Waiting runs get the slots that are free (and runs whose limit went away are released).
 UNPARK = """
@@ -129,14 +189,15 @@ class LimitGate:
             if rate is not None:
                 rates[f"task:{task_name}"] = rate
                 counts[f"task:{task_name}"] += n
-        params = {
-            "ids": ",".join(ids),
+        params: dict[str, object] = {
             "counts": json.dumps(counts),
             "rates": json.dumps(rates),
             "marked": marked,
             "reserved": reserved,
-            "worker": worker,
         }
+        if db.execute(ADMIT_ALL, params, give_up_on_stop=False)[0][0]:
+            return Admission(list(runs))
+        params.update(ids=",".join(ids), worker=worker)
         rows = db.execute(ADMIT, params, give_up_on_stop=False)
         if not rows:
             return Admission(list(runs))
