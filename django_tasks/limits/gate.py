@@ -3,9 +3,10 @@
 A worker keeps the limits it knows (reloaded on its heartbeat and at once when a limit
 changes: a trigger NOTIFYs ``django_tasks_limits``). A claimed batch with no run under a limit
 - a tag or a queue with a limit, or a task with ``rate_limit=`` - starts as before, with no
-statement more: limits cost nothing where they do not apply. Otherwise one call per batch asks
-the database, which alone decides which runs start now; the others went back
-to wait (AwaitingConcurrencySlot or AwaitingRateLimit, see migration 0017).
+statement more: limits cost nothing where they do not apply. Otherwise the database alone
+decides which runs start now: one statement per batch (:data:`ADMIT_ALL`) when no limit binds,
+else ``django_tasks_admit()`` run by run, which sends the others back to wait
+(AwaitingConcurrencySlot or AwaitingRateLimit, see migration 0017).
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ class LimitGate:
         return rate
 
     def admit(self, db: QueueConnection, runs: Sequence[ClaimedRun], worker: str) -> Admission:
-        ids: list[str] = []
+        limited: list[ClaimedRun] = []
         # Runs of a batch are mostly alike: they are counted by kind, the keys made per kind.
         kinds: Counter[tuple[str, str, str, tuple[str, ...]]] = Counter()
         marked, reserved = True, False
@@ -173,11 +174,11 @@ class LimitGate:
                 and tags.isdisjoint(run.tags)
             ):
                 continue
-            ids.append(str(run.id))
+            limited.append(run)
             kinds[run.task_key, run.task_name, run.queue, run.tags] += 1
             marked = marked and run.holds_slot
             reserved = reserved or run.rate_slot
-        if not ids:
+        if not limited:
             return Admission(list(runs))
         counts: Counter[str] = Counter()
         rates: dict[str, float] = {}
@@ -197,7 +198,7 @@ class LimitGate:
         }
         if db.execute(ADMIT_ALL, params, give_up_on_stop=False)[0][0]:
             return Admission(list(runs))
-        params.update(ids=",".join(ids), worker=worker)
+        params.update(ids=",".join(str(run.id) for run in limited), worker=worker)
         rows = db.execute(ADMIT, params, give_up_on_stop=False)
         if not rows:
             return Admission(list(runs))
