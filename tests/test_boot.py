@@ -11,6 +11,7 @@ import time
 import pytest
 
 from django_tasks.models import TaskRun
+from django_tasks.worker.process import BURST_ERRORS
 from tests.taskapp.tasks import add
 
 from .conftest import FAST_WORKER_SETTINGS, ROOT
@@ -112,3 +113,24 @@ def test_a_library_that_kills_forked_processes_stops_the_pool_with_the_way_out(w
     )
     assert code == 0, output
     assert future.result(timeout=1) == 5
+
+
+def test_a_burst_whose_claims_keep_failing_ends_with_an_error_instead_of_retrying_forever(
+    worker_env,
+):
+    env = {**worker_env, "DJANGO_TASKS_TEST_BROKEN_CLAIM": "1"}
+    future = add.delay(2, 3)
+    code, output, elapsed = run_pool(
+        [sys.executable, "manage.py", "runtaskworker", "--concurrency", "2", "--burst"], env
+    )
+    assert code == 1, output
+    assert elapsed < 30
+    # In each worker process, the first thread that claims (its slot, its async lane) to fail
+    # BURST_ERRORS times in a row (ERROR_BACKOFF apart) gives up for the process; the
+    # supervisor does not replace it.
+    failures = output.count("RuntimeError: this claim always fails")
+    assert 2 * BURST_ERRORS <= failures <= 2 * 2 * BURST_ERRORS, output
+    assert f"Could not claim runs {BURST_ERRORS} times in a row; this burst gives up" in output
+    assert output.count("gave up: its claims kept failing") == 2
+    assert "died" not in output
+    assert TaskRun.objects.get(pk=future.id).state_type == "SCHEDULED"  # for a pool that can

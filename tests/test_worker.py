@@ -14,7 +14,7 @@ from django_tasks.worker.connection import QueueConnection
 from tests.taskapp.models import Effect
 from tests.taskapp.tasks import add, explode, noop, raise_unpicklable, record, return_unpicklable
 
-from .conftest import drain
+from .conftest import drain, wait_until
 
 
 def history(future):
@@ -334,6 +334,74 @@ def test_the_async_lane_outlives_an_error_in_its_claim(monkeypatch, caplog):
     assert failed
     assert future.result(timeout=5) == 5
     assert "a bug in the lane" in caplog.text
+
+
+def _claims_always_fail(monkeypatch) -> list[object]:
+    monkeypatch.setattr("django_tasks.worker.process.ERROR_BACKOFF", 0.01)
+    calls: list[object] = []
+
+    def claim(self, db, lane=None, limit=None):
+        calls.append(lane)
+        raise RuntimeError("a claim that always fails")
+
+    monkeypatch.setattr(Worker, "_claim", claim)
+    return calls
+
+
+def test_a_burst_worker_gives_up_after_claims_fail_in_a_row(monkeypatch, caplog):
+    from django_tasks.worker.process import BURST_ERRORS, EXIT_GAVE_UP
+
+    calls = _claims_always_fail(monkeypatch)
+    worker = Worker(burst=True, handle_signals=False)
+    assert worker.run() == EXIT_GAVE_UP
+    # Counted per claiming thread (the slot's calls have no lane): the first to fail
+    # BURST_ERRORS times in a row stops the process; the other stops with it.
+    slot, lane = calls.count(None), len(calls) - calls.count(None)
+    assert max(slot, lane) == BURST_ERRORS
+    assert len(calls) <= 2 * BURST_ERRORS
+    assert f"Could not claim runs {BURST_ERRORS} times in a row; this burst gives up" in (
+        caplog.text
+    )
+
+
+def test_a_worker_that_is_not_a_burst_goes_on_trying(monkeypatch):
+    from django_tasks.worker.process import BURST_ERRORS
+
+    calls = _claims_always_fail(monkeypatch)
+    worker = Worker(handle_signals=False, poll_interval=0.05)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        wait_until(lambda: len(calls) > 3 * BURST_ERRORS, timeout=10)
+        assert thread.is_alive()
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert not worker.gave_up
+
+
+def test_a_claim_that_succeeds_starts_the_count_of_failures_again(monkeypatch):
+    from django_tasks.worker.process import BURST_ERRORS
+
+    monkeypatch.setattr("django_tasks.worker.process.ERROR_BACKOFF", 0.01)
+    original = Worker._claim
+    calls: dict[bool, int] = {True: 0, False: 0}  # by thread: the slot's, the lane's
+
+    def claim(self, db, lane=None, limit=None):
+        # Each thread's first claims fail, except every BURST_ERRORS-th: never BURST_ERRORS
+        # in a row, but more than that in all.
+        calls[lane is None] += 1
+        n = calls[lane is None]
+        if n % BURST_ERRORS and n < 3 * BURST_ERRORS:
+            raise RuntimeError("fails now and then")
+        return original(self, db, lane, limit)
+
+    monkeypatch.setattr(Worker, "_claim", claim)
+    future = add.delay(1, 2)
+    drain()  # exits 0
+    assert future.result(timeout=5) == 3
+    assert calls[True] >= 3 * BURST_ERRORS
 
 
 def test_the_heartbeat_outlives_an_unexpected_error(monkeypatch, caplog):

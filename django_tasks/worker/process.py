@@ -66,6 +66,7 @@ from .running import (
 from .stopping import AT_ONCE, GRACEFUL, StopRequests
 
 __all__ = [
+    "EXIT_GAVE_UP",
     "EXIT_RECYCLE",
     "ClaimedRun",
     "TaskRunCancelled",
@@ -81,6 +82,13 @@ DEFAULT_ASYNC_CONCURRENCY = 100
 #: Seconds a thread waits after an unexpected error (a bug, a statement the database refuses
 #: for a reason other than the connection) before it tries again.
 ERROR_BACKOFF = 1.0
+#: Claims failing in a row (for a reason other than the connection) after which a ``--burst``
+#: worker stops: a burst is a job that must end, and a claim that failed this often will fail
+#: again (a bug, a schema older than the code). A worker that is not a burst goes on trying.
+BURST_ERRORS = 3
+#: Exit code of a ``--burst`` worker process that gave up (:data:`BURST_ERRORS`): its
+#: supervisor does not replace it, and exits with an error.
+EXIT_GAVE_UP = 76
 
 logger = logging.getLogger("django_tasks.worker")
 
@@ -146,6 +154,9 @@ class Worker:
         self.deferred = DeferredOutcomes(self.journal, self.name)
         self.claims = 0  # claim statements that returned runs
         self.recycle = False
+        self.gave_up = False
+        #: Claims that failed in a row (unexpected errors), per claiming thread (``.count``).
+        self._claim_errors = threading.local()
         self._stopping = threading.Event()
         self._control_done = threading.Event()
         self._wake = threading.Condition()
@@ -227,6 +238,8 @@ class Worker:
         control_db.execute(sql.WORKER_STOPPED, {"name": self.name}, give_up_on_stop=False)
         control_db.close()
         logger.info("Worker %s stopped after %d runs", self.name, self.processed)
+        if self.gave_up:
+            return EXIT_GAVE_UP
         return EXIT_RECYCLE if self.recycle else 0
 
     def _register(
@@ -493,12 +506,23 @@ class Worker:
         async lane or a slot thread that ended would leave its runs to other workers without
         a word, and a slot on the main thread would end the process - its supervisor would
         start another at once, again and again."""
+        errors = self._claim_errors
         try:
-            return self._claim(db, lane, limit)
+            runs = self._claim(db, lane, limit)
         except Exception:
+            errors.count = getattr(errors, "count", 0) + 1
+            if self.burst and errors.count >= BURST_ERRORS:
+                logger.exception(
+                    "Could not claim runs %d times in a row; this burst gives up", errors.count
+                )
+                self.gave_up = True
+                self.stop()
+                return None
             logger.exception("Could not claim runs; trying again in %.0f s", ERROR_BACKOFF)
             self._stopping.wait(ERROR_BACKOFF)
             return None
+        errors.count = 0
+        return runs
 
     def _claim(
         self, db: QueueConnection, lane: AsyncLane | None = None, limit: int | None = None

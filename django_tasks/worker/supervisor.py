@@ -51,7 +51,7 @@ from .forking import ForkedChild, ForkServer, ForkServerGone, WorkerProcess, can
 from .journal import ProcessJournal
 from .maintenance import rescue
 from .outcomes import Outcome, finish_run, retry_run
-from .process import DEFAULT_ASYNC_CONCURRENCY, EXIT_RECYCLE, worker_name
+from .process import DEFAULT_ASYNC_CONCURRENCY, EXIT_GAVE_UP, EXIT_RECYCLE, worker_name
 from .salvage import how_it_died, salvage
 from .stopping import AT_ONCE, DUPLICATE, StopRequests
 
@@ -164,6 +164,8 @@ class Supervisor:
         }
         self.children: list[WorkerProcess] = []
         self.replaced = 0
+        #: Burst workers that gave up (their claims kept failing): the pool exits with 1.
+        self.gave_up = 0
         self.metrics_port, self.metrics_addr = metrics_port, metrics_addr
         # Each child's journal, in shared memory: what it runs and has not written yet, and
         # its count of runs (read by the metrics endpoint).
@@ -216,7 +218,7 @@ class Supervisor:
                     next_check = time.monotonic() + 1.0
                 time.sleep(0.05)
             logger.info("Supervisor %s stopped", self.name)
-            return 0
+            return 1 if self.gave_up else 0
         except WorkerBootError:
             self._kill_all(db, "its pool could not start")
             raise
@@ -342,13 +344,17 @@ class Supervisor:
                 continue
             child.join()
             journal = self._forget(db, child)
+            burst_ended = self.burst and child.exitcode in (0, EXIT_GAVE_UP)
             if child.exitcode == EXIT_RECYCLE:
                 logger.info("Worker process %s recycled (--max-tasks-per-child)", child.pid)
+            elif child.exitcode == EXIT_GAVE_UP and self.burst:
+                logger.error("Worker process %s gave up: its claims kept failing", child.pid)
+                self.gave_up += 1
             elif child.exitcode != 0:
                 logger.warning(
                     "Worker process %s died (%s)", child.pid, how_it_died(child.exitcode)
                 )
-            if self._stopping.is_set() or (self.burst and child.exitcode == 0):
+            if self._stopping.is_set() or burst_ended:
                 continue
             if journal.ready:
                 self._boot_failures = 0
