@@ -398,6 +398,8 @@ def test_the_one_statement_admission_admits_a_batch_no_limit_binds_and_writes_no
     TaskRun.objects.filter(pk=held[0].id).update(state_type="COMPLETED")
     assert _admit_all({"tag:limited": 2}, {})
     assert _admit_all({"tag:other": 5}, {})  # no limit of its own: nothing to check
+    Limit.objects.filter(name="limited").update(concurrency=2**31 - 1)  # the largest allowed
+    assert _admit_all({"tag:limited": 2}, {})
 
 
 def test_a_batch_that_waited_for_another_admission_is_not_early_against_its_clock(

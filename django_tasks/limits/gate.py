@@ -62,7 +62,7 @@ WITH lim AS MATERIALIZED (
             WHERE h.state_type IN {HELD} AND h.holds_slot
               AND CASE WHEN l.scope = 'tag' THEN h.tags ? l.name ELSE h.queue = l.name END
             ORDER BY h.worker
-            LIMIT l.concurrency + 1
+            LIMIT l.concurrency::bigint + 1
         ) AS h
     ) AS held
     FROM django_tasks_limit AS l
