@@ -176,6 +176,13 @@ def second_connection(transactional_db: Any) -> Iterator[psycopg.Connection[Any]
     conn.close()
 
 
+def count(query: str) -> int:
+    """A ``SELECT count(*) ...`` on the test's Django connection."""
+    with connection.cursor() as cursor:
+        cursor.execute(query)
+        return int(cursor.fetchone()[0])
+
+
 def wait_for_live_workers(count: int, timeout: float = 60) -> None:
     """Wait until ``count`` worker processes have registered (they are ready to claim): a test
     that needs several workers to share runs enqueues only then, so that a worker that starts

@@ -9,13 +9,12 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from django_tasks import TaskRunFuture, allow_failure
 from django_tasks.models import TaskRun, TaskRunDependency
 from tests.taskapp.tasks import add, describe, explode, total
 
-from .conftest import drain
+from .conftest import count, drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,12 +40,9 @@ def finished(future: TaskRunFuture[Any]) -> datetime:
 
 
 def claimable() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM django_tasks_taskrun "
-            "WHERE state_type = 'SCHEDULED' AND blocked = 0"
-        )
-        return int(cursor.fetchone()[0])
+    return count(
+        "SELECT count(*) FROM django_tasks_taskrun WHERE state_type = 'SCHEDULED' AND blocked = 0"
+    )
 
 
 def test_a_future_argument_blocks_the_run_until_its_upstream_completes():

@@ -26,7 +26,7 @@ from django_tasks.models import Limit, RateState, TaskRun, TaskRunState
 from django_tasks.tasks import task
 from tests.taskapp.tasks import add, limited_sleep, rate_limited
 
-from .conftest import client_with, drain, wait_for_live_workers, wait_until, worker_processes
+from .conftest import client_with, count, drain, wait_for_live_workers, wait_until, worker_processes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -430,12 +430,10 @@ def test_a_batch_that_waited_for_another_admission_is_not_early_against_its_cloc
 
 
 def _lock_waiters() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND datname = current_database()"
-        )
-        return int(cursor.fetchone()[0])
+    return count(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND datname = current_database()"
+    )
 
 
 def _held_run(label: str, *, tags: list[str], waiting: bool = False) -> Any:

@@ -18,16 +18,16 @@ from django_tasks.models import TaskRun
 from django_tasks.runners import TaskRunner, get_task_runner
 from tests.taskapp.tasks import add
 
+from .conftest import count
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def writer_connections() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND application_name = 'django_tasks worker'"
-        )
-        return int(cursor.fetchone()[0])
+    return count(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = 'django_tasks worker'"
+    )
 
 
 def test_the_writer_reconnects_after_losing_its_connection(caplog):
