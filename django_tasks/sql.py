@@ -334,41 +334,63 @@ SELECT pg_notify('{NOTIFY_CHANNEL}', queue) FROM run
 
 _REFUSED = _move(StateType.PENDING, StateType.FAILED)
 
-#: PENDING -> FAILED for a run this worker cannot start: unknown task key, bad signature, a
-#: payload that does not unpickle. The worker goes on with the next run.
+#: PENDING (or RUNNING: an async lane writes RUNNING for its whole batch first) -> FAILED for a
+#: run this worker could not start or see through: an unknown task key, a task that fails to
+#: load, a bad signature, a payload that does not unpickle, an error of the worker itself while
+#: it prepared or recorded the run. With the real error's traceback. The worker goes on with
+#: the next run.
 REFUSE = f"""
 WITH run AS (
     UPDATE {RUN}
     SET state_type = '{_REFUSED}', state_name = '{StateName.FAILED}', state_message = %(message)s,
-        finished = clock_timestamp(), updated = clock_timestamp()
-    WHERE id = %(id)s AND state_type = '{StateType.PENDING.value}' AND worker = %(worker)s
+        traceback = %(traceback)s, finished = GREATEST(started, clock_timestamp()),
+        updated = clock_timestamp()
+    WHERE id = %(id)s AND state_type IN ('PENDING', 'RUNNING') AND worker = %(worker)s
     RETURNING id, finished
 )
 INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
 SELECT id, '{_REFUSED}', '{StateName.FAILED}', %(message)s, finished, %(worker)s FROM run
+RETURNING run_id
 """
 
 _HANDED_BACK = _move(StateType.PENDING, StateType.SCHEDULED)
+_DISCARDED_PENDING = _move(StateType.PENDING, StateType.CRASHED)
 
 #: PENDING -> SCHEDULED for claimed runs known not to have started, so another worker takes
 #: them at once instead of waiting for a rescue: those of a stopping worker (``ids``), or every
 #: one a dead child held besides the run it died running (``ids`` NULL, by its supervisor).
 #: The attempt counted at the claim is given back.
+#: With ``blame`` the hand-back counts as a crash of each run (its worker process died and
+#: nobody else is known to have caused it, or the worker could not admit it): a run handed back
+#: so ``MAX_CRASHES`` times in a row ends CRASHED instead of going round for ever.
 HAND_BACK = f"""
-WITH run AS (
-    UPDATE {RUN}
-    SET state_type = '{_HANDED_BACK}', state_name = '{StateName.SCHEDULED}',
-        state_message = %(message)s, worker = '', attempts = GREATEST(attempts - 1, 0),
+WITH held AS (
+    SELECT r.id, %(blame)s::boolean AND r.crashes + 1 >= %(max_crashes)s AS too_many
+    FROM {RUN} AS r
+    WHERE r.worker = %(worker)s AND r.state_type = '{StateType.PENDING.value}'
+      AND (%(ids)s::uuid[] IS NULL OR r.id = ANY(%(ids)s::uuid[]))
+    FOR UPDATE OF r
+), run AS (
+    UPDATE {RUN} AS r
+    SET state_type = CASE WHEN h.too_many THEN '{_DISCARDED_PENDING}' ELSE '{_HANDED_BACK}' END,
+        state_name = CASE WHEN h.too_many THEN '{StateName.CRASHED}'
+                          ELSE '{StateName.SCHEDULED}' END,
+        state_message = %(message)s || CASE WHEN h.too_many
+            THEN ' It was handed back so ' || (r.crashes + 1)
+                 || ' times in a row (MAX_CRASHES): it is not claimed again.'
+            ELSE '' END,
+        crashes = r.crashes + CASE WHEN %(blame)s THEN 1 ELSE 0 END,
+        worker = CASE WHEN h.too_many THEN r.worker ELSE '' END,
+        attempts = CASE WHEN h.too_many THEN r.attempts ELSE GREATEST(r.attempts - 1, 0) END,
+        finished = CASE WHEN h.too_many THEN clock_timestamp() END,
         updated = clock_timestamp()
-    WHERE worker = %(worker)s AND state_type = '{StateType.PENDING.value}'
-      AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
-    RETURNING id, updated, queue
+    FROM held AS h WHERE r.id = h.id
+    RETURNING r.id, r.updated, r.queue, r.state_type, r.state_name, r.state_message
 ), history AS (
     INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
-    SELECT id, '{_HANDED_BACK}', '{StateName.SCHEDULED}', %(message)s, updated, %(worker)s
-    FROM run
+    SELECT id, state_type, state_name, state_message, updated, %(worker)s FROM run
 )
-SELECT pg_notify('{NOTIFY_CHANNEL}', queue) FROM (SELECT DISTINCT queue FROM run) AS queues
+SELECT id, state_type, pg_notify('{NOTIFY_CHANNEL}', queue) FROM run
 """
 
 # -- workers and their heartbeats -----------------------------------------------------------

@@ -311,8 +311,11 @@ def test_a_failed_admission_hands_the_batch_back_and_the_worker_goes_on(monkeypa
     assert "Could not claim runs; trying again" in caplog.text
     run = TaskRun.objects.get(pk=future.id)
     assert run.attempts == 1  # the handed-back claim cost no attempt
+    assert run.crashes == 1  # ... but counts towards MAX_CRASHES: it cannot go round for ever
     messages = list(run.states.values_list("message", flat=True))
-    assert "Handed back: the worker could not admit it." in messages
+    assert "Handed back: the worker could not admit it (RuntimeError: a bug in the worker)." in (
+        messages
+    )
 
 
 def test_the_async_lane_outlives_an_error_in_its_claim(monkeypatch, caplog):

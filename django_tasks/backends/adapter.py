@@ -77,11 +77,10 @@ def adapter_for(django_task: DjangoTask[Any, Any], **options: Any) -> Task[Any, 
 
 def resolve(task_key: str, task_name: str) -> Task[Any, Any] | None:
     """In a worker: the adapter of the ``django.tasks`` Task a run names, or ``None`` when
-    the name is not the module path of such a Task with the same key."""
-    try:
-        candidate = import_string(task_name)
-    except (ImportError, ValueError):
-        return None
+    the name is the module path of something else, or of a Task with another key. Raises
+    ImportError when the name does not import, and whatever the Task's module raises while it
+    is imported (the worker fails the run with it: :func:`..worker.running.find_task`)."""
+    candidate = import_string(task_name)
     if not isinstance(candidate, DjangoTask):
         return None
     adapter = adapter_for(candidate)

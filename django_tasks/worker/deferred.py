@@ -69,6 +69,11 @@ class DeferredOutcomes:
     def __bool__(self) -> bool:
         return bool(self._items)
 
+    def holds(self, run_id: uuid.UUID) -> bool:
+        """Whether ``run_id``'s outcome waits here to be written."""
+        with self._lock:
+            return any(item.run.id == run_id for item in self._items)
+
     def add(self, db: QueueConnection, item: Deferred) -> None:
         """Keep a short run's outcome to write with the next claim. One the journal has no
         room for is written now (with those before it)."""

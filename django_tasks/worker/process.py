@@ -50,6 +50,7 @@ from ..logs import for_run
 from ..registry import registry
 from ..schedules.declared import sync_schedules
 from ..schedules.ticker import enqueue_due_ticks
+from ..storable import describe_exception
 from .async_lane import AsyncCalls, AsyncLane
 from .connection import QueueConnection
 from .deferred import DeferredOutcomes, Taken
@@ -62,7 +63,9 @@ from .running import (
     MAX_BATCH_SIZE,
     Execution,
     note_open_django_connections,
+    refuse_run,
 )
+from .salvage import hand_back
 from .stopping import AT_ONCE, GRACEFUL, StopRequests
 
 __all__ = [
@@ -537,8 +540,12 @@ class Worker:
                 return []
             try:
                 admitted = self._admit(db, claimed, lane)
-            except Exception:
-                self._give_back(db, claimed, "Handed back: the worker could not admit it.")
+            except Exception as exc:
+                # Counted as a crash of each run (an admission that always fails would hand
+                # them round for ever), unless two admissions merely collided.
+                message = f"Handed back: the worker could not admit it ({describe_exception(exc)})."
+                collided = isinstance(exc, psycopg.errors.TransactionRollback)
+                self._give_back(db, claimed, message, blame=not collided)
                 raise
             if admitted:
                 return admitted
@@ -651,6 +658,10 @@ class Worker:
             self.journal.begin(run.id, run.task_name, db.db_epoch())
         try:
             execution(self, db, run, attempt).execute()
+        except KeyboardInterrupt:  # Ctrl-C in a worker without signal handlers: stop
+            raise
+        except BaseException as exc:
+            self._failed_unexpectedly(db, run, exc)
         finally:
             if single:
                 self.journal.end()
@@ -661,6 +672,25 @@ class Worker:
                 logger.info("Ran %d runs (--max-tasks-per-child): stopping", self.processed)
                 self.recycle = True
                 self.stop()
+
+    def _failed_unexpectedly(self, db: Any, run: ClaimedRun, error: BaseException) -> None:
+        """Something the Execution did not expect escaped it (a bug, a hook or a signal
+        receiver raising ``SystemExit``): the run ends FAILED with that error - unless its
+        outcome is already written or waits in the deferred outcomes - and the worker goes on.
+        Left to end the process, it would hand the run back, to fail the next process too."""
+        logger.error(
+            "Run %s: the worker failed while executing it",
+            run.id,
+            exc_info=error,
+            extra=for_run(run.id),
+        )
+        if self.deferred.holds(run.id):
+            return
+        message = f"The worker failed while executing this run: {describe_exception(error)}"
+        try:
+            refuse_run(db, run.id, self.name, message, error)
+        except Exception:
+            logger.exception("Run %s: could not record the failure", run.id)
 
     # -- what an Execution asks of its worker ---------------------------------------------
 
@@ -714,8 +744,10 @@ class Worker:
         self.deferred.flush(db)
         self._give_back(db, runs, "Handed back by a stopping worker.")
 
-    def _give_back(self, db: QueueConnection, runs: Sequence[ClaimedRun], message: str) -> None:
-        """Claimed runs not started go back into the topic, their attempt given back."""
-        params = {"ids": [run.id for run in runs], "worker": self.name, "message": message}
-        db.execute(sql.HAND_BACK, params, give_up_on_stop=False)
+    def _give_back(
+        self, db: QueueConnection, runs: Sequence[ClaimedRun], message: str, blame: bool = False
+    ) -> None:
+        """Claimed runs not started go back into the topic, their attempt given back (with
+        ``blame``, counted as a crash of each: see :func:`.salvage.hand_back`)."""
+        hand_back(db, self.name, [run.id for run in runs], message, blame=blame)
         logger.info("Handed back %d claimed runs", len(runs))

@@ -67,7 +67,14 @@ if TYPE_CHECKING:
     from ..tasks import Task
     from .process import Worker
 
-__all__ = ["DEFER_BELOW", "AsyncExecution", "Execution", "note_open_django_connections"]
+__all__ = [
+    "DEFER_BELOW",
+    "AsyncExecution",
+    "Execution",
+    "find_task",
+    "note_open_django_connections",
+    "refuse_run",
+]
 
 logger = logging.getLogger("django_tasks.worker")
 
@@ -133,29 +140,9 @@ class Execution:
     def execute(self) -> None:
         """Find the task and the arguments, run it the way it needs, call the hooks."""
         run = self.run
-        task = self.task = _find_task(run)
+        task = self._prepare()
         if task is None:
-            self.refuse(
-                f"Unknown task {run.task_name!r} (key {run.task_key}): no task with this key is "
-                f"registered in this worker. Is its module imported by an installed app's "
-                f"tasks.py, and does the worker run the same code as the enqueuer?",
-            )
             return
-        try:
-            args, kwargs = loads(run.parameters, task_key=run.task_key, field="parameters")
-        except PayloadSignatureError as exc:
-            self.refuse(f"Refused to unpickle the parameters: {exc}")
-            return
-        except Exception as exc:
-            self.refuse(f"The parameters could not be unpickled: {exc!r}")
-            return
-        if collect_upstreams(args, kwargs):
-            try:  # upstream runs have completed (or failed, where allow_failure lets them)
-                args, kwargs = resolve(args, timeout=0), resolve(kwargs, timeout=0)
-            except BaseException as exc:
-                self.refuse(f"An upstream run's result could not be read: {exc!r}")
-                return
-        self.args, self.kwargs = args, kwargs
         expected = self.worker.durations.get(run.task_key, 0.0)
         # Deferred writes need the control thread to watch the one run in hand: only for a
         # process with a single slot (as the supervisor runs them).
@@ -174,6 +161,46 @@ class Execution:
             send(run_finished, task, run_id=run.id, state=state)
             if hooks:
                 call_hooks(task, self.context(), state)
+
+    def _prepare(self) -> Task[Any, Any] | None:
+        """The run's task, with its arguments in ``args``/``kwargs`` - or ``None`` when the
+        run cannot start, which is then that run's failure (FAILED, with the real error and
+        its traceback). Whatever goes wrong here - a task module that raises on import, a
+        ``django.tasks`` Task the worker's settings refuse, a payload that does not unpickle -
+        must end this run, never the worker process: a process that died here would hand the
+        run back to die again in the next one."""
+        run = self.run
+        try:
+            task = self.task = find_task(run.task_key, run.task_name)
+        except UnknownTask as exc:
+            self.refuse(_unknown_task(run, exc.__cause__), exc.__cause__)
+            return None
+        except BaseException as exc:
+            self.refuse(
+                f"Task {run.task_name!r} could not be loaded in this worker: "
+                f"{describe_exception(exc)}",
+                exc,
+            )
+            return None
+        try:
+            args, kwargs = loads(run.parameters, task_key=run.task_key, field="parameters")
+        except PayloadSignatureError as exc:
+            self.refuse(f"Refused to unpickle the parameters: {exc}")
+            return None
+        except BaseException as exc:
+            self.refuse(f"The parameters could not be unpickled: {describe_exception(exc)}", exc)
+            return None
+        if collect_upstreams(args, kwargs):
+            try:  # upstream runs have completed (or failed, where allow_failure lets them)
+                args, kwargs = resolve(args, timeout=0), resolve(kwargs, timeout=0)
+            except BaseException as exc:
+                self.refuse(
+                    f"An upstream run's result could not be read: {describe_exception(exc)}",
+                    exc,
+                )
+                return None
+        self.args, self.kwargs = args, kwargs
+        return task
 
     def _defers(self, task: Task[Any, Any], expected: float) -> bool:
         """Whether to run it deferred: a short run in a single-slot process (the control
@@ -421,16 +448,13 @@ class Execution:
         retry_run(self.db, run.id, self.worker.name, message, outcome.traceback, delay)
         _debug_run(run.id, "Run %s failed; retry in %.1f s", delay)
 
-    def refuse(self, message: str) -> None:
-        """End a run this worker cannot start FAILED: unknown task, bad payload or key."""
+    def refuse(self, message: str, error: BaseException | None = None) -> None:
+        """End a run this worker cannot start FAILED: unknown task, bad payload or key, an
+        error while preparing it (``error``: its traceback is kept)."""
         run = self.run
         message = storable_message(message)
         logger.error("Run %s failed before starting: %s", run.id, message, extra=for_run(run.id))
-        self.db.execute(
-            sql.REFUSE,
-            {"id": run.id, "worker": self.worker.name, "message": message},
-            give_up_on_stop=False,
-        )
+        refuse_run(self.db, run.id, self.worker.name, message, error)
         state = State(StateType.FAILED, StateName.FAILED, message, timezone.now())
         send(run_finished, self.task, run_id=run.id, state=state)
 
@@ -485,21 +509,50 @@ def _committed_alone(task: Task[Any, Any], outcome: Outcome) -> bool:
     )
 
 
-def _find_task(run: ClaimedRun) -> Task[Any, Any] | None:
+def find_task(task_key: str, task_name: str) -> Task[Any, Any]:
+    """The task a run names: registered in this process, or a ``django.tasks`` Task this
+    process has not met yet (Django 6 and our backend, :mod:`..backends`: the run's task name
+    is the Task's module path). Raises :class:`UnknownTask` - with the import error as its
+    cause, when importing the name failed - or whatever loading the Task raised."""
     try:
-        return registry.get(run.task_key)
+        return registry.get(task_key)
     except UnknownTask:
-        return _django_task(run)
-
-
-def _django_task(run: ClaimedRun) -> Task[Any, Any] | None:
-    """The adapter of a ``django.tasks`` Task this process has not met yet (Django 6 and our
-    backend, :mod:`..backends`): the run's task name is the Task's module path."""
-    if django.VERSION < (6, 0) or "." not in run.task_name:
-        return None
+        if django.VERSION < (6, 0) or "." not in task_name:
+            raise
     from ..backends.adapter import resolve
 
-    return resolve(run.task_key, run.task_name)
+    try:
+        task = resolve(task_key, task_name)
+    except ImportError as exc:
+        raise UnknownTask(task_key) from exc
+    if task is None:
+        raise UnknownTask(task_key)
+    return task
+
+
+def _unknown_task(run: ClaimedRun, cause: BaseException | None) -> str:
+    message = (
+        f"Unknown task {run.task_name!r} (key {run.task_key}): no task with this key is "
+        f"registered in this worker. Is its module imported by an installed app's tasks.py, "
+        f"and does the worker run the same code as the enqueuer?"
+    )
+    if cause is not None:
+        message += f" Importing {run.task_name!r} raised {describe_exception(cause)}"
+    return message
+
+
+def refuse_run(
+    db: Any, run_id: uuid.UUID, worker: str, message: str, error: BaseException | None
+) -> bool:
+    """Write FAILED for a run ``worker`` holds, PENDING or RUNNING (see ``sql.REFUSE``);
+    ``False`` when it no longer holds it."""
+    params = {
+        "id": run_id,
+        "worker": worker,
+        "message": storable_message(message),
+        "traceback": format_traceback(error) if error is not None else "",
+    }
+    return bool(db.execute(sql.REFUSE, params, give_up_on_stop=False))
 
 
 class AsyncExecution(Execution):

@@ -17,16 +17,18 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import uuid
 from dataclasses import dataclass
 
 from .. import sql
 from ..conf import task_settings
 from ..logs import for_run
 from ..signals import run_crashed, send
+from ..states import StateType
 from .connection import QueueConnection
 from .journal import ProcessJournal
 
-__all__ = ["Salvaged", "how_it_died", "salvage"]
+__all__ = ["Salvaged", "hand_back", "how_it_died", "salvage"]
 
 logger = logging.getLogger("django_tasks.worker")
 
@@ -98,13 +100,45 @@ def salvage(
                 " Retrying it." if row[1] else "",
                 extra=for_run(row[0]),
             )
+    # The runs it had not started go back. When no run of its own is known to have taken the
+    # process down (it died between runs, or while preparing one before the journal said
+    # which), the death counts as a crash of each: a run that kills every process that
+    # claims it ends after MAX_CRASHES hand-backs instead of going round for ever.
     message = f"Handed back: worker process {worker} died before starting it."
-    db.execute(
-        sql.HAND_BACK,
-        {"worker": worker, "ids": None, "message": message},
-        give_up_on_stop=False,
-    )
+    blame = executing is None and killed_because is None
+    crashed += hand_back(db, worker, None, message, blame=blame)
     return Salvaged(written, crashed, retried)
+
+
+def hand_back(
+    db: QueueConnection,
+    worker: str,
+    ids: list[uuid.UUID] | None,
+    message: str,
+    *,
+    blame: bool,
+) -> int:
+    """Put ``worker``'s claimed runs that did not start (``ids``, or all when ``None``) back
+    into the topic, their attempt given back. With ``blame`` each hand-back counts as a crash
+    of the run (see ``sql.HAND_BACK``). Returns how many runs ended CRASHED for it."""
+    params = {
+        "worker": worker,
+        "ids": ids,
+        "message": message,
+        "blame": blame,
+        "max_crashes": task_settings().MAX_CRASHES,
+    }
+    discarded = 0
+    for run_id, state_type, _ in db.execute(sql.HAND_BACK, params, give_up_on_stop=False):
+        if state_type == StateType.CRASHED:
+            discarded += 1
+            send(run_crashed, None, run_id=run_id, retried=False)
+            logger.error(
+                "Run %s: handed back too often (MAX_CRASHES): it ends CRASHED",
+                run_id,
+                extra=for_run(run_id),
+            )
+    return discarded
 
 
 def _write_outcomes(db: QueueConnection, journal: ProcessJournal, worker: str) -> int:

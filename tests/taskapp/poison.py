@@ -148,3 +148,36 @@ def grandchild_then_hang(seconds: float) -> str:
         with contextlib.suppress(BaseException):
             time.sleep(0.05)
     return "finished"
+
+
+def _raise_when_loaded(kind: str) -> None:
+    raise {
+        "SystemExit": SystemExit(3),
+        "KeyboardInterrupt": KeyboardInterrupt(),
+        "RuntimeError": RuntimeError("this argument cannot be loaded here"),
+    }[kind]
+
+
+class RaisesWhenLoaded:
+    """An argument that pickles but raises ``kind`` when unpickled - in the worker, while it
+    prepares the run (before the task's code)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return f"RaisesWhenLoaded({self.kind!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_raise_when_loaded, (self.kind,))
+
+
+def _exit_in_hook(task: object, task_run: object, state: object) -> None:
+    raise SystemExit("a hook called sys.exit()")
+
+
+@task(on_completion=[_exit_in_hook])
+def hook_exits(label: str) -> str:
+    """Completes; then its on_completion hook raises SystemExit in the worker."""
+    Effect.objects.create(label=label)
+    return label

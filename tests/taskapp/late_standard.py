@@ -1,0 +1,20 @@
+"""A ``django.tasks`` Task module no installed app imports: a worker meets it first when a
+run names it (Django 6). ``DJANGO_TASKS_TEST_LATE`` makes it fail there as a worker with old
+settings or a broken environment would: ``runtime`` raises at import, ``queue`` declares a
+queue the backend's settings do not list (Django raises InvalidTask)."""
+
+from __future__ import annotations
+
+import os
+
+from django.tasks import task
+
+_LATE = os.environ.get("DJANGO_TASKS_TEST_LATE", "")
+
+if _LATE == "runtime":
+    raise RuntimeError("late_standard cannot be imported in this process")
+
+
+@task(queue_name="emails" if _LATE == "queue" else "other")
+def late_mark(label: str) -> str:
+    return label
