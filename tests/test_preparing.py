@@ -9,13 +9,14 @@ import time
 import django
 import pytest
 
+from django_tasks import TaskRunFuture
 from django_tasks.models import TaskRun, TaskRunState
 from django_tasks.worker.connection import QueueConnection
 from django_tasks.worker.journal import ProcessJournal
 from django_tasks.worker.salvage import salvage
 from tests.taskapp.models import Effect
 from tests.taskapp.poison import RaisesWhenLoaded, hook_exits
-from tests.taskapp.tasks import add, async_record, record
+from tests.taskapp.tasks import add, async_record, describe, record
 
 from .conftest import drain, wait_until, worker_log
 from .test_salvage import DEAD, claim_all
@@ -38,9 +39,10 @@ def test_arguments_that_raise_when_loaded_fail_their_run_and_the_process_lives(s
     complete, and one worker process did it all (before: SystemExit and KeyboardInterrupt
     ended the process, which handed the run back to the next one, for ever)."""
     kinds = ("SystemExit", "KeyboardInterrupt", "RuntimeError")
-    bad, good = {}, []
+    bad: dict[str, TaskRunFuture[str]] = {}
+    good: list[TaskRunFuture[int]] = []
     for kind in kinds:
-        bad[kind] = record.delay(RaisesWhenLoaded(kind))
+        bad[kind] = describe.delay(RaisesWhenLoaded(kind))
         good.append(record.delay(f"after-{kind}"))
     supervisor = start_worker("--batch-size", "3")
     wait_until(lambda: all(f.state.is_final() for f in [*bad.values(), *good]), timeout=60)
@@ -75,7 +77,7 @@ def test_an_async_run_whose_arguments_do_not_load_fails_instead_of_running_for_e
     """An async lane writes RUNNING for its whole batch before each run is prepared: a run that
     cannot be prepared then is RUNNING, and must end FAILED all the same (before: the refusal
     matched PENDING runs only, and the run stayed RUNNING while its worker lived)."""
-    broken = async_record.delay(RaisesWhenLoaded("RuntimeError"))
+    broken = async_record.delay(RaisesWhenLoaded("RuntimeError"))  # type: ignore[arg-type]
     fine = async_record.delay("fine")
     drain()
     run = TaskRun.objects.get(pk=broken.id)
@@ -203,7 +205,7 @@ if django.VERSION >= (6, 0):
         assert "late_standard.py" in run.traceback
         assert after.state.is_completed()
         assert deaths(supervisor) == 0
-        assert result.id and late_mark.get_result(result.id).status == "FAILED"
+        assert late_mark.get_result(result.id).status == "FAILED"
 
     def test_an_unknown_django_task_name_says_why_it_did_not_import():
         """A run naming a module path that does not import: the ImportError is in the
