@@ -5,6 +5,7 @@ worker process, never a run handed back to fail the next process (issue 24, item
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import django
 import pytest
@@ -45,7 +46,8 @@ def test_arguments_that_raise_when_loaded_fail_their_run_and_the_process_lives(s
         bad[kind] = describe.delay(RaisesWhenLoaded(kind))
         good.append(record.delay(f"after-{kind}"))
     supervisor = start_worker("--batch-size", "3")
-    wait_until(lambda: all(f.state.is_final() for f in [*bad.values(), *good]), timeout=60)
+    every: list[TaskRunFuture[Any]] = [*bad.values(), *good]
+    wait_until(lambda: all(f.state.is_final() for f in every), timeout=60)
 
     for kind, future in bad.items():
         run = TaskRun.objects.get(pk=future.id)
