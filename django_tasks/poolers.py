@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from django.db import OperationalError
 from psycopg import errors
 
@@ -33,6 +34,7 @@ from .conf import task_settings
 __all__ = [
     "PREPARED_STATEMENT_ERRORS",
     "PreparedStatementsUnsupported",
+    "disconnected",
     "lost",
     "preparing",
     "stop_preparing",
@@ -56,6 +58,24 @@ def lost(error: BaseException) -> bool:
     if isinstance(error, errors.ProtocolViolation):
         return "prepared statement" in str(error)
     return isinstance(error, PREPARED_STATEMENT_ERRORS)
+
+
+def disconnected(error: BaseException) -> bool:
+    """Whether ``error`` means that the connection is lost or unusable for now, not that the
+    statement is wrong: reconnect, back off and send it again - never give up, never exit.
+
+    That is every ``psycopg.OperationalError``: SQLSTATE class 08 (a connection failure;
+    PgBouncer answers 08P01 ``server login has been failing, try again later
+    (server_login_retry)`` for a while after the database restarted, and 08P01 too for
+    ``query_wait_timeout`` or a server connection it lost), 57P01-57P03 (admin or crash
+    shutdown, the database starting up), class 53 (too many connections, out of memory or
+    disk), lock and statement timeouts, and connection errors that carry no SQLSTATE at all.
+    Not a prepared statement that a pooler mixed up (:func:`lost`: mended otherwise), and not
+    class 54 (a statement too large or complex for the server: it would fail again the same
+    way, for ever)."""
+    if not isinstance(error, psycopg.OperationalError) or lost(error):
+        return False
+    return not (error.sqlstate or "").startswith("54")
 
 
 ADVICE = (

@@ -203,8 +203,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 30, interval: floa
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-def restart_database() -> bool:
+def restart_database(down_for: float = 0.0) -> bool:
     """Restart the PostgreSQL server the tests use; False when this machine cannot.
+    ``down_for``: seconds the server stays stopped between the stop and the start.
 
     The embedded server is restarted with pg_ctl; the machine's own server (DATABASE_URL on
     127.0.0.1) with pg_ctlcluster when the tests run as root, as in CI.
@@ -213,19 +214,23 @@ def restart_database() -> bool:
     if not url:
         from demo_project.database import restart_embedded
 
-        restart_embedded()
+        restart_embedded(down_for)
     else:
         clusters = Path("/etc/postgresql")
         local = "@127.0.0.1" in url or "@localhost" in url
         if not (local and os.geteuid() == 0 and clusters.is_dir()):
             return False
         version = sorted(p.name for p in clusters.iterdir())[0]
-        subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        actions = ["stop", "start"] if down_for else ["restart"]
+        for action in actions:
+            subprocess.run(
+                ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            if action == "stop":
+                time.sleep(down_for)
     connection.close()  # this process's own connection died with the server
     return True
 

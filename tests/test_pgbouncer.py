@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import json
 import os
 import shutil
 import signal
@@ -23,13 +24,25 @@ import psycopg
 import pytest
 from django.db import connection
 
-from django_tasks.models import TaskRun
+from django_tasks.models import TaskRun, TaskRunState
 from tests.taskapp.models import Effect
-from tests.taskapp.tasks import add, sleep_then_record, sleep_then_record_retry
+from tests.taskapp.tasks import add, sleep_then_record, sleep_then_record_retry, slow_echo
 
-from .conftest import ROOT, wait_for_live_workers, wait_until, worker_log, worker_processes
+from .conftest import (
+    FAST_WORKER_SETTINGS,
+    ROOT,
+    restart_database,
+    wait_for_live_workers,
+    wait_until,
+    worker_log,
+    worker_processes,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def names(future: Any) -> list[str]:
+    return list(TaskRunState.objects.filter(run_id=future.id).values_list("name", flat=True))
 
 
 def _pgbouncer() -> str:
@@ -55,6 +68,21 @@ def pgbouncer() -> Iterator[dict[str, Any]]:
     two server connections for every client (so statements of different clients meet on the
     same server connection), server_login_retry 1 s (its 15 s default stalls workers after a
     database restart: docs/deployment.md)."""
+    with _running_pgbouncer("server_login_retry = 1\n") as bouncer:
+        yield bouncer
+
+
+@pytest.fixture
+def pgbouncer_defaults() -> Iterator[dict[str, Any]]:
+    """The same PgBouncer with its default server_login_retry (15 s): after a failed login to
+    the database it answers every new client with 08P01 'server login has been failing, try
+    again later (server_login_retry)' for that long."""
+    with _running_pgbouncer("") as bouncer:
+        yield bouncer
+
+
+@contextlib.contextmanager
+def _running_pgbouncer(extra_settings: str) -> Iterator[dict[str, Any]]:
     binary = _pgbouncer()
     settings = connection.settings_dict
     host = settings["HOST"] or "127.0.0.1"
@@ -72,7 +100,8 @@ def pgbouncer() -> Iterator[dict[str, Any]]:
         "auth_type = any\npool_mode = transaction\n"
         "default_pool_size = 2\nmax_client_conn = 200\n"
         "ignore_startup_parameters = extra_float_digits,options\n"
-        "server_login_retry = 1\nserver_round_robin = 1\nmin_pool_size = 2\n"
+        "server_round_robin = 1\nmin_pool_size = 2\n"
+        f"{extra_settings}"
         f"logfile = {folder / 'pgbouncer.log'}\npidfile = {folder / 'pgbouncer.pid'}\n"
     )
     config.chmod(0o644)
@@ -217,3 +246,49 @@ def test_workers_and_enqueues_fall_back_to_unprepared_statements_behind_pgbounce
     warnings = len(warned)
     assert "set DJANGO_TASKS = {'PREPARE_STATEMENTS': False}" in log
     print(f"PgBouncer: 501 runs enqueued and drained in {drained:.1f} s; {warnings} warnings")
+
+
+def test_the_pool_outlives_a_database_restart_behind_pgbouncer_with_its_defaults(
+    pgbouncer_defaults, worker_env, start_worker
+):
+    """PostgreSQL stops for a few seconds while a pool works through PgBouncer with its
+    default server_login_retry: PgBouncer's logins fail meanwhile, and for 15 s after that it
+    answers every statement that needs a new server connection with 08P01 'server login has
+    been failing' (a ProtocolViolation). The supervisor and every worker process treat it as a
+    lost connection: nobody exits, the run that was running across the outage keeps its
+    outcome (no rescue takes it while its worker has not been able to beat), and the runs
+    enqueued during and after the outage complete."""
+    # The default heartbeat timeout (30 s): longer than PgBouncer keeps some clients out after
+    # it let others in (up to server_login_retry), so nobody is taken for lost.
+    settings = {**FAST_WORKER_SETTINGS, "PREPARE_STATEMENTS": False, "HEARTBEAT_TIMEOUT": 30.0}
+    env = {**_through(pgbouncer_defaults, worker_env)}
+    env["DJANGO_TASKS_TEST_SETTINGS"] = json.dumps(settings)
+    proc = start_worker("--concurrency", "2", "--batch-size", "1", env=env)
+    wait_for_live_workers(2)
+    before = [add.delay(i, 0) for i in range(20)]
+    wait_until(lambda: all(f.state.is_completed() for f in before), 60)
+    # One run in each worker process (claims of one run), both running while the database
+    # goes away and finishing meanwhile.
+    across = [slow_echo.delay(f"across the restart {i}", 3) for i in range(2)]
+    wait_until(lambda: all(f.state.is_running() for f in across), 30)
+    assert len({TaskRun.objects.get(pk=f.id).worker for f in across}) == 2
+
+    if not restart_database(down_for=3.0):
+        pytest.skip("this machine cannot restart the test database")
+    during = [add.delay(i, 1) for i in range(20)]  # straight to the database, now back
+
+    wait_until(lambda: "server login has been failing" in worker_log(proc), 60)
+    after = [add.delay(i, 2) for i in range(20)]
+    everything = [*during, *after, *across]
+    wait_until(lambda: all(f.state.is_final() for f in everything), 120)
+
+    for i, future in enumerate(across):
+        assert future.result(timeout=5) == f"across the restart {i}"
+        assert names(future) == ["Scheduled", "Pending", "Running", "Completed"]
+    assert all(f.state.is_completed() for f in everything)
+    assert proc.poll() is None, worker_log(proc)[-3000:]
+    log = worker_log(proc)
+    assert " died (" not in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0

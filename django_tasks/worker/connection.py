@@ -11,12 +11,15 @@ from typing import Any
 
 import psycopg
 
-from ..poolers import PREPARED_STATEMENT_ERRORS, lost, preparing, stop_preparing
+from ..poolers import disconnected, lost, preparing, stop_preparing
 from ..topic import open_worker_connection
 
-__all__ = ["QueueConnection"]
+__all__ = ["MAX_BACKOFF", "QueueConnection"]
 
 logger = logging.getLogger("django_tasks.worker")
+
+#: The longest wait, in seconds, between two tries of a lost connection.
+MAX_BACKOFF = 5.0
 
 
 class QueueConnection:
@@ -33,6 +36,10 @@ class QueueConnection:
         self.conn: psycopg.Connection[Any] | None = None
         self.clock_offset = 0.0
         self.prepare = preparing()
+        #: Since when (monotonic clock) the database has been unreachable, if it is now.
+        self.lost_since: float | None = None
+        #: When the database answered again after it was lost (monotonic clock).
+        self.regained_at: float | None = None
 
     def open(self) -> psycopg.Connection[Any]:
         """Connect, and measure how far the database's clock is from ours.
@@ -71,18 +78,18 @@ class QueueConnection:
                 # them costs more than running them (PREPARE_STATEMENTS=False for PgBouncer
                 # versions that cannot keep prepared statements in transaction mode).
                 cursor = conn.execute(query, params, prepare=self.prepare and params is not None)
-                return cursor.fetchall() if cursor.description else []
-            except PREPARED_STATEMENT_ERRORS as exc:
-                if not self.prepare or not lost(exc):  # not ours to mend
-                    raise
-                self._stop_preparing(exc)  # then the statement again, unprepared
-            except psycopg.OperationalError as exc:
-                logger.warning("Database unavailable (%s); retrying in %.1fs", exc, delay)
-                self.close()
+                rows = cursor.fetchall() if cursor.description else []
+            except psycopg.Error as exc:
+                if self._mend(exc, delay):  # or raise: not about the connection
+                    continue
                 if give_up_on_stop and self.stopping():
                     return []
                 time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, MAX_BACKOFF)
+            else:
+                if self.lost_since is not None:
+                    self._regained()
+                return rows
 
     def execute_many(self, query: str, params_seq: list[dict[str, Any]]) -> list[list[Any]]:
         """``query`` once per parameters, in one transaction and one round trip (psycopg
@@ -100,16 +107,49 @@ class QueueConnection:
                         results.append(cursor.fetchall() if cursor.description else [])
                         if not cursor.nextset():
                             break
-                return results
-            except PREPARED_STATEMENT_ERRORS as exc:
-                if not self.prepare or not lost(exc):
-                    raise
-                self._stop_preparing(exc)
-            except psycopg.OperationalError as exc:
-                logger.warning("Database unavailable (%s); retrying in %.1fs", exc, delay)
-                self.close()
+            except psycopg.Error as exc:
+                if self._mend(exc, delay):
+                    continue
                 time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, MAX_BACKOFF)
+            else:
+                if self.lost_since is not None:
+                    self._regained()
+                return results
+
+    def recovering(self, window: float) -> bool:
+        """Whether the database is unreachable now, or answered again less than ``window``
+        seconds ago after it was lost. Every worker lost it too, and each needs up to
+        :data:`MAX_BACKOFF` to try again and beat: meanwhile their heartbeats look old, and
+        a rescue would take their running runs from them (see :func:`.maintenance.rescue`)."""
+        if self.lost_since is not None:
+            return True
+        return self.regained_at is not None and time.monotonic() - self.regained_at < window
+
+    def _regained(self) -> None:
+        self.lost_since = None
+        self.regained_at = time.monotonic()
+
+    def _mend(self, error: psycopg.Error, delay: float) -> bool:
+        """After ``error``: when a pooler lost our prepared statements, prepare no more and
+        return True (send the statement again at once); when the connection is lost
+        (:func:`..poolers.disconnected`: the database restarted, a pooler cannot log in to
+        it...), close it and return False (try again after ``delay``); anything else is
+        about the statement, not the connection: raised."""
+        if self.prepare and lost(error):
+            self._stop_preparing(error)
+            return True
+        if not disconnected(error):
+            raise error
+        logger.warning("Database unavailable (%s); retrying in %.1fs", error, delay)
+        self.note_lost()
+        self.close()
+        return False
+
+    def note_lost(self) -> None:
+        """The database is unreachable (seen here, or by its owner on the raw connection)."""
+        if self.lost_since is None:
+            self.lost_since = time.monotonic()
 
     def _stop_preparing(self, error: BaseException) -> None:
         """A pooler lost our prepared statements (:mod:`..poolers`): none from now on; this

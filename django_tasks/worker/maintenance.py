@@ -14,7 +14,7 @@ from .. import sql
 from ..conf import task_settings
 from ..signals import run_crashed, send
 from ..states import StateType
-from .connection import QueueConnection
+from .connection import MAX_BACKOFF, QueueConnection
 
 __all__ = ["Rescued", "rescue"]
 
@@ -34,7 +34,15 @@ class Rescued:
 
 
 def rescue(db: QueueConnection, *, rescuer: str, heartbeat_timeout: float) -> Rescued:
-    """Free every run held by a worker that stopped or whose heartbeat is too old."""
+    """Free every run held by a worker that stopped or whose heartbeat is too old.
+
+    Not while ``db`` has just got the database back after losing it (a restart, a failover,
+    a pooler that could not log in): every other worker lost it as well and has not beaten
+    since, so each would look lost, and the runs it is running would be taken from it and
+    counted as crashes. The rescuer waits one heartbeat timeout, plus the longest backoff of
+    a lost connection, for them to come back first."""
+    if db.recovering(heartbeat_timeout + MAX_BACKOFF):
+        return Rescued(0, 0, 0, 0)
     params = {
         "timeout": heartbeat_timeout,
         "rescuer": rescuer,

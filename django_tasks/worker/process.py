@@ -346,6 +346,7 @@ class Worker:
                     self._limits_changed(db)
             except psycopg.OperationalError as exc:
                 logger.warning("Control connection lost (%s); reconnecting", exc)
+                db.note_lost()
                 db.close()
                 time.sleep(0.1)
             except Exception:

@@ -191,7 +191,9 @@ class Supervisor:
             signum: signal.signal(signum, self._on_signal)
             for signum in (signal.SIGTERM, signal.SIGINT)
         }
-        db = QueueConnection(self.alias, lambda: False)
+        # Stopping, its periodic statements give up on a lost database (the loop must go on
+        # to the shutdown timeout and a second signal); what settles a dead child waits for it.
+        db = QueueConnection(self.alias, self._stopping.is_set)
         server = self._serve_metrics()
         try:
             logger.info(
@@ -433,6 +435,14 @@ class Supervisor:
         self._spawn_at.clear()
 
     def _enforce_limits(self, db: QueueConnection) -> None:
+        """Kill the children whose run overran (:meth:`_kill_overdue`). An unexpected error
+        is logged, never the supervisor's end (the pool would stop with it)."""
+        try:
+            self._kill_overdue(db)
+        except Exception:
+            logger.exception("Could not enforce the runs' time limits; trying again")
+
+    def _kill_overdue(self, db: QueueConnection) -> None:
         by_name = {worker_name(c.pid): c for c in self.children if c.pid is not None}
         rows = db.execute(
             sql.OVERDUE,
@@ -441,7 +451,7 @@ class Supervisor:
                 "timeout_grace": self.timeout_grace,
                 "cancel_grace": self.cancel_grace,
             },
-            give_up_on_stop=False,
+            give_up_on_stop=True,
         )
         for run_id, holder, state_type, attempts, retries, retry_delay, timeout in rows:
             child = by_name[holder]
