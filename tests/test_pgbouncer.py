@@ -24,6 +24,7 @@ import psycopg
 import pytest
 from django.db import connection
 
+from django_tasks import TaskRunFuture
 from django_tasks.models import TaskRun, TaskRunState
 from tests.taskapp.models import Effect
 from tests.taskapp.tasks import add, sleep_then_record, sleep_then_record_retry, slow_echo
@@ -279,7 +280,7 @@ def test_the_pool_outlives_a_database_restart_behind_pgbouncer_with_its_defaults
 
     wait_until(lambda: "server login has been failing" in worker_log(proc), 60)
     after = [add.delay(i, 2) for i in range(20)]
-    everything = [*during, *after, *across]
+    everything: list[TaskRunFuture[Any]] = [*during, *after, *across]
     wait_until(lambda: all(f.state.is_final() for f in everything), 120)
 
     for i, future in enumerate(across):
