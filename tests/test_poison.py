@@ -4,7 +4,9 @@ their process, return or raise what PostgreSQL refuses, log it, or leave process
 from __future__ import annotations
 
 import math
+import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,9 @@ from tests.taskapp.poison import (
     async_logs_refused,
     async_raises_refused,
     async_returns_refused,
+    daemon_and_done,
+    daemon_then_hang,
+    daemon_then_ignore_cancel,
     exit_process,
     exit_process_retried,
     grandchild_then_hang,
@@ -205,6 +210,52 @@ def test_a_runs_grandchild_dies_with_it_on_a_timeout_kill(start_worker):
     assert (final.type, final.name) == ("FAILED", "TimedOut")
     wait_until(lambda: not process_alive(sleeper), timeout=10)
     assert "overran" in worker_log(supervisor)
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+def test_a_runs_daemon_in_a_new_session_dies_with_it_on_a_kill(start_worker, how):
+    """A daemon the run started in a session of its own (setsid, its parent gone): not in the
+    worker's process group, but in its tree (the worker process is a child subreaper), so the
+    supervisor's kill for an ignored timeout or cancel reaches it too."""
+    hangs = daemon_then_hang if how == "timeout" else daemon_then_ignore_cancel
+    future = hangs.delay(60)
+    supervisor = start_worker("--batch-size", "1")
+    marker = wait_until(lambda: Effect.objects.filter(label="daemon").first(), timeout=30)
+    daemon = int(marker.run_marker)
+    assert process_alive(daemon)
+    assert _session(daemon) == daemon  # it leads a session of its own
+    if how == "cancel":
+        wait_until(lambda: future.state.is_running(), timeout=30)
+        assert future.cancel()
+    final = future.wait(timeout=30)
+    expected = ("FAILED", "TimedOut") if how == "timeout" else ("CANCELLED", "Cancelled")
+    assert (final.type, final.name) == expected
+    wait_until(lambda: not process_alive(daemon), timeout=10)
+    assert "overran" in worker_log(supervisor)
+
+
+def test_a_daemon_that_outlives_its_run_is_reaped_by_the_worker_when_it_ends(start_worker):
+    """The worker process adopts its runs' orphans (a subreaper) and reaps them once they
+    end: no zombie is left for as long as the worker lives."""
+    future = daemon_and_done.delay()
+    start_worker("--batch-size", "1")
+    daemon = future.result(timeout=30)
+    assert _parent(daemon) in worker_processes_of(future)
+    os.kill(daemon, signal.SIGKILL)
+    wait_until(lambda: not Path(f"/proc/{daemon}").exists(), timeout=10)
+
+
+def _session(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[3])
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def worker_processes_of(future) -> set[int]:
+    holder = TaskRun.objects.get(pk=future.id).worker
+    return {int(holder.rsplit(":", 1)[1])}
 
 
 def test_poison_never_runs_twice_because_of_a_batch_mate(start_worker):

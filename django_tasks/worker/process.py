@@ -54,6 +54,7 @@ from ..storable import describe_exception
 from .async_lane import AsyncCalls, AsyncLane
 from .connection import QueueConnection
 from .deferred import DeferredOutcomes, Taken
+from .descendants import kill_tree, reap_adopted
 from .journal import ProcessJournal
 from .maintenance import rescue
 from .outcomes import ClaimedRun, TaskRunCancelled, TaskRunTimeout
@@ -391,6 +392,7 @@ class Worker:
                 os.kill(os.getpid(), signal.SIGUSR1)
 
     def _beat(self, db: QueueConnection) -> None:
+        reap_adopted()  # daemons of runs that ended, given to this process (a subreaper)
         db.execute(sql.HEARTBEAT, {"name": self.name}, give_up_on_stop=True)
         rescue(db, rescuer=self.name, heartbeat_timeout=self.heartbeat_timeout)
         self._limits_changed(db)
@@ -426,6 +428,7 @@ class Worker:
             )
             db.execute(sql.WORKER_STOPPED, {"name": self.name}, give_up_on_stop=False)
             if os.getpgrp() == os.getpid():  # our own group: what the run started goes too
+                kill_tree(os.getpid(), itself=False)
                 os.killpg(os.getpid(), signal.SIGKILL)
             os._exit(1)
 

@@ -31,6 +31,7 @@ changes) and stop gracefully.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -47,6 +48,7 @@ from ..logs import configure_worker_logging, for_run
 from ..states import StateName, StateType
 from ..storable import describe_exception
 from .connection import QueueConnection
+from .descendants import become_subreaper, kill_tree
 from .forking import ForkedChild, ForkServer, ForkServerGone, WorkerProcess, can_fork_here
 from .journal import ProcessJournal
 from .maintenance import rescue
@@ -101,6 +103,8 @@ def _run_worker(options: dict[str, Any], journal: ProcessJournal) -> int:
     # A process group of its own: the terminal's Ctrl-C goes to the supervisor only (which
     # asks the children to stop), and killing the group kills what a run started.
     os.setpgid(0, 0)
+    # ... and what leaves the group (a daemon's setsid()) stays in its tree, to die with it.
+    become_subreaper()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from .process import Worker
 
@@ -113,12 +117,12 @@ def _run_worker(options: dict[str, Any], journal: ProcessJournal) -> int:
 
 
 def kill_process_group(process: WorkerProcess) -> None:
-    """SIGKILL a child and the processes its run started (its process group)."""
+    """SIGKILL a child and every process its runs started: its process group, and the
+    daemons that left the group but not the child's tree (:mod:`.descendants`)."""
     if process.pid is None:
         return
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):  # not (yet) a group of its own
+    kill_tree(process.pid)
+    with contextlib.suppress(ProcessLookupError):  # not (yet) a group of its own
         process.kill()
 
 

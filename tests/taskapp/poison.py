@@ -181,3 +181,50 @@ def hook_exits(label: str) -> str:
     """Completes; then its on_completion hook raises SystemExit in the worker."""
     Effect.objects.create(label=label)
     return label
+
+
+def _start_daemon() -> int:
+    """A ``sleep`` that leaves the run's process group and session (``setsid``) and whose
+    parent exits at once (a double fork, as daemons do): it belongs to no group of the
+    worker's. Returns its pid."""
+    done = subprocess.run(
+        ["sh", "-c", "setsid sleep 120 </dev/null >/dev/null 2>&1 & echo $!"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout.split()[0])
+
+
+def _hang(seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(BaseException):
+            time.sleep(0.05)
+
+
+@task(timeout_seconds=0.3)
+def daemon_then_hang(seconds: float) -> str:
+    """Starts a daemon, records its pid, then ignores its own timeout: only the supervisor's
+    kill stops it."""
+    Effect.objects.create(label="daemon", run_marker=str(_start_daemon()))
+    _hang(seconds)
+    return "finished"
+
+
+@task
+def daemon_then_ignore_cancel(seconds: float) -> str:
+    """Starts a daemon, records its pid, then ignores a cancel: the supervisor kills it after
+    CANCEL_GRACE."""
+    Effect.objects.create(label="daemon", run_marker=str(_start_daemon()))
+    _hang(seconds)
+    return "finished"
+
+
+@task
+def daemon_and_done() -> int:
+    """Starts a daemon and ends: the daemon lives on (nothing killed the worker), adopted by
+    the worker process, which reaps it when it ends."""
+    pid = _start_daemon()
+    Effect.objects.create(label="daemon", run_marker=str(pid))
+    return pid
