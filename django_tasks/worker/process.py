@@ -464,9 +464,13 @@ class Worker:
                     continue
                 if not runs:
                     # A burst ends when nothing is ready - but a claim that wrote completions
-                    # may have released downstream runs its own snapshot could not see, and
-                    # runs this worker sent to wait for a rate start soon: it waits for them.
-                    if self.burst and not flushing and not self._rate_wakes:
+                    # may have released downstream runs its own snapshot could not see (it
+                    # looks once more, at once: a burst is run_ready() in tests, called after
+                    # every request), and runs this worker sent to wait for a rate start
+                    # soon: it waits for them.
+                    if self.burst and flushing:
+                        continue
+                    if self.burst and not self._rate_wakes:
                         return
                     self._sleep(generation)
                     continue
