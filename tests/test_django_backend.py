@@ -408,18 +408,33 @@ else:
         assert "The above exception was the direct cause" in error.traceback
 
     def test_a_keyboard_interrupt_inside_a_task_ends_it_failed_and_the_worker_goes_on():
-        """Django's immediate backend lets it stop the process; a worker must not stop."""
+        """Django's immediate backend lets it stop the process; a worker must not stop. The
+        run is FAILED, as Django's result says, not a crash of the worker (the worker process
+        ignores or handles SIGINT: the interrupt came from the Task's own code)."""
         result = interrupted.enqueue()
         after = add_json.enqueue(2, 2)
         drain()
-        assert task_backends["default"].get_result(result.id).status == TaskResultStatus.FAILED
-        assert TaskRun.objects.get(pk=result.id).state_type == "CRASHED"
+        final = task_backends["default"].get_result(result.id)
+        assert final.status == TaskResultStatus.FAILED
+        [error] = final.errors
+        assert error.exception_class is KeyboardInterrupt
+        run = TaskRun.objects.get(pk=result.id)
+        assert (run.state_type, run.state_message) == ("FAILED", "KeyboardInterrupt")
         assert task_backends["default"].get_result(after.id).return_value == 4
 
     def test_the_context_knows_the_result_id():
         result = own_id.enqueue()
         drain()
         assert task_backends["default"].get_result(result.id).return_value == result.id
+
+    @pytest.mark.parametrize("priority", [True, False, 1.5, "1"])
+    def test_a_priority_that_is_not_an_int_is_refused_before_anything_is_written(
+        priority,
+    ):
+        """``True`` is an int to Python and passed Django's check, then failed in SQL."""
+        with pytest.raises(InvalidTask, match="priority must be an int, got"):
+            mark.using(priority=priority).enqueue("x")
+        assert not TaskRun.objects.exists()
 
     def test_aenqueue_validates_too():
         import asyncio
@@ -428,13 +443,50 @@ else:
             asyncio.run(mark.using(queue_name="nowhere").aenqueue("x"))
         assert not TaskRun.objects.exists()
 
-    @pytest.mark.parametrize("value", [float("nan"), float("inf"), "a\x00b", {"k\x00": 1}])
-    def test_arguments_jsonb_refuses_are_a_clear_error_and_write_nothing(value):
+    def _nested(depth: int) -> list[Any]:
+        value: list[Any] = []
+        for _ in range(depth):
+            value = [value]
+        return value
+
+    def _circular() -> list[Any]:
+        value: list[Any] = []
+        value.append(value)
+        return value
+
+    @pytest.mark.parametrize(
+        ("value", "reason"),
+        [
+            (float("nan"), "NaN and infinities"),
+            (float("inf"), "NaN and infinities"),
+            ("a\x00b", "refuses NUL"),
+            ({"k\x00": 1}, "refuses NUL"),
+            ("lone \ud800 surrogate", "a lone surrogate ('\\ud800')"),
+            ({"\udfff": 1}, "a lone surrogate"),
+            (10**5000, "an integer has more digits than Python writes out"),
+            (_nested(100_000), "nested too deeply"),
+            (_circular(), "nested too deeply (or hold themselves)"),
+        ],
+        ids=[
+            "nan",
+            "inf",
+            "nul",
+            "nul-key",
+            "surrogate",
+            "surrogate-key",
+            "huge-int",
+            "deep",
+            "circular",
+        ],
+    )
+    def test_arguments_jsonb_refuses_are_a_clear_error_and_write_nothing(value, reason):
         seen: list[Any] = []
         task_enqueued.connect(seen.append)
         try:
-            with pytest.raises(ValueError, match="The arguments cannot be stored"):
+            with pytest.raises(ValueError, match="The arguments cannot be stored") as info:
                 tuned.enqueue([value])
+            assert reason in str(info.value)
+            assert len(str(info.value)) < 200
         finally:
             task_enqueued.disconnect(seen.append)
         assert seen == []
@@ -445,6 +497,7 @@ else:
         [
             ("nan", "The return value cannot be stored: NaN"),
             ("nul", "The return value cannot be stored: PostgreSQL's jsonb refuses NUL"),
+            ("surrogate", "The return value cannot be stored: a lone surrogate"),
             ("raise", "ValueError: message with a NUL"),
         ],
     )

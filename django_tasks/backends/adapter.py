@@ -123,8 +123,10 @@ def execute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             value = task.call(*args, **kwargs)
         value = normalize_json(value)  # TypeError for a value that is not JSON
         value_text = jsonb_text(value, "return value")  # ValueError for NaN or NUL
-    except (KeyboardInterrupt, TaskRunTimeout, TaskRunCancelled):
+    except (TaskRunTimeout, TaskRunCancelled):
         raise  # stopped from outside: the worker's rules apply
+    # KeyboardInterrupt too fails the run, as Django's contract says: in a worker process it
+    # can only come from the Task's own code (the process ignores SIGINT, or handles it).
     except BaseException as exc:
         kind = type(exc)
         error = {
@@ -138,7 +140,7 @@ def execute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         _finish(result, TaskResultStatus.FAILED, sender)
         if isinstance(exc, Exception):
             raise
-        # SystemExit and the like: Django's contract says FAILED (our own tasks: CRASHED).
+        # SystemExit, KeyboardInterrupt: Django's contract says FAILED (ours: CRASHED).
         return Failed(message=describe_exception(exc), data=exc)
     _write(_SET_RETURN_VALUE, value_text, run_id)
     object.__setattr__(result, "_return_value", value)

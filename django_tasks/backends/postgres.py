@@ -42,6 +42,12 @@ class PostgresBackend(BaseTaskBackend):
     task_class = RetryingTask
 
     def validate_task(self, task: Task[Any, Any]) -> None:
+        # Before Django's own check, which lets True through (a bool is an int: it failed in
+        # SQL) and raises a bare TypeError comparing a str with an int. Its range check and
+        # message stay Django's.
+        priority = task.priority
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise InvalidTask(f"priority must be an int, got {type(priority).__name__}.")
         super().validate_task(task)
         try:
             check_queue(task.queue_name)
@@ -67,22 +73,7 @@ class PostgresBackend(BaseTaskBackend):
     def enqueue(self, task: Task[Any, Any], args: Any, kwargs: Any) -> TaskResult[Any, Any]:
         """One SCHEDULED run, in the caller's transaction (on ``DATABASE_ALIAS``)."""
         self.validate_task(task)
-        result: TaskResult[Any, Any] = (
-            TaskResult(  # normalises the arguments: TypeError if they are not JSON
-                task=task,
-                id="",
-                status=TaskResultStatus.READY,
-                enqueued_at=None,
-                started_at=None,
-                last_attempted_at=None,
-                finished_at=None,
-                args=list(args),
-                kwargs=dict(kwargs),
-                backend=self.alias,
-                errors=[],
-                worker_ids=[],
-            )
-        )
+        result = _ready_result(task, args, kwargs, self.alias)
         jsonb_text([result.args, result.kwargs], "arguments")  # before anything is written
         document = {
             "path": task.module_path,
@@ -132,3 +123,28 @@ class PostgresBackend(BaseTaskBackend):
         from .results import load_result  # models: only once apps are ready
 
         return load_result(run_id, self.alias)
+
+
+def _ready_result(task: Task[Any, Any], args: Any, kwargs: Any, alias: str) -> TaskResult[Any, Any]:
+    """The result of a run about to be enqueued. Django normalises the arguments here
+    (TypeError if they are not JSON); a value nested too deeply - or holding itself - makes
+    that recurse without end: a ValueError, as for any argument that cannot be stored."""
+    try:
+        return TaskResult(
+            task=task,
+            id="",
+            status=TaskResultStatus.READY,
+            enqueued_at=None,
+            started_at=None,
+            last_attempted_at=None,
+            finished_at=None,
+            args=list(args),
+            kwargs=dict(kwargs),
+            backend=alias,
+            errors=[],
+            worker_ids=[],
+        )
+    except RecursionError:
+        raise ValueError(
+            "The arguments cannot be stored: they are nested too deeply (or hold themselves)."
+        ) from None

@@ -91,6 +91,8 @@ def odd_value(kind: str) -> object:
         return {"x": float("nan")}
     if kind == "nul":
         return "a\x00b"
+    if kind == "surrogate":
+        return ["lone \ud800"]
     raise ValueError("message with a NUL: \x00")
 
 
