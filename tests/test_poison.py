@@ -25,6 +25,7 @@ from tests.taskapp.poison import (
     daemon_then_ignore_cancel,
     exit_process,
     exit_process_retried,
+    forks_and_returns,
     grandchild_then_hang,
     logs_refused,
     raises_refused,
@@ -256,6 +257,22 @@ def _parent(pid: int) -> int:
 def worker_processes_of(future) -> set[int]:
     holder = TaskRun.objects.get(pk=future.id).worker
     return {int(holder.rsplit(":", 1)[1])}
+
+
+def test_a_child_forked_by_a_task_that_returns_never_acts_as_the_worker(start_worker):
+    """The task forks and its child returns from the task too: the child exits at once,
+    without writing anything, and the parent records the run and goes on."""
+    forked = forks_and_returns.delay("forked")
+    after = record.delay("after the fork")
+    supervisor = start_worker("--batch-size", "2")
+    assert forked.result(timeout=30) == "parent"
+    assert after.state.is_final() or after.wait(timeout=30)
+    assert after.state.is_completed()
+    assert names(forked) == ["Scheduled", "Pending", "Running", "Completed"]
+    assert Effect.objects.filter(label="after the fork").count() == 1
+    log = worker_log(supervisor)
+    assert "a process forked by a run" in log
+    assert deaths(supervisor) == 0
 
 
 def test_poison_never_runs_twice_because_of_a_batch_mate(start_worker):

@@ -26,6 +26,7 @@ the outcomes of short runs waiting for the next claim in :mod:`.deferred`.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
@@ -100,6 +101,20 @@ logger = logging.getLogger("django_tasks.worker")
 def worker_name(pid: int | None = None) -> str:
     """How runs and worker rows name a worker process: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def _leave_forked_child(run_id: uuid.UUID) -> None:
+    """The task forked and its child came back here, into the worker's code: it must not
+    go on as a second copy of the worker process (the same connections, journal and runs).
+    It exits at once, writing nothing; the parent records the run."""
+    with contextlib.suppress(Exception):
+        logger.warning(
+            "Run %s: a process forked by a run returned into the worker; it exits (pid %d)",
+            run_id,
+            os.getpid(),
+            extra=for_run(run_id),
+        )
+    os._exit(0)
 
 
 class Worker:
@@ -730,6 +745,7 @@ class Worker:
         """Call a run's function; on the main thread its timeout (SIGALRM) and a cancel
         (SIGUSR1) interrupt it with :class:`TaskRunTimeout` / :class:`TaskRunCancelled`."""
         self._executing = run.id
+        pid = os.getpid()
         try:
             if is_async(fn):  # one async run here (its lane takes the others): on a loop
                 return self._call_async(run, fn, args, kwargs)
@@ -737,6 +753,8 @@ class Worker:
                 signal.setitimer(signal.ITIMER_REAL, run.timeout)
             return fn(*args, **kwargs)
         finally:
+            if os.getpid() != pid:
+                _leave_forked_child(run.id)
             if self._interruptible:
                 signal.setitimer(signal.ITIMER_REAL, 0)
             self._executing = None

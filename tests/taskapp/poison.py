@@ -228,3 +228,11 @@ def daemon_and_done() -> int:
     pid = _start_daemon()
     Effect.objects.create(label="daemon", run_marker=str(pid))
     return pid
+
+
+@task
+def forks_and_returns(label: str) -> str:
+    """Forks, and the child does not exit: it returns from the task, into the worker's own
+    code, as a second copy of the worker process (same connections, same journal)."""
+    Effect.objects.create(label=label)
+    return "child" if os.fork() == 0 else "parent"
