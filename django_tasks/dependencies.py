@@ -59,25 +59,25 @@ def collect_upstreams(
     args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] = ()
 ) -> list[Upstream]:
     """Every future a run depends on, once each, in the order met. Containers are visited
-    once each, so a structure that holds itself (which pickle accepts) is no problem."""
+    once each, so a structure that holds itself (which pickle accepts) is no problem, and
+    without recursion, so neither is one nested a hundred thousand deep."""
     found: dict[uuid.UUID, Upstream] = {}
     seen: set[int] = set()
-
-    def visit(value: Any, kind: str, allowed: bool) -> None:
+    # A stack, popped from its end: the arguments first, then wait_for in its order.
+    todo: list[tuple[Any, str, bool]] = [(w, "wait_for", False) for w in reversed(list(wait_for))]
+    todo.append((list(args) + list(kwargs.values()), "data", False))
+    while todo:
+        value, kind, allowed = todo.pop()
         if isinstance(value, allow_failure):
-            visit(value.value, kind, True)
+            todo.append((value.value, kind, True))
         elif isinstance(value, AnyFuture):
             found.setdefault(value.id, Upstream(value, kind, allowed))
         elif isinstance(value, list | tuple | set | frozenset | dict):
             if id(value) in seen:
-                return
+                continue
             seen.add(id(value))
-            for item in value.values() if isinstance(value, dict) else value:
-                visit(item, kind, allowed)
-
-    visit(list(args) + list(kwargs.values()), "data", False)
-    for item in wait_for:
-        visit(item, "wait_for", False)
+            items = list(value.values() if isinstance(value, dict) else value)
+            todo.extend((item, kind, allowed) for item in reversed(items))
     return list(found.values())
 
 

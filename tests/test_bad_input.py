@@ -72,6 +72,19 @@ def test_a_structure_that_holds_itself_is_accepted_as_pickle_accepts_it():
     assert echoed["self"] is echoed  # inline too
 
 
+def test_arguments_nested_too_deeply_to_pickle_are_refused_at_the_call():
+    """A list nested 100,000 deep: a SerializationError saying so, nothing written (before:
+    a bare RecursionError from looking for futures among the arguments)."""
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(SerializationError, match="excessively deep recursion"):
+        slow_echo.delay(deep)
+    assert TaskRun.objects.count() == 0
+    slow_echo.apply_async(args=([1],), wait_for=[deep])  # no future in it: nothing to wait for
+    assert TaskRun.objects.count() == 1
+
+
 def test_open_files_and_sockets_are_refused_at_the_call(tmp_path):
     path = tmp_path / "data.txt"
     path.write_text("contents")
