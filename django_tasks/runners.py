@@ -27,6 +27,8 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .aio import loop_for_calls, running_loop
+from .async_runs import needs_thread
+from .async_runs import submit as submit_async
 from .conf import task_settings
 from .dependencies import AnyFuture, allow_failure
 from .futures import BaseFuture, State
@@ -173,7 +175,12 @@ class TaskFutureList(list[SubmittedFuture[R]]):
 
 
 class TaskRunner:
-    """Runs submitted task runs; subclasses say where (``_start``)."""
+    """Runs submitted task runs; subclasses say where (``_start``). Runs of async tasks are
+    driven on an event loop instead (:mod:`.async_runs`), except those that hold a thread."""
+
+    def __init__(self) -> None:
+        #: Submitted async runs not final yet (for :meth:`shutdown`).
+        self._async: set[SubmittedFuture[Any]] = set()
 
     def submit(
         self,
@@ -212,7 +219,15 @@ class TaskRunner:
     ) -> SubmittedFuture[R]:
         record(run)
         future: SubmittedFuture[R] = SubmittedFuture(run)
-        # An async task's coroutine goes to the submitting code's loop when there is one.
+        if task.is_async and not needs_thread(task):
+            # Driven on the submitting code's loop (the background loop from sync code), no
+            # thread held while its coroutine runs: not capped by this runner's threads.
+            self._async.add(future)
+            future._inner.add_done_callback(lambda _: self._async.discard(future))
+            submit_async(task, run, args, kwargs, wait_for, future)
+            return future
+        # The coroutine of an async run that holds a thread goes to the submitting code's
+        # loop when there is one.
         loop = running_loop() if task.is_async else None
         self._start(future, lambda: _execute(task, run, args, kwargs, wait_for, future, loop))
         return future
@@ -222,6 +237,8 @@ class TaskRunner:
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop taking runs; with ``wait``, return when the submitted ones are final."""
+        if wait:
+            concurrent.futures.wait([future._inner for future in list(self._async)])
 
     def __enter__(self) -> TaskRunner:
         return self
@@ -234,6 +251,7 @@ class ThreadPoolTaskRunner(TaskRunner):
     """Runs submitted runs on a pool of threads (I/O-bound work: requests, queries, files)."""
 
     def __init__(self, max_workers: int | None = None) -> None:
+        super().__init__()
         self.max_workers = max_workers
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="django_tasks-runner"
@@ -245,6 +263,7 @@ class ThreadPoolTaskRunner(TaskRunner):
 
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait)
+        super().shutdown(wait)
 
 
 def _chain(done: concurrent.futures.Future[State], future: SubmittedFuture[Any]) -> None:

@@ -9,11 +9,14 @@ sync run never waits for the loop, nor an async run for a sync one, and the run 
 the one every run goes through. The lane's statements share a few connections
 (:class:`SharedConnection`), not one per run.
 
-A timeout or a cancel cancels the run's asyncio task (:class:`AsyncCalls`). A coroutine
-that blocks the loop (a sync sleep, heavy CPU work) delays every async run of its process -
-such work belongs in a sync task. If the process dies, its RUNNING async runs are rescued as
-any run of a lost worker is (CRASHED, retried as their retries allow); runs it had claimed
-and not started are handed back.
+A timeout or a cancel cancels the run's coroutine (:class:`AsyncCalls`); one that ignores
+it is left behind after :func:`~..aio.cancel_grace` and its run ends all the same, before the
+supervisor would kill the process. Nothing a coroutine raises or does to the loop (stop it,
+``SystemExit``) reaches the other runs (:func:`~..aio.run_contained`,
+:class:`~..aio.LoopThread`). A coroutine that blocks the loop (a sync sleep, heavy CPU work)
+delays every async run of its process - such work belongs in a sync task. If the process
+dies, its RUNNING async runs are rescued as any run of a lost worker is (CRASHED, retried as
+their retries allow); runs it had claimed and not started are handed back.
 """
 
 from __future__ import annotations
