@@ -208,9 +208,11 @@ def submit(
     driver = AsyncRun(task, run, args, kwargs, wait_for, publish=future._publish)
     loop = running_loop()
     if loop is not None:
+        future._loop = loop
         loop.create_task(_submitted(driver, future))
     else:
-        asyncio.run_coroutine_threadsafe(_submitted(driver, future), background_loop())
+        future._loop = background_loop()
+        asyncio.run_coroutine_threadsafe(_submitted(driver, future), future._loop)
 
 
 #: The asyncio tasks of submitted runs (a loop keeps only weak references to its tasks).

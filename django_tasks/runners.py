@@ -76,6 +76,8 @@ class SubmittedFuture(BaseFuture, Generic[R]):
         self._state = State(run.state_type, run.state_name, "", run.updated)
         self._inner: concurrent.futures.Future[State] = concurrent.futures.Future()
         self._progress: Progress | None = None
+        #: The event loop driving the run, for an async run driven on one (:mod:`.async_runs`).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"<SubmittedFuture {self.task_run_name} {self.id}>"
@@ -102,12 +104,14 @@ class SubmittedFuture(BaseFuture, Generic[R]):
 
     def wait(self, timeout: float | None = None) -> State:
         """Block until the run is final or ``timeout`` seconds pass; return its state."""
+        self._check_not_on_its_loop()
         concurrent.futures.wait([self._inner], timeout)
         return self.state
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
         """The return value; a failed run raises its exception (or returns it, with
         ``raise_on_failure=False``). :class:`TimeoutError` if not final in time."""
+        self._check_not_on_its_loop()
         try:
             self._inner.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -137,6 +141,16 @@ class SubmittedFuture(BaseFuture, Generic[R]):
         with contextlib.suppress(Exception):  # out of time, or the runner failed (CRASHED)
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self._inner)), timeout)
         return self.state
+
+    def _check_not_on_its_loop(self) -> None:
+        """Blocking the thread of the loop that drives the run would stop the run for good:
+        say so rather than hang."""
+        if self._loop is not None and not self._inner.done() and running_loop() is self._loop:
+            raise RuntimeError(
+                f"Run {self.id} is driven on this thread's event loop: waiting for it here "
+                f"would block that loop, and the run with it. In async code, use "
+                f"`await future.aresult()` or `await future.await_final()`."
+            )
 
     def add_done_callback(self, fn: Any) -> None:
         """Call ``fn(future)`` when the run is final (at once if it is already)."""

@@ -230,6 +230,20 @@ def test_wait_and_as_completed_wait_for_runs_on_the_background_loop():
     assert second.result() == 3
 
 
+def test_waiting_synchronously_on_the_loop_driving_the_run_is_an_error_not_a_hang():
+    async def caller() -> str:
+        future = async_sleep.submit(0.1, "waited for properly")
+        with pytest.raises(RuntimeError, match="aresult"):
+            future.result(timeout=5)
+        with pytest.raises(RuntimeError, match="aresult"):
+            future.wait(timeout=5)
+        value: str = await future.aresult(timeout=30)
+        future.result(timeout=0)  # final: nothing to wait for
+        return value
+
+    assert asyncio.run(caller()) == "waited for properly"
+
+
 def test_cancelling_an_inline_await_cancels_the_run():
     async def caller() -> None:
         await asyncio.wait_for(async_sleep(30, "cancelled inline"), 0.3)
