@@ -143,25 +143,36 @@ def test_an_async_run_that_fights_its_timeout_ends_without_hurting_the_process(p
     state = culprit.wait(timeout=30)
     assert (state.type, state.name, state.message) == expected
     wait_until(lambda: marks(f"timeout-{how}-cancelled") == 1, 30)
+    if how == "swallow":
+        assert "ignored its cancel" in worker_log(pool)
     assert sync_beside.wait(timeout=30).is_completed()
     assert names(sync_beside).count("Running") == 1
     assert_nothing_else_hurt(pool, before, culprit)
 
 
-def test_a_cancelled_async_run_that_swallows_the_cancel_ends_cancelled(pool):
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("swallow", ("CANCELLED", "Cancelled", "Cancelled while running.")),
+        ("exit_in_finally", ("CRASHED", "Crashed", "SystemExit: 4")),
+    ],
+)
+def test_a_cancelled_async_run_that_fights_the_cancel_ends_without_hurting_the_process(
+    pool, how, expected
+):
+    """A cancel request, swallowed for good (the run ends CANCELLED within the grace, before
+    the supervisor's kill) or answered by SystemExit (CRASHED, as a sync task's exit)."""
     before = started_async_runs(5, 8.0)
     sync_beside = sleep_io.delay(8.0)
     wait_until(lambda: sync_beside.state.is_running(), 30)
-    culprit = refuses_cancel.delay("swallow", "cancel-swallow")
+    culprit = refuses_cancel.delay(how, f"cancel-{how}")
     wait_until(lambda: culprit.state.is_running(), 30)
     assert TaskRunFuture(culprit.id).cancel()
     state = culprit.wait(timeout=30)
-    assert (state.type, state.name, state.message) == (
-        "CANCELLED",
-        "Cancelled",
-        "Cancelled while running.",
-    )
-    wait_until(lambda: marks("cancel-swallow-cancelled") == 1, 30)
+    assert (state.type, state.name, state.message) == expected
+    wait_until(lambda: marks(f"cancel-{how}-cancelled") == 1, 30)
+    if how == "swallow":
+        assert "ignored its cancel" in worker_log(pool)
     assert sync_beside.wait(timeout=30).is_completed()
     assert names(sync_beside).count("Running") == 1
     assert_nothing_else_hurt(pool, before, culprit)
