@@ -5,12 +5,16 @@ runs claimed before and after them and a sync run of the same process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import threading
+import time
 from typing import Any
 
 import pytest
 
+from django_tasks.aio import LoopThread, call_on_loop
 from django_tasks.futures import TaskRunFuture
 from django_tasks.models import TaskRun, TaskRunState
 from tests.taskapp.models import Effect
@@ -176,3 +180,44 @@ def test_a_cancelled_async_run_that_fights_the_cancel_ends_without_hurting_the_p
     assert sync_beside.wait(timeout=30).is_completed()
     assert names(sync_beside).count("Running") == 1
     assert_nothing_else_hurt(pool, before, culprit)
+
+
+# -- the loop itself, in this process ------------------------------------------------------
+
+
+def _exit_soon() -> None:
+    raise SystemExit(5)
+
+
+async def _spawns_an_exit() -> str:
+    """Not the run's own coroutine: a callback it schedules raises SystemExit."""
+    asyncio.get_running_loop().call_soon(_exit_soon)
+    await asyncio.sleep(0.1)
+    return "went on"
+
+
+async def _sleeps_long() -> str:
+    await asyncio.sleep(60)
+    return "too late"
+
+
+def test_an_exit_outside_the_runs_coroutine_does_not_stop_a_loop_of_ours(caplog):
+    loop = LoopThread("test-loop")
+    try:
+        assert call_on_loop(_spawns_an_exit, (), {}, loop=loop.loop) == "went on"
+        assert loop.alive
+        assert "SystemExit escaped to the event loop test-loop" in caplog.text
+    finally:
+        loop.stop()
+
+
+def test_a_thread_waiting_on_a_loop_that_broke_gets_an_error_not_a_hang():
+    loop = LoopThread("test-loop")
+    selector = loop.loop._selector  # type: ignore[attr-defined]
+    # The loop's next wait for I/O fails: an error escapes run_forever() and ends its thread.
+    threading.Timer(0.3, lambda: loop.loop.call_soon_threadsafe(selector.close)).start()
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="The event loop running the run's coroutine is gone"):
+        call_on_loop(_sleeps_long, (), {}, loop=loop.loop)
+    assert time.monotonic() - started < 10
+    assert not loop.alive
