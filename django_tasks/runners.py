@@ -192,9 +192,12 @@ class TaskRunner:
     """Runs submitted task runs; subclasses say where (``_start``). Runs of async tasks are
     driven on an event loop instead (:mod:`.async_runs`), except those that hold a thread."""
 
-    def __init__(self) -> None:
-        #: Submitted async runs not final yet (for :meth:`shutdown`).
-        self._async: set[SubmittedFuture[Any]] = set()
+    @property
+    def _async(self) -> set[SubmittedFuture[Any]]:
+        """Submitted async runs not final yet (for :meth:`shutdown`); made on first use, so
+        that a subclass's ``__init__`` need not call this one's."""
+        pending: set[SubmittedFuture[Any]] = self.__dict__.setdefault("_pending_async", set())
+        return pending
 
     def submit(
         self,
@@ -265,7 +268,6 @@ class ThreadPoolTaskRunner(TaskRunner):
     """Runs submitted runs on a pool of threads (I/O-bound work: requests, queries, files)."""
 
     def __init__(self, max_workers: int | None = None) -> None:
-        super().__init__()
         self.max_workers = max_workers
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="django_tasks-runner"

@@ -244,6 +244,15 @@ def test_waiting_synchronously_on_the_loop_driving_the_run_is_an_error_not_a_han
     assert asyncio.run(caller()) == "waited for properly"
 
 
+def test_a_runner_shut_down_with_wait_waits_for_its_async_runs_too():
+    from django_tasks import ThreadPoolTaskRunner
+
+    with ThreadPoolTaskRunner(max_workers=2) as runner:
+        futures = [runner.submit(async_sleep, (0.3, f"r{i}"), {}) for i in range(5)]
+    assert all(future.done() for future in futures)
+    assert [future.result() for future in futures] == [f"r{i}" for i in range(5)]
+
+
 def test_cancelling_an_inline_await_cancels_the_run():
     async def caller() -> None:
         await asyncio.wait_for(async_sleep(30, "cancelled inline"), 0.3)
