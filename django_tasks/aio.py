@@ -1,32 +1,56 @@
-"""``async def`` tasks: on which event loop their coroutines run.
+"""``async def`` tasks: on which event loop their coroutines run, and how a run's coroutine
+is kept from hurting that loop.
 
-A task function may be ``async def``. Everything around the function - states, retries,
-caching, hooks, the recorder, the worker's statements - is the same synchronous code as for
-any task, run in a thread; only the coroutine goes to an event loop, and that thread waits
-for it without holding the loop, so one loop runs many runs at once:
+A task function may be ``async def``. Its coroutine runs on an event loop; what is around it
+- states, retries, caching, hooks, the recorder, the worker's statements - is synchronous
+Django code, run in threads (Django forbids it on an event loop's thread):
 
-- ``await my_task(x)`` (inline): the caller's loop;
-- ``.submit()``/``.map()``: the submitting code's loop when it is async, otherwise one
-  background loop per process (a daemon thread);
-- a worker: its async lane's loop (:mod:`.worker.async_lane`).
+- ``await my_task(x)`` and ``.submit()``/``.map()``: the run is driven on the caller's loop
+  (a background loop of the process, a daemon thread, when the caller is sync code), its
+  synchronous steps in short calls to a few threads (:mod:`.async_runs`), so one loop runs
+  thousands of runs at once and no thread is held while a coroutine awaits;
+- a worker: its async lane's loop (:mod:`.worker.async_lane`), each run's steps in a thread
+  of the lane that waits for the coroutine (:func:`call_on_loop`).
 
-Why threads around the coroutine rather than an async copy of the run machinery: the
-machinery is synchronous Django code (the ORM, ``transaction.atomic``, signals, user hooks)
-that Django forbids on an event loop's thread, and one implementation of every state change
-cannot drift from the other. A thread waiting on a future costs memory, not CPU.
+Why not an async copy of the run machinery: one implementation of every state change cannot
+drift from the other; the async driver only awaits where the sync one blocks.
+
+A run's coroutine cannot take its loop down (:func:`run_contained`): ``SystemExit`` and
+``KeyboardInterrupt``, which asyncio lets out of a task into the loop, are the run's outcome;
+a coroutine that ignores its cancel (timeout, cancel request) is left running on the loop,
+detached from its run, after :func:`cancel_grace`; and a loop of ours that task code stopped,
+or that something else escaped to, is run again (:class:`LoopThread`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import inspect
+import logging
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RunTimeout", "background_loop", "call_on_loop", "is_async", "loop_for_calls"]
+from .conf import task_settings
+
+__all__ = [
+    "Ended",
+    "LoopThread",
+    "RunTimeout",
+    "background_loop",
+    "call_on_loop",
+    "cancel_grace",
+    "is_async",
+    "loop_for_calls",
+    "run_contained",
+]
+
+logger = logging.getLogger("django_tasks.aio")
 
 #: The loop that coroutines of runs started from this context go to (``None``: the
 #: background loop).
@@ -34,8 +58,8 @@ _target: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.
     "django_tasks_loop", default=None
 )
 
-_background: asyncio.AbstractEventLoop | None = None
-_background_lock = threading.Lock()
+#: How often a thread waiting for a coroutine checks that its loop is still there.
+LOOP_CHECK = 1.0
 
 
 def is_async(fn: Callable[..., Any]) -> bool:
@@ -66,57 +90,205 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+class LoopThread:
+    """An event loop running in a daemon thread until :meth:`stop` - and only until then.
+
+    Task code may call ``loop.stop()``, and a ``KeyboardInterrupt`` or ``SystemExit`` raised
+    outside a run's own coroutine (a task it spawned, a callback) escapes asyncio into
+    ``run_forever()``: either way the loop is run again at once, with everything that was
+    scheduled on it, and a line is logged. Anything else escaping the loop ends the thread;
+    a thread waiting for a coroutine there notices (:func:`call_on_loop`) and the next run
+    gets a new loop."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.loop = asyncio.new_event_loop()
+        self._stopping = False
+        started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(started,), name=name, daemon=True)
+        self._thread.start()
+        started.wait()
+        _threads[self.loop] = self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        """End the loop's thread (what was running on the loop stops there)."""
+        self._stopping = True
+        with contextlib.suppress(RuntimeError):  # already closed
+            self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def _run(self, started: threading.Event) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        loop.call_soon(started.set)
+        while True:
+            try:
+                loop.run_forever()
+            except (KeyboardInterrupt, SystemExit) as exc:
+                if self._stopping:
+                    return
+                logger.error(
+                    "%s escaped to the event loop %s (raised outside a run's coroutine, by a "
+                    "task it started or a callback): the loop goes on",
+                    type(exc).__name__,
+                    self.name,
+                    exc_info=exc,
+                )
+                continue
+            except BaseException:
+                logger.exception("The event loop %s failed: its runs end with an error", self.name)
+                return
+            if self._stopping:
+                return
+            logger.error("The event loop %s was stopped by task code: it goes on", self.name)
+
+
+#: The :class:`LoopThread` of each loop made here, to tell whether a loop is still served.
+_threads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopThread] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _served(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether coroutines on ``loop`` may still end: its thread lives (a loop of ours), or it
+    is not closed (the caller's own loop, which may be run again later)."""
+    owner = _threads.get(loop)
+    return owner.alive if owner is not None else not loop.is_closed()
+
+
+_background: LoopThread | None = None
+_background_lock = threading.Lock()
+
+
 def background_loop() -> asyncio.AbstractEventLoop:
     """This process's background loop, started on first use in a daemon thread (a forked
     child starts its own: a thread does not survive a fork)."""
     global _background
     with _background_lock:
-        loop = _background
-        if loop is None or loop.is_closed() or not getattr(loop, "_django_tasks_alive", False):
-            loop = _background = start_loop("django_tasks-loop")
-        return loop
-
-
-def start_loop(name: str) -> asyncio.AbstractEventLoop:
-    """A new event loop running forever in a daemon thread named ``name``."""
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-
-    def run() -> None:
-        asyncio.set_event_loop(loop)
-        loop._django_tasks_alive = True  # type: ignore[attr-defined]
-        loop.call_soon(started.set)
-        try:
-            loop.run_forever()
-        finally:
-            loop._django_tasks_alive = False  # type: ignore[attr-defined]
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    started.wait()
-    return loop
-
-
-def stop_loop(loop: asyncio.AbstractEventLoop) -> None:
-    """Stop a loop made by :func:`start_loop` (its thread ends)."""
-    if not loop.is_closed():
-        loop.call_soon_threadsafe(loop.stop)
+        if _background is None or not _background.alive:
+            _background = LoopThread("django_tasks-loop")
+        return _background.loop
 
 
 class RunTimeout(TimeoutError):
-    """An async run went on past its ``timeout_seconds``: its asyncio task was cancelled."""
+    """An async run went on past its ``timeout_seconds``: its coroutine was cancelled."""
 
 
-async def _guarded(coro: Coroutine[Any, Any, Any], timeout: float | None) -> Any:
-    if timeout is None:
-        return await coro
-    limit = asyncio.timeout(timeout)
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """How a run's coroutine ended: its value, or what it raised (``SystemExit`` included)."""
+
+    value: Any = None
+    error: BaseException | None = None
+
+    def get(self) -> Any:
+        """The value, or the error raised here."""
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _Escaped:
+    """A ``KeyboardInterrupt`` or ``SystemExit`` of a run's coroutine, carried out of its
+    asyncio task as a value: raised, asyncio would re-raise it into the loop and stop it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+async def _contained(coro: Coroutine[Any, Any, Any]) -> Any:
     try:
-        async with limit:
-            return await coro
-    except TimeoutError:
-        if limit.expired():  # ours, not a TimeoutError of the task's own code
-            raise RunTimeout(f"Timed out after {timeout} s (timeout_seconds).") from None
-        raise
+        return await coro
+    except (KeyboardInterrupt, SystemExit) as exc:
+        return _Escaped(exc)
+
+
+def cancel_grace() -> float:
+    """Seconds a cancelled coroutine has to end before it is left behind: half the shorter of
+    ``TIMEOUT_GRACE`` and ``CANCEL_GRACE``, so that a worker process ends such a run itself
+    before its supervisor would kill the process - and every other run in it."""
+    conf = task_settings()
+    return min(conf.TIMEOUT_GRACE, conf.CANCEL_GRACE) / 2
+
+
+async def run_contained(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout: float | None,
+) -> Ended:
+    """Run the coroutine of ``fn(*args, **kwargs)`` as an asyncio task of its own on the
+    running loop, in a copy of this context, and return how it ended - never raising what it
+    raised, so that nothing of it reaches the loop.
+
+    Past ``timeout`` seconds, or when the task awaiting this is cancelled (a cancel request),
+    the coroutine is cancelled and has :func:`cancel_grace` seconds to end. How it ends then
+    is the run's outcome - a value, or an error raised while being cancelled, as a sync
+    task's exception raised while it is interrupted - unless it ended by the cancel itself or
+    did not end: then :class:`RunTimeout` (or :class:`asyncio.CancelledError` for a cancel).
+    A coroutine that does not end is left running on the loop, detached from its run."""
+    try:
+        inner = asyncio.ensure_future(_contained(fn(*args, **kwargs)))
+    except BaseException as exc:  # the call itself failed (not an async function?)
+        return Ended(error=exc)
+    reason: BaseException
+    try:
+        await asyncio.wait({inner}, timeout=timeout)
+    except asyncio.CancelledError:
+        reason = asyncio.CancelledError("The run was cancelled.")
+    else:
+        if inner.done():
+            return _ending(inner)
+        reason = RunTimeout(f"Timed out after {timeout} s (timeout_seconds).")
+    if await _stopped(inner, fn) and not inner.cancelled():
+        return _ending(inner)
+    return Ended(error=reason)
+
+
+async def _stopped(inner: asyncio.Future[Any], fn: Callable[..., Any]) -> bool:
+    """Cancel the coroutine's task and give it the grace to end; ``False``: it did not, and
+    goes on running, detached (what it returns or raises is discarded)."""
+    inner.cancel()
+    grace = cancel_grace()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while not inner.done() and (left := deadline - loop.time()) > 0:
+        with contextlib.suppress(asyncio.CancelledError):  # a repeated cancel: under way
+            await asyncio.wait({inner}, timeout=left)
+    if inner.done():
+        return True
+    inner.add_done_callback(_discard)
+    logger.warning(
+        "The coroutine of %s ignored its cancel for %.1f s: its run ends without it; it is "
+        "left running on the event loop, detached from its run",
+        getattr(fn, "__qualname__", fn),
+        grace,
+    )
+    return False
+
+
+def _discard(inner: asyncio.Future[Any]) -> None:
+    """A coroutine left behind ended: what it raised is read (asyncio would log it as never
+    retrieved) and dropped - its run has ended."""
+    if not inner.cancelled():
+        inner.exception()
+
+
+def _ending(inner: asyncio.Future[Any]) -> Ended:
+    if inner.cancelled():  # by its own code: it awaited something that was cancelled
+        return Ended(error=asyncio.CancelledError("The run's coroutine was cancelled."))
+    error = inner.exception()
+    if error is not None:
+        return Ended(error=error)
+    value = inner.result()
+    if isinstance(value, _Escaped):
+        return Ended(error=value.error)
+    return Ended(value=value)
 
 
 def call_on_loop(
@@ -126,16 +298,17 @@ def call_on_loop(
     *,
     loop: asyncio.AbstractEventLoop | None = None,
     timeout: float | None = None,
-    started: Callable[[asyncio.Task[Any]], None] | None = None,
+    started: Callable[[asyncio.Task[Ended]], None] | None = None,
 ) -> Any:
     """Call the ``async def`` function ``fn`` and wait in this thread for its coroutine, run
     on ``loop`` (default: this context's, see :class:`loop_for_calls`, else the background
-    loop) in a copy of this thread's context - so the run context, the run logger and the
-    caller's transaction marker are the coroutine's too.
+    loop) by :func:`run_contained`, in a copy of this thread's context - so the run context,
+    the run logger and the caller's transaction marker are the coroutine's too.
 
-    ``timeout`` cancels it after that many seconds (:class:`TimeoutError` here);
-    ``started(task)`` gets its asyncio task (to cancel it: :class:`asyncio.CancelledError`
-    here). Returns the value or raises what the coroutine raised."""
+    ``timeout`` cancels it after that many seconds (:class:`RunTimeout` here);
+    ``started(task)`` gets the asyncio task that runs it (cancel it to cancel the run:
+    :class:`asyncio.CancelledError` here). Returns the value or raises what the coroutine
+    raised; a loop that goes away meanwhile raises :class:`RuntimeError`, never a hang."""
     target = loop or _target.get() or background_loop()
     if running_loop() is target:
         raise RuntimeError(
@@ -144,29 +317,35 @@ def call_on_loop(
             "synchronous code running on the loop."
         )
     context = contextvars.copy_context()
-    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    done: concurrent.futures.Future[Ended] = concurrent.futures.Future()
 
     def start() -> None:
-        try:
-            coro = fn(*args, **kwargs)
-            task = target.create_task(_guarded(coro, timeout), context=context)
-        except BaseException as exc:  # the call itself failed (before any await)
-            done.set_exception(exc)
-            return
+        task = target.create_task(run_contained(fn, args, kwargs, timeout), context=context)
         if started is not None:
             started(task)
-        task.add_done_callback(lambda t: _settle(t, done))
+        task.add_done_callback(lambda t: done.set_result(_outcome(t)))
 
     target.call_soon_threadsafe(start)
-    return done.result()
+    return _wait(done, target).get()
 
 
-def _settle(task: asyncio.Task[Any], done: concurrent.futures.Future[Any]) -> None:
-    if task.cancelled():
-        done.set_exception(asyncio.CancelledError("The run's asyncio task was cancelled."))
-        return
+def _outcome(task: asyncio.Task[Ended]) -> Ended:
+    if task.cancelled():  # cancelled before it began
+        return Ended(error=asyncio.CancelledError("The run was cancelled."))
     error = task.exception()
-    if error is not None:
-        done.set_exception(error)
-    else:
-        done.set_result(task.result())
+    return Ended(error=error) if error is not None else task.result()
+
+
+def _wait(done: concurrent.futures.Future[Ended], loop: asyncio.AbstractEventLoop) -> Ended:
+    """The coroutine's ending - or an error if its loop is gone (closed, or its thread ended)
+    before it ended: nothing would ever end it."""
+    while True:
+        finished, _ = concurrent.futures.wait([done], timeout=LOOP_CHECK)
+        if finished:
+            return done.result()
+        if not _served(loop):
+            message = (
+                "The event loop running the run's coroutine is gone (closed, or it failed: "
+                "see the log); the coroutine never ended."
+            )
+            return Ended(error=RuntimeError(message))

@@ -102,6 +102,10 @@ class BaseFuture:
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
         raise NotImplementedError
 
+    async def await_final(self, timeout: float | None = None) -> State:
+        """:meth:`wait` for async code, holding no thread while the run goes on."""
+        raise NotImplementedError
+
 
 class TaskRunFuture(BaseFuture, Generic[R]):
     """A handle on one background run, valid in any process that can reach the database."""

@@ -27,6 +27,8 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .aio import loop_for_calls, running_loop
+from .async_runs import needs_thread
+from .async_runs import submit as submit_async
 from .conf import task_settings
 from .dependencies import AnyFuture, allow_failure
 from .futures import BaseFuture, State
@@ -74,6 +76,8 @@ class SubmittedFuture(BaseFuture, Generic[R]):
         self._state = State(run.state_type, run.state_name, "", run.updated)
         self._inner: concurrent.futures.Future[State] = concurrent.futures.Future()
         self._progress: Progress | None = None
+        #: The event loop driving the run, for an async run driven on one (:mod:`.async_runs`).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __repr__(self) -> str:
         return f"<SubmittedFuture {self.task_run_name} {self.id}>"
@@ -100,12 +104,14 @@ class SubmittedFuture(BaseFuture, Generic[R]):
 
     def wait(self, timeout: float | None = None) -> State:
         """Block until the run is final or ``timeout`` seconds pass; return its state."""
+        self._check_not_on_its_loop()
         concurrent.futures.wait([self._inner], timeout)
         return self.state
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
         """The return value; a failed run raises its exception (or returns it, with
         ``raise_on_failure=False``). :class:`TimeoutError` if not final in time."""
+        self._check_not_on_its_loop()
         try:
             self._inner.result(timeout)
         except concurrent.futures.TimeoutError:
@@ -135,6 +141,16 @@ class SubmittedFuture(BaseFuture, Generic[R]):
         with contextlib.suppress(Exception):  # out of time, or the runner failed (CRASHED)
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self._inner)), timeout)
         return self.state
+
+    def _check_not_on_its_loop(self) -> None:
+        """Blocking the thread of the loop that drives the run would stop the run for good:
+        say so rather than hang."""
+        if self._loop is not None and not self._inner.done() and running_loop() is self._loop:
+            raise RuntimeError(
+                f"Run {self.id} is driven on this thread's event loop: waiting for it here "
+                f"would block that loop, and the run with it. In async code, use "
+                f"`await future.aresult()` or `await future.await_final()`."
+            )
 
     def add_done_callback(self, fn: Any) -> None:
         """Call ``fn(future)`` when the run is final (at once if it is already)."""
@@ -173,7 +189,15 @@ class TaskFutureList(list[SubmittedFuture[R]]):
 
 
 class TaskRunner:
-    """Runs submitted task runs; subclasses say where (``_start``)."""
+    """Runs submitted task runs; subclasses say where (``_start``). Runs of async tasks are
+    driven on an event loop instead (:mod:`.async_runs`), except those that hold a thread."""
+
+    @property
+    def _async(self) -> set[SubmittedFuture[Any]]:
+        """Submitted async runs not final yet (for :meth:`shutdown`); made on first use, so
+        that a subclass's ``__init__`` need not call this one's."""
+        pending: set[SubmittedFuture[Any]] = self.__dict__.setdefault("_pending_async", set())
+        return pending
 
     def submit(
         self,
@@ -212,7 +236,15 @@ class TaskRunner:
     ) -> SubmittedFuture[R]:
         record(run)
         future: SubmittedFuture[R] = SubmittedFuture(run)
-        # An async task's coroutine goes to the submitting code's loop when there is one.
+        if task.is_async and not needs_thread(task):
+            # Driven on the submitting code's loop (the background loop from sync code), no
+            # thread held while its coroutine runs: not capped by this runner's threads.
+            self._async.add(future)
+            future._inner.add_done_callback(lambda _: self._async.discard(future))
+            submit_async(task, run, args, kwargs, wait_for, future)
+            return future
+        # The coroutine of an async run that holds a thread goes to the submitting code's
+        # loop when there is one.
         loop = running_loop() if task.is_async else None
         self._start(future, lambda: _execute(task, run, args, kwargs, wait_for, future, loop))
         return future
@@ -222,6 +254,8 @@ class TaskRunner:
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop taking runs; with ``wait``, return when the submitted ones are final."""
+        if wait:
+            concurrent.futures.wait([future._inner for future in list(self._async)])
 
     def __enter__(self) -> TaskRunner:
         return self
@@ -245,6 +279,7 @@ class ThreadPoolTaskRunner(TaskRunner):
 
     def shutdown(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait)
+        super().shutdown(wait)
 
 
 def _chain(done: concurrent.futures.Future[State], future: SubmittedFuture[Any]) -> None:

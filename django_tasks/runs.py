@@ -2,7 +2,9 @@
 
 :func:`execute` is the one place their lifecycle is decided: wait for upstream runs, call the
 function in its run context, retry as the task's options allow (AwaitingRetry -> Pending ->
-Retrying), end COMPLETED or FAILED, call the hooks. Each change goes into a
+Retrying), end COMPLETED or FAILED, call the hooks. Its steps (:func:`start_attempt`,
+:func:`settle`, :func:`finish`, ...) are also those of async runs driven on an event loop
+(:mod:`.async_runs`), which await where this blocks. Each change goes into a
 :class:`~django_tasks.recorder.RunRecord`, which the recorder writes in batches (or at once in
 ``sync`` mode). Recording never changes what the function does: the call returns or raises as
 the function did even when the record cannot be written.
@@ -21,12 +23,12 @@ from django.db import transaction as db_transaction
 from django.utils import timezone
 
 from . import progress
-from .aio import call_on_loop
+from .aio import Ended, call_on_loop
 from .cache_policies import CacheKeyError
 from .caching import CachedResult, cache_key, cache_lock, cached_message, lookup, store
 from .conf import task_settings
 from .context import TaskRunContext, run_context
-from .dependencies import check_upstreams, collect_upstreams, resolve
+from .dependencies import Upstream, check_upstreams, collect_upstreams, resolve
 from .futures import State
 from .hooks import call_hooks, retry_allowed
 from .ids import uuid7
@@ -42,7 +44,7 @@ from .transactions import TaskTransaction, commit_alone, current_transaction, tr
 if TYPE_CHECKING:
     from .tasks import Task
 
-__all__ = ["execute", "new_record", "run_inline"]
+__all__ = ["call_result", "execute", "new_record", "run_inline"]
 
 logger = logging.getLogger("django_tasks.runs")
 
@@ -89,7 +91,12 @@ def run_inline(
     """``task(...)``: run now, in this thread; return the value or raise the final error
     (or, with ``return_state``, return the final state)."""
     run = new_record(task, args, kwargs, "call")
-    state = execute(task, run, args, kwargs, wait_for)
+    return call_result(execute(task, run, args, kwargs, wait_for), return_state)
+
+
+def call_result(state: State, return_state: bool) -> Any:
+    """What a task call gives: its value, or its error raised (or, with ``return_state``,
+    the final state itself)."""
     if return_state:
         return state
     if state.exception is not None:
@@ -109,14 +116,10 @@ def execute(
     upstreams = collect_upstreams(args, kwargs, wait_for)
     arguments = run.arguments
     if upstreams:
-        run.update(edges=[(u.future.id, u.kind, u.allow_failure) for u in upstreams])
         try:
-            check_upstreams(upstreams)
-            args, kwargs = resolve(args), resolve(kwargs)
+            args, kwargs, arguments = take_upstreams(task, run, args, kwargs, upstreams)
         except Exception as exc:  # an upstream failed, or its result cannot be read
-            return _end(task, run, None, _failed(exc))
-        arguments = task.arguments(args, kwargs)
-        run.update(parameters_preview=preview(arguments))
+            return finish(task, run, None, failed_state(exc))
     txn = current_transaction()
     if txn is None and task.options.atomic:
         with contextlib.suppress(_Failed), transaction() as txn:
@@ -128,6 +131,24 @@ def execute(
     if txn is None and state.is_completed() and state.name != StateName.CACHED:
         commit_alone(task)
     return state
+
+
+def take_upstreams(
+    task: Task[Any, Any],
+    run: RunRecord,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    upstreams: list[Upstream],
+) -> tuple[tuple[Any, ...], dict[str, Any], dict[str, Any]]:
+    """Wait for the upstream runs (their edges recorded) and return the arguments with their
+    results, and the arguments by name. Raises if one did not complete (or its result
+    cannot be read)."""
+    run.update(edges=[(u.future.id, u.kind, u.allow_failure) for u in upstreams])
+    check_upstreams(upstreams)
+    args, kwargs = resolve(args), resolve(kwargs)
+    arguments = task.arguments(args, kwargs)
+    run.update(parameters_preview=preview(arguments))
+    return args, kwargs, arguments
 
 
 class _Failed(Exception):
@@ -151,7 +172,7 @@ def _run(
     try:
         key = call_key or cache_key(task, context)
     except CacheKeyError as exc:
-        return _end(task, run, None, _failed(exc))
+        return finish(task, run, None, failed_state(exc))
     with cache_lock(key):
         if key is not None and not task.options.refresh_cache:
             hit = lookup(key)
@@ -180,13 +201,7 @@ def _attempts(
     In a transaction each attempt is a savepoint: a failed attempt's writes are rolled back
     before the retry, and a completed run is recorded when the transaction ends."""
     while True:
-        attempt = run.attempts + 1
-        context = TaskRunContext(task, run.id, run.name, attempt, arguments, run.origin)
-        name = StateName.RUNNING if attempt == 1 else StateName.RETRYING
-        run.move(StateType.RUNNING, name, attempts=attempt, started=NOW)
-        if publish:
-            publish(run, _state(run))
-        send(run_started, task, run_id=run.id, attempt=attempt)
+        context = start_attempt(task, run, arguments, publish)
         try:
             with run_context(context):
                 if txn is not None:
@@ -200,14 +215,86 @@ def _attempts(
                 value, returned = _call(task, args, kwargs)
                 payload = _store(task, run, value, key)
         except BaseException as exc:
-            failed = exc.state if isinstance(exc, _ReturnedState) else _failed(exc)
-            if _retry(task, run, context, failed, publish):
-                continue
-            if not isinstance(exc, _ReturnedState):
-                run.update(traceback=format_traceback(exc))
-            return _end(task, run, context, failed)
-        run.update(result=payload, result_preview=preview(value))
-        return _end(task, run, context, _done(value, returned))
+            settled = settle_failure(task, run, context, exc, publish)
+            if isinstance(settled, State):
+                return settled
+            time.sleep(settled)
+            ready_again(run)
+            continue
+        return settle_value(task, run, context, value, returned, payload)
+
+
+def start_attempt(
+    task: Task[Any, Any], run: RunRecord, arguments: dict[str, Any], publish: Publish | None
+) -> TaskRunContext:
+    """Record the next attempt RUNNING (Retrying after the first); its run context."""
+    attempt = run.attempts + 1
+    context = TaskRunContext(task, run.id, run.name, attempt, arguments, run.origin)
+    name = StateName.RUNNING if attempt == 1 else StateName.RETRYING
+    run.move(StateType.RUNNING, name, attempts=attempt, started=NOW)
+    if publish:
+        publish(run, _state(run))
+    send(run_started, task, run_id=run.id, attempt=attempt)
+    return context
+
+
+def settle(
+    task: Task[Any, Any],
+    run: RunRecord,
+    context: TaskRunContext,
+    ended: Ended,
+    publish: Publish | None,
+) -> State | float:
+    """An attempt whose function ended as ``ended`` (an async run's coroutine): its final
+    state (recorded, hooks called, ``on_commit`` hooks of a completed run), or the delay
+    before its retry (AwaitingRetry recorded)."""
+    if ended.error is not None:
+        return settle_failure(task, run, context, ended.error, publish)
+    try:
+        value, returned = returned_value(ended.value)
+        payload = _store(task, run, value, None)
+    except BaseException as exc:
+        return settle_failure(task, run, context, exc, publish)
+    state = settle_value(task, run, context, value, returned, payload)
+    commit_alone(task)
+    return state
+
+
+def settle_failure(
+    task: Task[Any, Any],
+    run: RunRecord,
+    context: TaskRunContext,
+    exc: BaseException,
+    publish: Publish | None,
+) -> State | float:
+    """An attempt that raised ``exc`` (or returned a final state other than COMPLETED): the
+    delay before its retry (AwaitingRetry recorded), or its final state (recorded, hooks
+    called)."""
+    failed = exc.state if isinstance(exc, _ReturnedState) else failed_state(exc)
+    delay = _retry(task, run, context, failed, publish)
+    if delay is not None:
+        return delay
+    if not isinstance(exc, _ReturnedState):
+        run.update(traceback=format_traceback(exc))
+    return finish(task, run, context, failed)
+
+
+def settle_value(
+    task: Task[Any, Any],
+    run: RunRecord,
+    context: TaskRunContext,
+    value: Any,
+    returned: State | None,
+    payload: bytes | None,
+) -> State:
+    """An attempt that returned ``value``: COMPLETED with it, recorded, hooks called."""
+    run.update(result=payload, result_preview=preview(value))
+    return finish(task, run, context, _done(value, returned))
+
+
+def ready_again(run: RunRecord) -> None:
+    """The retry's delay has passed: PENDING until its attempt starts."""
+    run.move(StateType.PENDING, StateName.PENDING)
 
 
 class _ReturnedState(Exception):
@@ -227,6 +314,12 @@ def _call(
         value = call_on_loop(task.fn, args, kwargs, timeout=task.options.timeout_seconds)
     else:
         value = task.fn(*args, **kwargs)
+    return returned_value(value)
+
+
+def returned_value(value: Any) -> tuple[Any, State | None]:
+    """What a function returned: the value - the data of a ``Completed(...)`` it returned,
+    with that state. Another final state it returned is raised (:class:`_ReturnedState`)."""
     state = returned_state(value)
     if state is None:
         return value, None
@@ -270,10 +363,10 @@ def _cached(
     message = cached_message(hit)
     state = State(StateType.COMPLETED, StateName.CACHED, message, timezone.now(), data=value)
     run.update(result=payload, result_preview=hit.preview)
-    return _end(task, run, context, state)
+    return finish(task, run, context, state)
 
 
-def _failed(exc: BaseException) -> State:
+def failed_state(exc: BaseException) -> State:
     """FAILED - or CRASHED for an interrupt or exit (:func:`~.states.failure_state`)."""
     state_type, name = failure_state(exc)
     message = describe_exception(exc)
@@ -286,27 +379,26 @@ def _retry(
     context: TaskRunContext,
     failed: State,
     publish: Publish | None,
-) -> bool:
-    """Wait and record AwaitingRetry -> Pending if this failure is to be retried."""
+) -> float | None:
+    """If this failure is to be retried: AwaitingRetry recorded, and the delay before the
+    retry (the caller waits, then :func:`ready_again`); ``None`` otherwise."""
     retries = task.options.retries
     if failed.type != StateType.FAILED or not isinstance(failed.exception, Exception):
-        return False  # crashed (KeyboardInterrupt, SystemExit) or cancelled: never retried
+        return None  # crashed (KeyboardInterrupt, SystemExit) or cancelled: never retried
     if context.attempt > retries:
-        return False
+        return None
     if not retry_allowed(task, context, failed):
-        return False
+        return None
     delay = delay_for(task.options.retry_delays, context.attempt, task.options.retry_jitter_factor)
     message = f"{failed.message} (attempt {context.attempt} of {retries + 1}; retrying)"
     run.move(StateType.SCHEDULED, StateName.AWAITING_RETRY, message)
     if publish:
         publish(run, _state(run))
     send(run_retried, task, run_id=run.id, attempt=context.attempt, delay=delay)
-    time.sleep(delay)
-    run.move(StateType.PENDING, StateName.PENDING)
-    return True
+    return delay
 
 
-def _end(
+def finish(
     task: Task[Any, Any],
     run: RunRecord,
     context: TaskRunContext | None,

@@ -28,7 +28,7 @@ from typing import (
 
 from django.utils import timezone
 
-from .aio import is_async, loop_for_calls
+from .aio import is_async
 from .cache_policies import NO_CACHE, CacheKeyFn, CachePolicy
 from .caching import check_expiration
 from .conf import task_settings
@@ -580,16 +580,10 @@ async def _run_inline_async(
     wait_for: Iterable[Any],
     return_state: bool,
 ) -> Any:
-    """``await my_async_task(...)``: the run's bookkeeping in a thread (it is synchronous
-    Django code), its coroutine on this loop (:mod:`.aio`)."""
-    import asyncio
+    """``await my_async_task(...)``: driven on this loop (:mod:`.async_runs`)."""
+    from .async_runs import run_inline
 
-    from .runs import run_inline
-
-    with loop_for_calls(asyncio.get_running_loop()):  # asyncio.to_thread copies the context
-        return await asyncio.to_thread(
-            run_inline, task, args, kwargs, wait_for, return_state=return_state
-        )
+    return await run_inline(task, args, kwargs, wait_for, return_state)
 
 
 def _when(scheduled_time: datetime | None, countdown: float | None) -> datetime | None:

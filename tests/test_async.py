@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 
-from django_tasks import task
+from django_tasks import get_run_context, task
 from django_tasks.cache_policies import INPUTS
 from django_tasks.futures import TaskRunFailed, TaskRunFuture
 from django_tasks.models import TaskRun, TaskRunState
@@ -125,6 +125,169 @@ def test_submit_from_sync_code_runs_on_the_background_loop():
     failing = async_fails_first.submit("submitted-retry")
     assert failing.result(timeout=30) == 1
     assert failing.state.name == "Completed"
+
+
+@task
+async def _meet(barrier: asyncio.Barrier, n: int) -> int:
+    """Returns once every run of ``barrier`` waits at it too: possible only if they all run at
+    once (a run held back waits here until the timeout fails it)."""
+    async with asyncio.timeout(5):
+        await barrier.wait()
+    return n
+
+
+meet: Any = _meet
+#: More runs than any thread pool here has threads (TASK_RUNNER_MAX_WORKERS, the loop's
+#: default executor: min(32, CPUs + 4)).
+AT_ONCE = 50
+
+
+def test_runs_mapped_from_async_code_all_run_at_once_on_the_callers_loop():
+    async def caller() -> list[int]:
+        barrier = asyncio.Barrier(AT_ONCE)
+        futures = meet.map(barrier, range(AT_ONCE))
+        return [await future.aresult(timeout=60) for future in futures]
+
+    assert asyncio.run(caller()) == list(range(AT_ONCE))
+    from django_tasks.recorder import flush
+
+    flush()
+    runs = TaskRun.objects.filter(task_name="_meet")
+    assert runs.filter(state_name="Completed", origin="submit").count() == AT_ONCE
+    assert history(runs.earliest("created").pk) == ["Pending", "Running", "Completed"]
+
+
+def test_runs_submitted_from_sync_code_all_run_at_once_on_the_background_loop():
+    barrier = asyncio.Barrier(AT_ONCE)  # bound to the loop that first waits at it
+    futures = [meet.submit(barrier, n) for n in range(AT_ONCE)]
+    assert [future.result(timeout=60) for future in futures] == list(range(AT_ONCE))
+
+
+def test_inline_awaits_gathered_all_run_at_once():
+    async def caller() -> list[int]:
+        barrier = asyncio.Barrier(AT_ONCE)
+        return list(await asyncio.gather(*(meet(barrier, n) for n in range(AT_ONCE))))
+
+    assert asyncio.run(caller()) == list(range(AT_ONCE))
+
+
+_hook_states: list[tuple[str, str]] = []
+
+
+@task(
+    retries=1, on_completion=[lambda task, run, state: _hook_states.append((run.name, state.name))]
+)
+async def _chained(x: int, label: str) -> int:
+    """Fails its first attempt for ``label`` "flaky" (one retry), else returns x + 1."""
+    if label == "flaky" and get_run_context().attempt == 1:
+        raise ConnectionError("first attempt")
+    await asyncio.sleep(0)
+    return x + 1
+
+
+chained: Any = _chained
+
+
+def test_runs_on_the_loop_keep_dependencies_retries_hooks_and_timeouts():
+    _hook_states.clear()
+
+    async def caller() -> tuple[int, Any]:
+        first = chained.submit(1, "first")
+        second = chained.submit(first, "flaky")  # an upstream future: waits for its result
+        third = chained.submit(second, "third", wait_for=[first])
+        too_slow = async_too_slow.submit(30)
+        await too_slow.await_final()
+        return await third.aresult(timeout=30), too_slow
+
+    assert asyncio.run(caller())[0] == 4
+    too_slow = asyncio.run(caller())[1]
+    assert too_slow.state.name == "Failed"
+    with pytest.raises(TimeoutError, match=r"Timed out after 0\.5 s"):
+        too_slow.result()
+    from django_tasks.recorder import flush
+
+    flush()
+    flaky = TaskRun.objects.filter(task_name="_chained", parameters_preview__label="flaky")
+    assert history(flaky.earliest("created").pk) == [
+        "Pending",
+        "Running",
+        "AwaitingRetry",
+        "Pending",
+        "Retrying",
+        "Completed",
+    ]
+    assert sorted(_hook_states) == [("_chained", "Completed")] * 6
+
+
+def test_wait_and_as_completed_wait_for_runs_on_the_background_loop():
+    from django_tasks import as_completed, wait
+
+    first = chained.submit(1, "first")
+    second = chained.submit(first, "second")
+    slow = async_sleep.submit(0.5, "slow")
+    assert [f.id for f in as_completed([slow, second], timeout=30)] == [second.id, slow.id]
+    assert wait([first, second, slow], timeout=30).not_done == set()
+    assert second.result() == 3
+
+
+def test_waiting_synchronously_on_the_loop_driving_the_run_is_an_error_not_a_hang():
+    async def caller() -> str:
+        future = async_sleep.submit(0.1, "waited for properly")
+        with pytest.raises(RuntimeError, match="aresult"):
+            future.result(timeout=5)
+        with pytest.raises(RuntimeError, match="aresult"):
+            future.wait(timeout=5)
+        value: str = await future.aresult(timeout=30)
+        future.result(timeout=0)  # final: nothing to wait for
+        return value
+
+    assert asyncio.run(caller()) == "waited for properly"
+
+
+def test_a_runner_shut_down_with_wait_waits_for_its_async_runs_too():
+    from django_tasks import ThreadPoolTaskRunner
+
+    with ThreadPoolTaskRunner(max_workers=2) as runner:
+        futures = [runner.submit(async_sleep, (0.3, f"r{i}"), {}) for i in range(5)]
+    assert all(future.done() for future in futures)
+    assert [future.result() for future in futures] == [f"r{i}" for i in range(5)]
+
+
+def test_cancelling_an_inline_await_cancels_the_run():
+    async def caller() -> None:
+        await asyncio.wait_for(async_sleep(30, "cancelled inline"), 0.3)
+
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        asyncio.run(caller())
+    assert time.monotonic() - started < 10
+    from django_tasks.recorder import flush
+
+    flush()
+    run = TaskRun.objects.get(task_name="async_sleep")
+    assert (run.state_type, run.attempts) == ("CANCELLED", 1)  # retries=3: never retried
+    assert history(run.pk) == ["Pending", "Running", "Cancelled"]
+
+
+def test_an_inline_async_run_that_exits_ends_like_its_sync_twin():
+    from tests.taskapp.poison import async_stops_like, stops_like
+
+    with pytest.raises(SystemExit):
+        stops_like("exit", "inline-sync-exit")
+    with pytest.raises(SystemExit):
+        asyncio.run(async_stops_like("exit", "inline-async-exit"))
+    from django_tasks.recorder import flush
+
+    flush()
+    sync_run = TaskRun.objects.get(task_name="stops_like")
+    async_run = TaskRun.objects.get(task_name="async_stops_like")
+    assert (async_run.state_type, async_run.state_name, async_run.attempts) == (
+        sync_run.state_type,
+        sync_run.state_name,
+        sync_run.attempts,
+    )
+    assert async_run.state_type == "CRASHED"
+    assert Effect.objects.filter(label="inline-async-exit").count() == 1
 
 
 def test_atomic_is_refused_for_async_tasks_at_decoration():

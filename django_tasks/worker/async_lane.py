@@ -9,11 +9,14 @@ sync run never waits for the loop, nor an async run for a sync one, and the run 
 the one every run goes through. The lane's statements share a few connections
 (:class:`SharedConnection`), not one per run.
 
-A timeout or a cancel cancels the run's asyncio task (:class:`AsyncCalls`). A coroutine
-that blocks the loop (a sync sleep, heavy CPU work) delays every async run of its process -
-such work belongs in a sync task. If the process dies, its RUNNING async runs are rescued as
-any run of a lost worker is (CRASHED, retried as their retries allow); runs it had claimed
-and not started are handed back.
+A timeout or a cancel cancels the run's coroutine (:class:`AsyncCalls`); one that ignores
+it is left behind after :func:`~..aio.cancel_grace` and its run ends all the same, before the
+supervisor would kill the process. Nothing a coroutine raises or does to the loop (stop it,
+``SystemExit``) reaches the other runs (:func:`~..aio.run_contained`,
+:class:`~..aio.LoopThread`). A coroutine that blocks the loop (a sync sleep, heavy CPU work)
+delays every async run of its process - such work belongs in a sync task. If the process
+dies, its RUNNING async runs are rescued as any run of a lost worker is (CRASHED, retried as
+their retries allow); runs it had claimed and not started are handed back.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .. import sql
-from ..aio import RunTimeout, call_on_loop, start_loop, stop_loop
+from ..aio import Ended, LoopThread, RunTimeout, call_on_loop
 from ..registry import UnknownTask, registry
 from .connection import QueueConnection
 from .deferred import log_discarded
@@ -56,20 +59,21 @@ LANE_CONNECTIONS = 4
 
 class AsyncCalls:
     """The asyncio tasks of the runs a process is executing, by run id, on one loop (started
-    on first use): a timeout or a cancel ends the run's task, not the process."""
+    on first use, and again if task code broke it): a timeout or a cancel ends the run's
+    task, not the process."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: dict[uuid.UUID, asyncio.Task[Any]] = {}
+        self._loop: LoopThread | None = None
+        self._tasks: dict[uuid.UUID, asyncio.Task[Ended]] = {}
         self._cancelled: set[uuid.UUID] = set()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
-            if self._loop is None:
-                self._loop = start_loop("django_tasks-async")
-            return self._loop
+            if self._loop is None or not self._loop.alive:
+                self._loop = LoopThread("django_tasks-async")
+            return self._loop.loop
 
     def call(
         self,
@@ -79,9 +83,11 @@ class AsyncCalls:
         kwargs: dict[str, Any],
     ) -> Any:
         """Run the coroutine of ``fn`` for ``run``; wait for it in this thread. Its timeout
-        raises :class:`TaskRunTimeout`, a cancel :class:`TaskRunCancelled`, as for sync runs."""
+        raises :class:`TaskRunTimeout`, a cancel :class:`TaskRunCancelled`, as for sync runs;
+        what the coroutine raised is raised here (``SystemExit`` too: the loop never sees it).
+        """
 
-        def started(task: asyncio.Task[Any]) -> None:
+        def started(task: asyncio.Task[Ended]) -> None:
             with self._lock:
                 self._tasks[run.id] = task
                 if run.id in self._cancelled:  # asked before the task existed
@@ -109,21 +115,23 @@ class AsyncCalls:
             return set(self._tasks)
 
     def cancel(self, run_ids: set[uuid.UUID]) -> int:
-        """Cancel the asyncio tasks of those runs (a cancel the control thread was told of)."""
+        """Cancel the asyncio tasks of those runs (a cancel the control thread was told of;
+        it tells again at each look while the run is CANCELLING: one cancel is enough)."""
         with self._lock:
-            tasks = [self._tasks[i] for i in run_ids if i in self._tasks]
-            self._cancelled |= {i for i in run_ids if i in self._tasks}
+            new = {i for i in run_ids if i in self._tasks and i not in self._cancelled}
+            tasks = [self._tasks[i] for i in new]
+            self._cancelled |= new
             loop = self._loop
         for task in tasks:
             assert loop is not None
-            loop.call_soon_threadsafe(task.cancel)
+            loop.loop.call_soon_threadsafe(task.cancel)
         return len(tasks)
 
     def close(self) -> None:
         with self._lock:
             loop, self._loop = self._loop, None
         if loop is not None:
-            stop_loop(loop)
+            loop.stop()
 
 
 class SharedConnection:

@@ -6,6 +6,7 @@ Imported by ``tasks.py`` so that workers register them like any task.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import multiprocessing
@@ -236,3 +237,79 @@ def forks_and_returns(label: str) -> str:
     code, as a second copy of the worker process (same connections, same journal)."""
     Effect.objects.create(label=label)
     return "child" if os.fork() == 0 else "parent"
+
+
+# -- async tasks that attack their event loop (tests/test_async_poison.py) ------------------
+
+
+def _stop_as(how: str) -> None:
+    """What a run does to stop, the same in a sync task and in a coroutine."""
+    if how == "exit":
+        raise SystemExit(3)
+    if how == "interrupt":
+        raise KeyboardInterrupt
+    if how == "generator_exit":
+        raise GeneratorExit
+    raise ValueError(f"unknown way to stop: {how}")
+
+
+@task(retries=2)
+def stops_like(how: str, label: str) -> None:
+    """The sync twin of :func:`async_stops_like`: a mark per attempt, then ``how``."""
+    Effect.objects.create(label=label)
+    _stop_as(how)
+
+
+@task(retries=2)
+async def async_stops_like(how: str, label: str) -> str:
+    """A mark per attempt, then ``how``: raise SystemExit, KeyboardInterrupt or GeneratorExit
+    (as the sync twin), or stop or close the event loop running it."""
+    await Effect.objects.acreate(label=label)
+    loop = asyncio.get_running_loop()
+    if how == "stop_loop":
+        loop.stop()
+        await asyncio.sleep(0.05)
+        return "went on after stopping the loop"
+    if how == "close_loop":
+        loop.close()
+        return "closed the loop"
+    _stop_as(how)
+    return "unreachable"
+
+
+async def _refuse_cancel(how: str, label: str, seconds: float) -> str:
+    """Sleeps ``seconds``; cancelled, it leaves a mark (``<label>-cancelled``), then
+    ``swallow``s every cancel and goes on for good, or raises in its ``finally``
+    (``raise_in_finally``: ValueError, ``exit_in_finally``: SystemExit)."""
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        # A task of its own: a cancel repeated while the mark is written does not stop it.
+        _marks.add(asyncio.ensure_future(Effect.objects.acreate(label=f"{label}-cancelled")))
+        if how == "swallow":
+            while True:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.05)
+        raise
+    finally:
+        if how == "raise_in_finally":
+            raise ValueError("raised while being cancelled")
+        if how == "exit_in_finally":
+            raise SystemExit(4)
+    return "finished"
+
+
+#: The marks being written (the loop keeps only weak references to its tasks).
+_marks: set[asyncio.Future[Any]] = set()
+
+
+@task(timeout_seconds=0.5)
+async def async_refuses_timeout(how: str, label: str, seconds: float = 60) -> str:
+    """Past its timeout (0.5 s) it ``how``s (see :func:`_refuse_cancel`)."""
+    return await _refuse_cancel(how, label, seconds)
+
+
+@task
+async def async_refuses_cancel(how: str, label: str, seconds: float = 60) -> str:
+    """Cancelled (no timeout), it ``how``s (see :func:`_refuse_cancel`)."""
+    return await _refuse_cancel(how, label, seconds)

@@ -1,0 +1,223 @@
+"""An async run that attacks its event loop ends like its sync twin and nothing else is hurt:
+real worker pools run coroutines that raise SystemExit, KeyboardInterrupt or GeneratorExit,
+stop or close the loop, raise while being cancelled or swallow every cancel - beside async
+runs claimed before and after them and a sync run of the same process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from django_tasks.aio import LoopThread, call_on_loop
+from django_tasks.futures import TaskRunFuture
+from django_tasks.models import TaskRun, TaskRunState
+from tests.taskapp.models import Effect
+from tests.taskapp.poison import (
+    async_refuses_cancel,
+    async_refuses_timeout,
+    async_stops_like,
+    stops_like,
+)
+from tests.taskapp.tasks import async_sleep, sleep_io
+
+from .conftest import FAST_WORKER_SETTINGS, wait_until, worker_log
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.slow,
+    pytest.mark.usefixtures("close_connections_of_sync_to_async"),
+]
+
+# Typed as Any: the futures of async tasks do not say yet that results are the values.
+async_stops: Any = async_stops_like
+refuses_timeout: Any = async_refuses_timeout
+refuses_cancel: Any = async_refuses_cancel
+sleeping: Any = async_sleep
+
+#: Graces long enough that a worker process which ends such runs itself is never overtaken by
+#: its supervisor's kill on a loaded machine (the kill is what these runs used to cause).
+GRACES = {"TIMEOUT_GRACE": 3.0, "CANCEL_GRACE": 4.0}
+
+
+@pytest.fixture
+def pool(start_worker: Any, worker_env: dict[str, str]) -> Any:
+    """One worker process with an async lane (and its slot for sync runs)."""
+    env = dict(worker_env)
+    env["DJANGO_TASKS_TEST_SETTINGS"] = json.dumps({**FAST_WORKER_SETTINGS, **GRACES})
+    return start_worker("--concurrency", "1", "--async-concurrency", "20", env=env)
+
+
+def names(future: Any) -> list[str]:
+    rows = TaskRunState.objects.filter(run_id=future.id).order_by("timestamp")
+    return list(rows.values_list("name", flat=True))
+
+
+def outcome(future: Any) -> tuple[str, str, int]:
+    run = TaskRun.objects.get(pk=future.id)
+    return run.state_type, run.state_name, run.attempts
+
+
+def marks(label: str) -> int:
+    return Effect.objects.filter(label=label).count()
+
+
+def started_async_runs(count: int, seconds: float) -> list[Any]:
+    """``count`` async runs that sleep ``seconds``, running when this returns."""
+    futures = [sleeping.delay(seconds, f"before-{i}") for i in range(count)]
+    wait_until(lambda: all(f.state.is_running() for f in futures), 30)
+    return futures
+
+
+def assert_nothing_else_hurt(pool: Any, before: list[Any], culprit: Any) -> None:
+    """Async runs claimed before the culprit complete, and so do async and sync runs claimed
+    after it, each run once; the process never died; nothing stays RUNNING; SIGTERM still
+    stops the pool cleanly."""
+    after = [sleeping.delay(0.1, f"after-{i}") for i in range(5)]
+    sync_after = sleep_io.delay(0.1)
+    for future in [*before, *after]:
+        assert future.result(timeout=30).startswith(("before-", "after-"))
+        assert names(future).count("Running") == 1, names(future)  # never rescued or retried
+    assert sync_after.wait(timeout=30).is_completed()
+    log = worker_log(pool)
+    assert " died (" not in log
+    assert "overran" not in log  # the supervisor never killed the process
+    assert culprit.state.is_final()
+    assert not TaskRun.objects.filter(state_type__in=["RUNNING", "CANCELLING"]).exists()
+    pool.send_signal(signal.SIGTERM)
+    assert pool.wait(30) == 0
+
+
+@pytest.mark.parametrize("how", ["exit", "interrupt", "generator_exit"])
+def test_an_async_run_raising_a_base_exception_ends_like_its_sync_twin(pool, how):
+    """SystemExit and KeyboardInterrupt escape an asyncio task into its loop: the lane's loop
+    stopped, and every async run of the process stayed RUNNING for good."""
+    before = started_async_runs(5, 3.0)
+    culprit = async_stops.delay(how, f"async-{how}")
+    twin = stops_like.delay(how, f"sync-{how}")
+    wait_until(lambda: culprit.state.is_final() and twin.state.is_final(), 30)
+    assert outcome(culprit) == outcome(twin)
+    assert marks(f"async-{how}") == marks(f"sync-{how}")
+    expected = {"exit": "CRASHED", "interrupt": "CRASHED", "generator_exit": "FAILED"}[how]
+    assert outcome(culprit)[0] == expected
+    assert_nothing_else_hurt(pool, before, culprit)
+
+
+def test_an_async_run_that_stops_its_loop_completes_and_the_loop_goes_on(pool):
+    before = started_async_runs(5, 3.0)
+    culprit = async_stops.delay("stop_loop", "async-stop")
+    assert culprit.result(timeout=30) == "went on after stopping the loop"
+    assert "stopped by task code" in worker_log(pool)
+    assert_nothing_else_hurt(pool, before, culprit)
+
+
+def test_an_async_run_that_closes_its_loop_fails_and_the_loop_goes_on(pool):
+    before = started_async_runs(5, 3.0)
+    culprit = async_stops.delay("close_loop", "async-close")
+    state = culprit.wait(timeout=30)
+    assert (state.type, state.message) == (
+        "FAILED",
+        "RuntimeError: Cannot close a running event loop",
+    )
+    assert_nothing_else_hurt(pool, before, culprit)
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("raise_in_finally", ("FAILED", "Failed", "ValueError: raised while being cancelled")),
+        ("exit_in_finally", ("CRASHED", "Crashed", "SystemExit: 4")),
+        ("swallow", ("FAILED", "TimedOut", "Timed out after 0.5 s (timeout_seconds).")),
+    ],
+)
+def test_an_async_run_that_fights_its_timeout_ends_without_hurting_the_process(pool, how, expected):
+    """Past its timeout the coroutine raises while cancelled (its outcome, as a sync task's
+    exception raised while it is interrupted) or swallows every cancel: the run ends TIMED_OUT
+    within the grace, so the supervisor does not kill the process - whose sync run would
+    have crashed with it."""
+    before = started_async_runs(5, 6.0)
+    sync_beside = sleep_io.delay(4.0)
+    wait_until(lambda: sync_beside.state.is_running(), 30)
+    culprit = refuses_timeout.delay(how, f"timeout-{how}")
+    state = culprit.wait(timeout=30)
+    assert (state.type, state.name, state.message) == expected
+    wait_until(lambda: marks(f"timeout-{how}-cancelled") == 1, 30)
+    if how == "swallow":
+        assert "ignored its cancel" in worker_log(pool)
+    assert sync_beside.wait(timeout=30).is_completed()
+    assert names(sync_beside).count("Running") == 1
+    assert_nothing_else_hurt(pool, before, culprit)
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"),
+    [
+        ("swallow", ("CANCELLED", "Cancelled", "Cancelled while running.")),
+        ("exit_in_finally", ("CRASHED", "Crashed", "SystemExit: 4")),
+    ],
+)
+def test_a_cancelled_async_run_that_fights_the_cancel_ends_without_hurting_the_process(
+    pool, how, expected
+):
+    """A cancel request, swallowed for good (the run ends CANCELLED within the grace, before
+    the supervisor's kill) or answered by SystemExit (CRASHED, as a sync task's exit)."""
+    before = started_async_runs(5, 8.0)
+    sync_beside = sleep_io.delay(8.0)
+    wait_until(lambda: sync_beside.state.is_running(), 30)
+    culprit = refuses_cancel.delay(how, f"cancel-{how}")
+    wait_until(lambda: culprit.state.is_running(), 30)
+    assert TaskRunFuture(culprit.id).cancel()
+    state = culprit.wait(timeout=30)
+    assert (state.type, state.name, state.message) == expected
+    wait_until(lambda: marks(f"cancel-{how}-cancelled") == 1, 30)
+    if how == "swallow":
+        assert "ignored its cancel" in worker_log(pool)
+    assert sync_beside.wait(timeout=30).is_completed()
+    assert names(sync_beside).count("Running") == 1
+    assert_nothing_else_hurt(pool, before, culprit)
+
+
+# -- the loop itself, in this process ------------------------------------------------------
+
+
+def _exit_soon() -> None:
+    raise SystemExit(5)
+
+
+async def _spawns_an_exit() -> str:
+    """Not the run's own coroutine: a callback it schedules raises SystemExit."""
+    asyncio.get_running_loop().call_soon(_exit_soon)
+    await asyncio.sleep(0.1)
+    return "went on"
+
+
+async def _sleeps_long() -> str:
+    await asyncio.sleep(60)
+    return "too late"
+
+
+def test_an_exit_outside_the_runs_coroutine_does_not_stop_a_loop_of_ours(caplog):
+    loop = LoopThread("test-loop")
+    try:
+        assert call_on_loop(_spawns_an_exit, (), {}, loop=loop.loop) == "went on"
+        assert loop.alive
+        assert "SystemExit escaped to the event loop test-loop" in caplog.text
+    finally:
+        loop.stop()
+
+
+def test_a_thread_waiting_on_a_loop_that_broke_gets_an_error_not_a_hang():
+    loop = LoopThread("test-loop")
+    selector = loop.loop._selector  # type: ignore[attr-defined]
+    # The loop's next wait for I/O fails: an error escapes run_forever() and ends its thread.
+    threading.Timer(0.3, lambda: loop.loop.call_soon_threadsafe(selector.close)).start()
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="The event loop running the run's coroutine is gone"):
+        call_on_loop(_sleeps_long, (), {}, loop=loop.loop)
+    assert time.monotonic() - started < 10
+    assert not loop.alive
