@@ -29,6 +29,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
+from ..storable import shown
+
 __all__ = ["Cron", "Every", "Periodic", "Timing", "cron", "every"]
 
 
@@ -43,13 +45,13 @@ class Cron:
         if not isinstance(self.expression, str) or len(self.expression.split()) != 5:
             raise ValueError(
                 f"A cron expression has five fields (minute hour day month weekday), got "
-                f"{self.expression!r}."
+                f"{shown(self.expression)}."
             )
         zone(self.tz)
         try:
             CronSim(self.expression, datetime(2000, 1, 1, tzinfo=UTC))
         except CronSimError as exc:
-            raise ValueError(f"Bad cron expression {self.expression!r}: {exc}.") from None
+            raise ValueError(f"Bad cron expression {shown(self.expression)}: {exc}.") from None
 
     def next_after(self, moment: datetime) -> datetime:
         """The first tick strictly after ``moment``."""
@@ -68,7 +70,7 @@ class Cron:
             return None
 
     def describe(self) -> str:
-        return f"cron {self.expression!r} ({self.tz})"
+        return f"cron {shown(self.expression)} ({self.tz})"
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,11 @@ class Every:
 
     def __post_init__(self) -> None:
         if isinstance(self.seconds, bool) or not isinstance(self.seconds, int | float):
-            raise TypeError(f"An interval is a number of seconds, got {self.seconds!r}.")
+            raise TypeError(f"An interval is a number of seconds, got {shown(self.seconds)}.")
         if not math.isfinite(self.seconds) or not 1 <= self.seconds <= MAX_INTERVAL:
             raise ValueError(
                 f"An interval must be at least one second and at most ten years, got "
-                f"{self.seconds!r}."
+                f"{shown(self.seconds)}."
             )
 
     def next_after(self, moment: datetime) -> datetime:
@@ -111,7 +113,7 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
         raise ValueError(
-            f"Unknown time zone {name!r} (use an IANA name such as 'Europe/Paris')."
+            f"Unknown time zone {shown(name)} (use an IANA name such as 'Europe/Paris')."
         ) from None
 
 
@@ -130,9 +132,9 @@ class Periodic:
 
     def __post_init__(self) -> None:
         if self.missed not in MISSED_POLICIES:
-            raise ValueError(f"missed must be 'once' or 'skip', got {self.missed!r}.")
+            raise ValueError(f"missed must be 'once' or 'skip', got {shown(self.missed)}.")
         if not isinstance(self.kwargs, dict):
-            raise TypeError(f"kwargs must be a dict, got {self.kwargs!r}.")
+            raise TypeError(f"kwargs must be a dict, got {shown(self.kwargs)}.")
         try:
             json.dumps([list(self.args), self.kwargs], allow_nan=False)
         except (TypeError, ValueError) as exc:
