@@ -12,7 +12,6 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.views.main import ERROR_FLAG
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -21,7 +20,14 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from .actions import RunNotFound, cancel_run, retry_run
-from .admin_filters import CreatedFilter, QueueFilter, TagFilter, TaskFilter, WorkerFilter
+from .admin_filters import (
+    CreatedFilter,
+    QueueFilter,
+    SafeChangeList,
+    TagFilter,
+    TaskFilter,
+    WorkerFilter,
+)
 from .admin_links import change_link
 from .artifacts.admin import ArtifactAdmin, ArtifactInline
 from .limits.admin import LimitAdmin
@@ -155,7 +161,7 @@ def _run_links(ids: list[uuid.UUID]) -> str:
 
 
 @admin.register(TaskRun)
-class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
+class TaskRunAdmin(SafeChangeList, ReadOnlyMixin, _RunAdminBase):
     list_display = [
         "short_id",
         "name",
@@ -340,16 +346,6 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
                 request
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
-
-    def changelist_view(
-        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        """A filter or search value PostgreSQL cannot hold (a NUL character) is a filter that
-        matches nothing: the list says so the way Django's admin says it of a bad filter
-        (``?e=1``), instead of the database failing the page."""
-        if any("\x00" in value for value in request.GET.values()):
-            return redirect(f"{request.path}?{ERROR_FLAG}=1")
-        return super().changelist_view(request, extra_context)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TaskRun]:
         # Payload columns can be large and are never shown: do not even fetch them.

@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from ..admin_filters import SafeChangeList
 from ..admin_links import change_link
 from .models import Artifact
 from .render import render_artifact
@@ -42,7 +43,7 @@ class _NotWritten:
 
 
 @admin.register(Artifact)
-class ArtifactAdmin(_NotWritten, _ArtifactAdminBase):
+class ArtifactAdmin(SafeChangeList, _NotWritten, _ArtifactAdminBase):
     list_display = ["__str__", "type", "run_link", "created"]
     list_filter = ["type"]
     search_fields = ["key"]

@@ -16,6 +16,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from ..admin_filters import SafeChangeList
 from ..admin_links import change_link
 from ..registry import registry
 from ..tasks import check_queue
@@ -89,7 +90,7 @@ class ScheduleForm(_ScheduleFormBase):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(_ScheduleAdminBase):
+class ScheduleAdmin(SafeChangeList, _ScheduleAdminBase):
     form = ScheduleForm
     list_display = [
         "name",
