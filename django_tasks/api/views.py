@@ -19,7 +19,7 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -33,6 +33,7 @@ from ..permissions import VIEW_SCHEDULE
 from ..retention import AgeOutOfRange, parse_age
 from ..states import StateType
 from . import queries
+from .parsers import BODY_PARSERS, StorableJSONParser
 from .serializers import (
     CancelSerializer,
     DependenciesSerializer,
@@ -82,9 +83,17 @@ class _Secured:
         JSONRenderer,
         *([BrowsableAPIRenderer] if apps.is_installed("rest_framework") else []),
     ]
+    parser_classes: Sequence[type[BaseParser]] = BODY_PARSERS
 
     def get_permissions(self) -> list[BasePermission]:
         return _permissions()
+
+    def perform_authentication(self, request: Request) -> None:
+        """The body is read first, whoever sends it: a body the API cannot read (too large,
+        too deep, not JSON PostgreSQL stores) is a 400 before anything else. The session's
+        CSRF check, part of the authentication, would read it anyway for a signed-in user."""
+        request.data  # noqa: B018 - parsed now, and kept for the view
+        super().perform_authentication(request)  # type: ignore[misc]
 
 
 class NewestFirst(CursorPagination):
@@ -310,7 +319,7 @@ class LimitViewSet(_Secured, viewsets.ModelViewSet[Limit]):
 
     serializer_class = LimitSerializer
     queryset = Limit.objects.order_by("scope", "name")
-    parser_classes = [JSONParser]  # JSON bodies: a form cannot say null
+    parser_classes = [StorableJSONParser]  # JSON bodies: a form cannot say null
     lookup_value_regex = "[^/]+"
     http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
     schema_overrides = {
