@@ -85,6 +85,7 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
     """Declared schedules (``@task(schedule=...)``, ``DJANGO_TASKS["SCHEDULES"]``) that a
     worker could not sync: a bad entry, a name declared twice, a task no process has."""
     from .registry import registry
+    from .schedules.arguments import check_arguments
     from .schedules.declared import declared_schedules
 
     user = getattr(settings, "DJANGO_TASKS", {})
@@ -98,8 +99,8 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
     for schedule in declared:
         try:
             task = registry.by_name(schedule.task_name)
-            task.bind(tuple(schedule.args), dict(schedule.kwargs))
-        except (LookupError, TypeError) as exc:
+            check_arguments(task, schedule.args, schedule.kwargs)
+        except (LookupError, TypeError, ValueError) as exc:
             message = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)
             errors.append(
                 Error(f"Schedule {shown(schedule.name)}: {message}", id="django_tasks.E011")

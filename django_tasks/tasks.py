@@ -36,6 +36,7 @@ from .futures import TaskRunFuture
 from .limits.rates import parse_rate
 from .registry import registry, task_key
 from .retries import RetryDelay, check_jitter, resolve_delays
+from .schedules.arguments import check_arguments
 from .schedules.timing import Periodic
 from .storable import cut, shown, storable_text
 from .unique import UniqueOption, check_unique_options
@@ -293,7 +294,7 @@ class Task(Generic[P, R]):
                 )
         if self.options.schedule is not None:
             schedule = self.options.schedule
-            self.bind(schedule.args, schedule.kwargs)  # wrong fixed arguments: said here
+            check_arguments(self, schedule.args, schedule.kwargs)  # wrong ones: said here
         functools.update_wrapper(self, fn)
         registry.register(self)
 
