@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from django_tasks.models import Artifact, Limit, Schedule, TaskRun
@@ -310,3 +311,23 @@ def test_a_deeply_nested_body_is_a_400_for_anyone_before_it_is_parsed(rows, who,
             assert response.status_code == 400, (path, method, response.content[:200])
             said = response.content  # JSON; the schema view's own renderer for schema/
             assert b"at most 65,536 bytes" in said or b"Nested more than 100 levels" in said
+
+
+def test_an_anonymous_upload_is_refused_unread(rows, monkeypatch):
+    """Only JSON bodies (64 KiB at most) are read before the permission check: an upload of
+    10 MB by someone not signed in is a 403, and no multipart parser ever ran."""
+    from rest_framework.parsers import MultiPartParser
+
+    parsed: list[object] = []
+    real = MultiPartParser.parse
+
+    def counted(self: MultiPartParser, *args: Any, **kwargs: Any) -> Any:
+        parsed.append(args)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(MultiPartParser, "parse", counted)
+    upload = SimpleUploadedFile("big.bin", b"x" * 10_000_000)
+    for path in ("limits/", f"runs/{rows['run']}/cancel/"):
+        assert client("anonymous").post(API + path, {"file": upload}).status_code == 403
+        upload.seek(0)
+    assert parsed == []

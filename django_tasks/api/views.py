@@ -24,6 +24,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.mediatypes import media_type_matches
 from rest_framework.views import APIView
 
 from ..actions import RunNotFound, cancel_run, retry_run
@@ -89,10 +90,13 @@ class _Secured:
         return _permissions()
 
     def perform_authentication(self, request: Request) -> None:
-        """The body is read first, whoever sends it: a body the API cannot read (too large,
-        too deep, not JSON PostgreSQL stores) is a 400 before anything else. The session's
-        CSRF check, part of the authentication, would read it anyway for a signed-in user."""
-        request.data  # noqa: B018 - parsed now, and kept for the view
+        """A JSON body is read first, whoever sends it: one the API cannot read (over 64 KiB,
+        nested too deep, NaN) is a 400 before anything else, for a signed-in user or not (the
+        session's CSRF check, part of the authentication, reads a signed-in user's body before
+        any permission is checked anyway). Form and multipart bodies (uploads) are left to the
+        view or the CSRF check: an anonymous upload is refused unread."""
+        if media_type_matches(StorableJSONParser.media_type, request.content_type):
+            request.data  # noqa: B018 - parsed now (at most 64 KiB), and kept for the view
         super().perform_authentication(request)  # type: ignore[misc]
 
 
