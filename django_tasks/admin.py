@@ -28,8 +28,9 @@ from .admin_filters import (
     TaskFilter,
     WorkerFilter,
 )
+from .admin_inlines import first_rows
 from .admin_links import change_link
-from .artifacts.admin import ArtifactAdmin, ArtifactInline
+from .artifacts.admin import ARTIFACTS_SHOWN, ArtifactAdmin, ArtifactInline
 from .limits.admin import LimitAdmin
 from .models import TaskRun, TaskRunDependency, TaskRunLog, TaskRunState
 from .permissions import CANCEL, RETRY, VIEW, may
@@ -103,8 +104,13 @@ class ReadOnlyMixin:
         return False
 
 
+#: Rows each inline of the run page shows (the first ones; the page says how many there are).
+STATES_SHOWN = LOG_LINES_SHOWN = 100
+
+
 class TaskRunStateInline(ReadOnlyMixin, _StateInlineBase):
     model = TaskRunState
+    formset = first_rows(STATES_SHOWN)
     fields = ["at", "badge", "message", "worker"]
     readonly_fields = ["at", "badge", "message", "worker"]
     extra = 0
@@ -130,6 +136,7 @@ class TaskRunLogInline(ReadOnlyMixin, _LogInlineBase):
     """The run's log lines (``get_run_logger()``, ``log_prints``)."""
 
     model = TaskRunLog
+    formset = first_rows(LOG_LINES_SHOWN)
     fields = ["at", "level_name", "logger", "message"]
     readonly_fields = ["at", "level_name", "logger", "message"]
     extra = 0
@@ -213,6 +220,7 @@ class TaskRunAdmin(SafeChangeList, ReadOnlyMixin, _RunAdminBase):
             {"fields": ["upstream_display", "downstream_display", "retry_of_display"]},
         ),
         ("Traceback", {"fields": ["traceback_display"]}),
+        ("Recorded", {"fields": ["records_display"]}),
         ("Task", {"fields": ["task_key"], "classes": ["collapse"]}),
     ]
     readonly_fields = [
@@ -242,6 +250,7 @@ class TaskRunAdmin(SafeChangeList, ReadOnlyMixin, _RunAdminBase):
         "upstream_display",
         "downstream_display",
         "retry_of_display",
+        "records_display",
         "task_key",
     ]
 
@@ -402,6 +411,20 @@ class TaskRunAdmin(SafeChangeList, ReadOnlyMixin, _RunAdminBase):
         if retried:
             return format_html("{} (retried as {})", original, _run_links(retried))
         return original
+
+    @admin.display(description="states, log lines, artifacts")
+    def records_display(self, obj: TaskRun) -> str:
+        """How many rows each inline below has, and how many it shows (a run may log in a
+        loop): all of them are in ``manage.py taskruns logs`` and the API."""
+        counts = [
+            (obj.states.count(), STATES_SHOWN, "state changes"),
+            (obj.logs.count(), LOG_LINES_SHOWN, "log lines"),
+            (obj.artifacts.count(), ARTIFACTS_SHOWN, "artifacts"),
+        ]
+        return ", ".join(
+            f"{n:,} {what}" + (f" (the first {shown:,} shown below)" if n > shown else "")
+            for n, shown, what in counts
+        )
 
     @admin.display(description="traceback")
     def traceback_display(self, obj: TaskRun) -> str:
