@@ -12,7 +12,6 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.views.main import ERROR_FLAG
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -21,9 +20,17 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 
 from .actions import RunNotFound, cancel_run, retry_run
-from .admin_filters import CreatedFilter, QueueFilter, TagFilter, TaskFilter, WorkerFilter
+from .admin_filters import (
+    CreatedFilter,
+    QueueFilter,
+    SafeChangeList,
+    TagFilter,
+    TaskFilter,
+    WorkerFilter,
+)
+from .admin_inlines import first_rows
 from .admin_links import change_link
-from .artifacts.admin import ArtifactAdmin, ArtifactInline
+from .artifacts.admin import ARTIFACTS_SHOWN, ArtifactAdmin, ArtifactInline
 from .limits.admin import LimitAdmin
 from .models import TaskRun, TaskRunDependency, TaskRunLog, TaskRunState
 from .permissions import CANCEL, RETRY, VIEW, may
@@ -97,8 +104,13 @@ class ReadOnlyMixin:
         return False
 
 
+#: Rows each inline of the run page shows (the first ones; the page says how many there are).
+STATES_SHOWN = LOG_LINES_SHOWN = 100
+
+
 class TaskRunStateInline(ReadOnlyMixin, _StateInlineBase):
     model = TaskRunState
+    formset = first_rows(STATES_SHOWN)
     fields = ["at", "badge", "message", "worker"]
     readonly_fields = ["at", "badge", "message", "worker"]
     extra = 0
@@ -124,6 +136,7 @@ class TaskRunLogInline(ReadOnlyMixin, _LogInlineBase):
     """The run's log lines (``get_run_logger()``, ``log_prints``)."""
 
     model = TaskRunLog
+    formset = first_rows(LOG_LINES_SHOWN)
     fields = ["at", "level_name", "logger", "message"]
     readonly_fields = ["at", "level_name", "logger", "message"]
     extra = 0
@@ -155,7 +168,7 @@ def _run_links(ids: list[uuid.UUID]) -> str:
 
 
 @admin.register(TaskRun)
-class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
+class TaskRunAdmin(SafeChangeList, ReadOnlyMixin, _RunAdminBase):
     list_display = [
         "short_id",
         "name",
@@ -207,6 +220,7 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
             {"fields": ["upstream_display", "downstream_display", "retry_of_display"]},
         ),
         ("Traceback", {"fields": ["traceback_display"]}),
+        ("Recorded", {"fields": ["records_display"]}),
         ("Task", {"fields": ["task_key"], "classes": ["collapse"]}),
     ]
     readonly_fields = [
@@ -236,6 +250,7 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
         "upstream_display",
         "downstream_display",
         "retry_of_display",
+        "records_display",
         "task_key",
     ]
 
@@ -341,16 +356,6 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    def changelist_view(
-        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        """A filter or search value PostgreSQL cannot hold (a NUL character) is a filter that
-        matches nothing: the list says so the way Django's admin says it of a bad filter
-        (``?e=1``), instead of the database failing the page."""
-        if any("\x00" in value for value in request.GET.values()):
-            return redirect(f"{request.path}?{ERROR_FLAG}=1")
-        return super().changelist_view(request, extra_context)
-
     def get_queryset(self, request: HttpRequest) -> QuerySet[TaskRun]:
         # Payload columns can be large and are never shown: do not even fetch them.
         return super().get_queryset(request).defer("parameters", "result")
@@ -406,6 +411,20 @@ class TaskRunAdmin(ReadOnlyMixin, _RunAdminBase):
         if retried:
             return format_html("{} (retried as {})", original, _run_links(retried))
         return original
+
+    @admin.display(description="states, log lines, artifacts")
+    def records_display(self, obj: TaskRun) -> str:
+        """How many rows each inline below has, and how many it shows (a run may log in a
+        loop): all of them are in ``manage.py taskruns logs`` and the API."""
+        counts = [
+            (obj.states.count(), STATES_SHOWN, "state changes"),
+            (obj.logs.count(), LOG_LINES_SHOWN, "log lines"),
+            (obj.artifacts.count(), ARTIFACTS_SHOWN, "artifacts"),
+        ]
+        return ", ".join(
+            f"{n:,} {what}" + (f" (the first {shown:,} shown below)" if n > shown else "")
+            for n, shown, what in counts
+        )
 
     @admin.display(description="traceback")
     def traceback_display(self, obj: TaskRun) -> str:

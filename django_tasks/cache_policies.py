@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
+from .storable import cut
+
 if TYPE_CHECKING:
     from .context import TaskRunContext
 
@@ -157,7 +159,8 @@ def _hash_value(name: str, value: Any) -> str:
     except Exception as exc:
         raise CacheKeyError(
             f"Cache policy INPUTS cannot hash parameter {name!r} ({type(value).__name__}): "
-            f"{exc}. Leave it out (cache_policy=INPUTS - {name!r}) or pass a cache_key_fn."
+            f"{cut(str(exc))}. Leave it out (cache_policy=INPUTS - {name!r}) or pass a "
+            "cache_key_fn."
         ) from exc
 
 

@@ -31,6 +31,7 @@ from . import sql
 from .cache_policies import CacheKeyError
 from .conf import task_settings
 from .serializers import loads, rebind
+from .storable import shown
 
 if TYPE_CHECKING:
     import uuid
@@ -85,7 +86,9 @@ def cache_key(task: Task[Any, Any], context: TaskRunContext) -> str | None:
             logger.exception("cache_key_fn of %s raised; run %s is not cached", task, context.id)
             return None
         if key is not None and not isinstance(key, str):
-            raise CacheKeyError(f"cache_key_fn of {task.name!r} returned {key!r}, not a str.")
+            raise CacheKeyError(
+                f"cache_key_fn of {shown(task.name)} returned {shown(key)}, not a str."
+            )
         return key[:200] if key else None
     if options.cache_policy is None:
         return None
@@ -164,7 +167,7 @@ def check_expiration(value: Any) -> timedelta | None:
     if value is None:
         return None
     if not isinstance(value, timedelta):
-        raise TypeError(f"cache_expiration must be a timedelta, got {value!r}.")
+        raise TypeError(f"cache_expiration must be a timedelta, got {shown(value)}.")
     if value <= timedelta(0):
         raise ValueError(f"cache_expiration must be positive, got {value}.")
     return value

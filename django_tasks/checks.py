@@ -13,6 +13,7 @@ from django.urls import NoReverseMatch, reverse
 
 from .conf import DEFAULTS
 from .metrics import metrics_available
+from .storable import shown
 
 __all__ = [
     "RECORD_MODES",
@@ -39,7 +40,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         if key not in DEFAULTS:
             errors.append(
                 Error(
-                    f"Unknown DJANGO_TASKS setting {key!r}.",
+                    f"Unknown DJANGO_TASKS setting {shown(key)}.",
                     hint=f"Known settings: {', '.join(sorted(DEFAULTS))}.",
                     id="django_tasks.E002",
                 )
@@ -51,7 +52,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             if value not in CHOICES[key]:
                 errors.append(
                     Error(
-                        f"DJANGO_TASKS[{key!r}] must be one of {CHOICES[key]}, got {value!r}.",
+                        f"DJANGO_TASKS[{shown(key)}] must be one of {CHOICES[key]}, got "
+                        f"{shown(value)}.",
                         id="django_tasks.E006",
                     )
                 )
@@ -61,7 +63,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             if not isinstance(value, bool):
                 errors.append(
                     Error(
-                        f"DJANGO_TASKS[{key!r}] must be True or False, got {value!r}.",
+                        f"DJANGO_TASKS[{shown(key)}] must be True or False, got {shown(value)}.",
                         id="django_tasks.E003",
                     )
                 )
@@ -70,7 +72,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         if not ok or isinstance(value, bool) or (isinstance(value, int | float) and value <= 0):
             errors.append(
                 Error(
-                    f"DJANGO_TASKS[{key!r}] must be a positive {expected.__name__}, got {value!r}.",
+                    f"DJANGO_TASKS[{shown(key)}] must be a positive {expected.__name__}, got "
+                    f"{shown(value)}.",
                     id="django_tasks.E003",
                 )
             )
@@ -82,6 +85,7 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
     """Declared schedules (``@task(schedule=...)``, ``DJANGO_TASKS["SCHEDULES"]``) that a
     worker could not sync: a bad entry, a name declared twice, a task no process has."""
     from .registry import registry
+    from .schedules.arguments import check_arguments
     from .schedules.declared import declared_schedules
 
     user = getattr(settings, "DJANGO_TASKS", {})
@@ -95,10 +99,12 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
     for schedule in declared:
         try:
             task = registry.by_name(schedule.task_name)
-            task.bind(tuple(schedule.args), dict(schedule.kwargs))
-        except (LookupError, TypeError) as exc:
+            check_arguments(task, schedule.args, schedule.kwargs)
+        except (LookupError, TypeError, ValueError) as exc:
             message = exc.args[0] if isinstance(exc, LookupError) and exc.args else str(exc)
-            errors.append(Error(f"Schedule {schedule.name!r}: {message}", id="django_tasks.E011"))
+            errors.append(
+                Error(f"Schedule {shown(schedule.name)}: {message}", id="django_tasks.E011")
+            )
     return errors
 
 

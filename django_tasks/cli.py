@@ -12,6 +12,7 @@ from typing import Any
 
 from .models import TaskRun, TaskRunDependency, TaskRunLog
 from .progress import Progress
+from .storable import shown
 
 __all__ = [
     "format_log",
@@ -43,7 +44,7 @@ def parse_run_id(text: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not a run id (a UUID).") from None
+        raise ValueError(f"{shown(text)} is not a run id (a UUID).") from None
 
 
 def list_runs(

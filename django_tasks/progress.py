@@ -28,7 +28,7 @@ from django.utils.safestring import SafeString
 from psycopg.types.json import Json
 
 from .context import get_run_context
-from .storable import storable_text
+from .storable import shown, storable_text
 
 __all__ = ["INTERVAL", "Progress", "progress_html", "set_progress"]
 
@@ -105,19 +105,21 @@ def progress_html(value: object) -> SafeString:
 
 def _number(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"set_progress(): {name} must be a number, got {value!r}.")
+        raise TypeError(f"set_progress(): {name} must be a number, got {shown(value)}.")
     try:
         number = float(value)
     except OverflowError:  # an int beyond any float
         number = math.inf
     if not math.isfinite(number) or number < 0:
-        raise ValueError(f"set_progress(): {name} must be a finite number >= 0, got {value!r}.")
+        raise ValueError(
+            f"set_progress(): {name} must be a finite number >= 0, got {shown(value)}."
+        )
     return int(number) if isinstance(value, int) else number
 
 
 def _checked(done: object, total: object, message: object) -> Progress:
     if not isinstance(message, str):
-        raise TypeError(f"set_progress(): message must be a str, got {message!r}.")
+        raise TypeError(f"set_progress(): message must be a str, got {shown(message)}.")
     value_total = None if total is None else _number("total", total)
     if value_total == 0:
         raise ValueError("set_progress(): total must be more than 0 (or None: unknown).")

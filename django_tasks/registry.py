@@ -11,6 +11,8 @@ import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .storable import shown
+
 if TYPE_CHECKING:
     from .tasks import Task
 
@@ -53,10 +55,12 @@ class TaskRegistry:
         LookupError if two tasks share the name."""
         found = [task for task in self._by_key.values() if task.name == name]
         if not found:
-            raise UnknownTask(f"No task is called {name!r} in this process.")
+            raise UnknownTask(f"No task is called {shown(name)} in this process.")
         if len(found) > 1:
             where = ", ".join(f"{t.fn.__module__}.{t.fn.__qualname__}" for t in found)
-            raise LookupError(f"Several tasks are called {name!r} ({where}): give each a name.")
+            raise LookupError(
+                f"Several tasks are called {shown(name)} ({where}): give each a name."
+            )
         return found[0]
 
     def __contains__(self, key: object) -> bool:

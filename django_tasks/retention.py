@@ -16,6 +16,7 @@ from django.db import connections
 from . import sql
 from .conf import task_settings
 from .states import FINAL_TYPES, StateType
+from .storable import shown
 from .validation import MAX_SECONDS
 
 __all__ = ["AgeOutOfRange", "parse_age", "purge"]
@@ -33,7 +34,7 @@ def parse_age(text: str) -> timedelta:
     (longer is :class:`AgeOutOfRange`, not an ``OverflowError`` from deep inside)."""
     match = _AGE_RE.match(text)
     if not match:
-        raise ValueError(f"Age must look like 7d, 12h, 30m, 45s or 2w, got {text!r}.")
+        raise ValueError(f"Age must look like 7d, 12h, 30m, 45s or 2w, got {shown(text)}.")
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds > MAX_SECONDS:
         raise AgeOutOfRange(f"Age must be at most a century ({MAX_SECONDS // 86400}d), got {text}.")

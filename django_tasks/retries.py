@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .storable import shown
 from .validation import check_seconds
 
 __all__ = ["RetryDelay", "check_jitter", "delay_for", "exponential_backoff", "resolve_delays"]
@@ -41,11 +42,12 @@ def resolve_delays(value: Any, retries: int) -> tuple[float, ...]:
         produced = value(retries)
         if isinstance(produced, str | bytes) or not isinstance(produced, Sequence):
             raise TypeError(
-                f"retry_delay_seconds callable must return a list of seconds, got {produced!r}."
+                "retry_delay_seconds callable must return a list of seconds, got "
+                f"{shown(produced)}."
             )
         value = produced
     if isinstance(value, str | bytes):
-        raise TypeError(f"retry_delay_seconds must be a number of seconds, got {value!r}.")
+        raise TypeError(f"retry_delay_seconds must be a number of seconds, got {shown(value)}.")
     if isinstance(value, Sequence):
         if len(value) > 50:
             raise ValueError("retry_delay_seconds takes at most 50 delays.")

@@ -28,7 +28,7 @@ from django.conf import settings
 from django.utils.encoding import force_str
 
 from .conf import task_settings
-from .storable import describe_exception, storable_float, storable_int, storable_text
+from .storable import cut, describe_exception, storable_float, storable_int, storable_text
 
 __all__ = [
     "PayloadError",
@@ -97,7 +97,9 @@ def dumps(value: Any, *, what: str = "value", task_key: str = "") -> bytes:
         try:
             data = _cloudpickle(value)
         except Exception as exc:
-            raise SerializationError(f"The task's {what} cannot be pickled: {exc}") from exc
+            raise SerializationError(
+                f"The task's {what} cannot be pickled: {cut(str(exc))}"
+            ) from exc
     limit = task_settings().MAX_PAYLOAD_BYTES
     if len(data) > limit:
         raise PayloadTooLarge(

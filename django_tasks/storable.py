@@ -11,14 +11,17 @@ cut marked - so that recording an outcome can never fail because of what the out
 from __future__ import annotations
 
 import math
+import reprlib
 import traceback
 from typing import Any
 
 from .conf import task_settings
 
 __all__ = [
+    "cut",
     "describe_exception",
     "format_traceback",
+    "shown",
     "storable_float",
     "storable_int",
     "storable_json",
@@ -32,6 +35,8 @@ _LOG10_2 = 0.30102999566398120
 _MAX_INT_DIGITS = 4300
 #: How a cut is marked.
 _CUT = "… [cut: {} more characters]"
+#: Characters of a value an error message quotes (:func:`shown`).
+QUOTED_CHARS = 200
 
 
 def storable_text(text: str, limit: int | None = None) -> str:
@@ -119,3 +124,43 @@ def storable_json(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [storable_json(item) for item in value]
     return storable_text(repr(value))
+
+
+class _Quoting(reprlib.Repr):
+    """``reprlib``'s bounded repr (a few items of a container, a few levels deep), with ints
+    summarised instead of printed (Python refuses to print one of more than 4,300 digits)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        value = storable_int(x, self.maxlong)
+        return repr(value) if isinstance(value, int) else value
+
+
+_quoting = _Quoting()
+_quoting.maxstring = _quoting.maxother = _quoting.maxlong = QUOTED_CHARS
+_quoting.maxlevel = 3
+
+
+def cut(text: str, limit: int = 2 * QUOTED_CHARS) -> str:
+    """Another library's error message, quoted in ours: it may quote what it refused whole
+    (``inspect``: "got an unexpected keyword argument 'xxx...'"), so it is cut as values are."""
+    return storable_text(text, limit)
+
+
+def shown(value: object, limit: int = QUOTED_CHARS) -> str:
+    """``repr(value)`` as an error message quotes what it refuses: whole when short; else its
+    first ``limit`` characters, an ellipsis and its full length - a 10 MB key passed by mistake
+    makes a message (a log line, a 400 response, a form error) of normal size. Never raises,
+    and the text is storable (a message may be written to a run's state)."""
+    if isinstance(value, str | bytes | bytearray):
+        if len(value) <= limit:
+            return storable_text(repr(value))
+        return storable_text(f"{value[:limit]!r}… ({len(value):,} characters)")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _quoting.repr_int(value, 0)
+    try:
+        text = _quoting.repr(value)
+    except Exception:  # a __repr__ that fails: say what it is instead
+        text = f"<{type(value).__name__} object>"
+    if len(text) > limit:  # reprlib shortened what it holds already ("..."): cut what is left
+        text = f"{text[:limit]}…"
+    return storable_text(text)

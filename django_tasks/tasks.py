@@ -36,8 +36,9 @@ from .futures import TaskRunFuture
 from .limits.rates import parse_rate
 from .registry import registry, task_key
 from .retries import RetryDelay, check_jitter, resolve_delays
+from .schedules.arguments import check_arguments
 from .schedules.timing import Periodic
-from .storable import storable_text
+from .storable import cut, shown, storable_text
 from .unique import UniqueOption, check_unique_options
 from .validation import check_seconds
 
@@ -143,7 +144,7 @@ class TaskOptions:
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"{option} must be a str, got {type(value).__name__}.")
         if isinstance(self.retries, bool) or not isinstance(self.retries, int):
-            raise TypeError(f"retries must be an int, got {self.retries!r}.")
+            raise TypeError(f"retries must be an int, got {shown(self.retries)}.")
         if self.retries < 0:
             raise ValueError(f"retries must not be negative, got {self.retries}.")
         delays = resolve_delays(self.retry_delay_seconds, self.retries)
@@ -159,7 +160,7 @@ class TaskOptions:
                 _check_callable(f"each {option} hook", hook)
         for flag in ("atomic", "log_prints"):
             if not isinstance(getattr(self, flag), bool):
-                raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}.")
+                raise TypeError(f"{flag} must be True or False, got {shown(getattr(self, flag))}.")
         self._check_caching()
         if self.rate_limit is not None:
             object.__setattr__(self, "rate_interval", parse_rate(self.rate_limit))
@@ -168,20 +169,21 @@ class TaskOptions:
         if self.schedule is not None and not isinstance(self.schedule, Periodic):
             raise TypeError(
                 f"schedule must be cron(...) or every(...) from django_tasks, got "
-                f"{self.schedule!r}."
+                f"{shown(self.schedule)}."
             )
 
     def _check_caching(self) -> None:
         if self.cache_policy is not None and not isinstance(self.cache_policy, CachePolicy):
             raise TypeError(
-                f"cache_policy must be a cache policy such as INPUTS, got {self.cache_policy!r}."
+                "cache_policy must be a cache policy such as INPUTS, got "
+                f"{shown(self.cache_policy)}."
             )
         _check_callable("cache_key_fn", self.cache_key_fn)
         check_expiration(self.cache_expiration)
         for option in ("refresh_cache", "persist_result"):
             value = getattr(self, option)
             if not isinstance(value, bool) and not (option == "persist_result" and value is None):
-                raise TypeError(f"{option} must be True or False, got {value!r}.")
+                raise TypeError(f"{option} must be True or False, got {shown(value)}.")
         if self.caches and self.persist_result is False:
             raise ValueError(
                 "persist_result=False cannot go with caching: a cache hit returns the stored "
@@ -203,7 +205,7 @@ class TaskOptions:
 
 def _check_callable(option: str, value: object) -> None:
     if value is not None and not callable(value):
-        raise TypeError(f"{option} must be callable, got {value!r}.")
+        raise TypeError(f"{option} must be callable, got {shown(value)}.")
 
 
 H = TypeVar("H")
@@ -213,7 +215,7 @@ def _hooks(option: str, hooks: Sequence[H] | None) -> tuple[H, ...]:
     if hooks is None:
         return ()
     if callable(hooks):
-        raise TypeError(f"{option} takes a list of functions, got one function: [{hooks!r}].")
+        raise TypeError(f"{option} takes a list of functions, got one function: [{shown(hooks)}].")
     return tuple(hooks)
 
 
@@ -221,9 +223,9 @@ def _check_name(name: object) -> None:
     if not isinstance(name, str):
         raise TypeError(f"Task name must be a str, got {type(name).__name__}.")
     if not name.strip() or len(name) > 255:
-        raise ValueError(f"Task name must be 1 to 255 characters, got {name!r}.")
+        raise ValueError(f"Task name must be 1 to 255 characters, got {shown(name)}.")
     if storable_text(name) != name:
-        raise ValueError(f"Task name must not hold NUL or lone surrogates, got {name!r}.")
+        raise ValueError(f"Task name must not hold NUL or lone surrogates, got {shown(name)}.")
 
 
 def check_queue(queue: object) -> str:
@@ -231,7 +233,7 @@ def check_queue(queue: object) -> str:
     if not isinstance(queue, str):
         raise TypeError(f"queue must be a str, got {type(queue).__name__}.")
     if not _QUEUE_RE.match(queue):
-        raise ValueError(f"queue must be 1 to 100 letters, digits or '_.:-', got {queue!r}.")
+        raise ValueError(f"queue must be 1 to 100 letters, digits or '_.:-', got {shown(queue)}.")
     return queue
 
 
@@ -250,13 +252,13 @@ def _normalize_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
     if tags is None:
         return ()
     if isinstance(tags, str | bytes) or not isinstance(tags, Iterable):
-        raise TypeError(f"tags must be an iterable of str (a set or list), got {tags!r}.")
+        raise TypeError(f"tags must be an iterable of str (a set or list), got {shown(tags)}.")
     out = set()
     for tag in tags:
         if not isinstance(tag, str) or not tag:
-            raise TypeError(f"each tag must be a non-empty str, got {tag!r}.")
+            raise TypeError(f"each tag must be a non-empty str, got {shown(tag)}.")
         if storable_text(tag) != tag:
-            raise ValueError(f"tags must not hold NUL or lone surrogates, got {tag!r}.")
+            raise ValueError(f"tags must not hold NUL or lone surrogates, got {shown(tag)}.")
         out.add(tag)
     return tuple(sorted(out))
 
@@ -266,7 +268,7 @@ class Task(Generic[P, R]):
 
     def __init__(self, fn: Callable[P, R], **options: Unpack[TaskOptionKwargs]) -> None:
         if not callable(fn):
-            raise TypeError(f"@task decorates a function, got {fn!r}.")
+            raise TypeError(f"@task decorates a function, got {shown(fn)}.")
         self.fn = fn
         self.options = _make_options(fn, options)
         #: An ``async def`` task (see :mod:`.aio`): calling it returns a coroutine.
@@ -292,7 +294,7 @@ class Task(Generic[P, R]):
                 )
         if self.options.schedule is not None:
             schedule = self.options.schedule
-            self.bind(schedule.args, schedule.kwargs)  # wrong fixed arguments: said here
+            check_arguments(self, schedule.args, schedule.kwargs)  # wrong ones: said here
         functools.update_wrapper(self, fn)
         registry.register(self)
 
@@ -345,7 +347,7 @@ class Task(Generic[P, R]):
         wait_for = extra.pop("wait_for", None) or ()
         return_state = extra.pop("return_state", False)
         if not isinstance(return_state, bool):
-            raise TypeError(f"return_state must be True or False, got {return_state!r}.")
+            raise TypeError(f"return_state must be True or False, got {shown(return_state)}.")
         if self.is_async:
             self.bind(args, kwargs)  # wrong arguments: said at the call, as for any function
             coro: Any = _run_inline_async(self, args, kwargs, wait_for, return_state)
@@ -503,8 +505,8 @@ class Task(Generic[P, R]):
                 return storable_text(template.format(**parameters), 255)
             except (KeyError, IndexError, ValueError, AttributeError) as exc:
                 raise ValueError(
-                    f"task_run_name {template!r} of task {self.name!r} cannot be formatted with "
-                    f"the parameters {sorted(parameters)}: {exc!r}"
+                    f"task_run_name {shown(template)} of task {shown(self.name)} cannot be "
+                    f"formatted with the parameters {shown(sorted(parameters))}: {shown(exc)}"
                 ) from None
         from .context import TaskRunContext, run_context
 
@@ -516,7 +518,9 @@ class Task(Generic[P, R]):
             logger.warning("task_run_name of %s raised; using the task name", self, exc_info=True)
             return self.name
         if not isinstance(name, str):  # as in Prefect: a mistake in the code, said at the call
-            raise TypeError(f"task_run_name of task {self.name!r} must return a str, got {name!r}.")
+            raise TypeError(
+                f"task_run_name of task {shown(self.name)} must return a str, got {shown(name)}."
+            )
         return storable_text(name, 255)
 
     def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -545,7 +549,9 @@ class Task(Generic[P, R]):
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise TypeError(f"Wrong arguments for task {self.name!r}: {exc}") from None
+            raise TypeError(
+                f"Wrong arguments for task {shown(self.name)}: {cut(str(exc))}"
+            ) from None
         bound.apply_defaults()
         return bound
 
@@ -593,7 +599,7 @@ def _when(scheduled_time: datetime | None, countdown: float | None) -> datetime 
         return timezone.now() + timedelta(seconds=check_seconds("countdown", countdown))
     if scheduled_time is not None:
         if not isinstance(scheduled_time, datetime):
-            raise TypeError(f"scheduled_time must be a datetime, got {scheduled_time!r}.")
+            raise TypeError(f"scheduled_time must be a datetime, got {shown(scheduled_time)}.")
         if timezone.is_naive(scheduled_time):
             raise ValueError("scheduled_time must be timezone-aware (use django.utils.timezone).")
     return scheduled_time

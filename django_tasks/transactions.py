@@ -46,6 +46,7 @@ from .futures import State
 from .recorder import NOW, RunRecord, record
 from .signals import run_finished, send
 from .states import StateName, StateType
+from .storable import shown
 
 if TYPE_CHECKING:
     from .context import TaskRunContext
@@ -72,7 +73,7 @@ class TaskTransaction:
         self._staged: list[tuple[Task[Any, Any], RunRecord, TaskRunContext, State]] = []
 
     def __repr__(self) -> str:
-        return f"<TaskTransaction key={self.key!r} {self.state}>"
+        return f"<TaskTransaction key={shown(self.key)} {self.state}>"
 
     def is_committed(self) -> bool:
         """True once committed - or when it had committed before, under the same key."""
@@ -156,7 +157,7 @@ def current_transaction() -> TaskTransaction | None:
 def transaction(key: str | None = None) -> Iterator[TaskTransaction]:
     """Group inline task calls in one database transaction (see the module docstring)."""
     if key is not None and (not isinstance(key, str) or not key):
-        raise TypeError(f"A transaction key must be a non-empty str, got {key!r}.")
+        raise TypeError(f"A transaction key must be a non-empty str, got {shown(key)}.")
     txn = TaskTransaction(key, parent=_current.get())
     alias = task_settings().DATABASE_ALIAS
     token = _current.set(txn)

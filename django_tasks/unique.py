@@ -19,7 +19,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from .cache_policies import inputs_digest
-from .storable import storable_text
+from .storable import shown, storable_text
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -35,7 +35,7 @@ MAX_KEY_LENGTH = 255
 def check_unique_options(unique: object, unique_for: object) -> float | None:
     """Check the options at decoration; returns ``unique_for`` in seconds."""
     if not isinstance(unique, bool) and not callable(unique):
-        raise TypeError(f"unique must be True, False or a callable, got {unique!r}.")
+        raise TypeError(f"unique must be True, False or a callable, got {shown(unique)}.")
     if unique_for is None:
         return None
     if not unique:
@@ -45,20 +45,20 @@ def check_unique_options(unique: object, unique_for: object) -> float | None:
     elif isinstance(unique_for, int | float) and not isinstance(unique_for, bool):
         seconds = float(unique_for)
     else:
-        raise TypeError(f"unique_for must be a timedelta or seconds, got {unique_for!r}.")
+        raise TypeError(f"unique_for must be a timedelta or seconds, got {shown(unique_for)}.")
     if not 0 <= seconds <= 10 * 365 * 86400:  # also refuses NaN
-        raise ValueError(f"unique_for must be between 0 and ten years, got {unique_for!r}.")
+        raise ValueError(f"unique_for must be between 0 and ten years, got {shown(unique_for)}.")
     return seconds
 
 
 def check_key(key: object) -> str:
     """A key as the database stores it, or a clear error at the call."""
     if not isinstance(key, str):
-        raise TypeError(f"unique_key must be a str, got {key!r}.")
+        raise TypeError(f"unique_key must be a str, got {shown(key)}.")
     if not key or len(key) > MAX_KEY_LENGTH:
-        raise ValueError(f"unique_key must be 1 to {MAX_KEY_LENGTH} characters, got {key!r}.")
+        raise ValueError(f"unique_key must be 1 to {MAX_KEY_LENGTH} characters, got {shown(key)}.")
     if storable_text(key) != key:
-        raise ValueError(f"unique_key must not hold NUL or lone surrogates, got {key!r}.")
+        raise ValueError(f"unique_key must not hold NUL or lone surrogates, got {shown(key)}.")
     return key
 
 

@@ -2,14 +2,16 @@
 
 import re
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from django_tasks import flush, serializers
-from django_tasks.models import TaskRun
+from django_tasks.models import Artifact, TaskRun, TaskRunLog
 from django_tasks.worker import Worker
 from tests.taskapp.tasks import add, chatty, explode
 
@@ -285,3 +287,36 @@ def test_change_links_lead_to_the_admin_page_and_escape_their_text():
         f'<a href="/admin/django_tasks/taskrun/{run_id}/change/">&lt;b&gt;run&lt;/b&gt;</a>'
     )
     assert change_link("schedule", 7, 7) == '<a href="/admin/django_tasks/schedule/7/change/">7</a>'
+
+
+def test_the_run_page_of_a_run_that_logged_in_a_loop_shows_its_first_rows_and_says_so(
+    admin_client, django_assert_max_num_queries
+):
+    """A task that logs a line or attaches an artifact per item: 5,000 log lines and 300
+    artifacts. The page renders the first 100 lines and the newest 10 artifacts (a form for
+    each row: 9 s and 7 MB), in a bounded number of queries, and says how many there are."""
+    run = add.delay(1, 2)
+    now = timezone.now()
+    TaskRunLog.objects.bulk_create(
+        TaskRunLog(run_id=run.id, timestamp=now + timedelta(microseconds=i), level=20,
+                   logger="loop", message=f"item-{i}-done")
+        for i in range(5000)
+    )  # fmt: skip
+    Artifact.objects.bulk_create(
+        Artifact(key=f"item-{i}", type="markdown", data=f"# item {i}", run_id=run.id,
+                 created=now + timedelta(seconds=i))
+        for i in range(300)
+    )  # fmt: skip
+    with django_assert_max_num_queries(30):
+        page = admin_client.get(reverse("admin:django_tasks_taskrun_change", args=[run.id]))
+    text = page.content.decode()
+    assert "item-99-done" in text
+    assert "item-100-done" not in text
+    assert len(set(re.findall(r"item-(\d+)-done", text))) == 100
+    assert "<h1>item 299</h1>" in text  # the newest artifact
+    assert "<h1>item 290</h1>" in text
+    assert "<h1>item 289</h1>" not in text
+    assert "5,000 log lines (the first 100 shown below)" in text
+    assert "300 artifacts (the first 10 shown below)" in text
+    assert "1 state changes" in text
+    assert len(page.content) < 500_000

@@ -5,6 +5,7 @@ may view artifacts, and kept or removed with their run by the retention purge.""
 from __future__ import annotations
 
 import math
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from django_tasks import (
     create_table_artifact,
     task,
 )
+from django_tasks.artifacts import render
 from django_tasks.artifacts.render import render_link
 from django_tasks.models import Artifact, TaskRun
 from django_tasks.retention import purge
@@ -175,3 +177,73 @@ def test_a_stored_link_with_another_scheme_is_shown_as_text():
     shown = render_link({"url": "javascript:alert(1)", "text": "x"})
     assert "<a" not in shown
     assert "javascript:alert(1)" in shown  # inside <code>, escaped: text, not a link
+
+
+def markdown_table(size: int) -> str:
+    """A markdown table of about ``size`` characters (a report a task might attach)."""
+    lines = ["| id | name | value | note |", "|---|---|---|---|"]
+    total, row = 0, 0
+    while total < size:
+        lines.append(f"| {row} | name-{row} | {row * 3.14:.2f} | some *note* on {row} |")
+        total += len(lines[-1]) + 1
+        row += 1
+    return "\n".join(lines)
+
+
+def test_a_600_kb_markdown_table_is_rendered_in_part_and_once_on_every_page(monkeypatch):
+    """Before: rendered whole on every view, seconds for each of the API, the admin and the
+    dashboard. Now at most MAX_MARKDOWN_CHARS are rendered (with a note that says so), and
+    the same text is rendered once. Each page is timed with a cold cache (printed)."""
+    big = markdown_table(600_000)
+    future = attaches.delay("markdown", big, "big-report")
+    drain()
+    assert future.result(timeout=1) == "kept"
+    artifact = Artifact.objects.get(key="big-report")
+    rendered: list[int] = []
+    real = render._markdown.render
+
+    def counted(text: str) -> str:
+        rendered.append(len(text))
+        return str(real(text))
+
+    monkeypatch.setattr(render._markdown, "render", counted)
+    client = client_with("view_taskrun", "view_artifact")
+    pages = {
+        "API detail": f"{API}{artifact.id}/",
+        "API list": API,
+        "admin artifact": f"/admin/django_tasks/artifact/{artifact.id}/change/",
+        "admin run": f"/admin/django_tasks/taskrun/{future.id}/change/",
+        "dashboard": "/tasks/dashboard/",
+    }
+    seconds = {}
+    for name, url in pages.items():
+        render._clean_html.cache_clear()  # as the first view in a new process
+        started = time.perf_counter()
+        response = client.get(url)
+        seconds[name] = time.perf_counter() - started
+        assert response.status_code == 200, name
+        assert "Shown: the first 9,9" in response.content.decode(), name
+        assert "of 600,0" in response.content.decode(), name
+    print({name: f"{s * 1000:.0f} ms" for name, s in seconds.items()})
+    assert rendered
+    assert max(rendered) <= render.MAX_MARKDOWN_CHARS
+    assert max(seconds.values()) < 1.5, seconds  # ~0.1 s each; several seconds before
+    assert client.get(f"{API}{artifact.id}/").json()["data"] == big  # all of it, as data
+    count = len(rendered)
+    client.get(f"{API}{artifact.id}/")
+    client.get("/tasks/dashboard/")
+    assert len(rendered) == count  # rendered once, then kept
+
+
+def test_a_huge_table_is_rendered_in_part_with_a_note():
+    rows = [{"n": i, "text": "y" * 1000} for i in range(15_000)]
+    html = render.render_table(
+        {"columns": ["n", "text"], "rows": [[r["n"], r["text"]] for r in rows]}
+    )
+    assert html.count("<tr>") == render.MAX_ROWS + 1  # the header and 200 rows
+    assert "Shown: the first 200 of 15,000 rows." in html
+    assert f"<td>{'y' * render.MAX_CELL_CHARS}…</td>" in html
+    wide = render.render_table({"columns": [], "rows": [list(range(120))]})
+    assert wide.count("<td>") == render.MAX_COLUMNS
+    assert "Shown: the first 50 of 120 columns." in wide
+    assert "Shown" not in render.render_table({"columns": ["a"], "rows": [[1], [2]]})

@@ -203,3 +203,69 @@ def test_the_callers_transaction_survives_every_refused_value():
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM django_tasks_taskrun")
             assert cursor.fetchone()[0] == len(REFUSED_BY_POSTGRESQL)
+
+
+# -- what an error quotes ----------------------------------------------------------------------
+
+#: 10 MB passed by mistake where a key or a name goes.
+HUGE = "x" * 10_000_000
+
+
+def no_op(label: str) -> None: ...
+
+
+@task(cache_key_fn=lambda context, parameters: [HUGE])  # type: ignore[arg-type, return-value]
+def keyed_by_a_list(label: str) -> str:
+    return label
+
+
+def _markdown_with_a_huge_key() -> None:
+    from django_tasks import create_markdown_artifact
+
+    create_markdown_artifact("text", key=HUGE)
+
+
+def _progress_that_is_no_number() -> None:
+    from django_tasks.progress import _checked
+
+    _checked(HUGE, None, "")
+
+
+REFUSED_HUGE_VALUES = {
+    "unique_key": lambda: add.delay(1, 2, unique_key=HUGE),  # type: ignore[call-arg]
+    "queue": lambda: add.apply_async((1, 2), queue=HUGE),
+    "task name": lambda: task(name=HUGE)(no_op),
+    "tag": lambda: task(tags=[HUGE + "\x00"])(no_op),
+    "rate_limit": lambda: task(rate_limit=HUGE)(no_op),
+    "keyword argument": lambda: add.delay(1, 2, **{HUGE: 1}),
+    "cache key": lambda: keyed_by_a_list("x"),
+    "cron": lambda: __import__("django_tasks").cron(HUGE),
+    "time zone": lambda: __import__("django_tasks").cron("0 3 * * *", tz=HUGE),
+    "missed": lambda: __import__("django_tasks").every(minutes=1, missed=HUGE),
+    "artifact key": _markdown_with_a_huge_key,
+    "progress": _progress_that_is_no_number,
+    "age": lambda: __import__("django_tasks.retention").retention.parse_age(HUGE),
+    "task looked up": lambda: __import__("django_tasks.registry").registry.registry.by_name(HUGE),
+}
+
+
+@pytest.mark.parametrize("where", REFUSED_HUGE_VALUES)
+def test_an_error_quotes_a_huge_value_cut_to_a_readable_size(where):
+    """The 10 MB value is quoted by its first 200 characters and an ellipsis (and its length,
+    when it is text): a message (a log line, a 400, a form error) of normal size."""
+    with pytest.raises(Exception) as info:  # noqa: PT011 - each its own type; the text matters
+        REFUSED_HUGE_VALUES[where]()
+    message = str(info.value)
+    assert len(message) < 1000, (where, len(message))
+    assert "…" in message, message
+    assert TaskRun.objects.count() == 0
+
+
+def test_the_api_quotes_a_huge_window_cut(client):
+    from django.contrib.auth.models import User
+
+    client.force_login(User.objects.create_superuser("root", "root@example.com", "pw"))
+    response = client.get("/tasks/api/stats/", {"window": "x" * 1_000_000})
+    assert response.status_code == 400
+    assert len(response.content) < 1000
+    assert b"1,000,000 characters" in response.content

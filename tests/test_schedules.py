@@ -115,11 +115,47 @@ def test_interval_ticks_are_aligned_to_the_epoch():
         (lambda: every(days=1e10), ValueError),
         (lambda: every(minutes=1, args=[object()]), ValueError),
         (lambda: every(minutes=1, missed="burst"), ValueError),
+        # Zones whose meaning depends on the host, and names that are no IANA name.
+        (lambda: cron("0 3 * * *", tz="localtime"), ValueError),
+        (lambda: cron("0 3 * * *", tz="posixrules"), ValueError),
+        (lambda: cron("0 3 * * *", tz="Factory"), ValueError),
+        (lambda: cron("0 3 * * *", tz="right/UTC"), ValueError),
+        (lambda: cron("0 3 * * *", tz="posix/Europe/Paris"), ValueError),
+        (lambda: cron("0 3 * * *", tz="/usr/share/zoneinfo/UTC"), ValueError),
+        (lambda: cron("0 3 * * *", tz="europe/paris"), ValueError),
+        # Arguments PostgreSQL would not store as given.
+        (lambda: every(minutes=1, args=["a\x00b"]), ValueError),
+        (lambda: every(minutes=1, args=["\ud800"]), ValueError),
+        (lambda: every(minutes=1, kwargs={"\ud800": 1}), ValueError),
+        (lambda: every(minutes=1, kwargs={"x": float("nan")}), ValueError),
+        (lambda: every(minutes=1, args=[nested(101)]), ValueError),
+        (lambda: every(minutes=1, args=[nested(5000)]), ValueError),
     ],
 )
 def test_bad_timing_is_refused_at_the_call(make, error):
     with pytest.raises(error):
         make()
+
+
+def nested(depth: int) -> list[Any]:
+    """A list nested ``depth`` levels deep (built without recursion)."""
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_real_zone_names_and_arguments_nested_a_hundred_levels_are_taken():
+    for name in ("UTC", "Europe/Paris", "America/Argentina/Salta", "Etc/GMT+5", "EST5EDT"):
+        assert cron("0 3 * * *", tz=name).timing.tz == name
+    assert every(minutes=1, args=[nested(99)]).args[0] == nested(99)
+
+
+def test_fixed_arguments_over_the_payload_limit_are_refused_at_decoration():
+    def one(label: str) -> None: ...
+
+    with pytest.raises(ValueError, match="over the limit of 1048576 bytes"):
+        task(schedule=every(minutes=1, args=["x" * 2_000_000]))(one)
 
 
 def test_wrong_fixed_arguments_are_refused_at_decoration():
@@ -271,6 +307,70 @@ def test_a_schedule_whose_run_cannot_be_made_says_why_and_moves_on(queue_db, fie
     assert error in schedule.last_error
     assert schedule.next_tick > tick  # no loop on a bad schedule
     assert not TaskRun.objects.exists()
+
+
+def test_a_row_with_both_a_cron_and_an_interval_never_ticks(queue_db, caplog):
+    """Written in SQL or by older code (the model, its form and the API refuse it): the
+    ticker stops ticking it, says why on the row and in the log, and ticks the others."""
+    caplog.set_level("WARNING", logger="django_tasks.schedules")
+    both = make_schedule("both")
+    tick = backdate(both, timedelta(minutes=1))
+    Schedule.objects.filter(pk=both.pk).update(cron="* * * * *")
+    other = make_schedule("other")
+    backdate(other, timedelta(minutes=1))
+    ticks = enqueue_due_ticks(queue_db)
+    assert (ticks.enqueued, ticks.failed) == (1, 1)
+    assert not TaskRun.objects.filter(schedule=both).exists()
+    both.refresh_from_db()
+    assert both.next_tick is None  # not due again: it never ticks
+    assert both.last_error.startswith("Bad schedule, not ticking: A schedule has a cron")
+    assert "Schedule both: bad definition, not ticking it" in caplog.text
+    assert tick < db_now()
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "error"),
+    [
+        ("timezone", "'localtime'", "Unknown time zone 'localtime'"),
+        ("interval_seconds", "'NaN'::float8", "An interval must be at least one second"),
+        ("cron", "'* * * * * *'", "five fields"),
+    ],
+)
+def test_a_row_with_a_bad_definition_written_in_sql_stops_ticking(queue_db, column, value, error):
+    fields: dict[str, Any] = {"cron": "* * * * *"} if column != "interval_seconds" else {}
+    bad = make_schedule("bad", **fields)
+    backdate(bad, timedelta(minutes=1))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE django_tasks_schedule SET {column} = {value} WHERE id = %s", [bad.pk]
+        )
+    assert enqueue_due_ticks(queue_db).failed == 1
+    bad.refresh_from_db()
+    assert bad.next_tick is None
+    assert error in bad.last_error
+    assert not TaskRun.objects.exists()
+
+
+def test_arguments_python_cannot_read_fail_their_own_tick_only(queue_db):
+    """jsonb nested 2,000 levels deep (PostgreSQL stores it; Python's json recurses past its
+    limit): that schedule's tick fails with the reason, the other due schedules tick."""
+    deep = make_schedule("deep")
+    tick = backdate(deep, timedelta(minutes=1))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE django_tasks_schedule"
+            " SET args = (repeat('[', 2000) || repeat(']', 2000))::jsonb WHERE id = %s",
+            [deep.pk],
+        )
+    fine = make_schedule("fine")
+    backdate(fine, timedelta(minutes=1))
+    ticks = enqueue_due_ticks(queue_db)
+    assert (ticks.enqueued, ticks.failed) == (1, 1)
+    assert TaskRun.objects.get().schedule_id == fine.pk
+    # (read without its args: Django's JSONField would recurse into them too)
+    error, next_tick = Schedule.objects.values_list("last_error", "next_tick").get(pk=deep.pk)
+    assert "Nested more than 100 levels deep" in error
+    assert next_tick > tick  # its next tick, as for any run that cannot be made
 
 
 def test_a_periodic_run_is_a_normal_run(queue_db):
@@ -425,6 +525,11 @@ def test_two_pools_enqueue_one_run_per_tick_even_when_one_is_killed(start_worker
         ({"x": {"task": "record", "every": 0.1}}, "at least one second"),
         ({"x": {"task": "no_such_task", "every": 60}}, "Schedule 'x': No task is called"),
         ({"x": {"task": "record", "every": 60, "args": [1, 2]}}, "Schedule 'x': Wrong arguments"),
+        (
+            {"x": {"task": "record", "every": 60, "args": ["x" * 2_000_000]}},
+            "Schedule 'x': The task's parameters pickle to",
+        ),
+        ({"x": {"task": "record", "cron": "0 3 * * *", "tz": "localtime"}}, "Unknown time zone"),
     ],
 )
 def test_the_system_check_names_bad_declared_schedules(schedules, message):

@@ -11,6 +11,7 @@ from django_tasks.serializers import preview
 from django_tasks.storable import (
     describe_exception,
     format_traceback,
+    shown,
     storable_float,
     storable_int,
     storable_json,
@@ -69,8 +70,8 @@ def test_exceptions_are_described_even_when_str_fails():
 
 def test_storable_json_and_preview_always_encode_for_postgresql():
     value = {"n\x00": [float("nan"), "\ud800", 10**5000, (1, 2)], 3: object()}
-    for shown in (storable_json(value), preview(value)):
-        text = json.dumps(shown, allow_nan=False)
+    for made in (storable_json(value), preview(value)):
+        text = json.dumps(made, allow_nan=False)
         assert "\\u0000" not in text
         text.encode("utf-8")
 
@@ -98,3 +99,21 @@ def test_the_edges_of_describing_and_summarising(monkeypatch):
     monkeypatch.setattr("traceback.format_exception", broken_formatting)
     text = format_traceback(ValueError("x"))
     assert text.startswith("ValueError: x\n(the traceback could not be formatted: RuntimeError")
+
+
+def test_shown_quotes_a_value_whole_when_short_and_cut_with_its_length_when_not():
+    assert shown("invoice-42") == "'invoice-42'"
+    assert shown(b"a\x00") == "b'a\\x00'"
+    assert shown("a\ud800") == "'a\\ud800'"  # escaped: storable, printable
+    assert shown(7) == "7"
+    assert shown(10**5000) == "<int of 5001 digits>"  # Python would refuse to print it
+    huge = shown("x" * 10_000_000)
+    assert huge == f"'{'x' * 200}'… (10,000,000 characters)"
+    assert len(shown(list(range(1_000_000)))) < 250
+    assert len(shown({"k": "y" * 1_000_000, "deep": [[[[[[1]]]]]]})) < 250
+
+    class Broken:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    assert "Broken" in shown(Broken())

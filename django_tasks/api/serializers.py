@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.utils import timezone
@@ -164,8 +165,18 @@ class StatsSerializer(serializers.Serializer[Any]):
     live_workers = serializers.IntegerField()
 
 
+class _FiniteFloat(serializers.FloatField):
+    """A float column may hold NaN or an infinity (written in SQL), which JSON cannot say:
+    shown as null (a schedule's ``when`` then says why it is invalid)."""
+
+    def to_representation(self, value: Any) -> Any:
+        number = float(value)
+        return number if math.isfinite(number) else None
+
+
 class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
     when = serializers.CharField(source="description", read_only=True)
+    interval_seconds = _FiniteFloat(read_only=True, allow_null=True)
     last_run = serializers.UUIDField(source="last_run_id", read_only=True, allow_null=True)
 
     class Meta:
@@ -175,12 +186,22 @@ class ScheduleSerializer(serializers.ModelSerializer[Schedule]):
 
 
 class _StrictText(serializers.CharField):
-    """A JSON string, not a number turned into one (the schema says string)."""
+    """A JSON string, not a number turned into one (the schema says string), that PostgreSQL
+    can store: no NUL character (DRF's own check) and no lone surrogate."""
+
+    default_error_messages = {
+        "surrogate": "Lone surrogates (half of a UTF-16 pair) are not text: not stored."
+    }
 
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
-        return super().to_internal_value(data)
+        text = super().to_internal_value(data)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail("surrogate")
+        return text
 
 
 class _StrictRegex(serializers.RegexField):

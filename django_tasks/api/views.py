@@ -19,11 +19,12 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.pagination import Cursor, CursorPagination
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import BasePermission
 from rest_framework.renderers import BaseRenderer, BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.mediatypes import media_type_matches
 from rest_framework.views import APIView
 
 from ..actions import RunNotFound, cancel_run, retry_run
@@ -33,6 +34,7 @@ from ..permissions import VIEW_SCHEDULE
 from ..retention import AgeOutOfRange, parse_age
 from ..states import StateType
 from . import queries
+from .parsers import BODY_PARSERS, StorableJSONParser
 from .serializers import (
     CancelSerializer,
     DependenciesSerializer,
@@ -82,9 +84,20 @@ class _Secured:
         JSONRenderer,
         *([BrowsableAPIRenderer] if apps.is_installed("rest_framework") else []),
     ]
+    parser_classes: Sequence[type[BaseParser]] = BODY_PARSERS
 
     def get_permissions(self) -> list[BasePermission]:
         return _permissions()
+
+    def perform_authentication(self, request: Request) -> None:
+        """A JSON body is read first, whoever sends it: one the API cannot read (over 64 KiB,
+        nested too deep, NaN) is a 400 before anything else, for a signed-in user or not (the
+        session's CSRF check, part of the authentication, reads a signed-in user's body before
+        any permission is checked anyway). Form and multipart bodies (uploads) are left to the
+        view or the CSRF check: an anonymous upload is refused unread."""
+        if media_type_matches(StorableJSONParser.media_type, request.content_type):
+            request.data  # noqa: B018 - parsed now (at most 64 KiB), and kept for the view
+        super().perform_authentication(request)  # type: ignore[misc]
 
 
 class NewestFirst(CursorPagination):
@@ -310,7 +323,7 @@ class LimitViewSet(_Secured, viewsets.ModelViewSet[Limit]):
 
     serializer_class = LimitSerializer
     queryset = Limit.objects.order_by("scope", "name")
-    parser_classes = [JSONParser]  # JSON bodies: a form cannot say null
+    parser_classes = [StorableJSONParser]  # JSON bodies: a form cannot say null
     lookup_value_regex = "[^/]+"
     http_method_names = ["get", "post", "put", "patch", "delete", "head", "options"]
     schema_overrides = {

@@ -12,11 +12,13 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from ..admin_filters import SafeChangeList
+from ..admin_inlines import first_rows
 from ..admin_links import change_link
 from .models import Artifact
 from .render import render_artifact
 
-__all__ = ["ArtifactAdmin", "ArtifactInline"]
+__all__ = ["ARTIFACTS_SHOWN", "ArtifactAdmin", "ArtifactInline"]
 
 if TYPE_CHECKING:
     from ..models import TaskRun
@@ -42,7 +44,7 @@ class _NotWritten:
 
 
 @admin.register(Artifact)
-class ArtifactAdmin(_NotWritten, _ArtifactAdminBase):
+class ArtifactAdmin(SafeChangeList, _NotWritten, _ArtifactAdminBase):
     list_display = ["__str__", "type", "run_link", "created"]
     list_filter = ["type"]
     search_fields = ["key"]
@@ -58,8 +60,13 @@ class ArtifactAdmin(_NotWritten, _ArtifactAdminBase):
         return content(obj)
 
 
+#: Artifacts the run page shows: the newest (the page says how many there are).
+ARTIFACTS_SHOWN = 10
+
+
 class ArtifactInline(_NotWritten, _ArtifactInlineBase):
     model = Artifact
+    formset = first_rows(ARTIFACTS_SHOWN)
     extra = 0
     fields = ["key", "type", "description", "created", "content"]
     readonly_fields = ["key", "type", "description", "created", "content"]

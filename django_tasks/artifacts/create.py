@@ -20,7 +20,7 @@ from psycopg.types.json import Json
 
 from ..context import _current
 from ..ids import uuid7
-from ..storable import storable_text
+from ..storable import shown, storable_text
 
 __all__ = ["create_link_artifact", "create_markdown_artifact", "create_table_artifact"]
 
@@ -43,7 +43,8 @@ def _check_key(key: str | None) -> str:
         return ""
     if not isinstance(key, str) or len(key) > 255 or not KEY_PATTERN.match(key):
         raise ValueError(
-            f"An artifact key is lowercase letters, digits and dashes (at most 255), got {key!r}."
+            "An artifact key is lowercase letters, digits and dashes (at most 255), got "
+            f"{shown(key)}."
         )
     return key
 
@@ -62,7 +63,7 @@ def _cell(value: object) -> Any:
         return storable_text(value) if isinstance(value, str) else value
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"A table cell must be a finite number, got {value!r}.")
+            raise ValueError(f"A table cell must be a finite number, got {shown(value)}.")
         return value
     return storable_text(str(value))  # dates, decimals...: shown as text
 
@@ -85,7 +86,7 @@ def _check_table(table: object) -> dict[str, Any]:
         if isinstance(row, Mapping):
             columns += [k for k in map(str, row) if k not in columns]
         elif not isinstance(row, Sequence) or isinstance(row, str | bytes):
-            raise TypeError(f"Each row of a table is a dict or a list, got {row!r}.")
+            raise TypeError(f"Each row of a table is a dict or a list, got {shown(row)}.")
     rows = [
         [_cell({str(k): v for k, v in row.items()}.get(c)) for c in columns]
         if isinstance(row, Mapping)
@@ -101,7 +102,7 @@ def _check_table(table: object) -> dict[str, Any]:
 def _check_link(link: object) -> str:
     url = _check_text("link", link, 2000).strip()
     if not url.lower().startswith(LINK_SCHEMES):
-        raise ValueError(f"A link artifact's URL must be http(s) or mailto, got {url!r}.")
+        raise ValueError(f"A link artifact's URL must be http(s) or mailto, got {shown(url)}.")
     return url
 
 

@@ -13,6 +13,7 @@ from django.utils.module_loading import import_string
 
 from ..models import TaskRun, TaskRunState
 from ..states import StateType
+from ..storable import shown
 
 __all__ = ["STATUS", "WorkerCrashed", "django_status", "load_result"]
 
@@ -94,9 +95,9 @@ def _task(document: dict[str, Any], row: dict[str, Any]) -> Task[Any, Any]:
     try:
         task = import_string(path)
     except ImportError:
-        raise TaskResultDoesNotExist(f"Its Task {path!r} cannot be imported here.") from None
+        raise TaskResultDoesNotExist(f"Its Task {shown(path)} cannot be imported here.") from None
     if not isinstance(task, Task):
-        raise TaskResultDoesNotExist(f"{path!r} is not a django.tasks Task.")
+        raise TaskResultDoesNotExist(f"{shown(path)} is not a django.tasks Task.")
     run_after = document.get("run_after")
     return task.using(
         priority=row["priority"],

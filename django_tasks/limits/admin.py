@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from django.contrib import admin
 
+from ..admin_filters import SafeChangeList
 from .listing import holding, waiting
 from .models import Limit
 
@@ -18,7 +19,7 @@ else:
 
 
 @admin.register(Limit)
-class LimitAdmin(_LimitAdminBase):
+class LimitAdmin(SafeChangeList, _LimitAdminBase):
     list_display = ["name", "scope", "concurrency", "rate", "holding", "waiting"]
     list_filter = ["scope"]
     search_fields = ["name"]

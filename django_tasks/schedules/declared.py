@@ -18,6 +18,7 @@ from psycopg.types.json import Json
 
 from ..conf import task_settings
 from ..registry import registry
+from ..storable import shown
 from .timing import MISSED_POLICIES, Cron, Every, Periodic, Timing
 
 if TYPE_CHECKING:
@@ -70,7 +71,9 @@ def declared_schedules() -> list[Declared]:
     for name, entry in task_settings().SCHEDULES.items():
         declared = from_settings(name, entry)
         if declared.name in names:
-            raise ValueError(f"Schedule {name!r} is declared twice (by a task and in settings).")
+            raise ValueError(
+                f"Schedule {shown(name)} is declared twice (by a task and in settings)."
+            )
         found.append(declared)
     return found
 
@@ -91,7 +94,7 @@ def _from_periodic(name: str, periodic: Periodic) -> Declared:
 
 def from_settings(name: object, entry: object) -> Declared:
     """One entry of ``DJANGO_TASKS["SCHEDULES"]``, checked."""
-    where = f"DJANGO_TASKS['SCHEDULES'][{name!r}]"
+    where = f"DJANGO_TASKS['SCHEDULES'][{shown(name)}]"
     if not isinstance(name, str) or not name or len(name) > 255:
         raise ValueError(f"{where}: a schedule's name is a str of 1 to 255 characters.")
     if not isinstance(entry, dict):

@@ -14,7 +14,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from .timing import Cron, Every, Timing
+from .timing import Timing, timing_of
 
 __all__ = ["EDITABLE_FIELDS", "STATUS_FIELDS", "Schedule"]
 
@@ -108,11 +108,7 @@ class Schedule(models.Model):
 
     def timing(self) -> Timing:
         """The cron expression or interval (ValueError when the row holds neither or both)."""
-        if bool(self.cron) == (self.interval_seconds is not None):
-            raise ValueError("A schedule has a cron expression or an interval, not both.")
-        if self.cron:
-            return Cron(self.cron, self.timezone)
-        return Every(self.interval_seconds or 0)
+        return timing_of(self.cron, self.interval_seconds, self.timezone)
 
     def compute_next_tick(self, now: datetime) -> datetime | None:
         return self.timing().next_after(now) if self.enabled else None

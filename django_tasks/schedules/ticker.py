@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .. import json_input
 from ..conf import task_settings
 from ..registry import registry
 from ..storable import storable_message
 from ..tasks import check_queue
 from ..topic import RunDocument
-from .timing import Cron, Every, Timing
+from .timing import Timing, timing_of
 
 if TYPE_CHECKING:
     from ..worker.connection import QueueConnection
@@ -37,9 +38,12 @@ __all__ = ["Ticks", "enqueue_due_ticks"]
 
 logger = logging.getLogger("django_tasks.schedules")
 
+#: The arguments come as text, read by each schedule's own tick (json_input): a row that holds
+#: JSON Python cannot read (nested a thousand levels deep, written in SQL) fails its own tick,
+#: not the look at every due schedule.
 DUE = """
-SELECT id, name, task_name, cron, interval_seconds, timezone, args, kwargs, queue, missed,
-       next_tick, clock_timestamp()
+SELECT id, name, task_name, cron, interval_seconds, timezone, args::text, kwargs::text, queue,
+       missed, next_tick, clock_timestamp()
 FROM django_tasks_schedule
 WHERE enabled AND next_tick <= clock_timestamp()
 ORDER BY next_tick
@@ -72,17 +76,15 @@ class _Due:
     cron: str
     interval_seconds: float | None
     timezone: str
-    args: Any
-    kwargs: Any
+    args: str  # JSON text
+    kwargs: str
     queue: str
     missed: str
     next_tick: datetime
     now: datetime
 
     def timing(self) -> Timing:
-        if self.cron:
-            return Cron(self.cron, self.timezone)
-        return Every(self.interval_seconds or 0)
+        return timing_of(self.cron, self.interval_seconds, self.timezone)
 
 
 def enqueue_due_ticks(db: QueueConnection, *, limit: int = 100) -> Ticks:
@@ -103,8 +105,9 @@ def _tick(db: QueueConnection, due: _Due, ticks: Ticks) -> None:
     }
     try:
         timing = due.timing()
-    except ValueError as exc:  # an admin-made row with a bad definition: stop ticking it
-        params.update(following=None, error=f"Bad schedule, not ticking: {exc}")
+    except ValueError as exc:  # a row with a bad definition (SQL, older code): stop ticking it
+        logger.warning("Schedule %s: bad definition, not ticking it: %s", due.name, exc)
+        params.update(following=None, error=storable_message(f"Bad schedule, not ticking: {exc}"))
         _call(db, params, due, ticks)
         return
     params["following"] = timing.next_after(due.now)
@@ -130,11 +133,12 @@ def _tick(db: QueueConnection, due: _Due, ticks: Ticks) -> None:
 
 def _run_of(due: _Due, tick: datetime) -> RunDocument:
     task = registry.by_name(due.task_name)
-    if not isinstance(due.args, list) or not isinstance(due.kwargs, dict):
+    args, kwargs = json_input.loads(due.args), json_input.loads(due.kwargs)
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise TypeError("args must be a JSON list and kwargs a JSON object.")
     queue = check_queue(due.queue) if due.queue else task.queue
     return RunDocument.build(
-        task, tuple(due.args), dict(due.kwargs), queue, task.priority, scheduled_time=tick
+        task, tuple(args), dict(kwargs), queue, task.priority, scheduled_time=tick
     )
 
 

@@ -19,17 +19,21 @@ need no time zone and every worker agrees on them.
 
 from __future__ import annotations
 
-import json
+import functools
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cronsim import CronSim, CronSimError
 
-__all__ = ["Cron", "Every", "Periodic", "Timing", "cron", "every"]
+from ..json_input import check_storable
+from ..storable import shown
+
+__all__ = ["Cron", "Every", "Periodic", "Timing", "cron", "every", "timing_of", "zone"]
 
 
 @dataclass(frozen=True)
@@ -43,13 +47,13 @@ class Cron:
         if not isinstance(self.expression, str) or len(self.expression.split()) != 5:
             raise ValueError(
                 f"A cron expression has five fields (minute hour day month weekday), got "
-                f"{self.expression!r}."
+                f"{shown(self.expression)}."
             )
         zone(self.tz)
         try:
             CronSim(self.expression, datetime(2000, 1, 1, tzinfo=UTC))
         except CronSimError as exc:
-            raise ValueError(f"Bad cron expression {self.expression!r}: {exc}.") from None
+            raise ValueError(f"Bad cron expression {shown(self.expression)}: {exc}.") from None
 
     def next_after(self, moment: datetime) -> datetime:
         """The first tick strictly after ``moment``."""
@@ -68,7 +72,7 @@ class Cron:
             return None
 
     def describe(self) -> str:
-        return f"cron {self.expression!r} ({self.tz})"
+        return f"cron {shown(self.expression)} ({self.tz})"
 
 
 @dataclass(frozen=True)
@@ -79,11 +83,11 @@ class Every:
 
     def __post_init__(self) -> None:
         if isinstance(self.seconds, bool) or not isinstance(self.seconds, int | float):
-            raise TypeError(f"An interval is a number of seconds, got {self.seconds!r}.")
+            raise TypeError(f"An interval is a number of seconds, got {shown(self.seconds)}.")
         if not math.isfinite(self.seconds) or not 1 <= self.seconds <= MAX_INTERVAL:
             raise ValueError(
                 f"An interval must be at least one second and at most ten years, got "
-                f"{self.seconds!r}."
+                f"{shown(self.seconds)}."
             )
 
     def next_after(self, moment: datetime) -> datetime:
@@ -105,14 +109,51 @@ Timing = Cron | Every
 MAX_INTERVAL = 10 * 366 * 86400
 
 
+def timing_of(cron: str, interval_seconds: float | None, tz: str) -> Timing:
+    """The timing a stored schedule defines: its cron expression or its interval - exactly
+    one of them (ValueError otherwise). One rule for the model, the admin's form and the
+    ticker, which also reads rows written by SQL or by older code."""
+    if cron and interval_seconds is None:
+        return Cron(cron, tz)
+    if not cron and interval_seconds is not None:
+        return Every(interval_seconds)
+    raise ValueError(
+        "A schedule has a cron expression or an interval in seconds: one, not both (and not "
+        "neither)."
+    )
+
+
+#: The shape of an IANA time zone name: "UTC", "Europe/Paris", "America/Argentina/Salta",
+#: "Etc/GMT+5". Not "localtime" nor "posix/..." or "right/..." (other copies of the database),
+#: nor a path.
+_IANA_NAME = re.compile(r"[A-Z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*")
+#: In the time zone database, but no place's time ("Factory" means "not set").
+_NOT_A_PLACE = {"Factory"}
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    """The zone names of the time zone database, spelt as it spells them (a file system that
+    ignores case would load "europe/paris" too)."""
+    return frozenset(available_timezones())
+
+
 def zone(name: str) -> ZoneInfo:
-    """The named time zone, or a ValueError that says which name was wrong."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise ValueError(
-            f"Unknown time zone {name!r} (use an IANA name such as 'Europe/Paris')."
-        ) from None
+    """The time zone of an IANA name such as "Europe/Paris", or a ValueError that says which
+    name was wrong. Names whose meaning depends on the host are refused: "localtime" (the
+    host's own zone), "posixrules", "Factory", paths - every worker on every host must compute
+    the same ticks."""
+    if (
+        isinstance(name, str)
+        and _IANA_NAME.fullmatch(name)
+        and name not in _NOT_A_PLACE
+        and name in _zone_names()
+    ):
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    raise ValueError(f"Unknown time zone {shown(name)} (use an IANA name such as 'Europe/Paris').")
 
 
 MISSED_POLICIES = ("once", "skip")
@@ -130,13 +171,14 @@ class Periodic:
 
     def __post_init__(self) -> None:
         if self.missed not in MISSED_POLICIES:
-            raise ValueError(f"missed must be 'once' or 'skip', got {self.missed!r}.")
+            raise ValueError(f"missed must be 'once' or 'skip', got {shown(self.missed)}.")
         if not isinstance(self.kwargs, dict):
-            raise TypeError(f"kwargs must be a dict, got {self.kwargs!r}.")
+            raise TypeError(f"kwargs must be a dict, got {shown(self.kwargs)}.")
         try:
-            json.dumps([list(self.args), self.kwargs], allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"A schedule's arguments must be JSON values: {exc}.") from None
+            check_storable(list(self.args), "args")
+            check_storable(self.kwargs, "kwargs")
+        except ValueError as exc:
+            raise ValueError(f"A schedule's arguments must be JSON values: {exc}") from None
 
 
 def cron(

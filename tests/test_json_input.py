@@ -1,0 +1,77 @@
+"""JSON from outside, read without recursion limits and checked for what PostgreSQL stores."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from django_tasks.json_input import MAX_DEPTH, BoundedJSONDecoder, check_storable, loads, too_deep
+
+
+@pytest.mark.parametrize(
+    ("text", "deep"),
+    [
+        ("[]", False),
+        ("[" * MAX_DEPTH + "]" * MAX_DEPTH, False),
+        ("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), True),
+        ('{"a":' * (MAX_DEPTH + 1), True),
+        ('["' + "[" * 500 + '"]', False),  # brackets in a string are text
+        ('["\\"' + "[" * 500 + '"]', False),  # after an escaped quote, still in the string
+        ('["\\\\"' + ", [" * 500 + "]", True),  # an escaped backslash ends nothing
+        ("[" * 100_000, True),
+    ],
+)
+def test_nesting_is_measured_without_recursion(text, deep):
+    assert too_deep(text) is deep
+
+
+def test_the_scan_of_a_large_body_is_quick():
+    body = json.dumps([{"a": [1, {"b": "x[y]{"}]} for _ in range(10_000)])  # 260 KB
+    started = time.perf_counter()
+    assert not too_deep(body)
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[" * 100_000, "Nested more than 100 levels deep"),
+        ("[NaN]", "NaN is not JSON"),
+        ('{"a": -Infinity}', "-Infinity is not JSON"),
+        ("[1e999]", "inf is not a JSON number"),
+        ('["\\ud800"]', "a lone surrogate"),
+        ('{"\\udfff": 1}', "a lone surrogate"),
+        ('["a\\u0000b"]', "a NUL character"),
+        ("[" + "9" * 5000 + "]", "Exceeds the limit (4300 digits)"),
+        ("[1,]", "Expecting value"),
+    ],
+)
+def test_what_postgresql_refuses_is_a_decode_error_that_says_why(text, said):
+    with pytest.raises(json.JSONDecodeError) as info:
+        loads(text)
+    assert said in info.value.msg
+
+
+def test_the_bounded_decoder_leaves_strings_to_whoever_reads_them():
+    assert loads('["a\\u0000b", "\\ud800"]', BoundedJSONDecoder) == ["a\x00b", "\ud800"]
+    with pytest.raises(json.JSONDecodeError, match="NaN"):
+        loads("[NaN]", BoundedJSONDecoder)
+
+
+def test_values_built_in_python_are_checked_the_same_way():
+    check_storable([1, 2.5, "é", None, True, {"k": [1]}], "args")
+    for value, said in [
+        (float("nan"), "nan is not a JSON number"),
+        ({1: "x"}, "a key that is not a str"),
+        ({"x"}, "a set is not a JSON value"),
+        (7**9000, "an int too long to write"),
+    ]:
+        with pytest.raises(ValueError, match=said):
+            check_storable([value], "args")
+    deep: list[object] = []
+    for _ in range(50_000):
+        deep = [deep]
+    with pytest.raises(ValueError, match="nested more than 100 levels"):
+        check_storable(deep, "args")  # no RecursionError: a stack of its own
