@@ -1,15 +1,25 @@
-"""Rates as ``"100/m"``: how many runs per second, minute, hour or day."""
+"""Rates as ``"100/m"``: how many runs per second, minute, hour or day, and how early a
+reserved start may come on its rate's start clock."""
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["RATE_PATTERN", "parse_rate"]
+__all__ = ["RATE_PATTERN", "START_TOLERANCE", "parse_rate"]
 
 #: What a rate looks like (also the API schema's pattern): 1 to 999,999,999 per unit.
 RATE_PATTERN = r"^\s*([1-9][0-9]{0,8})\s*/\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$"
 _RATE = re.compile(RATE_PATTERN)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: How early, in spacings, a run that reserved its start may start on its rate's start clock
+#: (the next start the starts so far allow; see ``limits.gate``); a run without a reservation
+#: starts only once the clock has come. Each start moves the clock a spacing on from the later
+#: of the clock and now, so any ``k + 2`` starts span at least ``k`` spacings, and a window of
+#: ``k`` spacings holds at most ``k + 1`` starts - with N per second, at most N + 1 in any
+#: second, whatever the queue holds. Without it, a worker's delays (milliseconds, where 50/s
+#: is a start every 20 ms) would make one reserved start late and the next, on time, early
+#: against it: that run would lose its turn.
+START_TOLERANCE = 1.0
 
 
 def parse_rate(rate: object) -> float:
