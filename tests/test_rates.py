@@ -69,7 +69,7 @@ def test_ten_thousand_queued_runs_start_evenly_on_two_pools(start_worker):
     span = (times[-1] - times[0]).total_seconds()
     print(f"every run reserved its start in {booked_in:.1f} s; {len(times)} in {span:.1f} s")
     assert_even(times, 50)
-    assert len(times) >= 0.8 * 50 * span  # and at about the rate, all along
+    assert (len(times) - 1) / span >= 0.8 * 50  # and at about the rate, all along
     assert TaskRun.objects.count() == 10_000  # nothing lost
     assert not TaskRun.objects.filter(state_type__in=["PENDING", "RUNNING"]).exists()
 
@@ -90,7 +90,9 @@ def test_runs_ready_at_once_start_evenly_on_two_pools(start_worker, queued):
     times = starts("rate_limited")
     assert_even(times, 10)
     span = (times[-1] - times[0]).total_seconds()
-    assert len(times) >= 0.9 * 10 * span
+    # About the rate: a run whose reserved start was missed by more than a spacing (a
+    # worker busy for that long) starts at the end of the line instead.
+    assert (len(times) - 1) / span >= 0.8 * 10
 
 
 def test_reserved_starts_of_a_dead_pool_do_not_start_together(start_worker):
