@@ -98,9 +98,9 @@ def test_runs_ready_at_once_start_evenly_on_two_pools(start_worker, queued):
 def test_reserved_starts_of_a_dead_pool_do_not_start_together(start_worker):
     """A pool reserves starts for its runs and is killed: its wake-ups are gone. Three
     seconds later another pool finds thirty runs whose reserved start has passed. The start
-    clock lets one start, and a second within the spacing it tolerates; the others, too close
-    to them, reserve again at the end of the line, and the rest start at their reserved times.
-    (Before: the thirty started at once, 42 starts in one second.)"""
+    clock lets one start; the others, too close to it, reserve again at the end of the line,
+    and the rest start at their reserved times. (Before: the thirty started at once, 42
+    starts in one second.)"""
     first = start_worker("--concurrency", "1")
     wait_for_live_workers(1)
     futures = rate_limited.delay_many([(f"r{i}",) for i in range(60)])
