@@ -173,6 +173,14 @@ class TaskRun(models.Model):
                 name="django_tasks_retry_of_idx",
                 condition=Q(retry_of__isnull=False),
             ),
+            # Runs waiting for the start a rate reserved for them: claims take those whose
+            # start has come before older runs (sql.claim(rates=True)).
+            models.Index(
+                "queue",
+                "scheduled_time",
+                name="django_tasks_reserved_idx",
+                condition=Q(state_type="SCHEDULED", blocked=0, rate_slot__isnull=False),
+            ),
             # Runs waiting for a concurrency slot: what a freed slot looks for.
             models.Index(
                 "priority",

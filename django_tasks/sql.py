@@ -187,21 +187,18 @@ _PENDING = _move(StateType.SCHEDULED, StateType.PENDING)
 #: Its WHERE and ORDER BY match the partial index ``django_tasks_ready_idx`` column for column
 #: (``queue = x`` then ``priority DESC, scheduled_time``), so PostgreSQL reads the index in
 #: order and stops after ``limit`` rows: the cost depends neither on finished history nor on
-#: the backlog. (``queue = ANY(...)`` would force a sort of every ready row.) SKIP LOCKED lets
+#: the backlog. (``queue = ANY(...)`` would force a sort of every ready row.) Due runs are
+#: those scheduled by the statement's start, ``statement_timestamp()``: stable, so it is
+#: checked in the index, where ``clock_timestamp()`` (volatile) was checked row by row after
+#: reading each row - every run scheduled later (a long queue waiting for its rate's reserved
+#: starts) was read at each claim: 4.3 ms for 10,000 of them, 1.2 ms now. SKIP LOCKED lets
 #: any number of workers claim at once without waiting on each other; the final ORDER BY
 #: hands the batch to the worker in priority order (RETURNING has no order of its own).
 #: The attempt is counted here, durably, before the function can run: a run that kills its
 #: process has used an attempt like any failure (runs known not to have started get it back).
 #: Rows come back tagged: 'claimed' runs, then the ids of 'flushed' completions.
 CLAIM = f"""
-WITH {_FLUSH_CTES}, ready AS MATERIALIZED (
-    SELECT id FROM {RUN}
-    WHERE state_type = 'SCHEDULED' AND blocked = 0 AND queue = %(queue)s
-      AND scheduled_time <= clock_timestamp() {{tasks}}
-    ORDER BY priority DESC, scheduled_time
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
+WITH {_FLUSH_CTES}, {{ready}}, claimed AS (
     UPDATE {RUN} AS r
     SET state_type = '{_PENDING}', state_name = '{StateName.PENDING}', state_message = '',
         worker = %(worker)s, attempts = r.attempts + 1, updated = clock_timestamp()
@@ -233,6 +230,39 @@ FROM flushed
 ORDER BY kind, priority DESC, scheduled_time
 """
 
+#: Which runs a claim takes (the CTE ``ready``): see :data:`CLAIM`.
+_READY = f"""ready AS MATERIALIZED (
+    SELECT id FROM {RUN}
+    WHERE state_type = 'SCHEDULED' AND blocked = 0 AND queue = %(queue)s
+      AND scheduled_time <= statement_timestamp() {{tasks}}
+    ORDER BY priority DESC, scheduled_time
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)"""
+#: Claims of a worker that knows of rate limits take first the runs whose reserved start has
+#: come (``rate_slot``, see django_tasks.limits), oldest reservation first, whatever their
+#: priority, then the others as :data:`_READY` does: runs never tried are older than the
+#: reservations, and taking them first would leave a reservation to pass unused while a
+#: worker reserves starts for a long queue (the start clock then sends that run to the end of
+#: the line, migration 0023). ``django_tasks_reserved_idx`` holds only runs waiting for a
+#: reserved start, in this order: a probe that finds nothing costs a few index pages.
+_READY_RESERVED_FIRST = f"""reserved AS MATERIALIZED (
+    SELECT id FROM {RUN}
+    WHERE state_type = 'SCHEDULED' AND blocked = 0 AND rate_slot IS NOT NULL
+      AND queue = %(queue)s AND scheduled_time <= statement_timestamp() {{tasks}}
+    ORDER BY scheduled_time
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), others AS MATERIALIZED (
+    SELECT id FROM {RUN}
+    WHERE state_type = 'SCHEDULED' AND blocked = 0 AND rate_slot IS NULL AND queue = %(queue)s
+      AND scheduled_time <= statement_timestamp() {{tasks}}
+    ORDER BY priority DESC, scheduled_time
+    LIMIT %(limit)s - (SELECT count(*) FROM reserved)
+    FOR UPDATE SKIP LOCKED
+), ready AS (
+    SELECT id FROM reserved UNION ALL SELECT id FROM others
+)"""
 #: Claims of a worker that knows of concurrency limits (django_tasks.limits) also mark the
 #: runs that take a slot of one (``holds_slot``), in the same write: the queues and tags with
 #: a concurrency limit, as the worker knows them (``%(slot_queues)s``, ``%(slot_tags)s``), are
@@ -253,11 +283,13 @@ CLAIM_TASKS = {
 
 
 @functools.cache
-def claim(*, limits: bool = False, tasks: str = "all") -> str:
+def claim(*, limits: bool = False, tasks: str = "all", rates: bool = False) -> str:
     """The claim statement: ``limits`` - the claiming worker knows of concurrency limits, so
     the claim also marks the runs that take a slot (``holds_slot``, in the same write);
-    ``tasks`` - a key of :data:`CLAIM_TASKS`."""
-    text = CLAIM_TEMPLATE.replace("{holds_slot}", _HOLDS_SLOT if limits else "")
+    ``tasks`` - a key of :data:`CLAIM_TASKS`; ``rates`` - it knows of rate limits, so the
+    claim takes first the runs whose reserved start has come."""
+    text = CLAIM_TEMPLATE.replace("{ready}", _READY_RESERVED_FIRST if rates else _READY)
+    text = text.replace("{holds_slot}", _HOLDS_SLOT if limits else "")
     return text.replace("{tasks}", CLAIM_TASKS[tasks])
 
 

@@ -21,7 +21,7 @@ from django.test import Client
 from django.utils import timezone
 
 from django_tasks.limits.gate import ADMIT_ALL
-from django_tasks.limits.rates import parse_rate
+from django_tasks.limits.rates import START_TOLERANCE, parse_rate
 from django_tasks.models import Limit, RateState, TaskRun, TaskRunState
 from django_tasks.tasks import task
 from tests.taskapp.tasks import add, limited_sleep, rate_limited
@@ -323,8 +323,8 @@ def _admit(ids: list[Any], counts: dict[str, int], rates: dict[str, float]) -> l
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT * FROM django_tasks_admit(%s::uuid[], %s::jsonb, %s::jsonb, true, false, "
-            "'nobody')",
-            [ids, json.dumps(counts), json.dumps(rates)],
+            "'nobody', %s)",
+            [ids, json.dumps(counts), json.dumps(rates), START_TOLERANCE],
         )
         return list(cursor.fetchall())
 

@@ -11,6 +11,7 @@ else ``django_tasks_admit()`` run by run, which sends the others back to wait
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -21,6 +22,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..registry import UnknownTask, registry
+from .rates import START_TOLERANCE
 
 if TYPE_CHECKING:
     from ..worker.connection import QueueConnection
@@ -33,15 +35,19 @@ logger = logging.getLogger("django_tasks.limits")
 #: States in which a run holds its worker - and its slot (the condition of
 #: ``django_tasks_held_idx``).
 HELD = "('PENDING', 'RUNNING', 'CANCELLING')"
-LIMITS = "SELECT scope, name, concurrency IS NOT NULL FROM django_tasks_limit"
+LIMITS = (
+    "SELECT scope, name, concurrency IS NOT NULL, rate_interval IS NOT NULL FROM django_tasks_limit"
+)
 #: Returns the runs sent back to wait (those admitted are the others). The batch is described
 #: by the worker, from what its claim returned (migration 0021): the ids travel as one text
 #: (psycopg's per-element adaptation of 100 UUIDs cost more than the rest of the call), the
 #: counts per tag, queue and task and the rates of the tasks as JSON.
+#: Every start is judged by its rates' start clocks, a run that reserved its start included
+#: (migration 0023): ``START_TOLERANCE`` is how early that one may come.
 ADMIT = """
 SELECT run_id, wait_until FROM django_tasks_admit(
     string_to_array(%(ids)s, ',')::uuid[], %(counts)s::jsonb, %(rates)s::jsonb,
-    %(marked)s, %(reserved)s, %(worker)s
+    %(marked)s, %(reserved)s, %(worker)s, %(tolerance)s
 )
 """
 #: The first step of :data:`ADMIT` as one plain statement (no PL/pgSQL, no ids sent): the
@@ -54,6 +60,8 @@ SELECT run_id, wait_until FROM django_tasks_admit(
 #: 0017), and the time is read after the rate clocks are locked: a batch that waited for
 #: another worker's admission would otherwise look early against the clock that worker had
 #: just moved, and be sent back to wait under a rate far above what runs.
+#: Each rate has two clocks (migration 0023): the batch starts when every line is empty and
+#: every start clock allows all of its runs now, and both move on by its runs.
 ADMIT_ALL = f"""
 WITH lim AS MATERIALIZED (
     SELECT l.concurrency, (
@@ -79,7 +87,7 @@ WITH lim AS MATERIALIZED (
         WHERE l.rate_interval IS NOT NULL AND %(counts)s::jsonb ? (l.scope || ':' || l.name)
     ) AS k (key, every)
 ), clock AS MATERIALIZED (
-    SELECT s.key, s.tat, w.every, w.n
+    SELECT s.key, s.tat, s.next_start, w.every, w.n
     FROM django_tasks_ratestate AS s JOIN wanted AS w ON w.key = s.key, free
     WHERE free.ok
     ORDER BY s.key
@@ -88,13 +96,15 @@ WITH lim AS MATERIALIZED (
     SELECT clock_timestamp() AS t FROM (SELECT count(*) FROM clock) AS locked
 ), fits AS MATERIALIZED (
     SELECT count(clock.key) = (SELECT count(*) FROM wanted) AND coalesce(bool_and(
-               GREATEST(now.t, clock.tat) + make_interval(secs => clock.every * (clock.n - 1))
-               <= now.t
+               GREATEST(now.t, clock.tat, clock.next_start)
+               + make_interval(secs => clock.every * (clock.n - 1)) <= now.t
            ), true) AS ok
     FROM now LEFT JOIN clock ON true
 ), moved AS (
     UPDATE django_tasks_ratestate AS s
-    SET tat = GREATEST(now.t, clock.tat) + make_interval(secs => clock.every * clock.n)
+    SET tat = GREATEST(now.t, clock.tat) + make_interval(secs => clock.every * clock.n),
+        next_start = GREATEST(now.t, clock.next_start)
+                     + make_interval(secs => clock.every * clock.n)
     FROM clock, fits, now
     WHERE s.key = clock.key AND fits.ok
     RETURNING 1
@@ -114,7 +124,7 @@ SELECT django_tasks_unpark() WHERE EXISTS (
 class Admission:
     """What the database said of a claimed batch."""
 
-    runs: list[ClaimedRun]  # to execute now, in claim order
+    runs: list[ClaimedRun]  # to execute now: runs under a rate first, else in claim order
     refused: int = 0
     #: The starts rates reserved for refused runs (database clock).
     wake_at: tuple[datetime, ...] = ()
@@ -127,16 +137,25 @@ class LimitGate:
     #: The tags and queues with a concurrency limit: claims mark their runs as holding a slot.
     slot_tags: list[str] = field(default_factory=list)
     slot_queues: list[str] = field(default_factory=list)
+    #: The tags and queues with a rate limit.
+    rate_tags: frozenset[str] = frozenset()
+    rate_queues: frozenset[str] = frozenset()
     loaded_at: float = field(default=0.0)
     #: Each task's rate (seconds between starts, or None), by task key: tasks do not change.
     _rates: dict[str, float | None] = field(default_factory=dict)
 
     def reload(self, db: QueueConnection) -> None:
         rows = db.execute(LIMITS, None, give_up_on_stop=True)
-        self.tags = frozenset(name for scope, name, _ in rows if scope == "tag")
-        self.queues = frozenset(name for scope, name, _ in rows if scope == "queue")
-        self.slot_tags = sorted(name for scope, name, slot in rows if scope == "tag" and slot)
-        self.slot_queues = sorted(name for scope, name, slot in rows if scope == "queue" and slot)
+        self.tags = frozenset(name for scope, name, _, _ in rows if scope == "tag")
+        self.queues = frozenset(name for scope, name, _, _ in rows if scope == "queue")
+        self.slot_tags = sorted(name for scope, name, slot, _ in rows if scope == "tag" and slot)
+        self.slot_queues = sorted(
+            name for scope, name, slot, _ in rows if scope == "queue" and slot
+        )
+        self.rate_tags = frozenset(name for scope, name, _, rate in rows if scope == "tag" and rate)
+        self.rate_queues = frozenset(
+            name for scope, name, _, rate in rows if scope == "queue" and rate
+        )
         self.loaded_at = time.monotonic()
 
     @property
@@ -144,6 +163,25 @@ class LimitGate:
         """Whether some limit is a concurrency limit: claims then mark the runs that hold a
         slot (:data:`django_tasks.sql.claim`)."""
         return bool(self.slot_tags or self.slot_queues)
+
+    @property
+    def rates(self) -> bool:
+        """Whether some run may wait for a rate - a tag or a queue with a rate limit, or a
+        task of this process with ``rate_limit=``: claims then take first the runs whose
+        reserved start has come (:data:`django_tasks.sql.claim`)."""
+        return bool(self.rate_tags or self.rate_queues) or self._a_task_has_a_rate
+
+    @functools.cached_property
+    def _a_task_has_a_rate(self) -> bool:
+        # Tasks do not change while the process runs (registered when apps load).
+        return any(task.options.rate_interval is not None for task in registry.all())
+
+    def _under_a_rate(self, run: ClaimedRun) -> bool:
+        return (
+            self._task_rate(run.task_key) is not None
+            or run.queue in self.rate_queues
+            or not self.rate_tags.isdisjoint(run.tags)
+        )
 
     def release_waiting(self, db: QueueConnection) -> None:
         db.execute(UNPARK, None, give_up_on_stop=True)
@@ -197,12 +235,21 @@ class LimitGate:
             "reserved": reserved,
         }
         if db.execute(ADMIT_ALL, params, give_up_on_stop=False)[0][0]:
-            return Admission(list(runs))
-        params.update(ids=",".join(str(run.id) for run in limited), worker=worker)
+            return Admission(self._rated_first(runs))
+        params.update(
+            ids=",".join(str(run.id) for run in limited), worker=worker, tolerance=START_TOLERANCE
+        )
         rows = db.execute(ADMIT, params, give_up_on_stop=False)
         if not rows:
-            return Admission(list(runs))
+            return Admission(self._rated_first(runs))
         refused = {row[0] for row in rows}
         wake = tuple(row[1] for row in rows if row[1] is not None)
         logger.debug("%d claimed run(s) wait for a limit", len(refused))
-        return Admission([r for r in runs if r.id not in refused], len(refused), wake)
+        admitted = self._rated_first([r for r in runs if r.id not in refused])
+        return Admission(admitted, len(refused), wake)
+
+    def _rated_first(self, runs: Sequence[ClaimedRun]) -> list[ClaimedRun]:
+        """The runs under a rate first: their start clocks counted them as starting now, and
+        a run behind others of the batch would start as much later as those take (starts
+        the clock judged a spacing apart could then fall together)."""
+        return sorted(runs, key=lambda run: not self._under_a_rate(run))

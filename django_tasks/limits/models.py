@@ -3,8 +3,9 @@ them (:mod:`.gate`).
 
 A :class:`Limit` names a tag or a queue: at most ``concurrency`` of its runs hold a slot at
 once (Prefect's tag concurrency limits), and/or at most ``rate`` of them start per period.
-:class:`RateState` is the shared clock of each rate (the generic cell rate algorithm's
-"theoretical arrival time"), for tag and queue rates and for tasks' ``rate_limit=``.
+:class:`RateState` holds the shared clocks of each rate (the generic cell rate algorithm's
+"theoretical arrival time": one for the starts, one for the line of reserved starts), for tag
+and queue rates and for tasks' ``rate_limit=``.
 """
 
 from __future__ import annotations
@@ -68,10 +69,17 @@ class Limit(models.Model):
 
 
 class RateState(models.Model):
-    """When the next run of a rate may start (written by ``django_tasks_admit()``)."""
+    """A rate's two clocks (written by the admission, ``limits.gate``).
+
+    ``tat`` is the end of the line: the start the next run that has not reserved one gets
+    (every run sent to wait reserved the start before). ``next_start`` is the start clock:
+    the next start the starts so far allow - what judges every start, reserved or not, so
+    that runs whose reserved starts have passed cannot start together (migration 0023).
+    """
 
     key = models.CharField(max_length=120, primary_key=True)
     tat = models.DateTimeField()
+    next_start = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
-        return f"{self.key}: next start {self.tat}"
+        return f"{self.key}: next start {self.next_start or self.tat}, line ends {self.tat}"

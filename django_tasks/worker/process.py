@@ -589,7 +589,7 @@ class Worker:
             tasks, keys = "except", self.lane.task_keys
         else:
             tasks, keys = "all", []
-        claim = sql.claim(limits=self.gate.concurrency, tasks=tasks)
+        claim = sql.claim(limits=self.gate.concurrency, tasks=tasks, rates=self.gate.rates)
         for queue in self.queues:
             params = {
                 "queue": queue,

@@ -364,6 +364,12 @@ def rate_limited(label: str) -> str:
     return label
 
 
+@task(rate_limit="50/s")
+def fifty_a_second(label: str) -> str:
+    """tests/test_rates.py: a rate that binds, fast enough for a long backlog to show."""
+    return label
+
+
 @task(tags={"bench"}, rate_limit="999999999/s")
 def limited_noop() -> None:
     """benchmarks/limits.py: a no-op under a tag limit and a rate limit that never bind."""
