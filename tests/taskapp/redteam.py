@@ -1,0 +1,62 @@
+"""Tasks of the red team (issue 24's fixes): code that misbehaves in ways the fixed poison
+tasks (poison.py) do not - an async task that forks, a task that resets the worker's signal
+handlers or closes its file descriptors, an async task that kills its process while a sync run
+shares it.
+
+Imported by ``tasks.py`` so that workers register them like any task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+from django_tasks import task
+
+from .models import Effect
+
+
+@task
+async def async_forks_and_returns(label: str) -> str:
+    """Forks on the lane's loop thread; the child returns from the coroutine like the parent,
+    into the worker's own event loop."""
+    await Effect.objects.acreate(label=label)
+    pid = os.fork()
+    if pid == 0:
+        # The child: leave a mark of being alive a little later (a second copy of the lane).
+        await asyncio.sleep(0.1)
+        return "child"
+    await Effect.objects.acreate(label=f"{label}-forked", run_marker=str(pid))
+    return "parent"
+
+
+@task
+def resets_signal(name: str) -> str:
+    """A library call that puts a signal back to its default action (as some C libraries and
+    ``subprocess`` helpers do) and returns: nothing else is wrong with the run."""
+    signal.signal(getattr(signal, name), signal.SIG_DFL)
+    return name
+
+
+@task(timeout_seconds=5)
+def timed_record(label: str, seconds: float = 0.0) -> str:
+    """An innocent run with a timeout it never reaches."""
+    time.sleep(seconds)
+    Effect.objects.create(label=label)
+    return label
+
+
+@task
+def closes_descriptors(label: str) -> str:
+    """Closes every file descriptor above stderr (a daemonising helper does), then returns."""
+    os.closerange(3, 65536)
+    return label
+
+
+@task
+async def async_exit_process(seconds: float) -> None:
+    """Sleeps, then ends its whole process (a C extension's exit()) from an async run."""
+    await asyncio.sleep(seconds)
+    os._exit(1)
