@@ -60,3 +60,9 @@ async def async_exit_process(seconds: float) -> None:
     """Sleeps, then ends its whole process (a C extension's exit()) from an async run."""
     await asyncio.sleep(seconds)
     os._exit(1)
+
+
+@task(rate_limit="1/h")
+def hourly(label: str) -> str:
+    """A task whose runs may start once an hour."""
+    return label
