@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from typing import Any
 
 import pytest
 
@@ -16,11 +17,10 @@ from tests.taskapp.redteam import (
     async_forks_and_returns,
     closes_descriptors,
     resets_signal,
-    timed_record,
 )
 from tests.taskapp.tasks import async_record, record, sleep_then_record, too_slow
 
-from .conftest import process_alive, session_pids, wait_until, worker_log
+from .conftest import process_alive, wait_until, worker_log
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -29,11 +29,22 @@ def deaths(supervisor) -> int:
     return worker_log(supervisor).count(" died (")
 
 
+def all_final(futures: list[Any]) -> bool:
+    return all(f.state.is_final() for f in futures)
+
+
 def names(run_id) -> list[str]:
     return list(TaskRunState.objects.filter(run_id=run_id).values_list("name", flat=True))
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="red team: a reset SIGALRM kills the next timed-out run's process, which is blamed",
+)
 def test_a_task_that_resets_sigalrm_does_not_turn_the_next_timeout_into_a_crash(start_worker):
+    """A run puts SIGALRM back to its default action and completes; the next run of the
+    process that overruns its timeout_seconds must end TIMED_OUT - not kill the process (the
+    default action of SIGALRM) and end CRASHED, blamed for "taking down its worker process"."""
     first = resets_signal.delay("SIGALRM")
     slow = too_slow.delay(3.0)  # timeout_seconds=0.5
     supervisor = start_worker("--batch-size", "2")
@@ -44,8 +55,13 @@ def test_a_task_that_resets_sigalrm_does_not_turn_the_next_timeout_into_a_crash(
     assert deaths(supervisor) == 0
 
 
+@pytest.mark.xfail(
+    strict=True, reason="red team: a reset SIGUSR1 kills the process on the next cancel"
+)
 def test_a_task_that_resets_sigusr1_does_not_turn_the_next_cancel_into_a_crash(start_worker):
-    first = resets_signal.delay("SIGUSR1")
+    """The same with SIGUSR1, the worker's cancel signal: the next cancel kills the process
+    (its claimed batch handed back, a new process forked)."""
+    resets_signal.delay("SIGUSR1")
     slow = sleep_then_record.delay(20.0, "cancelled")
     supervisor = start_worker("--batch-size", "2")
     wait_until(lambda: TaskRun.objects.get(pk=slow.id).state_type == "RUNNING", timeout=60)
@@ -58,6 +74,7 @@ def test_a_task_that_resets_sigusr1_does_not_turn_the_next_cancel_into_a_crash(s
 
 
 def test_a_task_that_closes_the_workers_descriptors_leaves_the_worker_working(start_worker):
+    """Held: the worker's connections are reopened, the runs after it complete."""
     first = closes_descriptors.delay("closer")
     after = [record.delay(f"after-close-{i}") for i in range(3)]
     supervisor = start_worker("--batch-size", "1")
@@ -65,22 +82,24 @@ def test_a_task_that_closes_the_workers_descriptors_leaves_the_worker_working(st
     wait_until(lambda: all(f.state.is_final() for f in after), timeout=60)
     run = TaskRun.objects.get(pk=first.id)
     print(run.state_type, run.state_message, [f.state for f in after], deaths(supervisor))
-    print(worker_log(supervisor)[-3000:])
     assert run.state_type == "COMPLETED", run.state_message
     assert all(f.state.is_completed() for f in after)
 
 
+@pytest.mark.xfail(
+    strict=True, reason="red team: an async task's fork leaves a copy of the lane's loop"
+)
 def test_an_async_task_that_forks_neither_freezes_the_lane_nor_leaves_a_copy(start_worker):
     """The async twin of test_poison's forks_and_returns: the child returns into the lane's
     event loop. It shares the loop's epoll instance and self-pipe with the worker, takes the
     loop's wake-ups, and runs the other runs' coroutines a second time."""
     forker = async_forks_and_returns.delay("forker")
-    supervisor = start_worker()
+    start_worker()
     wait_until(lambda: Effect.objects.filter(label="forker-forked").exists(), timeout=60)
     child = int(Effect.objects.get(label="forker-forked").run_marker)
     later = [async_record.delay(f"async-after-the-fork-{i}") for i in range(10)]
     try:
-        wait_until(lambda: all(f.state.is_final() for f in [forker, *later]), timeout=20)
+        wait_until(lambda: forker.state.is_final() and all_final(later), timeout=20)
     finally:
         print(forker.state, [f.state.name for f in later], process_alive(child))
     assert forker.state.is_completed()
@@ -88,11 +107,17 @@ def test_an_async_task_that_forks_neither_freezes_the_lane_nor_leaves_a_copy(sta
     assert not process_alive(child)
 
 
+@pytest.mark.xfail(
+    strict=True, reason="red team: the sync run in hand is blamed for an async run's os._exit"
+)
 def test_an_async_run_that_kills_its_process_is_blamed_not_the_sync_run_beside_it(
     start_worker,
 ):
+    """An async run calls os._exit() while the process's slot runs a sync run: the journal
+    names the sync run, so it is the one CRASHED "for taking down its worker process" and
+    charged a crash (MAX_CRASHES); the culprit is rescued as a run of a lost worker."""
     sync_run = sleep_then_record.delay(3.0, "innocent-sync")
-    supervisor = start_worker()
+    start_worker()
     wait_until(lambda: TaskRun.objects.get(pk=sync_run.id).state_type == "RUNNING", timeout=60)
     poison = async_exit_process.delay(0.5)
     wait_until(lambda: sync_run.state.is_final() and poison.state.is_final(), timeout=60)
@@ -104,6 +129,7 @@ def test_an_async_run_that_kills_its_process_is_blamed_not_the_sync_run_beside_i
     assert culprit.crashes == 1, culprit.state_message
 
 
+@pytest.mark.xfail(strict=True, reason="red team: a failed admission charges the whole batch")
 def test_a_limit_row_with_a_bad_rate_costs_only_the_runs_under_it(start_worker):
     """A limit whose rate_interval was edited by SQL into NaN (no CHECK constraint stops it):
     admission fails for every batch that holds a run under the limit. The runs claimed in
@@ -118,7 +144,31 @@ def test_a_limit_row_with_a_bad_rate_costs_only_the_runs_under_it(start_worker):
         cursor.execute("UPDATE django_tasks_limit SET rate_interval = 'NaN'")
     under = limited_sleep.delay(0.0, "under the bad limit")
     innocent = [record.delay(f"innocent-{i}") for i in range(3)]
-    supervisor = start_worker("--batch-size", "4")
-    wait_until(lambda: all(f.state.is_final() for f in [under, *innocent]), timeout=60)
-    print([(f.state.type, f.state.message) for f in [under, *innocent]])
+    start_worker("--batch-size", "4")
+    wait_until(lambda: under.state.is_final() and all_final(innocent), timeout=60)
+    print(under.state, [f.state for f in innocent])
     assert all(f.state.is_completed() for f in innocent), innocent[0].state.message
+
+
+@pytest.mark.xfail(
+    strict=True, reason="red team: nothing kills the tree of a worker process that died"
+)
+def test_what_a_run_started_dies_with_a_worker_process_killed_from_outside(start_worker):
+    """kill -9 of a worker process (the OOM killer, an operator): the supervisor settles its
+    run (CRASHED) - and the processes the run started must not go on without it (a retry
+    would start them again beside the old ones)."""
+    from tests.taskapp.redteam import grandchild_then_wait
+
+    future = grandchild_then_wait.delay("oom", 60.0)
+    start_worker()
+    wait_until(lambda: Effect.objects.filter(label="oom").exists(), timeout=60)
+    sleeper = int(Effect.objects.get(label="oom").run_marker)
+    worker = TaskRun.objects.get(pk=future.id).worker
+    os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
+    wait_until(lambda: future.state.is_final(), timeout=60)
+    time.sleep(1)
+    alive = process_alive(sleeper)
+    if alive:
+        os.kill(sleeper, signal.SIGKILL)
+    print(future.state, "sleeper alive:", alive)
+    assert not alive

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -17,7 +18,7 @@ from .test_schedules import backdate, make_schedule, queue_db  # noqa: F401
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def sql(statement: str, *params: object) -> None:
+def sql(statement: str, *params: Any) -> None:
     with connection.cursor() as cursor:
         cursor.execute(statement, params)
 
@@ -60,7 +61,7 @@ def test_one_bad_row_neither_stops_the_others_nor_breaks_a_page(queue_db, clause
     good = make_schedule("good")
     backdate(good, timedelta(minutes=2))
     sql(f"UPDATE django_tasks_schedule SET {clause} WHERE name = 'bad'")
-    outcome = None
+    outcome: object = None
     try:
         outcome = enqueue_due_ticks(queue_db)
     except Exception as exc:  # the control thread logs it and tries again, for ever

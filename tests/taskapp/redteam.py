@@ -40,14 +40,6 @@ def resets_signal(name: str) -> str:
     return name
 
 
-@task(timeout_seconds=5)
-def timed_record(label: str, seconds: float = 0.0) -> str:
-    """An innocent run with a timeout it never reaches."""
-    time.sleep(seconds)
-    Effect.objects.create(label=label)
-    return label
-
-
 @task
 def closes_descriptors(label: str) -> str:
     """Closes every file descriptor above stderr (a daemonising helper does), then returns."""
@@ -65,4 +57,16 @@ async def async_exit_process(seconds: float) -> None:
 @task(rate_limit="1/h")
 def hourly(label: str) -> str:
     """A task whose runs may start once an hour."""
+    return label
+
+
+@task
+def grandchild_then_wait(label: str, seconds: float) -> str:
+    """Starts ``sleep`` (in the worker's process group), records its pid, then waits: the test
+    kills the worker process from outside, as the kernel's OOM killer does."""
+    import subprocess
+
+    sleeper = subprocess.Popen(["sleep", "300"])
+    Effect.objects.create(label=label, run_marker=str(sleeper.pid))
+    time.sleep(seconds)
     return label
