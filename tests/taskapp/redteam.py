@@ -70,3 +70,18 @@ def grandchild_then_wait(label: str, seconds: float) -> str:
     Effect.objects.create(label=label, run_marker=str(sleeper.pid))
     time.sleep(seconds)
     return label
+
+
+@task
+async def async_shuts_executor(label: str) -> str:
+    """Shuts the default executor of the loop running it (as a careless ``asyncio.run``-style
+    cleanup does), then returns."""
+    await asyncio.get_running_loop().shutdown_default_executor()
+    return label
+
+
+@task
+async def async_to_thread(label: str) -> str:
+    """An innocent async run that does blocking work in a thread, as asyncio advises."""
+    await asyncio.to_thread(time.sleep, 0.01)
+    return label
