@@ -172,3 +172,24 @@ def test_what_a_run_started_dies_with_a_worker_process_killed_from_outside(start
         os.kill(sleeper, signal.SIGKILL)
     print(future.state, "sleeper alive:", alive)
     assert not alive
+
+
+def test_poison_on_a_later_attempt_in_an_atomic_or_caching_run_ends_each_cleanly(start_worker):
+    """Held: a run that fails normally once and then kills its process on each retry ends
+    CRASHED after MAX_CRASHES; an atomic run's writes are rolled back with its process; a
+    caching run's key lock goes with its connection (a run of the same key is not stuck)."""
+    from tests.taskapp.redteam import atomic_exit, cached_exit, fails_then_exits
+
+    later = fails_then_exits.delay("later")
+    atomic = atomic_exit.delay("atomic")
+    cached = [cached_exit.delay(5), cached_exit.delay(5)]  # the same key
+    after = [record.delay(f"after-{i}") for i in range(3)]
+    start_worker("--batch-size", "2", "--concurrency", "2")
+    wait_until(lambda: all_final([later, atomic, *cached, *after]), timeout=90)
+    run = TaskRun.objects.get(pk=later.id)
+    assert (run.state_type, run.crashes) == ("CRASHED", 3), run.state_message
+    assert Effect.objects.filter(label="later").count() == 4  # 1 failure + 3 crashes
+    assert atomic.state.type == "CRASHED"
+    assert not Effect.objects.filter(label="atomic").exists()
+    assert [f.state.type for f in cached] == ["CRASHED", "CRASHED"]
+    assert all(f.state.is_completed() for f in after)

@@ -14,6 +14,7 @@ import signal
 import time
 
 from django_tasks import task
+from django_tasks.cache_policies import INPUTS
 
 from .models import Effect
 
@@ -85,3 +86,25 @@ async def async_to_thread(label: str) -> str:
     """An innocent async run that does blocking work in a thread, as asyncio advises."""
     await asyncio.to_thread(time.sleep, 0.01)
     return label
+
+
+@task(retries=3)
+def fails_then_exits(label: str) -> None:
+    """Attempt 1 fails as usual (a retry); every later attempt kills its process."""
+    Effect.objects.create(label=label)
+    if Effect.objects.filter(label=label).count() == 1:
+        raise ValueError("first attempt fails normally")
+    os._exit(7)
+
+
+@task(atomic=True)
+def atomic_exit(label: str) -> None:
+    """Writes inside its atomic transaction, then kills its process before the commit."""
+    Effect.objects.create(label=label)
+    os._exit(7)
+
+
+@task(cache_policy=INPUTS)
+def cached_exit(x: int) -> int:
+    """Kills its process while its cache key's advisory lock is held."""
+    os._exit(7)
