@@ -193,3 +193,24 @@ def test_poison_on_a_later_attempt_in_an_atomic_or_caching_run_ends_each_cleanly
     assert not Effect.objects.filter(label="atomic").exists()
     assert [f.state.type for f in cached] == ["CRASHED", "CRASHED"]
     assert all(f.state.is_completed() for f in after)
+
+
+@pytest.mark.xfail(strict=True, reason="red team: REFUSE misses a CANCELLING async run")
+def test_cancelling_an_async_run_whose_preparation_fails_costs_no_other_run(start_worker):
+    """The lane writes RUNNING for its batch before each run is prepared. A cancel that comes
+    while a run is being prepared makes it CANCELLING; its preparation then fails, and the
+    refusal (sql.REFUSE: PENDING or RUNNING only) writes nothing: the run stays CANCELLING
+    until the supervisor kills the whole process after CANCEL_GRACE - and the other async
+    runs in flight there with it."""
+    from tests.taskapp.redteam import SlowThenRaises
+
+    bystander = async_record.delay("bystander", 4.0)
+    start_worker()
+    wait_until(lambda: TaskRun.objects.get(pk=bystander.id).state_type == "RUNNING", timeout=60)
+    broken = async_record.delay(SlowThenRaises(2.0))  # type: ignore[arg-type]
+    wait_until(lambda: TaskRun.objects.get(pk=broken.id).state_type == "RUNNING", timeout=30)
+    broken.cancel()
+    wait_until(lambda: broken.state.is_final() and bystander.state.is_final(), timeout=60)
+    print(broken.state, bystander.state)
+    assert broken.state.type in ("CANCELLED", "FAILED")
+    assert bystander.state.is_completed(), bystander.state.message

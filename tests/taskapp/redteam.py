@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import time
+from typing import Any
 
 from django_tasks import task
 from django_tasks.cache_policies import INPUTS
@@ -108,3 +109,22 @@ def atomic_exit(label: str) -> None:
 def cached_exit(x: int) -> int:
     """Kills its process while its cache key's advisory lock is held."""
     os._exit(7)
+
+
+def _slow_then_raise(seconds: float) -> None:
+    time.sleep(seconds)
+    raise RuntimeError("this argument cannot be loaded here")
+
+
+class SlowThenRaises:
+    """An argument that takes ``seconds`` to unpickle in the worker, then raises: the run is
+    being prepared for that long."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __repr__(self) -> str:
+        return f"SlowThenRaises({self.seconds})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_slow_then_raise, (self.seconds,))
