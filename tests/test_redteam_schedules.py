@@ -111,3 +111,24 @@ def test_one_run_with_an_odd_scheduled_time_does_not_stop_its_queue(value):
     assert states[1:] == ["COMPLETED"] * 3
     assert states[0] in ("COMPLETED", "FAILED")
     assert all(status < 500 for status in pages.values()), pages
+
+
+@pytest.mark.xfail(
+    strict=True, reason="red team: a claimed row Python cannot read strands its batch"
+)
+@pytest.mark.parametrize("clause", ["tags = '5'", "retry_delays = '7'"])
+def test_a_run_row_the_worker_cannot_read_fails_alone(clause):
+    """A run whose tags or retry_delays were written by SQL as a JSON number: the
+    claim commits (PENDING, attempt counted) and then the worker cannot turn the row into a
+    ClaimedRun (tuple(5)) - the whole batch stays PENDING, held by a live worker, for ever."""
+    from django_tasks.worker import Worker
+    from tests.taskapp.tasks import add
+
+    odd = add.delay(0, 0)
+    others = [add.delay(i, i) for i in range(3)]
+    sql(f"UPDATE django_tasks_taskrun SET {clause} WHERE id = %s", odd.id)
+    Worker(burst=True, handle_signals=False, batch_size=4).run()
+    states = [TaskRun.objects.get(pk=f.id).state_type for f in [odd, *others]]
+    print(clause, states)
+    assert states[1:] == ["COMPLETED"] * 3
+    assert states[0] == "FAILED"
