@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -214,3 +215,26 @@ def test_cancelling_an_async_run_whose_preparation_fails_costs_no_other_run(star
     print(broken.state, bystander.state)
     assert broken.state.type in ("CANCELLED", "FAILED")
     assert bystander.state.is_completed(), bystander.state.message
+
+
+@pytest.mark.xfail(strict=True, reason="red team: a subreaper never reaps orphans of its session")
+def test_orphans_a_run_leaves_in_the_workers_session_are_reaped(start_worker):
+    """A worker process is a child subreaper (issue 24, item 7): the orphans of what its runs
+    start are given to it. reap_adopted() reaps only those of *another* session (setsid
+    daemons); an orphan that stays in the worker's session - ``sh -c 'cmd &'``, ``nohup`` -
+    ends as a zombie of the worker process for as long as it lives (init reaped them before),
+    one per run: a long-lived worker fills the process table."""
+    from tests.taskapp.redteam import backgrounds_a_command
+
+    runs = [backgrounds_a_command.delay(f"bg-{i}") for i in range(10)]
+    start_worker()
+    wait_until(lambda: all_final(runs), timeout=60)
+    worker = int(TaskRun.objects.get(pk=runs[0].id).worker.rsplit(":", 1)[1])
+    time.sleep(2)  # the sleeps end; ten heartbeats pass (reap_adopted runs on each)
+    zombies = [
+        pid
+        for pid in map(int, Path(f"/proc/{worker}/task/{worker}/children").read_text().split())
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    ]
+    print("zombies of the worker process:", zombies)
+    assert zombies == []

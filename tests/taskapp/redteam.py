@@ -128,3 +128,13 @@ class SlowThenRaises:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_slow_then_raise, (self.seconds,))
+
+
+@task
+def backgrounds_a_command(label: str) -> str:
+    """``cmd &`` in a shell that exits at once (as ``nohup cmd &`` or a start script does):
+    the command is orphaned in the worker's own session and process group."""
+    import subprocess
+
+    subprocess.run(["sh", "-c", "sleep 0.2 &"], check=True)
+    return label
