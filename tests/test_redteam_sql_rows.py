@@ -1,4 +1,5 @@
-"""Red team: schedule rows edited by raw SQL against the ticker and the pages that list them."""
+"""Red team: schedule and run rows edited by raw SQL (or left by older code) against the ticker,
+the claim and the pages that list them."""
 
 from __future__ import annotations
 
