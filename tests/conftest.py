@@ -210,29 +210,70 @@ def restart_database(down_for: float = 0.0) -> bool:
     The embedded server is restarted with pg_ctl; the machine's own server (DATABASE_URL on
     127.0.0.1) with pg_ctlcluster when the tests run as root, as in CI.
     """
+    if down_for:
+        with database_down() as stopped:
+            if stopped:
+                time.sleep(down_for)
+        return stopped
     url = os.environ.get("DATABASE_URL")
     if not url:
         from demo_project.database import restart_embedded
 
-        restart_embedded(down_for)
+        restart_embedded()
     else:
-        clusters = Path("/etc/postgresql")
-        local = "@127.0.0.1" in url or "@localhost" in url
-        if not (local and os.geteuid() == 0 and clusters.is_dir()):
+        cluster = _local_cluster(url)
+        if cluster is None:
             return False
-        version = sorted(p.name for p in clusters.iterdir())[0]
-        actions = ["stop", "start"] if down_for else ["restart"]
-        for action in actions:
-            subprocess.run(
-                ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
-                check=True,
-                capture_output=True,
-                timeout=60,
-            )
-            if action == "stop":
-                time.sleep(down_for)
+        _pg_ctlcluster(cluster, "restart")
     connection.close()  # this process's own connection died with the server
     return True
+
+
+@contextlib.contextmanager
+def database_down() -> Iterator[bool]:
+    """The test database's server stopped for the block, started again after it (False
+    inside when this machine cannot: see :func:`restart_database`)."""
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        from demo_project.database import postmaster_options, start_embedded, stop_embedded
+
+        options = postmaster_options()
+        stop_embedded()
+        try:
+            yield True
+        finally:
+            start_embedded(options)
+            connection.close()  # this process's own connection died with the server
+        return
+    cluster = _local_cluster(url)
+    if cluster is None:
+        yield False
+        return
+    _pg_ctlcluster(cluster, "stop")
+    try:
+        yield True
+    finally:
+        _pg_ctlcluster(cluster, "start")
+        connection.close()
+
+
+def _local_cluster(url: str) -> str | None:
+    """The version of the machine's own cluster behind ``url``, when the tests may restart it
+    (as root, on 127.0.0.1, with pg_ctlcluster), else ``None``."""
+    clusters = Path("/etc/postgresql")
+    local = "@127.0.0.1" in url or "@localhost" in url
+    if not (local and os.geteuid() == 0 and clusters.is_dir()):
+        return None
+    return sorted(p.name for p in clusters.iterdir())[0]
+
+
+def _pg_ctlcluster(version: str, action: str) -> None:
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def client_with(*codenames: str) -> Client:

@@ -6,6 +6,7 @@ item 2). Against real PostgreSQL; tests/test_pgbouncer.py restarts it behind a r
 
 from __future__ import annotations
 
+import os
 import time
 
 import psycopg
@@ -118,3 +119,60 @@ def test_a_rescuer_that_never_lost_the_database_rescues_at_once():
         assert rescue(db, rescuer="me", heartbeat_timeout=1.0).crashed == 1
     finally:
         db.close()
+
+
+@pytest.mark.slow
+def test_a_pool_started_as_the_database_comes_back_does_not_rescue_live_runs(
+    start_worker, worker_env
+):
+    """The database is down for four times the heartbeat timeout while a pool runs a run; a second
+    pool starts the moment it is back (a deploy, an orchestrator replacing pods). That pool
+    never lost the database, but every heartbeat it finds is old: the first pool, still in its
+    reconnect backoff, must not be taken for lost - its run completes once, uncharged."""
+    from tests.taskapp.tasks import slow_echo
+
+    from .conftest import restart_database, wait_for_live_workers, wait_until
+
+    first = start_worker()
+    wait_for_live_workers(1)
+    future = slow_echo.delay("kept", 15)
+    wait_until(lambda: future.state.is_running(), 30)
+    holder = TaskRun.objects.get(pk=future.id).worker
+    # Down long enough that the first pool's backoff reaches its longest waits (5 s).
+    if not restart_database(down_for=8.0):  # FAST_WORKER_SETTINGS: HEARTBEAT_TIMEOUT 2 s
+        pytest.skip("this machine cannot restart the test database")
+    start_worker()  # the second pool, at once
+    assert future.result(timeout=60) == "kept"
+    run = TaskRun.objects.get(pk=future.id)
+    assert (run.attempts, run.crashes, run.worker) == (1, 0, holder)
+    assert not run.states.filter(message__contains="was lost").exists()
+    assert first.poll() is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["a second request", "the shutdown timeout"])
+def test_a_supervisor_leaves_while_the_database_is_down_when_asked_twice_or_past_its_timeout(
+    start_worker, how
+):
+    """A worker process dies while the database is down: its supervisor waits for the
+    database to settle it. Asked to stop, it still leaves - at a second request, or once its
+    shutdown timeout has passed - instead of waiting for the database (only SIGKILL stopped
+    it): what it could not settle is left to the rescue."""
+    import signal
+
+    from .conftest import database_down, wait_for_live_workers, worker_processes
+
+    supervisor = start_worker("--shutdown-timeout", "3")
+    wait_for_live_workers(1)
+    [child] = worker_processes(supervisor.pid)
+    with database_down() as stopped:
+        if not stopped:
+            pytest.skip("this machine cannot stop the test database")
+        os.kill(child, signal.SIGKILL)
+        time.sleep(1.5)  # the supervisor has found it dead and waits for the database
+        supervisor.send_signal(signal.SIGTERM)
+        if how == "a second request":
+            time.sleep(0.5)
+            supervisor.send_signal(signal.SIGTERM)
+        code = supervisor.wait(20)
+    assert code == (1 if how == "a second request" else 0)

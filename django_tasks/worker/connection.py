@@ -27,12 +27,21 @@ class QueueConnection:
 
     Connection errors are transient by rule: a worker that gives up when PostgreSQL restarts
     stops all processing, so every statement is retried until the database answers, or, when
-    ``give_up_on_stop`` is set (claims, polls), until the worker is stopping.
+    ``give_up_on_stop`` is set (claims, polls), until the worker is stopping. ``abandon``
+    says when even the others give up: the process is leaving at once (a supervisor asked
+    twice to stop, or past its shutdown timeout, while the database is away), and what they
+    were to write is left to the rescue.
     """
 
-    def __init__(self, alias: str, stopping: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        alias: str,
+        stopping: Callable[[], bool],
+        abandon: Callable[[], bool] | None = None,
+    ) -> None:
         self.alias = alias
         self.stopping = stopping
+        self.abandon = abandon
         self.conn: psycopg.Connection[Any] | None = None
         self.clock_offset = 0.0
         self.prepare = preparing()
@@ -82,7 +91,7 @@ class QueueConnection:
             except psycopg.Error as exc:
                 if self._mend(exc, delay):  # or raise: not about the connection
                     continue
-                if give_up_on_stop and self.stopping():
+                if (give_up_on_stop and self.stopping()) or self._abandoned():
                     return []
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
@@ -110,12 +119,20 @@ class QueueConnection:
             except psycopg.Error as exc:
                 if self._mend(exc, delay):
                     continue
+                if self._abandoned():
+                    return [[] for _ in params_seq]
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
             else:
                 if self.lost_since is not None:
                     self._regained()
                 return results
+
+    def _abandoned(self) -> bool:
+        if self.abandon is None or not self.abandon():
+            return False
+        logger.warning("Database unavailable and leaving at once: a statement is given up")
+        return True
 
     def recovering(self, window: float) -> bool:
         """Whether the database is unreachable now, or answered again less than ``window``

@@ -40,11 +40,15 @@ def rescue(db: QueueConnection, *, rescuer: str, heartbeat_timeout: float) -> Re
     a pooler that could not log in): every other worker lost it as well and has not beaten
     since, so each would look lost, and the runs it is running would be taken from it and
     counted as crashes. The rescuer waits one heartbeat timeout, plus the longest backoff of
-    a lost connection, for them to come back first."""
+    a lost connection, for them to come back first. A rescuer that never lost the database -
+    a pool started while it came back - is held back by the statements themselves: a server
+    that started less than that long ago counts as a heartbeat of every worker
+    (``sql._LOST``)."""
     if db.recovering(heartbeat_timeout + MAX_BACKOFF):
         return Rescued(0, 0, 0, 0)
     params = {
         "timeout": heartbeat_timeout,
+        "backoff": MAX_BACKOFF,
         "rescuer": rescuer,
         "max_crashes": task_settings().MAX_CRASHES,
     }

@@ -196,8 +196,9 @@ class Supervisor:
             for signum in (signal.SIGTERM, signal.SIGINT)
         }
         # Stopping, its periodic statements give up on a lost database (the loop must go on
-        # to the shutdown timeout and a second signal); what settles a dead child waits for it.
-        db = QueueConnection(self.alias, self._stopping.is_set)
+        # to the shutdown timeout and a second signal); what settles a dead child waits for it
+        # - unless the pool is leaving at once: then the rescue will settle it.
+        db = QueueConnection(self.alias, self._stopping.is_set, abandon=self._leaving_at_once)
         server = self._serve_metrics()
         try:
             logger.info(
@@ -236,6 +237,11 @@ class Supervisor:
                 server.shutdown()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    def _leaving_at_once(self) -> bool:
+        """A second request to stop, or the shutdown timeout passed."""
+        past_deadline = self._deadline is not None and time.monotonic() > self._deadline
+        return self._requests.count > 1 or past_deadline
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         request = self._requests.add(signum)
