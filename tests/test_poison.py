@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.taskapp.poison import (
     async_logs_refused,
     async_raises_refused,
     async_returns_refused,
+    backgrounds_a_command,
     daemon_and_done,
     daemon_then_hang,
     daemon_then_ignore_cancel,
@@ -27,12 +29,14 @@ from tests.taskapp.poison import (
     exit_process_retried,
     forks_and_returns,
     grandchild_then_hang,
+    grandchild_then_wait,
     logs_refused,
     raises_refused,
+    resets_signal,
     returns_refused,
     segfault,
 )
-from tests.taskapp.tasks import async_record, record
+from tests.taskapp.tasks import async_record, record, sleep_then_record, too_slow
 
 from .conftest import drain, process_alive, wait_until, worker_log
 
@@ -273,6 +277,79 @@ def test_a_child_forked_by_a_task_that_returns_never_acts_as_the_worker(start_wo
     log = worker_log(supervisor)
     assert "a process forked by a run" in log
     assert deaths(supervisor) == 0
+
+
+def test_a_run_that_resets_sigalrm_leaves_the_next_runs_timeout_working(start_worker):
+    """A run puts SIGALRM back to its default action (as some libraries do) and completes:
+    the worker puts its handler back, so the next run that overruns its timeout_seconds ends
+    TIMED_OUT (before: SIGALRM's default action killed the process, and that run was blamed
+    for taking it down)."""
+    first = resets_signal.delay("SIGALRM")
+    slow = too_slow.delay(3.0)  # timeout_seconds=0.5
+    supervisor = start_worker("--batch-size", "2")
+    wait_until(lambda: first.state.is_final() and slow.state.is_final(), timeout=60)
+    run = TaskRun.objects.get(pk=slow.id)
+    assert (run.state_type, run.state_name) == ("FAILED", "TimedOut"), run.state_message
+    assert deaths(supervisor) == 0
+    assert "changed this worker's handler of SIGALRM: put back" in worker_log(supervisor)
+
+
+def test_a_run_that_resets_sigusr1_leaves_the_next_cancel_working(start_worker):
+    """The same with SIGUSR1, the worker's cancel signal (before: the next cancel killed the
+    process)."""
+    resets_signal.delay("SIGUSR1")
+    slow = sleep_then_record.delay(20.0, "cancelled")
+    supervisor = start_worker("--batch-size", "2")
+    wait_until(lambda: TaskRun.objects.get(pk=slow.id).state_type == "RUNNING", timeout=60)
+    slow.cancel()
+    wait_until(lambda: slow.state.is_final(), timeout=60)
+    run = TaskRun.objects.get(pk=slow.id)
+    assert run.state_type == "CANCELLED", run.state_message
+    assert deaths(supervisor) == 0
+
+
+def test_what_a_run_started_dies_with_a_worker_process_killed_from_outside(start_worker):
+    """kill -9 of a worker process (the OOM killer, an operator): the supervisor settles its
+    run (CRASHED) and kills the processes the run started, still in the dead process's group
+    (before: they went on, and a retry would start them again beside the old ones)."""
+    future = grandchild_then_wait.delay("oom", 60.0)
+    start_worker()
+    wait_until(lambda: Effect.objects.filter(label="oom").exists(), timeout=60)
+    sleeper = int(Effect.objects.get(label="oom").run_marker)
+    assert process_alive(sleeper)
+    worker = TaskRun.objects.get(pk=future.id).worker
+    os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
+    wait_until(lambda: future.state.is_final(), timeout=60)
+    assert future.state.type == "CRASHED"
+    wait_until(lambda: not process_alive(sleeper), timeout=10)
+
+
+def test_orphans_a_run_leaves_in_the_workers_own_session_are_reaped(start_worker):
+    """``sh -c 'cmd &'`` (as ``nohup cmd &`` or a start script does) orphans ``cmd`` in the
+    worker's own session; the worker process, a subreaper, adopts it and reaps it once it
+    ends, between runs (before: a zombie per run for as long as the worker lived)."""
+    runs = [backgrounds_a_command.delay(f"bg-{i}") for i in range(10)]
+    start_worker()
+    wait_until(lambda: all_final(runs), timeout=60)
+    worker = int(TaskRun.objects.get(pk=runs[0].id).worker.rsplit(":", 1)[1])
+    time.sleep(1)  # each run's `sleep 0.2` has ended
+    wait_until(lambda: _zombies_of(worker) == [], timeout=10)
+
+
+def _zombies_of(pid: int) -> list[int]:
+    children = [
+        int(child)
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+    return [c for c in children if _stat_field(c, 0) == "Z"]
+
+
+def _stat_field(pid: int, index: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[index]
+    except OSError:
+        return None
 
 
 def test_poison_never_runs_twice_because_of_a_batch_mate(start_worker):

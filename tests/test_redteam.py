@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +13,8 @@ from tests.taskapp.redteam import (
     async_exit_process,
     async_forks_and_returns,
     closes_descriptors,
-    resets_signal,
 )
-from tests.taskapp.tasks import async_record, record, sleep_then_record, too_slow
+from tests.taskapp.tasks import async_record, record, sleep_then_record
 
 from .conftest import process_alive, wait_until, worker_log
 
@@ -36,42 +31,6 @@ def all_final(futures: list[Any]) -> bool:
 
 def names(run_id) -> list[str]:
     return list(TaskRunState.objects.filter(run_id=run_id).values_list("name", flat=True))
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="red team: a reset SIGALRM kills the next timed-out run's process, which is blamed",
-)
-def test_a_task_that_resets_sigalrm_does_not_turn_the_next_timeout_into_a_crash(start_worker):
-    """A run puts SIGALRM back to its default action and completes; the next run of the
-    process that overruns its timeout_seconds must end TIMED_OUT - not kill the process (the
-    default action of SIGALRM) and end CRASHED, blamed for "taking down its worker process"."""
-    first = resets_signal.delay("SIGALRM")
-    slow = too_slow.delay(3.0)  # timeout_seconds=0.5
-    supervisor = start_worker("--batch-size", "2")
-    wait_until(lambda: first.state.is_final() and slow.state.is_final(), timeout=60)
-    run = TaskRun.objects.get(pk=slow.id)
-    print(run.state_type, run.state_name, run.state_message, names(slow.id), deaths(supervisor))
-    assert (run.state_type, run.state_name) == ("FAILED", "TimedOut"), run.state_message
-    assert deaths(supervisor) == 0
-
-
-@pytest.mark.xfail(
-    strict=True, reason="red team: a reset SIGUSR1 kills the process on the next cancel"
-)
-def test_a_task_that_resets_sigusr1_does_not_turn_the_next_cancel_into_a_crash(start_worker):
-    """The same with SIGUSR1, the worker's cancel signal: the next cancel kills the process
-    (its claimed batch handed back, a new process forked)."""
-    resets_signal.delay("SIGUSR1")
-    slow = sleep_then_record.delay(20.0, "cancelled")
-    supervisor = start_worker("--batch-size", "2")
-    wait_until(lambda: TaskRun.objects.get(pk=slow.id).state_type == "RUNNING", timeout=60)
-    slow.cancel()
-    wait_until(lambda: slow.state.is_final(), timeout=60)
-    run = TaskRun.objects.get(pk=slow.id)
-    print(run.state_type, run.state_name, run.state_message, names(slow.id), deaths(supervisor))
-    assert run.state_type == "CANCELLED", run.state_message
-    assert deaths(supervisor) == 0
 
 
 def test_a_task_that_closes_the_workers_descriptors_leaves_the_worker_working(start_worker):
@@ -151,30 +110,6 @@ def test_a_limit_row_with_a_bad_rate_costs_only_the_runs_under_it(start_worker):
     assert all(f.state.is_completed() for f in innocent), innocent[0].state.message
 
 
-@pytest.mark.xfail(
-    strict=True, reason="red team: nothing kills the tree of a worker process that died"
-)
-def test_what_a_run_started_dies_with_a_worker_process_killed_from_outside(start_worker):
-    """kill -9 of a worker process (the OOM killer, an operator): the supervisor settles its
-    run (CRASHED) - and the processes the run started must not go on without it (a retry
-    would start them again beside the old ones)."""
-    from tests.taskapp.redteam import grandchild_then_wait
-
-    future = grandchild_then_wait.delay("oom", 60.0)
-    start_worker()
-    wait_until(lambda: Effect.objects.filter(label="oom").exists(), timeout=60)
-    sleeper = int(Effect.objects.get(label="oom").run_marker)
-    worker = TaskRun.objects.get(pk=future.id).worker
-    os.kill(int(worker.rsplit(":", 1)[1]), signal.SIGKILL)
-    wait_until(lambda: future.state.is_final(), timeout=60)
-    time.sleep(1)
-    alive = process_alive(sleeper)
-    if alive:
-        os.kill(sleeper, signal.SIGKILL)
-    print(future.state, "sleeper alive:", alive)
-    assert not alive
-
-
 def test_poison_on_a_later_attempt_in_an_atomic_or_caching_run_ends_each_cleanly(start_worker):
     """Held: a run that fails normally once and then kills its process on each retry ends
     CRASHED after MAX_CRASHES; an atomic run's writes are rolled back with its process; a
@@ -215,26 +150,3 @@ def test_cancelling_an_async_run_whose_preparation_fails_costs_no_other_run(star
     print(broken.state, bystander.state)
     assert broken.state.type in ("CANCELLED", "FAILED")
     assert bystander.state.is_completed(), bystander.state.message
-
-
-@pytest.mark.xfail(strict=True, reason="red team: a subreaper never reaps orphans of its session")
-def test_orphans_a_run_leaves_in_the_workers_session_are_reaped(start_worker):
-    """A worker process is a child subreaper (issue 24, item 7): the orphans of what its runs
-    start are given to it. reap_adopted() reaps only those of *another* session (setsid
-    daemons); an orphan that stays in the worker's session - ``sh -c 'cmd &'``, ``nohup`` -
-    ends as a zombie of the worker process for as long as it lives (init reaped them before),
-    one per run: a long-lived worker fills the process table."""
-    from tests.taskapp.redteam import backgrounds_a_command
-
-    runs = [backgrounds_a_command.delay(f"bg-{i}") for i in range(10)]
-    start_worker()
-    wait_until(lambda: all_final(runs), timeout=60)
-    worker = int(TaskRun.objects.get(pk=runs[0].id).worker.rsplit(":", 1)[1])
-    time.sleep(2)  # the sleeps end; ten heartbeats pass (reap_adopted runs on each)
-    zombies = [
-        pid
-        for pid in map(int, Path(f"/proc/{worker}/task/{worker}/children").read_text().split())
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    ]
-    print("zombies of the worker process:", zombies)
-    assert zombies == []

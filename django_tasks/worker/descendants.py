@@ -110,12 +110,20 @@ def kill_tree(pid: int, *, itself: bool = True) -> None:
         _signal(pid, signal.SIGKILL)
 
 
-def reap_adopted() -> int:
-    """Reap this process's children that ended and are in another session: orphans it
-    adopted as a subreaper (a daemon detaches with ``setsid()``). Children of its own
-    session are left to the code that started them (``subprocess``, ``asyncio``), which
-    waits for them by pid. Returns how many were reaped."""
+def reap_adopted(*, every_session: bool = False) -> int:
+    """Reap the orphans this process adopted as a subreaper that have ended; returns how
+    many. Those of another session (a daemon detaches with ``setsid()``) always; with
+    ``every_session``, those of its own session too (``sh -c 'cmd &'``, ``nohup``) - only
+    when no task code of this process runs, since a child of its own session may be one that
+    ``subprocess`` or ``asyncio`` started and is about to wait for by pid (reaped here, it
+    would report a wrong exit status). Costs one system call when no child has ended."""
     if not _subreaper:
+        return 0
+    try:
+        ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # no child at all
+        return 0
+    if ended is None:
         return 0
     me = os.getpid()
     own = _stat(me)
@@ -124,7 +132,7 @@ def reap_adopted() -> int:
     reaped = 0
     for pid in _children(me):
         stat = _stat(pid)
-        if stat is not None and stat[0] == "Z" and stat[2] != own[2]:
+        if stat is not None and stat[0] == "Z" and (every_session or stat[2] != own[2]):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
                 reaped += 1

@@ -80,6 +80,8 @@ __all__ = [
     "worker_name",
 ]
 
+#: Signals whose handlers runs must leave as they found them (``Worker._restore_signal_handlers``).
+_KEPT_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGALRM, signal.SIGUSR1)
 #: Exit code of a worker process that stopped after ``max_tasks`` runs and wants a successor.
 EXIT_RECYCLE = 75
 #: Runs of async tasks one process runs at once (``runtaskworker --async-concurrency``).
@@ -183,6 +185,8 @@ class Worker:
         self._requests = StopRequests()
         self._count_lock = threading.Lock()
         self._interruptible = False  # one slot on the main thread: timeouts and cancels work
+        #: The signal handlers this worker runs with (put back after a run that changed them).
+        self._handlers: dict[signal.Signals, Any] = {}
         self._executing: uuid.UUID | None = None
         self._cancel_target: uuid.UUID | None = None
         # The run in hand, as the control thread sees it (see publish()).
@@ -214,6 +218,7 @@ class Worker:
         if self._interruptible:
             previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._on_timeout)
             previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, self._on_cancel)
+            self._handlers = {signum: signal.getsignal(signum) for signum in _KEPT_SIGNALS}
         try:
             return self._run()
         finally:
@@ -407,7 +412,7 @@ class Worker:
                 os.kill(os.getpid(), signal.SIGUSR1)
 
     def _beat(self, db: QueueConnection) -> None:
-        reap_adopted()  # daemons of runs that ended, given to this process (a subreaper)
+        reap_adopted()  # daemons (other sessions) of runs, even while a long run goes on
         db.execute(sql.HEARTBEAT, {"name": self.name}, give_up_on_stop=True)
         rescue(db, rescuer=self.name, heartbeat_timeout=self.heartbeat_timeout)
         self._limits_changed(db)
@@ -472,6 +477,7 @@ class Worker:
         db = self._queue_connection()
         try:
             while not self._stopping.is_set():
+                self._reap_orphans()
                 generation = self._generation
                 flushing = bool(self.deferred)
                 runs = self._claim_or_wait(db)
@@ -497,6 +503,13 @@ class Worker:
         finally:
             self.deferred.flush(db)
             db.close()
+
+    def _reap_orphans(self) -> None:
+        """Between runs: reap the orphans of earlier runs this process adopted (a subreaper,
+        :mod:`.descendants`), those of its own session too when no task code runs here -
+        one slot, and no async run in flight."""
+        idle = self.concurrency == 1 and (self.lane is None or self.lane.in_flight == 0)
+        reap_adopted(every_session=idle)
 
     def _sleep(self, generation: int, lane: AsyncLane | None = None, freed: int = 0) -> None:
         """Wait for a NOTIFY seen after ``generation`` was read, a stop, or the poll interval
@@ -757,7 +770,22 @@ class Worker:
                 _leave_forked_child(run.id)
             if self._interruptible:
                 signal.setitimer(signal.ITIMER_REAL, 0)
+                self._restore_signal_handlers(run.id)
             self._executing = None
+
+    def _restore_signal_handlers(self, run_id: uuid.UUID) -> None:
+        """Put back the handlers a run changed (a library that resets SIGALRM or SIGUSR1 to
+        their default action, code that ignores SIGTERM): left so, the next run's timeout or
+        cancel would kill the process, and a stop request would go unheard."""
+        for signum, handler in self._handlers.items():
+            if signal.getsignal(signum) is not handler:
+                signal.signal(signum, handler)
+                logger.warning(
+                    "Run %s changed this worker's handler of %s: put back",
+                    run_id,
+                    signum.name,
+                    extra=for_run(run_id),
+                )
 
     def _call_async(
         self, run: ClaimedRun, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]

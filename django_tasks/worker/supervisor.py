@@ -126,6 +126,16 @@ def kill_process_group(process: WorkerProcess) -> None:
         process.kill()
 
 
+def _kill_leftovers(child: WorkerProcess) -> None:
+    """A worker process died on its own (the OOM killer, a segfault, ``kill -9``): the
+    processes its run started, still in its process group, die with it - a retry would start
+    them again beside the old ones. (Daemons that left the group are beyond reach once their
+    worker process is gone: adopted by init.)"""
+    if child.pid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+
+
 class Supervisor:
     """Keeps ``concurrency`` worker processes running until stopped."""
 
@@ -366,6 +376,7 @@ class Supervisor:
                 logger.warning(
                     "Worker process %s died (%s)", child.pid, how_it_died(child.exitcode)
                 )
+                _kill_leftovers(child)
             if self._stopping.is_set() or burst_ended:
                 continue
             if journal.ready:

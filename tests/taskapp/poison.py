@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import multiprocessing
 import os
+import signal
 import subprocess
 import time
 from typing import Any
@@ -313,3 +314,33 @@ async def async_refuses_timeout(how: str, label: str, seconds: float = 60) -> st
 async def async_refuses_cancel(how: str, label: str, seconds: float = 60) -> str:
     """Cancelled (no timeout), it ``how``s (see :func:`_refuse_cancel`)."""
     return await _refuse_cancel(how, label, seconds)
+
+
+@task
+def resets_signal(name: str) -> str:
+    """A library call that puts a signal back to its default action (as some C libraries and
+    ``subprocess`` helpers do) and returns: nothing else is wrong with the run."""
+    signal.signal(getattr(signal, name), signal.SIG_DFL)
+    return name
+
+
+@task
+def grandchild_then_wait(label: str, seconds: float) -> str:
+    """Starts ``sleep`` (in the worker's process group), records its pid, then waits: the test
+    kills the worker process from outside, as the kernel's OOM killer does."""
+    import subprocess
+
+    sleeper = subprocess.Popen(["sleep", "300"])
+    Effect.objects.create(label=label, run_marker=str(sleeper.pid))
+    time.sleep(seconds)
+    return label
+
+
+@task
+def backgrounds_a_command(label: str) -> str:
+    """``cmd &`` in a shell that exits at once (as ``nohup cmd &`` or a start script does):
+    the command is orphaned in the worker's own session and process group."""
+    import subprocess
+
+    subprocess.run(["sh", "-c", "sleep 0.2 &"], check=True)
+    return label

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import time
 from typing import Any
 
@@ -35,14 +34,6 @@ async def async_forks_and_returns(label: str) -> str:
 
 
 @task
-def resets_signal(name: str) -> str:
-    """A library call that puts a signal back to its default action (as some C libraries and
-    ``subprocess`` helpers do) and returns: nothing else is wrong with the run."""
-    signal.signal(getattr(signal, name), signal.SIG_DFL)
-    return name
-
-
-@task
 def closes_descriptors(label: str) -> str:
     """Closes every file descriptor above stderr (a daemonising helper does), then returns."""
     os.closerange(3, 65536)
@@ -59,18 +50,6 @@ async def async_exit_process(seconds: float) -> None:
 @task(rate_limit="1/h")
 def hourly(label: str) -> str:
     """A task whose runs may start once an hour."""
-    return label
-
-
-@task
-def grandchild_then_wait(label: str, seconds: float) -> str:
-    """Starts ``sleep`` (in the worker's process group), records its pid, then waits: the test
-    kills the worker process from outside, as the kernel's OOM killer does."""
-    import subprocess
-
-    sleeper = subprocess.Popen(["sleep", "300"])
-    Effect.objects.create(label=label, run_marker=str(sleeper.pid))
-    time.sleep(seconds)
     return label
 
 
@@ -128,13 +107,3 @@ class SlowThenRaises:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_slow_then_raise, (self.seconds,))
-
-
-@task
-def backgrounds_a_command(label: str) -> str:
-    """``cmd &`` in a shell that exits at once (as ``nohup cmd &`` or a start script does):
-    the command is orphaned in the worker's own session and process group."""
-    import subprocess
-
-    subprocess.run(["sh", "-c", "sleep 0.2 &"], check=True)
-    return label

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import sys
 from typing import Any
@@ -25,9 +26,25 @@ def _queues(value: str) -> list[str]:
         raise CommandError(str(exc)) from None
 
 
-def _positive(option: str, value: float | None) -> None:
+#: The most worker processes one pool starts (each holds about three connections: beyond
+#: this, more hosts, not more processes), async runs per process, and runs per claim.
+MAX_PROCESSES, MAX_ASYNC_CONCURRENCY, MAX_BATCH = 256, 10_000, 10_000
+
+
+def _positive(option: str, value: float | None, most: int | None = None) -> None:
     if value is not None and value < 1:
         raise CommandError(f"{option} must be at least 1.")
+    if value is not None and most is not None and value > most:
+        raise CommandError(f"{option} must be at most {most}, got {value}.")
+
+
+def _seconds(option: str, value: float | None, *, zero: bool) -> None:
+    """A number of seconds: finite, not negative (and not 0 unless ``zero``)."""
+    if value is None:
+        return
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        least = "0 or more" if zero else "more than 0"
+        raise CommandError(f"{option} must be a finite number of seconds, {least}; got {value}.")
 
 
 def _refuse_inside_a_new_worker_process() -> None:
@@ -118,12 +135,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         _refuse_inside_a_new_worker_process()
-        _positive("--concurrency", options["concurrency"])
-        _positive("--async-concurrency", options["async_concurrency"])
-        _positive("--batch-size", options["batch_size"])
+        _positive("--concurrency", options["concurrency"], MAX_PROCESSES)
+        _positive("--async-concurrency", options["async_concurrency"], MAX_ASYNC_CONCURRENCY)
+        _positive("--batch-size", options["batch_size"], MAX_BATCH)
         _positive("--max-tasks-per-child", options["max_tasks_per_child"])
-        if options["shutdown_timeout"] < 0:
-            raise CommandError("--shutdown-timeout must not be negative.")
+        _seconds("--shutdown-timeout", options["shutdown_timeout"], zero=True)
+        _seconds("--poll-interval", options["poll_interval"], zero=False)
         _check_metrics(options["metrics_port"])
         queues = _queues(options["queues"]) if options["queues"] else None
         try:
