@@ -5,7 +5,8 @@
 Same database, same table shape (the raw baselines use a copy of the task-run table and its
 ready index, with no framework). Prints a Markdown table with the ratios that
 docs/performance.md reports. Uses DATABASE_URL when set, else the embedded PostgreSQL; all
-data goes to a separate database, ``django_tasks_bench``, which is emptied first.
+data goes to a separate database, ``django_tasks_bench`` (or ``DJANGO_TASKS_BENCH_DB``: two
+benchmarks run at once against one server need one each), which is emptied first.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCH_DB = "django_tasks_bench"
+BENCH_DB = os.environ.get("DJANGO_TASKS_BENCH_DB", "django_tasks_bench")
 os.environ["DJANGO_SETTINGS_MODULE"] = "tests.settings"
 os.environ["DJANGO_TASKS_TEST_DB"] = BENCH_DB
 os.environ["DJANGO_DEBUG"] = "0"  # measured as in production: no query logging
