@@ -1,15 +1,18 @@
 """An async run that attacks its event loop ends like its sync twin and nothing else is hurt:
 real worker pools run coroutines that raise SystemExit, KeyboardInterrupt or GeneratorExit,
-stop or close the loop, raise while being cancelled or swallow every cancel - beside async
-runs claimed before and after them and a sync run of the same process."""
+stop or close the loop, raise while being cancelled or swallow every cancel, fork or shut the
+loop's executor - beside async runs claimed before and after them and a sync run of the same
+process."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,14 +22,17 @@ from django_tasks.futures import TaskRunFuture
 from django_tasks.models import TaskRun, TaskRunState
 from tests.taskapp.models import Effect
 from tests.taskapp.poison import (
+    async_forks_and_returns,
     async_refuses_cancel,
     async_refuses_timeout,
+    async_shuts_executor,
     async_stops_like,
+    async_to_thread,
     stops_like,
 )
-from tests.taskapp.tasks import async_sleep, sleep_io
+from tests.taskapp.tasks import async_record, async_sleep, sleep_io
 
-from .conftest import FAST_WORKER_SETTINGS, wait_until, worker_log
+from .conftest import FAST_WORKER_SETTINGS, drain, process_alive, wait_until, worker_log
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -39,6 +45,7 @@ async_stops: Any = async_stops_like
 refuses_timeout: Any = async_refuses_timeout
 refuses_cancel: Any = async_refuses_cancel
 sleeping: Any = async_sleep
+forks_and_returns: Any = async_forks_and_returns
 
 #: Graces long enough that a worker process which ends such runs itself is never overtaken by
 #: its supervisor's kill on a loaded machine (the kill is what these runs used to cause).
@@ -221,3 +228,169 @@ def test_a_thread_waiting_on_a_loop_that_broke_gets_an_error_not_a_hang():
         call_on_loop(_sleeps_long, (), {}, loop=loop.loop)
     assert time.monotonic() - started < 10
     assert not loop.alive
+
+
+# -- a coroutine that forks ----------------------------------------------------------------
+
+
+def test_a_child_forked_by_an_async_run_exits_and_the_lane_goes_on(start_worker):
+    """The child of an os.fork() in a coroutine returns into the lane's event loop: it must
+    exit, not live on as a copy of the lane that shares the loop's epoll instance and
+    wake-up pipe with the worker - taking its wake-ups (a later run stayed RUNNING for good)
+    and running the other runs' coroutines a second time."""
+    forker = forks_and_returns.delay("forker")
+    supervisor = start_worker()
+    wait_until(lambda: Effect.objects.filter(label="forker-forked").exists(), timeout=60)
+    child = int(Effect.objects.get(label="forker-forked").run_marker)
+    later = [async_record.delay(f"async-after-the-fork-{i}") for i in range(10)]
+    wait_until(lambda: forker.state.is_final() and all(f.state.is_final() for f in later), 20)
+    assert forker.result() == "parent"
+    assert all(f.state.is_completed() for f in later)
+    wait_until(lambda: not process_alive(child), 10)
+    assert Effect.objects.filter(label="forker").count() == 1  # its coroutine ran once
+    log = worker_log(supervisor)
+    assert "The event loop django_tasks-async: a process forked by a run returned into it" in log
+    assert " died (" not in log
+
+
+def _append_pid(path: Path) -> None:
+    with path.open("a") as marks:
+        marks.write(f"{os.getpid()}\n")
+
+
+def _pids(path: Path) -> list[int]:
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+def _exit_code(pid: int, timeout: float = 10) -> int | None:
+    """The exit code of our child ``pid`` - ``None`` if it is still alive after ``timeout``
+    (then it is killed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+async def _mark_when(ready: asyncio.Future[None], path: Path) -> None:
+    await ready
+    _append_pid(path)
+
+
+#: Tasks started by the coroutines below (the loop keeps only weak references to its tasks).
+_started: set[asyncio.Future[Any]] = set()
+
+
+async def _forks_beside_another_step(path: Path) -> int:
+    """Forks in the same pass of the loop as another task's step, due just after this one:
+    the child returns from the coroutine at once."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    _started.add(asyncio.ensure_future(_mark_when(ready, path)))  # waits for ``ready`` next
+    loop.call_later(0.05, ready.set_result, None)
+    await ready  # woken first: the other task's step is next in the same pass
+    return os.fork()
+
+
+def test_a_process_forked_by_a_runs_coroutine_runs_nothing_more_of_the_loop(tmp_path):
+    """The child leaves as soon as the forking step is over: not even the step of another
+    task already due in that pass of the loop runs in it (it would run twice: in the worker
+    and in the child)."""
+    loop = LoopThread("test-loop")
+    marks = tmp_path / "marks"
+    try:
+        child = call_on_loop(_forks_beside_another_step, (marks,), {}, loop=loop.loop)
+        assert _exit_code(child) == 0
+        wait_until(lambda: _pids(marks), 10)
+        time.sleep(0.2)
+        assert _pids(marks) == [os.getpid()]  # the other task stepped here, and only here
+        assert call_on_loop(_sleeps_then, (0.01, "the loop goes on"), {}, loop=loop.loop) == (
+            "the loop goes on"
+        )
+    finally:
+        loop.stop()
+
+
+async def _ticks(path: Path) -> None:
+    """Not a run: a task that marks the process running it every 0.1 s."""
+    while True:
+        _append_pid(path)
+        await asyncio.sleep(0.1)
+
+
+def _fork_in_callback(children: list[int]) -> None:
+    """Not a run's coroutine: a callback that forks; its child returns into the loop."""
+    pid = os.fork()
+    if pid:
+        children.append(pid)
+
+
+async def _sleeps_then(seconds: float, value: str) -> str:
+    await asyncio.sleep(seconds)
+    return value
+
+
+def test_a_process_forked_by_a_callback_on_a_loop_of_ours_never_runs_the_loop_on(tmp_path):
+    """A fork outside any run's coroutine (a callback, a task a run started): the child's loop
+    stops after the pass under way and the child exits - it never waits for I/O on the
+    parent's epoll instance nor runs the parent's tasks (the ticker) a second time."""
+    loop = LoopThread("test-loop")
+    ticks = tmp_path / "ticks"
+    children: list[int] = []
+    ticker = asyncio.run_coroutine_threadsafe(_ticks(ticks), loop.loop)
+    try:
+        wait_until(lambda: _pids(ticks), 10)
+        loop.loop.call_soon_threadsafe(_fork_in_callback, children)
+        wait_until(lambda: children, 10)
+        assert _exit_code(children[0]) == 0
+        time.sleep(0.3)
+        assert set(_pids(ticks)) == {os.getpid()}
+        assert call_on_loop(_sleeps_then, (0.01, "goes on"), {}, loop=loop.loop) == "goes on"
+    finally:
+        ticker.cancel()
+        loop.stop()
+
+
+# -- a coroutine that shuts the loop's default executor ------------------------------------
+
+
+async def _shuts_executor() -> str:
+    await asyncio.get_running_loop().shutdown_default_executor()
+    return "shut"
+
+
+async def _to_thread() -> str:
+    return await asyncio.to_thread(lambda: "went on in a thread")
+
+
+def test_task_code_cannot_shut_the_default_executor_of_a_loop_of_ours(caplog):
+    """Every run on the loop shares its default executor: shut by one of them, every later
+    asyncio.to_thread() on the loop failed ("Executor shutdown has been called")."""
+    loop = LoopThread("test-loop")
+    try:
+        assert call_on_loop(_to_thread, (), {}, loop=loop.loop) == "went on in a thread"
+        assert call_on_loop(_shuts_executor, (), {}, loop=loop.loop) == "shut"
+        assert call_on_loop(_to_thread, (), {}, loop=loop.loop) == "went on in a thread"
+        shut = "Task code asked to shut the default executor of the event loop test-loop"
+        assert shut in caplog.text
+    finally:
+        loop.stop()
+
+
+def test_an_async_run_that_shuts_the_loops_executor_does_not_fail_the_runs_after_it(caplog):
+    """A worker's async run awaits loop.shutdown_default_executor() and completes; the async
+    runs after it that use asyncio.to_thread() complete too (they failed for as long as the
+    process lived)."""
+    first = async_shuts_executor.delay("first")
+    after = [async_to_thread.delay(f"after-{i}") for i in range(3)]
+    drain()
+    assert TaskRun.objects.get(pk=first.id).state_type == "COMPLETED"
+    states = [TaskRun.objects.get(pk=f.id) for f in after]
+    assert [(r.state_type, r.state_message) for r in states] == [("COMPLETED", "")] * 3
+    assert "asked to shut the default executor of the event loop django_tasks-async" in (
+        caplog.text
+    )

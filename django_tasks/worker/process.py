@@ -26,7 +26,6 @@ the outcomes of short runs waiting for the next claim in :mod:`.deferred`.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import logging
 import os
@@ -44,7 +43,7 @@ import psycopg
 from psycopg.types.json import Json
 
 from .. import sql
-from ..aio import is_async
+from ..aio import is_async, leave_forked_child
 from ..conf import task_settings
 from ..limits.gate import LimitGate
 from ..logs import for_run
@@ -107,14 +106,7 @@ def _leave_forked_child(run_id: uuid.UUID) -> None:
     """The task forked and its child came back here, into the worker's code: it must not
     go on as a second copy of the worker process (the same connections, journal and runs).
     It exits at once, writing nothing; the parent records the run."""
-    with contextlib.suppress(Exception):
-        logger.warning(
-            "Run %s: a process forked by a run returned into the worker; it exits (pid %d)",
-            run_id,
-            os.getpid(),
-            extra=for_run(run_id),
-        )
-    os._exit(0)
+    leave_forked_child("The worker", for_run(run_id))
 
 
 class Worker:
