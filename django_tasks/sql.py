@@ -600,6 +600,22 @@ CRASH_HELD = _crash(
     "%(message)s::text",
 )
 
+#: The RUNNING runs a supervisor's child held when it died besides those its journal named
+#: (``settled``, crashed with CRASH_HELD): the async runs in flight in its lane. With
+#: ``blame`` each death counts towards MAX_CRASHES: nobody is known to have taken the
+#: process down, so each may have.
+CRASH_HELD_WITH = _crash(
+    f"""lost AS (
+    SELECT r.id, r.worker{_crash_count("%(blame)s::boolean")}, false AS was_pending,
+           NULL::timestamptz AS started
+    FROM {RUN} AS r
+    WHERE r.worker = %(worker)s AND r.state_type = 'RUNNING'
+      AND r.id <> ALL(%(settled)s::uuid[])
+    FOR UPDATE OF r
+)""",
+    "%(message)s::text",
+)
+
 _CANCELLED_BY_RESCUE = _move(StateType.CANCELLING, StateType.CANCELLED)
 
 #: CANCELLING runs of a lost worker: the cancel asked for has happened.

@@ -1,14 +1,15 @@
 """An async run that attacks its event loop ends like its sync twin and nothing else is hurt:
 real worker pools run coroutines that raise SystemExit, KeyboardInterrupt or GeneratorExit,
-stop or close the loop, raise while being cancelled or swallow every cancel, fork or shut the
-loop's executor - beside async runs claimed before and after them and a sync run of the same
-process."""
+stop or close the loop, raise while being cancelled or swallow every cancel, fork, shut the
+loop's executor or kill their process - beside async runs claimed before and after them and
+a sync run of the same process."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -22,15 +23,17 @@ from django_tasks.futures import TaskRunFuture
 from django_tasks.models import TaskRun, TaskRunState
 from tests.taskapp.models import Effect
 from tests.taskapp.poison import (
+    async_exit_process,
     async_forks_and_returns,
     async_refuses_cancel,
     async_refuses_timeout,
     async_shuts_executor,
     async_stops_like,
     async_to_thread,
+    exit_process,
     stops_like,
 )
-from tests.taskapp.tasks import async_record, async_sleep, sleep_io
+from tests.taskapp.tasks import async_record, async_sleep, sleep_io, sleep_then_record
 
 from .conftest import FAST_WORKER_SETTINGS, drain, process_alive, wait_until, worker_log
 
@@ -394,3 +397,62 @@ def test_an_async_run_that_shuts_the_loops_executor_does_not_fail_the_runs_after
     assert "asked to shut the default executor of the event loop django_tasks-async" in (
         caplog.text
     )
+
+
+# -- a coroutine that kills its process: who is blamed -------------------------------------
+
+
+def worker_deaths(supervisor: Any) -> int:
+    """Worker processes the supervisor saw die (not the runs' messages, which say "died" too)."""
+    return len(re.findall(r"Worker process \d+ died \(", worker_log(supervisor)))
+
+
+def test_an_async_run_that_kills_its_process_is_blamed_not_the_sync_run_beside_it(start_worker):
+    """An async run calls os._exit() while the process's slot runs a sync run: the async run
+    took the process down (its coroutine was taking a step) - it is the one named and charged
+    a crash (MAX_CRASHES); the sync run is lost with the process, charged nothing (it was
+    named and charged, and the culprit rescued as a run of a lost worker)."""
+    sync_run = sleep_then_record.delay(3.0, "innocent-sync")
+    supervisor = start_worker()
+    wait_until(lambda: TaskRun.objects.get(pk=sync_run.id).state_type == "RUNNING", timeout=60)
+    poison = async_exit_process.delay(0.5)
+    wait_until(lambda: sync_run.state.is_final() and poison.state.is_final(), timeout=60)
+    innocent = TaskRun.objects.get(pk=sync_run.id)
+    culprit = TaskRun.objects.get(pk=poison.id)
+    worker = culprit.worker
+    assert (culprit.state_type, culprit.crashes) == ("CRASHED", 1)
+    assert culprit.state_message == (
+        f"Task 'async_exit_process' took down its worker process {worker} (exit code 1) "
+        f"while running this run."
+    )
+    assert (innocent.state_type, innocent.crashes) == ("CRASHED", 0)
+    assert innocent.state_message == (
+        f"Worker process {worker} died (exit code 1) while running this run: run {poison.id} "
+        f"of task 'async_exit_process' took it down."
+    )
+    wait_until(lambda: worker_deaths(supervisor), 10)  # logged once its runs are settled
+    assert worker_deaths(supervisor) == 1
+
+
+def test_a_death_beside_async_runs_awaiting_names_no_run_and_charges_each(start_worker):
+    """A sync run kills its process while async runs of the process await (none is taking a
+    step): any of them may have done it - a thread of an async run as well - so none is
+    named, and each is charged the crash (before: the sync run was named as the culprit).
+    The async runs are retried (retries=3) and complete in the next process."""
+    sleepers = [sleeping.delay(5.0, f"awaiting-{i}") for i in range(3)]
+    start_worker()
+    wait_until(lambda: all(f.state.is_running() for f in sleepers), 60)
+    killer = exit_process.delay(7)
+    assert killer.wait(timeout=60).type == "CRASHED"
+    assert [f.result(timeout=60) for f in sleepers] == [f"awaiting-{i}" for i in range(3)]
+    dead = TaskRun.objects.get(pk=killer.id).worker
+    unknown = (
+        f"Worker process {dead} died (exit code 7) while running this run and other runs "
+        f"(async runs in flight): which one took it down is not known."
+    )
+    killed = TaskRun.objects.get(pk=killer.id)
+    assert (killed.crashes, killed.state_message) == (1, unknown)
+    for future in sleepers:
+        crashed = TaskRunState.objects.get(run_id=future.id, type="CRASHED")
+        assert (crashed.message, crashed.worker) == (unknown, dead)
+        assert TaskRun.objects.get(pk=future.id).crashes == 1

@@ -37,6 +37,7 @@ from ..aio import Ended, LoopThread, RunTimeout, call_on_loop
 from ..registry import UnknownTask, registry
 from .connection import QueueConnection
 from .deferred import log_discarded
+from .journal import ProcessJournal
 from .outcomes import (
     ClaimedRun,
     Outcome,
@@ -57,12 +58,29 @@ logger = logging.getLogger("django_tasks.worker")
 LANE_CONNECTIONS = 4
 
 
+class _JournaledSteps:
+    """Each step of one run's coroutine, in the process's journal: if the process dies in a
+    step, its supervisor knows whose code took it down (:mod:`.salvage`)."""
+
+    __slots__ = ("_journal", "_run_id", "_task_name")
+
+    def __init__(self, journal: ProcessJournal, run: ClaimedRun) -> None:
+        self._journal, self._run_id, self._task_name = journal, run.id, run.task_name
+
+    def begin(self) -> None:
+        self._journal.step(self._run_id, self._task_name)
+
+    def end(self) -> None:
+        self._journal.stepped()
+
+
 class AsyncCalls:
     """The asyncio tasks of the runs a process is executing, by run id, on one loop (started
     on first use, and again if task code broke it): a timeout or a cancel ends the run's
-    task, not the process."""
+    task, not the process. Each step of their coroutines is told to ``journal``."""
 
-    def __init__(self) -> None:
+    def __init__(self, journal: ProcessJournal) -> None:
+        self.journal = journal
         self._lock = threading.Lock()
         self._loop: LoopThread | None = None
         self._tasks: dict[uuid.UUID, asyncio.Task[Ended]] = {}
@@ -95,7 +113,13 @@ class AsyncCalls:
 
         try:
             return call_on_loop(
-                fn, args, kwargs, loop=self.loop, timeout=run.timeout, started=started
+                fn,
+                args,
+                kwargs,
+                loop=self.loop,
+                timeout=run.timeout,
+                started=started,
+                steps=_JournaledSteps(self.journal, run),
             )
         except RunTimeout as exc:
             raise TaskRunTimeout(str(exc)) from exc

@@ -137,7 +137,6 @@ class Worker:
             raise ValueError(f"async_concurrency must be at least 1, got {async_concurrency}.")
         #: Runs of async tasks at once, in this process's async lane (:mod:`.async_lane`).
         self.async_concurrency = async_concurrency
-        self.async_calls = AsyncCalls()
         self.lane: AsyncLane | None = None
         # An explicit batch size is obeyed exactly; without one, claims adapt (_batch_limit).
         self.batch_size = batch_size or conf.BATCH_SIZE
@@ -162,6 +161,7 @@ class Worker:
         # Shared with the supervisor (what this process runs and has not written yet, its
         # count of runs); private memory when there is no supervisor.
         self.journal = journal or ProcessJournal.private()
+        self.async_calls = AsyncCalls(self.journal)
         self.deferred = DeferredOutcomes(self.journal, self.name)
         self.claims = 0  # claim statements that returned runs
         self.recycle = False
