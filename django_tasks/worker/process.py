@@ -161,7 +161,7 @@ class Worker:
         # Shared with the supervisor (what this process runs and has not written yet, its
         # count of runs); private memory when there is no supervisor.
         self.journal = journal or ProcessJournal.private()
-        self.async_calls = AsyncCalls(self.journal)
+        self.async_calls = AsyncCalls(self.journal, self.name)
         self.deferred = DeferredOutcomes(self.journal, self.name)
         self.claims = 0  # claim statements that returned runs
         self.recycle = False
@@ -443,7 +443,7 @@ class Worker:
         rows = db.execute(sql.CANCEL_REQUESTED, {"worker": self.name}, give_up_on_stop=True)
         wanted = {row[0] for row in rows}
         if wanted:
-            self.async_calls.cancel(wanted)  # those of them running here as async runs
+            self.async_calls.cancel(wanted, db)  # those of them running here as async runs
         current = self._executing
         if current is not None and current in wanted and self._cancel_target != current:
             self._cancel_target = current
