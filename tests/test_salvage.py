@@ -183,6 +183,25 @@ def test_with_async_runs_in_flight_and_none_in_a_step_no_run_is_named(db):
     assert (row.state_type, row.crashes) == ("SCHEDULED", 0)
 
 
+def test_a_running_sync_run_alone_in_hand_is_named(db):
+    """No async run in flight: the sync run in hand, RUNNING (a long run), took it down."""
+    future = add.delay(1, 1)
+    (run,) = claim_all(db)
+    start(db, run)
+    journal = ProcessJournal.private()
+    journal.begin(run.id, "add", time.time())
+    settled = salvage(db, journal, worker=DEAD, rescuer="me", exitcode=-9)
+    assert settled.crashed == 1
+    assert settled_rows([future]) == [
+        (
+            "CRASHED",
+            1,
+            f"Task 'add' took down its worker process {DEAD} (killed by signal SIGKILL) while "
+            f"running this run.",
+        )
+    ]
+
+
 def test_async_runs_in_flight_with_no_sync_run_in_hand_are_each_charged(db):
     future = async_record.delay("alone")
     (run,) = claim_all(db)

@@ -120,7 +120,8 @@ def _blame(crashes: _Crashes, executing: Executing | None, stepping: Stepping | 
         f"Worker process {worker} died ({how}) while running this run and other runs (async "
         f"runs in flight): which one took it down is not known."
     )
-    in_flight = crashes.others(unknown, blame=True)
+    besides = [executing.run_id] if executing is not None else []
+    in_flight = crashes.others(unknown, blame=True, besides=besides)
     if executing is None:
         return
     if not in_flight:
@@ -161,11 +162,12 @@ class _Crashes:
                 extra=for_run(row[0]),
             )
 
-    def others(self, message: str, *, blame: bool) -> int:
-        """The RUNNING runs it held besides those settled (its async runs in flight)."""
+    def others(self, message: str, *, blame: bool, besides: list[uuid.UUID] | None = None) -> int:
+        """The RUNNING runs it held besides those settled and ``besides`` (its async runs in
+        flight)."""
         params = {
             "worker": self.worker,
-            "settled": list(self.settled),
+            "settled": [*self.settled, *(besides or [])],
             "message": message,
             "blame": blame,
             "rescuer": self.rescuer,
