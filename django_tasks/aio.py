@@ -18,8 +18,11 @@ drift from the other; the async driver only awaits where the sync one blocks.
 A run's coroutine cannot take its loop down (:func:`run_contained`): ``SystemExit`` and
 ``KeyboardInterrupt``, which asyncio lets out of a task into the loop, are the run's outcome;
 a coroutine that ignores its cancel (timeout, cancel request) is left running on the loop,
-detached from its run, after :func:`cancel_grace`; and a loop of ours that task code stopped,
-or that something else escaped to, is run again (:class:`LoopThread`).
+detached from its run, after :func:`cancel_grace`; a loop of ours that task code stopped,
+or that something else escaped to, is run again, and its default executor, which every run
+on it shares, cannot be shut by one of them (:class:`LoopThread`). A process forked on the
+thread of a loop of ours never runs that loop on: the child exits as soon as it is back in
+our code (:func:`leave_if_forked`).
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ import contextlib
 import contextvars
 import inspect
 import logging
+import os
 import threading
+import types
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn, Protocol
 
 from .conf import task_settings
 
@@ -42,10 +47,13 @@ __all__ = [
     "Ended",
     "LoopThread",
     "RunTimeout",
+    "Steps",
     "background_loop",
     "call_on_loop",
     "cancel_grace",
     "is_async",
+    "leave_forked_child",
+    "leave_if_forked",
     "loop_for_calls",
     "run_contained",
 ]
@@ -90,6 +98,41 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+def leave_forked_child(where: str, extra: dict[str, str] | None = None) -> NoReturn:
+    """Task code forked, and its child came back into our code (``where``): it must not go
+    on as a second copy of the process - the same connections, journal and event loop (whose
+    epoll instance and wake-up pipe it shares with its parent: running it, the child would
+    take the parent's wake-ups and run the other runs' coroutines a second time). It exits
+    at once, writing nothing; the parent records the run."""
+    with contextlib.suppress(Exception):
+        logger.warning(
+            "%s: a process forked by a run returned into it; it exits (pid %d)",
+            where,
+            os.getpid(),
+            extra=extra,
+        )
+    os._exit(0)
+
+
+def leave_if_forked(pid: int, where: str) -> None:
+    """:func:`leave_forked_child`, unless this is still process ``pid``."""
+    if os.getpid() != pid:
+        leave_forked_child(where)
+
+
+class _SharedLoop(asyncio.SelectorEventLoop):
+    """The loop of a :class:`LoopThread`, which every run on it shares: one run cannot shut
+    its default executor - every later ``asyncio.to_thread()`` on the loop would fail."""
+
+    async def shutdown_default_executor(self, *args: Any, **kwargs: Any) -> None:
+        owner = _threads.get(self)
+        logger.error(
+            "Task code asked to shut the default executor of the event loop %s, which every "
+            "run on it shares: it is kept",
+            owner.name if owner is not None else "",
+        )
+
+
 class LoopThread:
     """An event loop running in a daemon thread until :meth:`stop` - and only until then.
 
@@ -98,11 +141,14 @@ class LoopThread:
     ``run_forever()``: either way the loop is run again at once, with everything that was
     scheduled on it, and a line is logged. Anything else escaping the loop ends the thread;
     a thread waiting for a coroutine there notices (:func:`call_on_loop`) and the next run
-    gets a new loop."""
+    gets a new loop. ``loop.shutdown_default_executor()`` keeps the executor (a line is
+    logged). A process forked on the loop's thread stops the loop after the pass under way
+    and exits (:func:`_stop_forked_loop`), never waiting for I/O on its parent's loop."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.loop = asyncio.new_event_loop()
+        self.pid = os.getpid()
+        self.loop: asyncio.AbstractEventLoop = _SharedLoop()
         self._stopping = False
         started = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(started,), name=name, daemon=True)
@@ -125,31 +171,52 @@ class LoopThread:
         asyncio.set_event_loop(loop)
         loop.call_soon(started.set)
         while True:
+            escaped: BaseException | None = None
             try:
                 loop.run_forever()
-            except (KeyboardInterrupt, SystemExit) as exc:
-                if self._stopping:
-                    return
+            except BaseException as exc:
+                escaped = exc
+            leave_if_forked(self.pid, f"The event loop {self.name}")
+            if escaped is not None and not isinstance(escaped, KeyboardInterrupt | SystemExit):
                 logger.error(
-                    "%s escaped to the event loop %s (raised outside a run's coroutine, by a "
-                    "task it started or a callback): the loop goes on",
-                    type(exc).__name__,
+                    "The event loop %s failed: its runs end with an error",
                     self.name,
-                    exc_info=exc,
+                    exc_info=escaped,
                 )
-                continue
-            except BaseException:
-                logger.exception("The event loop %s failed: its runs end with an error", self.name)
                 return
             if self._stopping:
                 return
-            logger.error("The event loop %s was stopped by task code: it goes on", self.name)
+            if escaped is None:
+                logger.error("The event loop %s was stopped by task code: it goes on", self.name)
+                continue
+            logger.error(
+                "%s escaped to the event loop %s (raised outside a run's coroutine, by a "
+                "task it started or a callback): the loop goes on",
+                type(escaped).__name__,
+                self.name,
+                exc_info=escaped,
+            )
 
 
 #: The :class:`LoopThread` of each loop made here, to tell whether a loop is still served.
 _threads: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopThread] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def _stop_forked_loop() -> None:
+    """In a child forked on the thread of a loop of ours (by a callback, or a task that a
+    run started - a run's own coroutine is stopped sooner, see :func:`_stepped`): the loop
+    stops after the pass under way, before it waits for I/O again - its epoll instance and
+    wake-up pipe are its parent's - and its thread exits the child (:meth:`LoopThread._run`).
+    Code the child runs before it returns to the loop (``exec``, its own work) is its own."""
+    me = threading.current_thread()
+    for owner in list(_threads.values()):
+        if owner._thread is me:
+            owner.loop.stop()
+
+
+os.register_at_fork(after_in_child=_stop_forked_loop)
 
 
 def _served(loop: asyncio.AbstractEventLoop) -> bool:
@@ -201,9 +268,58 @@ class _Escaped:
         self.error = error
 
 
-async def _contained(coro: Coroutine[Any, Any, Any]) -> Any:
+class Steps(Protocol):
+    """Told when a run's coroutine takes a step on its loop and when the step is over: a
+    worker's journal (:mod:`.worker.journal`), so that if the process dies in a step, its
+    supervisor knows whose code was running."""
+
+    def begin(self) -> None: ...
+
+    def end(self) -> None: ...
+
+
+@types.coroutine
+def _stepped(
+    coro: Coroutine[Any, Any, Any], pid: int | None, where: str, steps: Steps | None
+) -> Generator[Any, Any, Any]:
+    """Await ``coro`` one step at a time - what each step yields goes to the loop, what the
+    loop sends or throws (a cancel) goes back into it - telling ``steps``, and, on a loop of
+    ours (``pid``: its process), leaving a forked child (:func:`leave_if_forked`) after
+    the step that forked - the child's next yield would hand the parent's loop to it - and
+    before any step, if another step forked on this thread."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        if pid is not None:
+            leave_if_forked(pid, where)
+        if steps is not None:
+            steps.begin()
+        try:
+            yielded = coro.send(value) if error is None else coro.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            if pid is not None:  # before anything is written: the journal is shared memory
+                leave_if_forked(pid, where)
+            if steps is not None:
+                steps.end()
+        try:
+            value, error = (yield yielded), None
+        except GeneratorExit:  # closed while suspended: so is the coroutine
+            coro.close()
+            raise
+        except BaseException as exc:  # thrown in by its asyncio task (a cancel): passed on
+            value, error = None, exc
+
+
+async def _contained(coro: Coroutine[Any, Any, Any], steps: Steps | None) -> Any:
+    owner = _threads.get(asyncio.get_running_loop())
     try:
-        return await coro
+        if owner is None and steps is None:  # the caller's own loop: its forks are its own
+            return await coro
+        pid = None if owner is None else os.getpid()
+        where = f"The event loop {owner.name}" if owner is not None else ""
+        return await _stepped(coro, pid, where, steps)
     except (KeyboardInterrupt, SystemExit) as exc:
         return _Escaped(exc)
 
@@ -221,6 +337,7 @@ async def run_contained(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     timeout: float | None,
+    steps: Steps | None = None,
 ) -> Ended:
     """Run the coroutine of ``fn(*args, **kwargs)`` as an asyncio task of its own on the
     running loop, in a copy of this context, and return how it ended - never raising what it
@@ -231,9 +348,12 @@ async def run_contained(
     is the run's outcome - a value, or an error raised while being cancelled, as a sync
     task's exception raised while it is interrupted - unless it ended by the cancel itself or
     did not end: then :class:`RunTimeout` (or :class:`asyncio.CancelledError` for a cancel).
-    A coroutine that does not end is left running on the loop, detached from its run."""
+    A coroutine that does not end is left running on the loop, detached from its run.
+
+    ``steps`` is told of each step of the coroutine (:class:`Steps`). On a loop of ours, a
+    process the coroutine forks exits as soon as it is back in our code (:func:`_stepped`)."""
     try:
-        inner = asyncio.ensure_future(_contained(fn(*args, **kwargs)))
+        inner = asyncio.ensure_future(_contained(fn(*args, **kwargs), steps))
     except BaseException as exc:  # the call itself failed (not an async function?)
         return Ended(error=exc)
     reason: BaseException
@@ -299,6 +419,7 @@ def call_on_loop(
     loop: asyncio.AbstractEventLoop | None = None,
     timeout: float | None = None,
     started: Callable[[asyncio.Task[Ended]], None] | None = None,
+    steps: Steps | None = None,
 ) -> Any:
     """Call the ``async def`` function ``fn`` and wait in this thread for its coroutine, run
     on ``loop`` (default: this context's, see :class:`loop_for_calls`, else the background
@@ -307,8 +428,9 @@ def call_on_loop(
 
     ``timeout`` cancels it after that many seconds (:class:`RunTimeout` here);
     ``started(task)`` gets the asyncio task that runs it (cancel it to cancel the run:
-    :class:`asyncio.CancelledError` here). Returns the value or raises what the coroutine
-    raised; a loop that goes away meanwhile raises :class:`RuntimeError`, never a hang."""
+    :class:`asyncio.CancelledError` here); ``steps`` is told of each of its steps. Returns
+    the value or raises what the coroutine raised; a loop that goes away meanwhile raises
+    :class:`RuntimeError`, never a hang."""
     target = loop or _target.get() or background_loop()
     if running_loop() is target:
         raise RuntimeError(
@@ -320,7 +442,8 @@ def call_on_loop(
     done: concurrent.futures.Future[Ended] = concurrent.futures.Future()
 
     def start() -> None:
-        task = target.create_task(run_contained(fn, args, kwargs, timeout), context=context)
+        run = run_contained(fn, args, kwargs, timeout, steps)
+        task = target.create_task(run, context=context)
         if started is not None:
             started(task)
         task.add_done_callback(lambda t: done.set_result(_outcome(t)))

@@ -370,14 +370,16 @@ _REFUSED = _move(StateType.PENDING, StateType.FAILED)
 #: run this worker could not start or see through: an unknown task key, a task that fails to
 #: load, a bad signature, a payload that does not unpickle, an error of the worker itself while
 #: it prepared or recorded the run. With the real error's traceback. The worker goes on with
-#: the next run.
+#: the next run. A run cancelled meanwhile (CANCELLING) ends so too: nothing else would end it
+#: but its supervisor's kill after CANCEL_GRACE - of the whole process, with every run in it.
 REFUSE = f"""
 WITH run AS (
     UPDATE {RUN}
     SET state_type = '{_REFUSED}', state_name = '{StateName.FAILED}', state_message = %(message)s,
         traceback = %(traceback)s, finished = GREATEST(started, clock_timestamp()),
         updated = clock_timestamp()
-    WHERE id = %(id)s AND state_type IN ('PENDING', 'RUNNING') AND worker = %(worker)s
+    WHERE id = %(id)s AND state_type IN ('PENDING', 'RUNNING', 'CANCELLING')
+      AND worker = %(worker)s
     RETURNING id, finished
 )
 INSERT INTO {STATE} (run_id, type, name, message, timestamp, worker)
@@ -602,6 +604,22 @@ CRASH_HELD = _crash(
            GREATEST(%(started)s::timestamptz, r.updated + interval '1 microsecond') AS started
     FROM {RUN} AS r
     WHERE r.id = %(id)s AND r.worker = %(worker)s AND r.state_type IN ('PENDING', 'RUNNING')
+    FOR UPDATE OF r
+)""",
+    "%(message)s::text",
+)
+
+#: The RUNNING runs a supervisor's child held when it died besides those its journal named
+#: (``settled``, crashed with CRASH_HELD): the async runs in flight in its lane. With
+#: ``blame`` each death counts towards MAX_CRASHES: nobody is known to have taken the
+#: process down, so each may have.
+CRASH_HELD_WITH = _crash(
+    f"""lost AS (
+    SELECT r.id, r.worker{_crash_count("%(blame)s::boolean")}, false AS was_pending,
+           NULL::timestamptz AS started
+    FROM {RUN} AS r
+    WHERE r.worker = %(worker)s AND r.state_type = 'RUNNING'
+      AND r.id <> ALL(%(settled)s::uuid[])
     FOR UPDATE OF r
 )""",
     "%(message)s::text",

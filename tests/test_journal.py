@@ -57,10 +57,33 @@ def test_the_run_being_executed_and_the_boot_state():
     assert journal.processed == 1
 
 
+def test_the_async_run_taking_a_step():
+    journal = ProcessJournal.private()
+    assert journal.stepping is None
+    first, second = uuid.uuid4(), uuid.uuid4()
+    journal.step(first, "fetch")
+    stepping = journal.stepping
+    assert stepping is not None
+    assert (stepping.run_id, stepping.task_name) == (first, "fetch")
+    journal.stepped()
+    assert journal.stepping is None
+    journal.step(second, "notify")
+    stepping = journal.stepping
+    assert stepping is not None
+    assert (stepping.run_id, stepping.task_name) == (second, "notify")
+    journal.reset()
+    assert journal.stepping is None
+    journal.step(first, "notify")  # the name is written again after a reset
+    stepping = journal.stepping
+    assert stepping is not None
+    assert stepping.task_name == "notify"
+
+
 def _child_writes(journal: ProcessJournal, run_id: uuid.UUID) -> None:
     journal.set_ready()
     journal.add(b'{"written": "by the child"}')
     journal.begin(run_id, "poison", time.time())
+    journal.step(run_id, "async_poison")
     os._exit(1)  # dies mid-run, as a poison run makes it
 
 
@@ -78,3 +101,6 @@ def test_what_a_child_writes_is_read_by_its_parent_after_it_died():
     executing = journal.executing
     assert executing is not None
     assert (executing.run_id, executing.task_name) == (run_id, "poison")
+    stepping = journal.stepping
+    assert stepping is not None
+    assert (stepping.run_id, stepping.task_name) == (run_id, "async_poison")

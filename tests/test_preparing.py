@@ -10,13 +10,14 @@ from typing import Any
 import django
 import pytest
 
-from django_tasks import TaskRunFuture
+from django_tasks import TaskRunFuture, sql
 from django_tasks.models import TaskRun, TaskRunState
 from django_tasks.worker.connection import QueueConnection
 from django_tasks.worker.journal import ProcessJournal
+from django_tasks.worker.running import refuse_run
 from django_tasks.worker.salvage import salvage
 from tests.taskapp.models import Effect
-from tests.taskapp.poison import RaisesWhenLoaded, hook_exits
+from tests.taskapp.poison import RaisesWhenLoaded, SlowToLoad, hook_exits
 from tests.taskapp.tasks import add, async_record, describe, record
 
 from .conftest import drain, wait_until, worker_log
@@ -90,6 +91,42 @@ def test_an_async_run_whose_arguments_do_not_load_fails_instead_of_running_for_e
     assert Effect.objects.filter(label="fine").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(RuntimeError("cannot be loaded here"), id="then-fails"),
+        pytest.param("never-run", id="then-loads"),
+    ],
+)
+def test_an_async_run_cancelled_while_it_is_prepared_ends_at_once_and_costs_no_other_run(
+    start_worker, value
+):
+    """The lane writes RUNNING for its batch before each run is prepared; preparing one (its
+    arguments take 2 s to load, here) cannot be interrupted. A cancel meanwhile ends it
+    CANCELLED at once, and its coroutine never starts, whether its arguments then load or
+    not (before: the run stayed CANCELLING - the refusal skipped it - until the supervisor
+    killed the whole process after CANCEL_GRACE, 1 s here, with the async runs beside it)."""
+    bystander = async_record.delay("bystander", 4.0)
+    supervisor = start_worker()
+    wait_until(lambda: TaskRun.objects.get(pk=bystander.id).state_type == "RUNNING", timeout=60)
+    slow = async_record.delay(SlowToLoad(2.0, value))  # type: ignore[arg-type]
+    wait_until(lambda: TaskRun.objects.get(pk=slow.id).state_type == "RUNNING", timeout=30)
+    assert slow.cancel()
+    state = slow.wait(timeout=30)
+    assert (state.type, state.message) == (
+        "CANCELLED",
+        "Cancelled while it was being prepared: its coroutine never started.",
+    )
+    assert names(slow.id) == ["Scheduled", "Pending", "Running", "Cancelling", "Cancelled"]
+    assert bystander.wait(timeout=30).is_completed(), bystander.state.message
+    time.sleep(2.0)  # its arguments are loaded (or not) by now: the coroutine never ran
+    assert not Effect.objects.filter(label="never-run").exists()
+    assert TaskRun.objects.get(pk=slow.id).state_type == "CANCELLED"
+    assert " died (" not in worker_log(supervisor)
+    assert "overran" not in worker_log(supervisor)
+
+
 def test_an_unexpected_error_in_the_execution_fails_that_run_and_the_worker_goes_on(
     monkeypatch,
 ):
@@ -123,6 +160,25 @@ def db():
     conn = QueueConnection("default", lambda: False)
     yield conn
     conn.close()
+
+
+def test_a_run_refused_while_it_is_being_cancelled_ends_failed(db):
+    """A run the worker cannot see through (it fails to prepare it, or fails itself while
+    executing it) that was asked to cancel meanwhile ends FAILED with the reason: left
+    CANCELLING, nothing would end it but the supervisor's kill of its whole process."""
+    future = add.delay(1, 1)
+    (run,) = claim_all(db)
+    start = {"id": run.id, "worker": DEAD, "started": None}
+    assert db.execute(sql.START, start, give_up_on_stop=False)
+    cancel = {"id": run.id, "message": "Cancel requested."}
+    assert db.execute(sql.CANCEL, cancel, give_up_on_stop=False)[0][0] == "CANCELLING"
+    assert refuse_run(db, run.id, DEAD, "The parameters could not be unpickled: boom", None)
+    row = TaskRun.objects.get(pk=future.id)
+    assert (row.state_type, row.state_message) == (
+        "FAILED",
+        "The parameters could not be unpickled: boom",
+    )
+    assert names(future.id) == ["Scheduled", "Pending", "Running", "Cancelling", "Failed"]
 
 
 def test_runs_handed_back_by_processes_that_died_between_runs_end_after_max_crashes(db, settings):

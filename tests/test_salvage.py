@@ -22,7 +22,7 @@ from django_tasks.worker.journal import ProcessJournal
 from django_tasks.worker.outcomes import ClaimedRun, Deferred, Outcome, finish_run
 from django_tasks.worker.salvage import how_it_died, salvage
 from tests.taskapp.poison import exit_process_retried
-from tests.taskapp.tasks import add, always_fails
+from tests.taskapp.tasks import add, always_fails, async_record
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -107,6 +107,126 @@ def test_a_run_killed_by_its_supervisor_is_not_blamed(db):
         f"Worker process {DEAD} was killed by its supervisor (the shutdown timeout) while "
         f"running this run."
     )
+
+
+def start(db: QueueConnection, run: ClaimedRun) -> None:
+    """RUNNING, as an async lane writes it for its batch."""
+    params = {"id": run.id, "worker": DEAD, "started": None}
+    assert db.execute(sql.START, params, give_up_on_stop=False)
+
+
+def settled_rows(futures: list[Any]) -> list[tuple[str, int, str]]:
+    rows = [TaskRun.objects.get(pk=f.id) for f in futures]
+    return [(row.state_type, row.crashes, row.state_message) for row in rows]
+
+
+def test_the_async_run_in_a_step_is_blamed_and_the_runs_beside_it_are_not(db):
+    """The child died while an async run's coroutine took a step on the loop (its code alone
+    runs there): that run took it down. The sync run in hand and the other async runs in
+    flight are lost with the process, charged nothing; a run not started goes back."""
+    sync_run = add.delay(1, 1)
+    culprit, beside = async_record.delay("culprit"), async_record.delay("beside")
+    not_started = add.delay(2, 2)
+    runs = claim_all(db)
+    start(db, runs[1])
+    start(db, runs[2])
+    journal = ProcessJournal.private()
+    journal.begin(runs[0].id, "add", time.time())
+    journal.step(runs[1].id, "async_record")
+
+    settled = salvage(db, journal, worker=DEAD, rescuer="me", exitcode=1)
+
+    assert (settled.crashed, settled.retried) == (3, 0)
+    lost = (
+        f"Worker process {DEAD} died (exit code 1) while running this run: run {culprit.id} "
+        f"of task 'async_record' took it down."
+    )
+    assert settled_rows([culprit, sync_run, beside]) == [
+        (
+            "CRASHED",
+            1,
+            f"Task 'async_record' took down its worker process {DEAD} (exit code 1) while "
+            f"running this run.",
+        ),
+        ("CRASHED", 0, lost),
+        ("CRASHED", 0, lost),
+    ]
+    assert names(sync_run.id) == ["Scheduled", "Pending", "Running", "Crashed"]
+    row = TaskRun.objects.get(pk=not_started.id)
+    assert (row.state_type, row.crashes) == ("SCHEDULED", 0)
+
+
+def test_with_async_runs_in_flight_and_none_in_a_step_no_run_is_named(db):
+    """The child died while its async runs awaited: the sync run in hand may have done it,
+    or a thread of any async run - none is named, and each is charged the crash. A run not
+    started goes back, charged nothing: the culprit is among the runs that were running."""
+    sync_run = add.delay(1, 1)
+    in_flight = [async_record.delay("a"), async_record.delay("b")]
+    not_started = add.delay(2, 2)
+    runs = claim_all(db)
+    start(db, runs[1])
+    start(db, runs[2])
+    journal = ProcessJournal.private()
+    journal.begin(runs[0].id, "add", time.time())
+    journal.step(runs[1].id, "async_record")
+    journal.stepped()  # its step is over: it awaits
+
+    settled = salvage(db, journal, worker=DEAD, rescuer="me", exitcode=-9)
+
+    assert settled.crashed == 3
+    unknown = (
+        f"Worker process {DEAD} died (killed by signal SIGKILL) while running this run and "
+        f"other runs (async runs in flight): which one took it down is not known."
+    )
+    assert settled_rows([sync_run, *in_flight]) == [("CRASHED", 1, unknown)] * 3
+    row = TaskRun.objects.get(pk=not_started.id)
+    assert (row.state_type, row.crashes) == ("SCHEDULED", 0)
+
+
+def test_a_running_sync_run_alone_in_hand_is_named(db):
+    """No async run in flight: the sync run in hand, RUNNING (a long run), took it down."""
+    future = add.delay(1, 1)
+    (run,) = claim_all(db)
+    start(db, run)
+    journal = ProcessJournal.private()
+    journal.begin(run.id, "add", time.time())
+    settled = salvage(db, journal, worker=DEAD, rescuer="me", exitcode=-9)
+    assert settled.crashed == 1
+    assert settled_rows([future]) == [
+        (
+            "CRASHED",
+            1,
+            f"Task 'add' took down its worker process {DEAD} (killed by signal SIGKILL) while "
+            f"running this run.",
+        )
+    ]
+
+
+def test_async_runs_in_flight_with_no_sync_run_in_hand_are_each_charged(db):
+    future = async_record.delay("alone")
+    (run,) = claim_all(db)
+    start(db, run)
+    salvage(db, ProcessJournal.private(), worker=DEAD, rescuer="me", exitcode=1)
+    unknown = (
+        f"Worker process {DEAD} died (exit code 1) while running this run and other runs "
+        f"(async runs in flight): which one took it down is not known."
+    )
+    assert settled_rows([future]) == [("CRASHED", 1, unknown)]
+
+
+def test_runs_in_flight_in_a_process_its_supervisor_killed_are_not_blamed(db):
+    """Killed by its supervisor (the shutdown timeout, a run that overran): no run took the
+    process down, in a step or not; each run it was running is lost with it, charged
+    nothing (the async runs were charged, rescued as runs of a lost worker)."""
+    sync_run, in_flight = add.delay(1, 1), async_record.delay("a")
+    runs = claim_all(db)
+    start(db, runs[1])
+    journal = ProcessJournal.private()
+    journal.begin(runs[0].id, "add", time.time())
+    journal.step(runs[1].id, "async_record")
+    salvage(db, journal, worker=DEAD, rescuer="me", exitcode=-9, killed_because="a test")
+    killed = f"Worker process {DEAD} was killed by its supervisor (a test) while running this run."
+    assert settled_rows([sync_run, in_flight]) == [("CRASHED", 0, killed)] * 2
 
 
 def test_a_run_that_keeps_crashing_is_discarded_before_its_retries_end(db, settings):

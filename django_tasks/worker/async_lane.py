@@ -34,9 +34,12 @@ from typing import TYPE_CHECKING, Any
 
 from .. import sql
 from ..aio import Ended, LoopThread, RunTimeout, call_on_loop
+from ..logs import for_run
 from ..registry import UnknownTask, registry
+from ..states import StateName, StateType
 from .connection import QueueConnection
 from .deferred import log_discarded
+from .journal import ProcessJournal
 from .outcomes import (
     ClaimedRun,
     Outcome,
@@ -57,16 +60,47 @@ logger = logging.getLogger("django_tasks.worker")
 LANE_CONNECTIONS = 4
 
 
-class AsyncCalls:
-    """The asyncio tasks of the runs a process is executing, by run id, on one loop (started
-    on first use, and again if task code broke it): a timeout or a cancel ends the run's
-    task, not the process."""
+class _JournaledSteps:
+    """Each step of one run's coroutine, in the process's journal: if the process dies in a
+    step, its supervisor knows whose code took it down (:mod:`.salvage`)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_journal", "_run_id", "_task_name")
+
+    def __init__(self, journal: ProcessJournal, run: ClaimedRun) -> None:
+        self._journal, self._run_id, self._task_name = journal, run.id, run.task_name
+
+    def begin(self) -> None:
+        self._journal.step(self._run_id, self._task_name)
+
+    def end(self) -> None:
+        self._journal.stepped()
+
+
+#: A lane's run cancelled while it was being prepared (RUNNING is written for a claimed batch
+#: at once, each run's arguments loaded after): ended at once, its coroutine never started.
+CANCELLED_BEFORE_START = Outcome(
+    StateType.CANCELLED,
+    StateName.CANCELLED,
+    "Cancelled while it was being prepared: its coroutine never started.",
+    None,
+    None,
+    "",
+)
+
+
+class AsyncCalls:
+    """The asyncio tasks of the runs worker ``worker`` is executing, by run id, on one loop
+    (started on first use, and again if task code broke it): a timeout or a cancel ends the
+    run's task, not the process. Each step of their coroutines is told to ``journal``."""
+
+    def __init__(self, journal: ProcessJournal, worker: str) -> None:
+        self.journal, self.worker = journal, worker
         self._lock = threading.Lock()
         self._loop: LoopThread | None = None
         self._tasks: dict[uuid.UUID, asyncio.Task[Ended]] = {}
         self._cancelled: set[uuid.UUID] = set()
+        #: The lane's runs whose coroutines have not started yet (being prepared).
+        self._unstarted: set[uuid.UUID] = set()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -90,12 +124,19 @@ class AsyncCalls:
         def started(task: asyncio.Task[Ended]) -> None:
             with self._lock:
                 self._tasks[run.id] = task
-                if run.id in self._cancelled:  # asked before the task existed
+                self._unstarted.discard(run.id)
+                if run.id in self._cancelled:  # asked before the task existed: never starts
                     task.cancel()
 
         try:
             return call_on_loop(
-                fn, args, kwargs, loop=self.loop, timeout=run.timeout, started=started
+                fn,
+                args,
+                kwargs,
+                loop=self.loop,
+                timeout=run.timeout,
+                started=started,
+                steps=_JournaledSteps(self.journal, run),
             )
         except RunTimeout as exc:
             raise TaskRunTimeout(str(exc)) from exc
@@ -114,18 +155,43 @@ class AsyncCalls:
         with self._lock:
             return set(self._tasks)
 
-    def cancel(self, run_ids: set[uuid.UUID]) -> int:
-        """Cancel the asyncio tasks of those runs (a cancel the control thread was told of;
-        it tells again at each look while the run is CANCELLING: one cancel is enough)."""
+    def expect(self, run_ids: list[uuid.UUID]) -> None:
+        """The lane is about to write RUNNING for these runs; each is prepared (its arguments
+        loaded) before its coroutine starts."""
         with self._lock:
-            new = {i for i in run_ids if i in self._tasks and i not in self._cancelled}
-            tasks = [self._tasks[i] for i in new]
+            self._unstarted.update(run_ids)
+
+    def forget(self, run_id: uuid.UUID) -> None:
+        """The lane is done with the run (executed, refused or skipped)."""
+        with self._lock:
+            self._unstarted.discard(run_id)
+            self._cancelled.discard(run_id)
+
+    def cancel(self, run_ids: set[uuid.UUID], db: QueueConnection) -> int:
+        """Cancel the asyncio tasks of those runs (a cancel the control thread was told of;
+        it tells again at each look while the run is CANCELLING: one cancel is enough). A
+        run whose coroutine has not started - it is being prepared, which cannot be
+        interrupted and may take long - ends CANCELLED at once, on ``db``: left CANCELLING,
+        it would have the supervisor kill the process, and every run in it, after
+        ``CANCEL_GRACE``. Its coroutine's task is cancelled as soon as it exists, before the
+        coroutine starts (:meth:`call`)."""
+        with self._lock:
+            new = {
+                i
+                for i in run_ids
+                if i not in self._cancelled and (i in self._tasks or i in self._unstarted)
+            }
+            tasks = [self._tasks[i] for i in new if i in self._tasks]
+            unstarted = [i for i in new if i in self._unstarted]
             self._cancelled |= new
             loop = self._loop
         for task in tasks:
             assert loop is not None
             loop.loop.call_soon_threadsafe(task.cancel)
-        return len(tasks)
+        for run_id in unstarted:
+            if finish_run(db, run_id, self.worker, CANCELLED_BEFORE_START):
+                logger.info("Run %s: cancelled before it started", run_id, extra=for_run(run_id))
+        return len(tasks) + len(unstarted)
 
     def close(self) -> None:
         with self._lock:
@@ -313,6 +379,7 @@ class AsyncLane:
             except Exception:  # recorded by the Execution; a bug must not stop the lane
                 logger.exception("Async run %s could not be executed", run.id)
             finally:
+                worker.async_calls.forget(run.id)
                 with self.wake:  # a free place: the lane claims again
                     with self._lock:
                         self._in_flight -= 1
@@ -343,6 +410,7 @@ class AsyncLane:
                     continue
                 with self._lock:
                     self._in_flight += len(runs)
+                worker.async_calls.expect([run.id for run in runs])
                 attempts = self._start(claim_db, runs)
                 for run in runs:
                     pool.submit(execute, run, attempts.get(run.id))

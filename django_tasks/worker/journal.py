@@ -8,6 +8,9 @@ started. So each worker process writes, in shared memory that its supervisor cre
 
 * the run it is executing, and since when - set before the function is called, cleared once
   the outcome is written or journaled;
+* the async run whose coroutine is taking a step on the async lane's loop, if one is: set
+  before each step, cleared after it (the async runs in flight are many, but at most one
+  runs code on the loop at a time: if the process dies in a step, that run took it down);
 * the outcomes not written yet, as the JSON the FLUSH statement takes;
 * whether it got as far as its first claim (boot), and the error that stopped it before;
 * how many runs it processed (the supervisor's metrics).
@@ -30,7 +33,7 @@ from datetime import UTC, datetime
 from multiprocessing.context import BaseContext
 from typing import Any, NamedTuple
 
-__all__ = ["JOURNAL_BYTES", "Executing", "ProcessJournal"]
+__all__ = ["JOURNAL_BYTES", "Executing", "ProcessJournal", "Stepping"]
 
 #: Room for outcomes not written yet. A batch of 100 short runs takes about 30 KB; an outcome
 #: that does not fit (a large result) is written at once instead.
@@ -46,6 +49,9 @@ class _Header(ctypes.Structure):
         ("executing", ctypes.c_ubyte * 16),
         ("executing_since", ctypes.c_double),  # seconds since the epoch, database clock
         ("executing_task", ctypes.c_char * 256),
+        ("stepping", ctypes.c_int),  # 1 while ``stepping_run``'s coroutine takes a step
+        ("stepping_run", ctypes.c_ubyte * 16),
+        ("stepping_task", ctypes.c_char * 256),
         ("used", ctypes.c_longlong),  # bytes of journal
         ("error", ctypes.c_char * _ERROR_BYTES),
     )
@@ -57,6 +63,11 @@ class Executing(NamedTuple):
     since: datetime
 
 
+class Stepping(NamedTuple):
+    run_id: uuid.UUID
+    task_name: str
+
+
 class ProcessJournal:
     """A worker process's shared header and journal of outcomes (see the module docstring)."""
 
@@ -66,6 +77,7 @@ class ProcessJournal:
         self._address = ctypes.addressof(buffer)  # memmove: a fraction of a slice's cost
         self.capacity = len(buffer)
         self._task_name: str | None = None
+        self._stepping_task: str | None = None
 
     def __getstate__(self) -> tuple[Any, Any]:  # pickled to a child when it is started
         return self._header, self._buffer
@@ -87,7 +99,7 @@ class ProcessJournal:
         """Empty, for the next worker process (the fork server's journals are reused: made
         before it forked, they are the only ones its worker processes can share)."""
         ctypes.memset(ctypes.addressof(self._header), 0, ctypes.sizeof(self._header))
-        self._task_name = None
+        self._task_name = self._stepping_task = None
 
     # -- runs processed, boot ---------------------------------------------------------------
 
@@ -142,6 +154,31 @@ class ProcessJournal:
             uuid.UUID(bytes=raw),
             bytes(self._header.executing_task).decode("utf-8", "replace"),
             datetime.fromtimestamp(self._header.executing_since, tz=UTC),
+        )
+
+    # -- the async run taking a step --------------------------------------------------------
+
+    def step(self, run_id: uuid.UUID, task_name: str) -> None:
+        """The coroutine of ``run_id`` (a run of ``task_name``) takes a step on the loop."""
+        header = self._header
+        if task_name != self._stepping_task:  # as in begin(): mostly the same task
+            header.stepping_task = task_name.encode("utf-8", "replace")[:255]
+            self._stepping_task = task_name
+        ctypes.memmove(header.stepping_run, run_id.bytes, 16)
+        header.stepping = 1
+
+    def stepped(self) -> None:
+        """The step is over: the coroutine awaits (or has ended)."""
+        self._header.stepping = 0
+
+    @property
+    def stepping(self) -> Stepping | None:
+        """The async run whose coroutine was taking a step, if one was."""
+        if not self._header.stepping:
+            return None
+        return Stepping(
+            uuid.UUID(bytes=bytes(self._header.stepping_run)),
+            bytes(self._header.stepping_task).decode("utf-8", "replace"),
         )
 
     # -- outcomes not written yet -----------------------------------------------------------

@@ -26,7 +26,6 @@ the outcomes of short runs waiting for the next claim in :mod:`.deferred`.
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import importlib
 import logging
@@ -45,7 +44,7 @@ import psycopg
 from psycopg.types.json import Json
 
 from .. import sql
-from ..aio import is_async
+from ..aio import is_async, leave_forked_child
 from ..conf import task_settings
 from ..limits.gate import LimitGate
 from ..logs import for_run
@@ -112,14 +111,7 @@ def _leave_forked_child(run_id: uuid.UUID) -> None:
     """The task forked and its child came back here, into the worker's code: it must not
     go on as a second copy of the worker process (the same connections, journal and runs).
     It exits at once, writing nothing; the parent records the run."""
-    with contextlib.suppress(Exception):
-        logger.warning(
-            "Run %s: a process forked by a run returned into the worker; it exits (pid %d)",
-            run_id,
-            os.getpid(),
-            extra=for_run(run_id),
-        )
-    os._exit(0)
+    leave_forked_child("The worker", for_run(run_id))
 
 
 class Worker:
@@ -150,7 +142,6 @@ class Worker:
             raise ValueError(f"async_concurrency must be at least 1, got {async_concurrency}.")
         #: Runs of async tasks at once, in this process's async lane (:mod:`.async_lane`).
         self.async_concurrency = async_concurrency
-        self.async_calls = AsyncCalls()
         self.lane: AsyncLane | None = None
         # An explicit batch size is obeyed exactly; without one, claims adapt (_batch_limit).
         self.batch_size = batch_size or conf.BATCH_SIZE
@@ -175,6 +166,7 @@ class Worker:
         # Shared with the supervisor (what this process runs and has not written yet, its
         # count of runs); private memory when there is no supervisor.
         self.journal = journal or ProcessJournal.private()
+        self.async_calls = AsyncCalls(self.journal, self.name)
         self.deferred = DeferredOutcomes(self.journal, self.name)
         self.claims = 0  # claim statements that returned runs
         self.recycle = False
@@ -459,7 +451,7 @@ class Worker:
         rows = db.execute(sql.CANCEL_REQUESTED, {"worker": self.name}, give_up_on_stop=True)
         wanted = {row[0] for row in rows}
         if wanted:
-            self.async_calls.cancel(wanted)  # those of them running here as async runs
+            self.async_calls.cancel(wanted, db)  # those of them running here as async runs
         current = self._executing
         if current is not None and current in wanted and self._cancel_target != current:
             self._cancel_target = current

@@ -174,6 +174,27 @@ class RaisesWhenLoaded:
         return (_raise_when_loaded, (self.kind,))
 
 
+def _slow_to_load(seconds: float, value: Any) -> Any:
+    time.sleep(seconds)
+    if isinstance(value, BaseException):
+        raise value
+    return value
+
+
+class SlowToLoad:
+    """An argument that takes ``seconds`` to unpickle in the worker, then is ``value`` - or
+    raises it, an exception: the run is being prepared for that long."""
+
+    def __init__(self, seconds: float, value: Any) -> None:
+        self.seconds, self.value = seconds, value
+
+    def __repr__(self) -> str:
+        return f"SlowToLoad({self.seconds}, {self.value!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_slow_to_load, (self.seconds, self.value))
+
+
 def _exit_in_hook(task: object, task_run: object, state: object) -> None:
     raise SystemExit("a hook called sys.exit()")
 
@@ -314,6 +335,42 @@ async def async_refuses_timeout(how: str, label: str, seconds: float = 60) -> st
 async def async_refuses_cancel(how: str, label: str, seconds: float = 60) -> str:
     """Cancelled (no timeout), it ``how``s (see :func:`_refuse_cancel`)."""
     return await _refuse_cancel(how, label, seconds)
+
+
+@task
+async def async_forks_and_returns(label: str) -> str:
+    """Forks on the lane's loop thread, and the child does not exit: it goes on in the
+    coroutine and returns from it, into the worker's own event loop - whose epoll instance
+    and wake-up pipe it shares with the worker."""
+    await Effect.objects.acreate(label=label)
+    pid = os.fork()
+    if pid == 0:
+        await asyncio.sleep(0.1)
+        return "child"
+    await Effect.objects.acreate(label=f"{label}-forked", run_marker=str(pid))
+    return "parent"
+
+
+@task
+async def async_exit_process(seconds: float) -> None:
+    """Sleeps, then ends its whole process (a C extension's exit()) from its coroutine."""
+    await asyncio.sleep(seconds)
+    os._exit(1)
+
+
+@task
+async def async_shuts_executor(label: str) -> str:
+    """Shuts the default executor of the loop running it (as a careless ``asyncio.run``-style
+    cleanup does), then returns."""
+    await asyncio.get_running_loop().shutdown_default_executor()
+    return label
+
+
+@task
+async def async_to_thread(label: str) -> str:
+    """An innocent async run that does blocking work in a thread, as asyncio advises."""
+    await asyncio.to_thread(time.sleep, 0.01)
+    return label
 
 
 @task

@@ -1,36 +1,18 @@
 """Tasks of the red team (issue 24's fixes): code that misbehaves in ways the fixed poison
-tasks (poison.py) do not - an async task that forks, a task that resets the worker's signal
-handlers or closes its file descriptors, an async task that kills its process while a sync run
-shares it.
+tasks (poison.py) do not - a task that resets the worker's signal handlers or closes its file
+descriptors.
 
 Imported by ``tasks.py`` so that workers register them like any task.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-from typing import Any
 
 from django_tasks import task
 from django_tasks.cache_policies import INPUTS
 
 from .models import Effect
-
-
-@task
-async def async_forks_and_returns(label: str) -> str:
-    """Forks on the lane's loop thread; the child returns from the coroutine like the parent,
-    into the worker's own event loop."""
-    await Effect.objects.acreate(label=label)
-    pid = os.fork()
-    if pid == 0:
-        # The child: leave a mark of being alive a little later (a second copy of the lane).
-        await asyncio.sleep(0.1)
-        return "child"
-    await Effect.objects.acreate(label=f"{label}-forked", run_marker=str(pid))
-    return "parent"
 
 
 @task
@@ -40,31 +22,9 @@ def closes_descriptors(label: str) -> str:
     return label
 
 
-@task
-async def async_exit_process(seconds: float) -> None:
-    """Sleeps, then ends its whole process (a C extension's exit()) from an async run."""
-    await asyncio.sleep(seconds)
-    os._exit(1)
-
-
 @task(rate_limit="1/h")
 def hourly(label: str) -> str:
     """A task whose runs may start once an hour."""
-    return label
-
-
-@task
-async def async_shuts_executor(label: str) -> str:
-    """Shuts the default executor of the loop running it (as a careless ``asyncio.run``-style
-    cleanup does), then returns."""
-    await asyncio.get_running_loop().shutdown_default_executor()
-    return label
-
-
-@task
-async def async_to_thread(label: str) -> str:
-    """An innocent async run that does blocking work in a thread, as asyncio advises."""
-    await asyncio.to_thread(time.sleep, 0.01)
     return label
 
 
@@ -88,22 +48,3 @@ def atomic_exit(label: str) -> None:
 def cached_exit(x: int) -> int:
     """Kills its process while its cache key's advisory lock is held."""
     os._exit(7)
-
-
-def _slow_then_raise(seconds: float) -> None:
-    time.sleep(seconds)
-    raise RuntimeError("this argument cannot be loaded here")
-
-
-class SlowThenRaises:
-    """An argument that takes ``seconds`` to unpickle in the worker, then raises: the run is
-    being prepared for that long."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def __repr__(self) -> str:
-        return f"SlowThenRaises({self.seconds})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_slow_then_raise, (self.seconds,))
