@@ -56,12 +56,6 @@ async def async_exit_process(seconds: float) -> None:
     os._exit(1)
 
 
-@task(rate_limit="1/h")
-def hourly(label: str) -> str:
-    """A task whose runs may start once an hour."""
-    return label
-
-
 @task
 def grandchild_then_wait(label: str, seconds: float) -> str:
     """Starts ``sleep`` (in the worker's process group), records its pid, then waits: the test
