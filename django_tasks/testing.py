@@ -16,16 +16,18 @@ to see what they do - without starting ``runtaskworker``::
 ``apply_async()``, ``delay_many()``) as futures. :func:`run_ready` runs every ready run - the
 captured ones and any other - in this process, through the same code as ``runtaskworker``
 (claim, payload check, retries, caching, hooks, dependencies, states and history), until none
-is ready; runs scheduled for later are left alone. It works in Django's ``TestCase`` (and
+is ready; runs scheduled for later are left alone. Concurrency and rate limits apply as in a
+worker, but it never waits for a rate: the runs a rate holds back stay SCHEDULED
+(``run_ready(limits=False)`` ignores the limits). It works in Django's ``TestCase`` (and
 pytest-django's ``db`` fixture), where the test's transaction is never committed: the runs are
 claimed and executed on the test's own connection, inside that transaction, so the task sees
 what the test created and everything rolls back with it. In ``TransactionTestCase`` (pytest's
 ``transactional_db``) the same happens in autocommit.
 
-Limits, for the sake of running inside a test's transaction: one run at a time, in this thread
-(``timeout_seconds`` is enforced, with ``SIGALRM``, only on the main thread); no heartbeat,
-rescue or ``LISTEN`` (nothing else runs meanwhile); run log lines are written by the batched
-writer on its own connection, so under ``TestCase`` they are not kept.
+What it leaves out, for the sake of running inside a test's transaction: one run at a time,
+in this thread (``timeout_seconds`` is enforced, with ``SIGALRM``, only on the main thread); no
+heartbeat, rescue or ``LISTEN`` (nothing else runs meanwhile); run log lines are written by the
+batched writer on its own connection, so under ``TestCase`` they are not kept.
 """
 
 from __future__ import annotations
@@ -41,9 +43,12 @@ from psycopg.types.json import JsonbLoader, JsonLoader
 
 from . import sql
 from .futures import TaskRunFuture
+from .limits.gate import LimitGate
 from .signals import run_enqueued
 from .states import StateType
+from .worker.async_lane import AsyncLane
 from .worker.connection import QueueConnection
+from .worker.outcomes import ClaimedRun
 from .worker.process import Worker
 
 __all__ = ["CapturedRuns", "captured_runs", "run_ready"]
@@ -87,16 +92,25 @@ def captured_runs() -> Iterator[CapturedRuns]:
         run_enqueued.disconnect(dispatch_uid=uid)
 
 
-def run_ready(queues: Sequence[str] | None = None) -> int:
+def run_ready(queues: Sequence[str] | None = None, *, limits: bool = True) -> int:
     """Run every ready run (of ``queues``, default all) in this process until none is ready;
     returns how many executions that took (a retried run counts once per attempt). See the
-    module docstring."""
+    module docstring.
+
+    Limits apply as in a worker - the ``Limit`` rows (tags, queues) and tasks'
+    ``rate_limit=`` - but run_ready() never waits for a rate: a run a rate holds back stays
+    SCHEDULED (AwaitingRateLimit, its start reserved) and run_ready() returns. Three runs of
+    a task with ``rate_limit="1/m"`` make one execution; the other two wait, as they would for
+    a worker. ``limits=False`` runs every ready run whatever the limits (none is sent to
+    wait, no rate's clock moves): for a test of what the tasks do, not of their limits."""
     if queues is None:
         queues = _ready_queues()
     if not queues:
         return 0
     worker = _TestWorker(list(queues), burst=True, handle_signals=False)
     worker.closes_django_connections = False
+    if not limits:
+        worker.gate = _NoLimits()
     worker.run()
     return worker.processed
 
@@ -147,9 +161,34 @@ class _TestWorker(Worker):
     def _run(self) -> int:
         db = self._queue_connection()
         self._register(db, host="test", pid=0)
+        self._limits_changed(db)  # the limits, loaded as a worker does before its first claim
         try:
             self._slot()  # async runs too, one at a time (no lane: one connection, the test's)
         finally:
             self.async_calls.close()
         db.execute(sql.WORKER_STOPPED, {"name": self.name}, give_up_on_stop=False)
         return 0
+
+    def _admit(
+        self, db: QueueConnection, claimed: list[ClaimedRun], lane: AsyncLane | None = None
+    ) -> list[ClaimedRun]:
+        """The worker's admission, without the wake-ups for the runs a rate sent back to wait:
+        a burst waits for them, run_ready() leaves them waiting (see :func:`run_ready`)."""
+        return self.gate.admit(db, claimed, self.name).runs
+
+
+class _NoLimits(LimitGate):
+    """The gate of ``run_ready(limits=False)``: no limit concerns any run."""
+
+    def reload(self, db: QueueConnection) -> None:
+        pass
+
+    def release_waiting(self, db: QueueConnection) -> None:
+        pass
+
+    @property
+    def rates(self) -> bool:
+        return False
+
+    def concerns(self, run: ClaimedRun) -> bool:
+        return False

@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -20,13 +21,22 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from django_tasks.limits.gate import ADMIT_ALL
+from django_tasks.limits.gate import ADMIT_ALL, LimitGate
 from django_tasks.limits.rates import START_TOLERANCE, parse_rate
 from django_tasks.models import Limit, RateState, TaskRun, TaskRunState
 from django_tasks.tasks import task
-from tests.taskapp.tasks import add, limited_sleep, rate_limited
+from django_tasks.worker.connection import QueueConnection
+from tests.taskapp.tasks import add, limited_sleep, rate_limited, record
 
-from .conftest import client_with, count, drain, wait_for_live_workers, wait_until, worker_processes
+from .conftest import (
+    client_with,
+    count,
+    drain,
+    wait_for_live_workers,
+    wait_until,
+    worker_log,
+    worker_processes,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -474,3 +484,189 @@ def test_the_slot_freed_trigger_probes_once_per_statement_and_never_across_state
         )
     run = TaskRun.objects.get(pk=waiting.id)
     assert (run.blocked, run.state_name) == (0, "Scheduled")  # its slot was given to it
+
+
+# -- limit rows SQL wrote ----------------------------------------------------------------------
+
+#: Rows the model forbids, as an UPDATE of the row of ``Limit(tag, "limited", rate="1/s")``
+#: would write them (red team of issue 24: NaN made every admission of its runs fail).
+FORBIDDEN = {
+    "a NaN interval": "rate_interval = 'NaN'",
+    "an infinite interval": "rate_interval = 'Infinity'",
+    "a negative interval": "rate_interval = -1",
+    "a zero interval": "rate_interval = 0",
+    "a huge interval": "rate_interval = 1e300",
+    "an interval without its rate": "rate = ''",
+    "a rate without its interval": "rate_interval = NULL",
+    "an unknown scope": "scope = 'task'",
+    "no name": "name = ''",
+}
+
+
+@pytest.mark.parametrize("change", FORBIDDEN.values(), ids=FORBIDDEN.keys())
+def test_sql_cannot_write_a_limit_row_the_model_forbids(change):
+    from django.db import IntegrityError
+
+    Limit.objects.create(scope="tag", name="limited", rate="1/s")
+    with pytest.raises(IntegrityError, match="django_tasks_limit_"), connection.cursor() as cursor:
+        cursor.execute(f"UPDATE django_tasks_limit SET {change}")
+    row = Limit.objects.values_list("scope", "name", "rate", "rate_interval").get()
+    assert row == ("tag", "limited", "1/s", 1.0)
+
+
+@pytest.fixture
+def unchecked_limits(transactional_db: Any) -> Iterator[None]:
+    """``django_tasks_limit`` without its CHECK constraints for the test (dropped by hand, or
+    a database restored from before migration 0024); they are put back, rows deleted first."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = 'django_tasks_limit'::regclass AND contype = 'c'"
+        )
+        checks = cursor.fetchall()
+        for name, _ in checks:
+            cursor.execute(f"ALTER TABLE django_tasks_limit DROP CONSTRAINT {name}")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM django_tasks_limit")
+        for name, definition in checks:
+            cursor.execute(f"ALTER TABLE django_tasks_limit ADD CONSTRAINT {name} {definition}")
+
+
+def test_a_limit_row_past_the_constraints_is_ignored_and_costs_no_run(
+    unchecked_limits, start_worker
+):
+    """A NaN rate_interval used to make each admission of a batch holding a run under the
+    limit fail: the worker handed back the whole batch, each run charged a crash, and runs no
+    limit concerns ended CRASHED after three claims. The worker ignores the row, saying why."""
+    Limit.objects.create(scope="tag", name="limited", rate="1/s")
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE django_tasks_limit SET rate_interval = 'NaN'")
+    under = limited_sleep.delay(0.0, "under the bad limit")
+    innocent = [record.delay(f"innocent-{i}") for i in range(3)]
+    worker = start_worker("--batch-size", "4")
+    runs: list[Any] = [under, *innocent]
+    wait_until(lambda: all(f.state.is_final() for f in runs), timeout=60)
+    assert all(f.state.is_completed() for f in innocent), innocent[0].state.message
+    assert under.state.is_completed(), under.state.message
+    log = worker_log(worker)
+    assert log.count("The limit on 'tag' 'limited' is ignored: its rate_interval nan") == 1, log
+
+
+def test_the_gate_ignores_each_kind_of_row_the_model_forbids_and_says_so_once(
+    unchecked_limits, caplog
+):
+    rows = [
+        ("tag", "usable", 2, 0.5),
+        ("tag", "nan", None, float("nan")),
+        ("tag", "infinite", None, float("inf")),
+        ("queue", "negative", -1, None),
+        ("queue", "huge", None, 1e300),
+        ("task", "unknown scope", 1, None),
+        ("tag", "", 1, None),
+    ]
+    with connection.cursor() as cursor:
+        for scope, name, concurrency, every in rows:
+            cursor.execute(
+                "INSERT INTO django_tasks_limit (scope, name, concurrency, rate, rate_interval,"
+                " updated) VALUES (%s, %s, %s, 'x', %s, now())",
+                [scope, name, concurrency, every],
+            )
+    gate, db = LimitGate(), QueueConnection("default", lambda: False)
+    try:
+        with caplog.at_level("ERROR", logger="django_tasks.limits"):
+            gate.reload(db)
+            gate.reload(db)  # the same rows: nothing more said
+    finally:
+        db.close()
+    usable = frozenset({"usable"})
+    assert (gate.tags, gate.queues, gate.rate_tags) == (usable, frozenset(), usable)
+    assert (gate.slot_tags, gate.slot_queues) == (["usable"], [])
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == len(rows) - 1, errors
+    for phrase in ("nan", "inf", "concurrency -1 is negative", "1e+300", "scope 'task'", "name"):
+        assert any(phrase in error for error in errors), (phrase, errors)
+
+
+@pytest.fixture
+def refused_admissions(transactional_db: Any) -> Iterator[None]:
+    """Every admission that reads or starts a rate's clocks fails (a trigger raises): an
+    admission the database refuses, whatever the reason."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_refuse_admission() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'admission refused by the test'; END $$; "
+            "CREATE TRIGGER test_refuse_admission BEFORE INSERT OR UPDATE "
+            "ON django_tasks_ratestate FOR EACH ROW EXECUTE FUNCTION test_refuse_admission()"
+        )
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DROP TRIGGER test_refuse_admission ON django_tasks_ratestate; "
+            "DROP FUNCTION test_refuse_admission()"
+        )
+
+
+def test_an_admission_the_database_refuses_costs_only_the_runs_under_a_limit(
+    refused_admissions, start_worker
+):
+    """The runs of the batch no limit concerns start; the run under the rate is handed back,
+    each time counted as a crash, and ends CRASHED after MAX_CRASHES (3) claims."""
+    Limit.objects.create(scope="tag", name="limited", rate="1/s")
+    under = limited_sleep.delay(0.0, "under the rate")
+    innocent = [record.delay(f"innocent-{i}") for i in range(3)]
+    start_worker("--batch-size", "4")
+    runs: list[Any] = [under, *innocent]
+    wait_until(lambda: all(f.state.is_final() for f in runs), timeout=60)
+    assert all(f.state.is_completed() for f in innocent), innocent[0].state.message
+    run = TaskRun.objects.get(pk=under.id)
+    assert (run.state_type, run.crashes) == ("CRASHED", 3)
+    assert "could not admit it" in run.state_message
+    assert "admission refused by the test" in run.state_message
+    assert not TaskRun.objects.filter(pk__in=[f.id for f in innocent], crashes__gt=0).exists()
+
+
+def test_migration_0024_mends_the_rows_its_constraints_would_refuse():
+    """Rows a database holds from before 0024 never make it fail: each is mended the way the
+    model would have written it, or deleted when no run can be under it."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    leaves = executor.loader.graph.leaf_nodes()
+    executor.migrate([("django_tasks", "0023_rate_start_clock")])
+    try:
+        rows = {
+            ("tag", "nan"): ("1/s", float("nan")),  # a rate that parses: its interval again
+            ("tag", "infinite"): ("2/s", float("inf")),
+            ("tag", "inserted by SQL"): ("5/s", None),
+            ("tag", "unreadable"): ("fast", float("nan")),  # neither: the rate goes
+            ("tag", "unreadable but usable"): ("fast", 2.0),  # kept: the worker can apply it
+            ("tag", "interval alone"): ("", 3.0),
+            ("queue", "good"): ("100/m", 0.6),
+            ("task", "unknown scope"): ("1/s", 1.0),
+            ("tag", ""): ("1/s", 1.0),
+        }
+        with connection.cursor() as cursor:
+            for (scope, name), (rate, every) in rows.items():
+                cursor.execute(
+                    "INSERT INTO django_tasks_limit (scope, name, concurrency, rate,"
+                    " rate_interval, updated) VALUES (%s, %s, 1, %s, %s, now())",
+                    [scope, name, rate, every],
+                )
+    finally:
+        MigrationExecutor(connection).migrate(leaves)
+    mended = {
+        (scope, name): (concurrency, rate, every)
+        for scope, name, concurrency, rate, every in Limit.objects.values_list(
+            "scope", "name", "concurrency", "rate", "rate_interval"
+        )
+    }
+    assert mended == {
+        ("tag", "nan"): (1, "1/s", 1.0),
+        ("tag", "infinite"): (1, "2/s", 0.5),
+        ("tag", "inserted by SQL"): (1, "5/s", 0.2),
+        ("tag", "unreadable"): (1, "", None),
+        ("tag", "unreadable but usable"): (1, "fast", 2.0),
+        ("tag", "interval alone"): (1, "", None),
+        ("queue", "good"): (1, "100/m", 0.6),
+    }

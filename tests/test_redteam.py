@@ -42,27 +42,6 @@ def test_a_task_that_closes_the_workers_descriptors_leaves_the_worker_working(st
     assert all(f.state.is_completed() for f in after)
 
 
-@pytest.mark.xfail(strict=True, reason="red team: a failed admission charges the whole batch")
-def test_a_limit_row_with_a_bad_rate_costs_only_the_runs_under_it(start_worker):
-    """A limit whose rate_interval was edited by SQL into NaN (no CHECK constraint stops it):
-    admission fails for every batch that holds a run under the limit. The runs claimed in
-    the same batch that no limit concerns must not pay for it."""
-    from django.db import connection
-
-    from django_tasks.models import Limit
-    from tests.taskapp.tasks import limited_sleep
-
-    Limit.objects.create(scope="tag", name="limited", rate="1/s")
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE django_tasks_limit SET rate_interval = 'NaN'")
-    under = limited_sleep.delay(0.0, "under the bad limit")
-    innocent = [record.delay(f"innocent-{i}") for i in range(3)]
-    start_worker("--batch-size", "4")
-    wait_until(lambda: under.state.is_final() and all_final(innocent), timeout=60)
-    print(under.state, [f.state for f in innocent])
-    assert all(f.state.is_completed() for f in innocent), innocent[0].state.message
-
-
 def test_poison_on_a_later_attempt_in_an_atomic_or_caching_run_ends_each_cleanly(start_worker):
     """Held: a run that fails normally once and then kills its process on each retry ends
     CRASHED after MAX_CRASHES; an atomic run's writes are rolled back with its process; a

@@ -5,6 +5,8 @@ Under Django's ``TestCase`` (the test's transaction never commits), under pytest
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -13,10 +15,21 @@ from django.test import TestCase
 from django.urls import reverse
 
 from django_tasks import TaskRunFailed
-from django_tasks.models import TaskRun
+from django_tasks.models import Limit, RateState, TaskRun
 from django_tasks.testing import captured_runs, run_ready
 from tests.taskapp.models import Effect
-from tests.taskapp.tasks import add, always_fails, explode, fails_first, record, total
+from tests.taskapp.tasks import (
+    add,
+    always_fails,
+    explode,
+    fails_first,
+    hourly,
+    limited_sleep,
+    record,
+    total,
+)
+
+from .conftest import ROOT
 
 
 def _demo_form(client, job: str, count: int = 1) -> None:
@@ -130,3 +143,60 @@ def test_captured_runs_sees_only_its_block():
     add.delay(2, 0)
     assert len(runs) == 1
     assert runs.ids == [runs[0].id]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_ready_never_waits_for_a_rate_the_runs_it_holds_back_stay_scheduled(worker_env):
+    """run_ready() used to wait for the start a rate reserved: an hour for a task of "1/h"
+    with two runs. It runs in a subprocess here (killed after 15 s): a thread of this process
+    would keep the test database busy for the hour."""
+    first, second = hourly.delay("first"), hourly.delay("second")
+    code = "from django_tasks.testing import run_ready; print(run_ready())"
+    try:
+        done = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=ROOT,
+            env=worker_env,
+            timeout=15,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("run_ready() still waiting after 15 s")
+    assert done.stdout.split()[-1] == "1"
+    assert first.state.is_completed()
+    assert (second.state.type, second.state.name) == ("SCHEDULED", "AwaitingRateLimit")
+
+
+@pytest.mark.django_db
+def test_run_ready_applies_the_limit_rows_as_the_worker_does():
+    """A tag's rate of 1/h starts one run of six (run_ready() used to ignore Limit rows: all
+    six ran); a queue's concurrency of 2**31 - 1, the largest, binds nothing."""
+    Limit.objects.create(scope="tag", name="limited", rate="1/h")
+    Limit.objects.create(scope="queue", name="default", concurrency=2**31 - 1)
+    runs = [limited_sleep.delay(0.0, f"run-{i}") for i in range(6)]
+    assert run_ready() == 1
+    states = [(f.state.type.value, f.state.name) for f in runs]
+    assert states.count(("COMPLETED", "Completed")) == 1, states
+    assert states.count(("SCHEDULED", "AwaitingRateLimit")) == 5, states
+    assert run_ready() == 0  # the others wait for their reserved starts, an hour apart
+
+
+@pytest.mark.django_db
+def test_run_ready_holds_the_runs_of_a_concurrency_limit_of_zero():
+    Limit.objects.create(scope="tag", name="limited", concurrency=0)
+    held = limited_sleep.delay(0.0, "held")
+    free = record.delay("free")
+    assert run_ready() == 1
+    assert free.state.is_completed()
+    assert (held.state.type, held.state.name) == ("SCHEDULED", "AwaitingConcurrencySlot")
+
+
+@pytest.mark.django_db
+def test_run_ready_without_limits_runs_every_ready_run_and_moves_no_rate_clock():
+    Limit.objects.create(scope="tag", name="limited", concurrency=0, rate="1/h")
+    runs = [hourly.delay(f"h{i}") for i in range(3)] + [limited_sleep.delay(0.0, "held")]
+    assert run_ready(limits=False) == 4
+    assert [f.result(timeout=0) for f in runs] == ["h0", "h1", "h2", "held"]
+    assert not RateState.objects.exists()

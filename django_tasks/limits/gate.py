@@ -6,7 +6,8 @@ changes: a trigger NOTIFYs ``django_tasks_limits``). A claimed batch with no run
 statement more: limits cost nothing where they do not apply. Otherwise the database alone
 decides which runs start now: one statement per batch (:data:`ADMIT_ALL`) when no limit binds,
 else ``django_tasks_admit()`` run by run, which sends the others back to wait
-(AwaitingConcurrencySlot or AwaitingRateLimit, see migration 0017).
+(AwaitingConcurrencySlot or AwaitingRateLimit, see migration 0017). A limit row the model
+could not have written (:mod:`.validity`) is ignored, with an error logged.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..registry import UnknownTask, registry
+from ..storable import shown
 from .rates import START_TOLERANCE
+from .validity import problem
 
 if TYPE_CHECKING:
     from ..worker.connection import QueueConnection
@@ -35,9 +38,9 @@ logger = logging.getLogger("django_tasks.limits")
 #: States in which a run holds its worker - and its slot (the condition of
 #: ``django_tasks_held_idx``).
 HELD = "('PENDING', 'RUNNING', 'CANCELLING')"
-LIMITS = (
-    "SELECT scope, name, concurrency IS NOT NULL, rate_interval IS NOT NULL FROM django_tasks_limit"
-)
+LIMITS = "SELECT scope, name, concurrency, rate_interval FROM django_tasks_limit"
+#: A row of :data:`LIMITS`.
+LimitRow = tuple[str, str, int | None, float | None]
 #: Returns the runs sent back to wait (those admitted are the others). The batch is described
 #: by the worker, from what its claim returned (migration 0021): the ids travel as one text
 #: (psycopg's per-element adaptation of 100 UUIDs cost more than the rest of the call), the
@@ -143,20 +146,50 @@ class LimitGate:
     loaded_at: float = field(default=0.0)
     #: Each task's rate (seconds between starts, or None), by task key: tasks do not change.
     _rates: dict[str, float | None] = field(default_factory=dict)
+    #: What is wrong with each limit row ignored at the last reload (logged once).
+    ignored: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def reload(self, db: QueueConnection) -> None:
-        rows = db.execute(LIMITS, None, give_up_on_stop=True)
+        rows = self._usable(db.execute(LIMITS, None, give_up_on_stop=True))
         self.tags = frozenset(name for scope, name, _, _ in rows if scope == "tag")
         self.queues = frozenset(name for scope, name, _, _ in rows if scope == "queue")
-        self.slot_tags = sorted(name for scope, name, slot, _ in rows if scope == "tag" and slot)
-        self.slot_queues = sorted(
-            name for scope, name, slot, _ in rows if scope == "queue" and slot
+        self.slot_tags = sorted(
+            name for scope, name, slots, _ in rows if scope == "tag" and slots is not None
         )
-        self.rate_tags = frozenset(name for scope, name, _, rate in rows if scope == "tag" and rate)
+        self.slot_queues = sorted(
+            name for scope, name, slots, _ in rows if scope == "queue" and slots is not None
+        )
+        self.rate_tags = frozenset(
+            name for scope, name, _, every in rows if scope == "tag" and every is not None
+        )
         self.rate_queues = frozenset(
-            name for scope, name, _, rate in rows if scope == "queue" and rate
+            name for scope, name, _, every in rows if scope == "queue" and every is not None
         )
         self.loaded_at = time.monotonic()
+
+    def _usable(self, rows: list[LimitRow]) -> list[LimitRow]:
+        """The rows of limits the worker can apply. A row the model could not have written
+        (:mod:`.validity`: SQL past the constraints) is ignored - its runs start as if it did
+        not exist - with an error logged once: every admission that read it would fail, and
+        with it the batch that holds one of its runs."""
+        usable: list[LimitRow] = []
+        ignored: dict[tuple[str, str], str] = {}
+        for scope, name, concurrency, every in rows:
+            wrong = problem(scope, name, concurrency, every)
+            if wrong is None:
+                usable.append((scope, name, concurrency, every))
+                continue
+            ignored[scope, name] = wrong
+            if self.ignored.get((scope, name)) != wrong:
+                logger.error(
+                    "The limit on %s %s is ignored: %s. Set it again (the admin, the API or "
+                    "`manage.py taskruns limits set`) or remove it.",
+                    shown(scope),
+                    shown(name),
+                    wrong,
+                )
+        self.ignored = ignored
+        return usable
 
     @property
     def concurrency(self) -> bool:
@@ -175,6 +208,15 @@ class LimitGate:
     def _a_task_has_a_rate(self) -> bool:
         # Tasks do not change while the process runs (registered when apps load).
         return any(task.options.rate_interval is not None for task in registry.all())
+
+    def concerns(self, run: ClaimedRun) -> bool:
+        """Whether a limit applies to ``run``: its task's rate, or a limit on its queue or on
+        one of its tags. The other runs of a claimed batch start whatever the admission."""
+        return (
+            self._task_rate(run.task_key) is not None
+            or run.queue in self.queues
+            or not self.tags.isdisjoint(run.tags)
+        )
 
     def _under_a_rate(self, run: ClaimedRun) -> bool:
         return (
@@ -204,13 +246,8 @@ class LimitGate:
         # Runs of a batch are mostly alike: they are counted by kind, the keys made per kind.
         kinds: Counter[tuple[str, str, str, tuple[str, ...]]] = Counter()
         marked, reserved = True, False
-        tags, queues = self.tags, self.queues
         for run in runs:
-            if (
-                self._task_rate(run.task_key) is None
-                and run.queue not in queues
-                and tags.isdisjoint(run.tags)
-            ):
+            if not self.concerns(run):
                 continue
             limited.append(run)
             kinds[run.task_key, run.task_name, run.queue, run.tags] += 1
@@ -218,12 +255,17 @@ class LimitGate:
             reserved = reserved or run.rate_slot
         if not limited:
             return Admission(list(runs))
+        # Counted only for the limits this gate applies: the database reads the limits the
+        # counts name, so an ignored row (``_usable``) is never read.
         counts: Counter[str] = Counter()
         rates: dict[str, float] = {}
+        tags, queues = self.tags, self.queues
         for (task_key, task_name, queue, run_tags), n in kinds.items():
-            counts[f"queue:{queue}"] += n
+            if queue in queues:
+                counts[f"queue:{queue}"] += n
             for tag in run_tags:
-                counts[f"tag:{tag}"] += n
+                if tag in tags:
+                    counts[f"tag:{tag}"] += n
             rate = self._task_rate(task_key)
             if rate is not None:
                 rates[f"task:{task_name}"] = rate

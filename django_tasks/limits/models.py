@@ -10,12 +10,14 @@ and queue rates and for tasks' ``rate_limit=``.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from .rates import parse_rate
+from .rates import LONGEST_INTERVAL, SHORTEST_INTERVAL, parse_rate
+from .validity import SCOPES
 
 __all__ = ["Limit", "RateState"]
 
@@ -53,8 +55,26 @@ class Limit(models.Model):
 
     class Meta:
         ordering = ["scope", "name"]
+        # What the model forbids, SQL cannot write either (migration 0024; the worker checks
+        # again what it loads: .validity). A rate is blank with no interval, or set with the
+        # seconds between starts parse_rate() gives (NaN and the infinities are outside).
+        # (``concurrency >= 0``: PositiveIntegerField's own constraint.)
         constraints = [
-            models.UniqueConstraint("scope", "name", name="django_tasks_one_limit_per_name")
+            models.UniqueConstraint("scope", "name", name="django_tasks_one_limit_per_name"),
+            models.CheckConstraint(
+                condition=models.Q(scope__in=SCOPES), name="django_tasks_limit_scope"
+            ),
+            models.CheckConstraint(condition=~models.Q(name=""), name="django_tasks_limit_name"),
+            models.CheckConstraint(
+                condition=models.Q(rate="", rate_interval__isnull=True)
+                | models.Q(
+                    ~models.Q(rate=""),
+                    rate_interval__isnull=False,
+                    rate_interval__gte=SHORTEST_INTERVAL,
+                    rate_interval__lte=LONGEST_INTERVAL,
+                ),
+                name="django_tasks_limit_rate",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -64,8 +84,14 @@ class Limit(models.Model):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         _check_rate(self.rate)
-        self.rate_interval = parse_rate(self.rate) if self.rate else None
+        self.clean()
         super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        """Derive ``rate_interval`` from the rate (also before ``full_clean()`` validates the
+        constraints, which read it; a rate that does not parse is its validator's to report)."""
+        with contextlib.suppress(TypeError, ValueError):
+            self.rate_interval = parse_rate(self.rate) if self.rate else None
 
 
 class RateState(models.Model):

@@ -7,12 +7,23 @@ import re
 
 from ..storable import shown
 
-__all__ = ["RATE_PATTERN", "START_TOLERANCE", "parse_rate"]
+__all__ = [
+    "LONGEST_INTERVAL",
+    "RATE_PATTERN",
+    "SHORTEST_INTERVAL",
+    "START_TOLERANCE",
+    "parse_rate",
+]
 
 #: What a rate looks like (also the API schema's pattern): 1 to 999,999,999 per unit.
 RATE_PATTERN = r"^\s*([1-9][0-9]{0,8})\s*/\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$"
 _RATE = re.compile(RATE_PATTERN)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: The bounds of the seconds between two starts a rate gives (``"999999999/s"``, ``"1/d"``):
+#: a limit's ``rate_interval`` outside them was not written by :func:`parse_rate` (a CHECK
+#: constraint refuses it, migration 0024).
+SHORTEST_INTERVAL = _UNITS["s"] / 999_999_999
+LONGEST_INTERVAL = float(_UNITS["d"])
 #: How early, in spacings, a run that reserved its start may start on its rate's start clock
 #: (the next start the starts so far allow; see ``limits.gate``); a run without a reservation
 #: starts only once the clock has come. Each start moves the clock a spacing on from the later

@@ -563,8 +563,8 @@ class Worker:
     ) -> list[ClaimedRun]:
         """Claim the next runs that may start: a batch, less the runs a limit sent back to
         wait (:meth:`_admit`); when a limit sent back the whole batch, claim again at once -
-        other runs may be ready - instead of sleeping. Runs claimed but not admitted because
-        the admission failed are handed back (held by a live worker, nobody would run them)."""
+        other runs may be ready - instead of sleeping. When the admission fails, the runs
+        under a limit are handed back (:meth:`_not_admitted`) and the others start."""
         while True:
             claimed = self._claim_batch(db, lane, limit)
             if not claimed:
@@ -572,14 +572,33 @@ class Worker:
             try:
                 admitted = self._admit(db, claimed, lane)
             except Exception as exc:
-                # Counted as a crash of each run (an admission that always fails would hand
-                # them round for ever), unless two admissions merely collided.
-                message = f"Handed back: the worker could not admit it ({describe_exception(exc)})."
-                collided = isinstance(exc, psycopg.errors.TransactionRollback)
-                self._give_back(db, claimed, message, blame=not collided)
-                raise
+                admitted = self._not_admitted(db, claimed, exc)
             if admitted:
                 return admitted
+
+    def _not_admitted(
+        self, db: QueueConnection, claimed: list[ClaimedRun], error: Exception
+    ) -> list[ClaimedRun]:
+        """After the admission of ``claimed`` failed with ``error``: the runs a limit concerns
+        are handed back (held by a live worker, nobody would run them), each hand-back counted
+        as a crash of the run - an admission that always fails would hand them round for ever
+        - unless two admissions merely collided. The runs no limit concerns needed no
+        admission: returned, to start now. With none, ``error`` is raised (the claim is
+        retried after a pause)."""
+        limited = [run for run in claimed if self.gate.concerns(run)]
+        message = f"Handed back: the worker could not admit it ({describe_exception(error)})."
+        collided = isinstance(error, psycopg.errors.TransactionRollback)
+        self._give_back(db, limited, message, blame=not collided)
+        free = [run for run in claimed if not self.gate.concerns(run)]
+        if not free:
+            raise error
+        logger.error(
+            "Could not admit %d claimed run(s) under a limit; handed back (%d start)",
+            len(limited),
+            len(free),
+            exc_info=error,
+        )
+        return free
 
     def _claim_batch(
         self, db: QueueConnection, lane: AsyncLane | None = None, limit: int | None = None

@@ -22,12 +22,6 @@ def closes_descriptors(label: str) -> str:
     return label
 
 
-@task(rate_limit="1/h")
-def hourly(label: str) -> str:
-    """A task whose runs may start once an hour."""
-    return label
-
-
 @task(retries=3)
 def fails_then_exits(label: str) -> None:
     """Attempt 1 fails as usual (a retry); every later attempt kills its process."""

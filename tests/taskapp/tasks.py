@@ -364,6 +364,12 @@ def rate_limited(label: str) -> str:
     return label
 
 
+@task(rate_limit="1/h")
+def hourly(label: str) -> str:
+    """tests/test_testing_helper.py: a rate that holds back every run after the first."""
+    return label
+
+
 @task(rate_limit="50/s")
 def fifty_a_second(label: str) -> str:
     """tests/test_rates.py: a rate that binds, fast enough for a long backlog to show."""
