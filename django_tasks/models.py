@@ -12,9 +12,11 @@ from django.db.models import Q
 
 from .artifacts.models import Artifact
 from .ids import uuid7
+from .json_input import BoundedJSONDecoder
 from .limits.models import Limit, RateState
 from .schedules.models import Schedule
 from .states import FINAL_TYPES, StateType
+from .times import within_range
 
 __all__ = [
     "Artifact",
@@ -47,7 +49,7 @@ class TaskRun(models.Model):
     origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.DELAY)
     queue = models.CharField(max_length=100, default="default")
     priority = models.SmallIntegerField(default=0, help_text="Higher runs first (-100..100).")
-    tags = models.JSONField(default=list, blank=True)
+    tags = models.JSONField(default=list, blank=True, decoder=BoundedJSONDecoder)
 
     state_type = models.CharField(max_length=16, choices=StateType.choices)
     state_name = models.CharField(max_length=32)
@@ -68,7 +70,10 @@ class TaskRun(models.Model):
     # (rescue of crashed runs, hard timeouts) can apply them in SQL without importing the task.
     retries = models.PositiveIntegerField(default=0, help_text="Retries allowed after a failure.")
     retry_delays = models.JSONField(
-        default=list, blank=True, help_text="Seconds before each retry; the last one repeats."
+        default=list,
+        blank=True,
+        decoder=BoundedJSONDecoder,
+        help_text="Seconds before each retry; the last one repeats.",
     )
     retry_jitter = models.FloatField(
         null=True, blank=True, help_text="Retry delays vary by up to this fraction."
@@ -95,12 +100,12 @@ class TaskRun(models.Model):
 
     # Signed cloudpickle payloads: only workers and explicit ``result()`` calls unpickle them.
     parameters = models.BinaryField()
-    parameters_preview = models.JSONField(default=dict, blank=True)
+    parameters_preview = models.JSONField(default=dict, blank=True, decoder=BoundedJSONDecoder)
     result = models.BinaryField(null=True, blank=True)
-    result_preview = models.JSONField(null=True, blank=True)
+    result_preview = models.JSONField(null=True, blank=True, decoder=BoundedJSONDecoder)
     traceback = models.TextField(blank=True)
     #: ``set_progress()`` of the run's code: {"done", "total", "message"} (django_tasks.progress).
-    progress = models.JSONField(null=True, blank=True, editable=False)
+    progress = models.JSONField(null=True, blank=True, editable=False, decoder=BoundedJSONDecoder)
     # Runs enqueued through Django's django.tasks (our backend, django_tasks.backends): what a
     # TaskResult shows and our own columns cannot keep exactly - the Task's module path and
     # options, the JSON arguments, the JSON return value, one error per failed attempt. JSON
@@ -205,6 +210,11 @@ class TaskRun(models.Model):
                 name="django_tasks_one_run_per_tick",
                 condition=Q(schedule__isnull=False),
             ),
+            # A time Python can read (see django_tasks.times; added NOT VALID, then validated,
+            # by migration 0025).
+            models.CheckConstraint(
+                condition=within_range("scheduled_time"), name="django_tasks_scheduled_time"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -299,7 +309,7 @@ class Worker(models.Model):
     name = models.CharField(max_length=255, unique=True, help_text="host:pid, as runs name it.")
     host = models.CharField(max_length=255)
     pid = models.IntegerField()
-    queues = models.JSONField(default=list)
+    queues = models.JSONField(default=list, decoder=BoundedJSONDecoder)
     concurrency = models.PositiveIntegerField(default=1)
     started = models.DateTimeField()
     last_heartbeat = models.DateTimeField(db_index=True)
@@ -328,7 +338,7 @@ class ResultRecord(models.Model):
         help_text="The run that computed the result.",
     )
     result = models.BinaryField(help_text="Signed pickle, as on runs.")
-    result_preview = models.JSONField(null=True, blank=True)
+    result_preview = models.JSONField(null=True, blank=True, decoder=BoundedJSONDecoder)
     created = models.DateTimeField()
     expires = models.DateTimeField(null=True, blank=True, help_text="Never, when empty.")
 

@@ -39,6 +39,7 @@ from .retries import RetryDelay, check_jitter, resolve_delays
 from .schedules.arguments import check_arguments
 from .schedules.timing import Periodic
 from .storable import cut, shown, storable_text
+from .times import check_time
 from .unique import UniqueOption, check_unique_options
 from .validation import check_seconds
 
@@ -602,6 +603,7 @@ def _when(scheduled_time: datetime | None, countdown: float | None) -> datetime 
             raise TypeError(f"scheduled_time must be a datetime, got {shown(scheduled_time)}.")
         if timezone.is_naive(scheduled_time):
             raise ValueError("scheduled_time must be timezone-aware (use django.utils.timezone).")
+        check_time("scheduled_time", scheduled_time)  # else the row's CHECK refuses it later
     return scheduled_time
 
 

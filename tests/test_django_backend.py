@@ -101,6 +101,17 @@ else:
             task(_coroutine)
         assert str(info.value) == "Backend does not support async Tasks."
 
+    def test_a_run_after_the_run_row_cannot_hold_is_refused_before_anything_is_written():
+        from datetime import UTC, datetime
+
+        with pytest.raises(InvalidTask) as info:
+            add_json.using(run_after=datetime(1, 1, 1, tzinfo=UTC))
+        assert str(info.value) == (
+            "run_after must lie between 0001-01-02 and 9999-12-30 (UTC), "
+            "got 0001-01-01T00:00:00+00:00."
+        )
+        assert not TaskRun.objects.exists()
+
     def test_an_empty_queues_setting_turns_the_queue_check_off():
         backend = {"BACKEND": "django_tasks.backends.PostgresBackend", "QUEUES": []}
         with override_settings(TASKS={"default": backend}):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import models
 
 from ..ids import uuid7
+from ..json_input import BoundedJSONDecoder
 
 __all__ = ["Artifact"]
 
@@ -26,7 +27,7 @@ class Artifact(models.Model):
     type = models.CharField(max_length=16, choices=Type.choices)
     #: markdown: the text; table: {"columns": [...], "rows": [[...], ...]};
     #: link: {"url", "text"}.
-    data = models.JSONField()
+    data = models.JSONField(decoder=BoundedJSONDecoder)
     description = models.TextField(blank=True)
     run = models.ForeignKey(
         "django_tasks.TaskRun",

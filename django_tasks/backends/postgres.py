@@ -23,6 +23,7 @@ from django.tasks.signals import task_enqueued
 from django.utils import timezone
 
 from ..tasks import TaskOptions, check_queue
+from ..times import check_time
 from ..topic import enqueue
 from .adapter import adapter_for
 from .documents import jsonb_text
@@ -52,6 +53,8 @@ class PostgresBackend(BaseTaskBackend):
         try:
             check_queue(task.queue_name)
             self.retry_options(task)
+            if task.run_after is not None:  # a time the run's row can hold (django_tasks.times)
+                check_time("run_after", task.run_after)
         except (TypeError, ValueError) as exc:
             raise InvalidTask(str(exc)) from None
 

@@ -14,6 +14,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from ..json_input import BoundedJSONDecoder
+from ..times import within_range
 from .timing import Timing, timing_of
 
 __all__ = ["EDITABLE_FIELDS", "STATUS_FIELDS", "Schedule"]
@@ -58,8 +60,18 @@ class Schedule(models.Model):
         null=True, blank=True, help_text="Seconds between ticks (instead of a cron expression)."
     )
     timezone = models.CharField(max_length=64, default="UTC", help_text="For the cron expression.")
-    args = models.JSONField(default=list, blank=True, help_text="Positional arguments (JSON).")
-    kwargs = models.JSONField(default=dict, blank=True, help_text="Keyword arguments (JSON).")
+    # Read with the bounded decoder: arguments SQL nested thousands deep, or an int of more
+    # digits than Python reads, come back as their text (Django's JSONField does that with a
+    # JSONDecodeError) instead of a RecursionError or ValueError - a 500 - on every page.
+    args = models.JSONField(
+        default=list,
+        blank=True,
+        decoder=BoundedJSONDecoder,
+        help_text="Positional arguments (JSON).",
+    )
+    kwargs = models.JSONField(
+        default=dict, blank=True, decoder=BoundedJSONDecoder, help_text="Keyword arguments (JSON)."
+    )
     queue = models.CharField(max_length=100, blank=True, help_text="Blank: the task's queue.")
     missed = models.CharField(max_length=8, choices=Missed.choices, default=Missed.ONCE)
     enabled = models.BooleanField(default=True)
@@ -86,6 +98,16 @@ class Schedule(models.Model):
         indexes = [
             # The workers' "what is due" query reads only enabled schedules, by next tick.
             models.Index("next_tick", name="django_tasks_due_idx", condition=Q(enabled=True))
+        ]
+        constraints = [
+            # Times Python can read (django_tasks.times): one row set to '-infinity' by SQL
+            # made the ticker and every page that lists schedules fail.
+            models.CheckConstraint(
+                condition=within_range("next_tick"), name="django_tasks_schedule_next_tick"
+            ),
+            models.CheckConstraint(
+                condition=within_range("last_tick"), name="django_tasks_schedule_last_tick"
+            ),
         ]
 
     def __str__(self) -> str:

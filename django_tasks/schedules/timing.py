@@ -32,6 +32,7 @@ from cronsim import CronSim, CronSimError
 
 from ..json_input import check_storable
 from ..storable import shown
+from ..times import LATEST
 
 __all__ = ["Cron", "Every", "Periodic", "Timing", "cron", "every", "timing_of", "zone"]
 
@@ -61,7 +62,7 @@ class Cron:
         try:
             return next(CronSim(self.expression, local)).astimezone(UTC)
         except StopIteration:  # no match within cronsim's horizon (e.g. 30 February)
-            return datetime.max.replace(tzinfo=UTC)
+            return LATEST  # as late as a stored time can be
 
     def latest_at_or_before(self, moment: datetime) -> datetime | None:
         """The last tick at or before ``moment`` (``None`` if there is none in sight)."""
