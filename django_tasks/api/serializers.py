@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -52,13 +53,23 @@ RUN_FIELDS = [
 ]
 
 
+class TagsField(serializers.ListField):
+    """A run's tags: a list of strings as our code writes them. A value SQL wrote instead (a
+    number, an object) is shown as a list of its one text, not a 500 for the whole list."""
+
+    def to_representation(self, data: Any) -> list[str | None]:
+        if not isinstance(data, list):
+            data = [json.dumps(data) if not isinstance(data, str) else data]
+        return super().to_representation([str(tag) for tag in data])
+
+
 class RunSerializer(serializers.ModelSerializer[TaskRun]):
     duration = serializers.FloatField(read_only=True, allow_null=True)
     parameters_preview = serializers.JSONField(read_only=True)
     result_preview = serializers.JSONField(read_only=True, allow_null=True)
     #: {"done", "total", "message"} of the run's last set_progress() (django_tasks.progress).
     progress = serializers.JSONField(read_only=True, allow_null=True)
-    tags = serializers.ListField(child=serializers.CharField(), read_only=True)
+    tags = TagsField(child=serializers.CharField(), read_only=True)
 
     class Meta:
         model = TaskRun

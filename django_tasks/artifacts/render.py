@@ -68,8 +68,8 @@ def _clean_html(markdown: str) -> str:
 
 def render_table(data: dict[str, Any]) -> SafeString:
     """A table artifact: its columns as the header (when it has some), its rows below."""
-    columns = [str(c) for c in data.get("columns") or []]
-    rows = [row if isinstance(row, list) else [row] for row in data.get("rows") or []]
+    columns = [str(c) for c in _listed(data.get("columns"))]
+    rows = [row if isinstance(row, list) else [row] for row in _listed(data.get("rows"))]
     widest = max([len(columns), *(len(row) for row in rows[:MAX_ROWS])])
     cells = (
         format_html_join("", "<td>{}</td>", ((_cell(v),) for v in row[:MAX_COLUMNS]))
@@ -86,6 +86,14 @@ def render_table(data: dict[str, Any]) -> SafeString:
     return format_html(
         "<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>{}", header, lines, note
     )
+
+
+def _listed(value: object) -> list[Any]:
+    """A table's columns or rows as a list, whatever SQL or older code wrote: nothing when
+    missing, a lone value (a number, a string, an object) as a list of that one value."""
+    if value is None or value == "":
+        return []
+    return value if isinstance(value, list) else [value]
 
 
 def _cell(value: object) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from base64 import b64encode
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from psycopg.types.json import Json
 from .. import sql
 from ..futures import State
 from ..states import StateName, StateType
-from ..storable import describe_exception, storable_json, storable_message
+from ..storable import describe_exception, shown, storable_json, storable_message
 from .connection import QueueConnection
 
 __all__ = [
@@ -83,6 +84,49 @@ class ClaimedRun:
     holds_slot: bool = False
     #: Starts on a start a rate limit reserved for it (it waited for that rate).
     rate_slot: bool = False
+    #: Why its row could not be read as written (e.g. ``tags`` set to a number by SQL): the
+    #: run fails with this message instead of starting (see :meth:`from_claim`).
+    defect: str = ""
+
+    @classmethod
+    def from_claim(cls, row: Sequence[Any], queue: str) -> ClaimedRun:
+        """The run a row of :func:`..sql.claim` returned. A column our code always writes as a
+        JSON list but that holds something else (SQL wrote it) becomes empty and is named in
+        :attr:`defect`: one unreadable row must fail its own run, not every run of its batch."""
+        defects: list[str] = []
+        tags = _listed(row[14], str, "tags (a JSON list of strings)", defects)
+        delays = _listed(row[8], int | float, "retry_delays (a JSON list of numbers)", defects)
+        return cls(
+            id=row[1],
+            task_key=row[2],
+            task_name=row[3],
+            parameters=bytes(row[4]),
+            timeout=row[5],
+            attempts=row[6],
+            retries=row[7],
+            retry_delays=delays,
+            retry_jitter=row[9],
+            pending_at=row[10],
+            name=row[13],
+            queue=queue,
+            tags=tags,
+            holds_slot=row[15],
+            rate_slot=row[16],
+            defect=" and ".join(defects),
+        )
+
+
+def _listed(value: Any, kind: Any, column: str, defects: list[str]) -> tuple[Any, ...]:
+    """``value`` (a list read from JSON, or NULL) as a tuple of ``kind``; or ``()``, with the
+    defect added to ``defects``, when it is something else."""
+    if value is None:
+        return ()
+    if isinstance(value, list) and all(
+        isinstance(item, kind) and not isinstance(item, bool) for item in value
+    ):
+        return tuple(value)
+    defects.append(f"{column} holds {shown(value)}")
+    return ()
 
 
 @dataclass(frozen=True)

@@ -639,27 +639,7 @@ class Worker:
                 rows = db.execute(claim, {**params, "done": "[]"}, give_up_on_stop=True)
             self.deferred.written(done, {row[1] for row in rows if row[0] == "flushed"})
             done = Taken.NONE
-            claimed = [
-                ClaimedRun(
-                    id=row[1],
-                    task_key=row[2],
-                    task_name=row[3],
-                    parameters=bytes(row[4]),
-                    timeout=row[5],
-                    attempts=row[6],
-                    retries=row[7],
-                    retry_delays=tuple(row[8] or ()),
-                    retry_jitter=row[9],
-                    pending_at=row[10],
-                    name=row[13],
-                    queue=queue,
-                    tags=tuple(row[14] or ()),
-                    holds_slot=row[15],
-                    rate_slot=row[16],
-                )
-                for row in rows
-                if row[0] == "claimed"
-            ]
+            claimed = [ClaimedRun.from_claim(row, queue) for row in rows if row[0] == "claimed"]
             if claimed:
                 self.claims += 1
                 return claimed

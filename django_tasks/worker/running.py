@@ -170,6 +170,9 @@ class Execution:
         must end this run, never the worker process: a process that died here would hand the
         run back to die again in the next one."""
         run = self.run
+        if run.defect:
+            self.refuse(f"The run's row could not be read: {run.defect}.")
+            return None
         try:
             task = self.task = find_task(run.task_key, run.task_name)
         except UnknownTask as exc:
