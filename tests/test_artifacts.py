@@ -247,3 +247,52 @@ def test_a_huge_table_is_rendered_in_part_with_a_note():
     assert wide.count("<td>") == render.MAX_COLUMNS
     assert "Shown: the first 50 of 120 columns." in wide
     assert "Shown" not in render.render_table({"columns": ["a"], "rows": [[1], [2]]})
+
+
+#: Artifact data SQL (or older code) wrote, which the model never would: every page shows it.
+ODD_DATA = {
+    "table-columns-a-number": ("table", '{"columns": 5, "rows": [[1]]}'),
+    "table-rows-a-number": ("table", '{"columns": ["a"], "rows": 5}'),
+    "table-rows-a-string": ("table", '{"columns": ["a"], "rows": "abc"}'),
+    "table-columns-an-object": ("table", '{"columns": {"a": 1}, "rows": [[1]]}'),
+    "table-rows-nested-5000-deep": (
+        "table",
+        '{"rows": ' + "[" * 5000 + "]" * 5000 + "}",
+    ),
+    "table-a-5000-digit-cell": ("table", '{"rows": [[' + "9" * 5000 + "]]}"),
+    "link-url-a-list": ("link", '{"url": ["https://x"], "text": "t"}'),
+    "markdown-a-number": ("markdown", "12"),
+}
+
+
+@pytest.mark.parametrize(("kind", "data"), ODD_DATA.values(), ids=ODD_DATA.keys())
+def test_no_artifact_row_makes_a_page_fail(kind, data):
+    from django.db import connection
+
+    from tests.taskapp.tasks import add
+
+    run = add.delay(1, 2)
+    artifact = Artifact.objects.create(key="k", type=kind, data={}, run_id=run.id)
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE django_tasks_artifact SET data = %s::jsonb", [data])
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    browser = Client(raise_request_exception=False)
+    browser.force_login(User.objects.create_superuser("root", "r@example.com", "pw"))
+    pages = {
+        "admin list": "/admin/django_tasks/artifact/",
+        "admin page": f"/admin/django_tasks/artifact/{artifact.pk}/change/",
+        "run page": f"/admin/django_tasks/taskrun/{run.id}/change/",
+        "api list": "/tasks/api/artifacts/",
+        "api detail": f"/tasks/api/artifacts/{artifact.pk}/",
+        "dashboard": "/tasks/dashboard/",
+    }
+    statuses = {name: browser.get(url).status_code for name, url in pages.items()}
+    assert set(statuses.values()) == {200}, statuses
+
+
+def test_a_table_of_lone_values_is_shown_as_one_cell_each():
+    html = render.render_table({"columns": 5, "rows": "abc"})
+    assert "<th>5</th>" in html
+    assert "<td>abc</td>" in html

@@ -21,12 +21,16 @@ from tests.taskapp.poison import (
     async_logs_refused,
     async_raises_refused,
     async_returns_refused,
+    atomic_exit,
     backgrounds_a_command,
+    cached_exit,
+    closes_descriptors,
     daemon_and_done,
     daemon_then_hang,
     daemon_then_ignore_cancel,
     exit_process,
     exit_process_retried,
+    fails_then_exits,
     forks_and_returns,
     grandchild_then_hang,
     grandchild_then_wait,
@@ -407,3 +411,34 @@ def test_async_runs_with_values_postgresql_refuses_end_recorded_beside_the_other
         f"async-between-{i}" for i in range(5)
     )
     assert all(f.result(timeout=1) for f in ordinary)
+
+
+def test_a_task_that_closes_the_workers_descriptors_leaves_the_worker_working(start_worker):
+    """The worker's connections are reopened, the runs after it complete."""
+    first = closes_descriptors.delay("closer")
+    after = [record.delay(f"after-close-{i}") for i in range(3)]
+    start_worker("--batch-size", "1")
+    wait_until(lambda: first.state.is_final(), timeout=60)
+    wait_until(lambda: all(f.state.is_final() for f in after), timeout=60)
+    run = TaskRun.objects.get(pk=first.id)
+    assert run.state_type == "COMPLETED", run.state_message
+    assert all(f.state.is_completed() for f in after)
+
+
+def test_poison_on_a_later_attempt_in_an_atomic_or_caching_run_ends_each_cleanly(start_worker):
+    """A run that fails normally once and then kills its process on each retry ends
+    CRASHED after MAX_CRASHES; an atomic run's writes are rolled back with its process; a
+    caching run's key lock goes with its connection (a run of the same key is not stuck)."""
+    later = fails_then_exits.delay("later")
+    atomic = atomic_exit.delay("atomic")
+    cached = [cached_exit.delay(5), cached_exit.delay(5)]  # the same key
+    after = [record.delay(f"after-{i}") for i in range(3)]
+    start_worker("--batch-size", "2", "--concurrency", "2")
+    wait_until(lambda: all_final([later, atomic, *cached, *after]), timeout=90)
+    run = TaskRun.objects.get(pk=later.id)
+    assert (run.state_type, run.crashes) == ("CRASHED", 3), run.state_message
+    assert Effect.objects.filter(label="later").count() == 4  # 1 failure + 3 crashes
+    assert atomic.state.type == "CRASHED"
+    assert not Effect.objects.filter(label="atomic").exists()
+    assert [f.state.type for f in cached] == ["CRASHED", "CRASHED"]
+    assert all(f.state.is_completed() for f in after)

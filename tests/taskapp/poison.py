@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from django_tasks import get_run_logger, task
+from django_tasks.cache_policies import INPUTS
 
 from .models import Effect
 
@@ -401,3 +402,32 @@ def backgrounds_a_command(label: str) -> str:
 
     subprocess.run(["sh", "-c", "sleep 0.2 &"], check=True)
     return label
+
+
+@task
+def closes_descriptors(label: str) -> str:
+    """Closes every file descriptor above stderr (a daemonising helper does), then returns."""
+    os.closerange(3, 65536)
+    return label
+
+
+@task(retries=3)
+def fails_then_exits(label: str) -> None:
+    """Attempt 1 fails as usual (a retry); every later attempt kills its process."""
+    Effect.objects.create(label=label)
+    if Effect.objects.filter(label=label).count() == 1:
+        raise ValueError("first attempt fails normally")
+    os._exit(7)
+
+
+@task(atomic=True)
+def atomic_exit(label: str) -> None:
+    """Writes inside its atomic transaction, then kills its process before the commit."""
+    Effect.objects.create(label=label)
+    os._exit(7)
+
+
+@task(cache_policy=INPUTS)
+def cached_exit(x: int) -> int:
+    """Kills its process while its cache key's advisory lock is held."""
+    os._exit(7)

@@ -337,7 +337,7 @@ def drop_my_connection() -> None:
 
 import django  # noqa: E402
 
-from . import manual, poison, redteam  # noqa: E402, F401  (registered like the rest)
+from . import manual, poison  # noqa: E402, F401  (registered like the rest)
 
 if django.VERSION >= (6, 0):
     from . import standard  # noqa: F401  (django.tasks Tasks, run by our backend)
