@@ -296,3 +296,6 @@ def test_a_table_of_lone_values_is_shown_as_one_cell_each():
     html = render.render_table({"columns": 5, "rows": "abc"})
     assert "<th>5</th>" in html
     assert "<td>abc</td>" in html
+    html = render.render_table({"columns": None, "rows": [[1, 2]]})
+    assert "<thead>" not in html
+    assert "<td>1</td><td>2</td>" in html

@@ -117,10 +117,8 @@ class ClaimedRun:
 
 
 def _listed(value: Any, kind: Any, column: str, defects: list[str]) -> tuple[Any, ...]:
-    """``value`` (a list read from JSON, or NULL) as a tuple of ``kind``; or ``()``, with the
-    defect added to ``defects``, when it is something else."""
-    if value is None:
-        return ()
+    """``value`` (a list read from JSON: the columns are NOT NULL) as a tuple of ``kind``; or
+    ``()``, with the defect added to ``defects``, when it is something else."""
     if isinstance(value, list) and all(
         isinstance(item, kind) and not isinstance(item, bool) for item in value
     ):
