@@ -17,6 +17,8 @@ import argparse
 import statistics
 import time
 
+from django.core.management import call_command
+
 from benchmarks.run import RAW_CLAIM, RAW_INSERT, RAW_TABLE, reset
 from django_tasks.testing import run_ready
 from django_tasks.topic import open_worker_connection
@@ -57,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=50)
     options = parser.parse_args()
+    call_command("migrate", verbosity=0)  # a new benchmark database has no tables yet
     reset()
     one = statistics.median(ours(options.calls, enqueue=True)) * 1000
     none = statistics.median(ours(options.calls, enqueue=False)) * 1000
