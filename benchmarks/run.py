@@ -206,9 +206,12 @@ def _raw_consumer(worker: str, stop_after: int) -> None:
     conn.close()
 
 
-def raw_drain(n: int, processes: int) -> float:
-    raw(RAW_TABLE)
-    settle()
+def raw_drain(n: int, processes: int, *, fresh: bool = True) -> float:
+    """``processes`` raw consumers drain ``n`` rows inserted in one commit. ``fresh``: in a
+    new table, after VACUUM and CHECKPOINT (else in the table as earlier drains left it)."""
+    if fresh:
+        raw(RAW_TABLE)
+        settle()
     pool = [
         multiprocessing.Process(target=_raw_consumer, args=(f"raw-{i}", n))
         for i in range(processes)
@@ -264,10 +267,12 @@ def ours_drain(
     root: Path = ROOT,
     task: Any = noop,
     args: tuple[Any, ...] = (),
+    settled: bool = True,
 ) -> float:
     """Workers idle first; then ``n`` runs of ``task(*args)`` appear in one commit; time until
-    all are done."""
-    settle()
+    all are done. ``settled``: after VACUUM and CHECKPOINT (else as earlier drains left it)."""
+    if settled:
+        settle()
     proc = start_workers(concurrency, *extra, root=root)
     try:
         task.delay_many([args] * n)
