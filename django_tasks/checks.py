@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.apps import apps
@@ -69,7 +70,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 )
             continue
         ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
-        if not ok or isinstance(value, bool) or (isinstance(value, int | float) and value <= 0):
+        # NaN is not <= 0, and infinity is no number of seconds: both refused.
+        positive = isinstance(value, int | float) and 0 < value < math.inf
+        if not ok or isinstance(value, bool) or not positive:
             errors.append(
                 Error(
                     f"DJANGO_TASKS[{shown(key)}] must be a positive {expected.__name__}, got "

@@ -85,6 +85,9 @@ DEFAULTS: dict[str, Any] = {
     "SCHEDULE_INTERVAL": 1.0,
     # A tick enqueued later than this is missed: missed="skip" schedules run nothing for it.
     "SCHEDULE_MISSED_AFTER": 60.0,
+    # The dashboard warns when a transaction of the database has held its snapshot for
+    # longer than this many seconds: VACUUM cannot clean the queue meanwhile (horizon.py).
+    "SNAPSHOT_WARNING": 300.0,
 }
 
 
@@ -118,6 +121,7 @@ class TaskSettings:
     SCHEDULES: dict[str, dict[str, Any]]
     SCHEDULE_INTERVAL: float
     SCHEDULE_MISSED_AFTER: float
+    SNAPSHOT_WARNING: float
 
 
 @functools.lru_cache(maxsize=1)

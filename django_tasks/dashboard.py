@@ -20,6 +20,7 @@ from django.utils.safestring import SafeString
 
 from .api import queries
 from .artifacts.listing import latest_artifacts
+from .horizon import snapshot_warning
 from .permissions import VIEW, VIEW_ARTIFACT, VIEW_SCHEDULE, may
 from .progress import progress_html
 from .retention import parse_age
@@ -77,6 +78,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "artifacts": latest_artifacts() if may(request.user, VIEW_ARTIFACT) else None,
         # Shown to whoever may see schedules (view_schedule), as the admin would.
         "schedules": schedule_rows(limit=50) if may(request.user, VIEW_SCHEDULE) else None,
+        # A transaction open for long holds VACUUM back: the queue slows down (horizon.py).
+        "snapshot": snapshot_warning(),
         "now": now,
     }
     return render(request, "django_tasks/dashboard.html", context)

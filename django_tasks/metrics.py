@@ -1,7 +1,8 @@
 """Prometheus metrics, computed from the tables when scraped (``/tasks/metrics/``).
 
 Runs by task and state (created in the last 24 hours), p50/p95 durations by task, ready runs
-and the age of the oldest ready run per queue, live workers - the figures of the dashboard,
+and the age of the oldest ready run per queue, live workers, the age of the oldest open
+transaction and the dead row versions of the run tables - the figures of the dashboard,
 in the text format Prometheus reads. Several web processes answer the same, since the figures
 come from the database, not from process memory.
 
@@ -21,6 +22,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseForbidden
 
 from .api import queries
 from .conf import task_settings
+from .horizon import dead_rows, oldest_snapshot
 from .models import Worker
 from .permissions import VIEW, may
 
@@ -73,6 +75,26 @@ class TaskRunCollector:
         timeout = timedelta(seconds=task_settings().HEARTBEAT_TIMEOUT)
         live = Worker.objects.filter(stopped__isnull=True, last_heartbeat__gte=now - timeout)
         yield GaugeMetricFamily("django_tasks_workers", "Live worker processes", value=live.count())
+        yield from _horizon_metrics()
+
+
+def _horizon_metrics() -> Iterator[Any]:
+    """What holds VACUUM back (:mod:`.horizon`): the oldest open transaction's age, and the
+    dead row versions of the run tables."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    holder = oldest_snapshot()
+    yield GaugeMetricFamily(
+        "django_tasks_oldest_snapshot_seconds",
+        "Age of the oldest open transaction in the database (0: none); VACUUM waits for it",
+        value=holder.seconds if holder else 0.0,
+    )
+    dead = GaugeMetricFamily(
+        "django_tasks_dead_rows", "Dead row versions of a run table", labels=["table"]
+    )
+    for table in dead_rows():
+        dead.add_metric([table.table], table.dead)
+    yield dead
 
 
 def _allowed(request: HttpRequest) -> bool:

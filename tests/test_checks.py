@@ -30,6 +30,9 @@ def test_defaults_are_clean():
         ({"POLL_INTERVAL": 2, "BATCH_SIZE": 5}, []),
         ({"PREPARE_STATEMENTS": "yes"}, ["django_tasks.E003"]),
         ({"PREPARE_STATEMENTS": False}, []),
+        ({"SNAPSHOT_WARNING": float("nan")}, ["django_tasks.E003"]),
+        ({"POLL_INTERVAL": float("inf")}, ["django_tasks.E003"]),
+        ({"SNAPSHOT_WARNING": 60}, []),
     ],
 )
 def test_settings_errors(value, expected):
