@@ -71,8 +71,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             continue
         ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
         # NaN is not <= 0, and infinity is no number of seconds: both refused.
-        positive = isinstance(value, int | float) and 0 < value < math.inf
-        if not ok or isinstance(value, bool) or not positive:
+        out_of_range = isinstance(value, int | float) and not 0 < value < math.inf
+        if not ok or isinstance(value, bool) or out_of_range:
             errors.append(
                 Error(
                     f"DJANGO_TASKS[{shown(key)}] must be a positive {expected.__name__}, got "

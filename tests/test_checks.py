@@ -33,6 +33,7 @@ def test_defaults_are_clean():
         ({"SNAPSHOT_WARNING": float("nan")}, ["django_tasks.E003"]),
         ({"POLL_INTERVAL": float("inf")}, ["django_tasks.E003"]),
         ({"SNAPSHOT_WARNING": 60}, []),
+        ({"SCHEDULES": {}, "METRICS_TOKEN": "t", "API_PERMISSION_CLASSES": []}, []),
     ],
 )
 def test_settings_errors(value, expected):
