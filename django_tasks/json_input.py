@@ -22,7 +22,14 @@ from typing import Any
 
 from .storable import shown
 
-__all__ = ["MAX_DEPTH", "BoundedJSONDecoder", "StorableJSONDecoder", "check_storable", "loads"]
+__all__ = [
+    "MAX_DEPTH",
+    "BoundedJSONDecoder",
+    "StorableJSONDecoder",
+    "check_storable",
+    "loads",
+    "read_stored",
+]
 
 #: Levels of nesting accepted (a list in a dict in a list... is three). Deeper JSON is a
 #: mistake or an attack; PostgreSQL itself refuses a few thousand levels.
@@ -150,3 +157,26 @@ def loads(text: str | bytes, cls: type[BoundedJSONDecoder] = StorableJSONDecoder
     if isinstance(text, bytes):
         text = text.decode("utf-8")  # UnicodeDecodeError is a ValueError too
     return json.loads(text, cls=cls)
+
+
+#: Stored JSON this short holds no int longer than Python reads (4,300 digits).
+_SHORT = 4000
+
+
+def read_stored(data: str | bytes | memoryview) -> Any:
+    """A stored ``json``/``jsonb`` value as the worker's psycopg connections read it: with the
+    bounded decoder, and as its text when that refuses it - as Django's ``JSONField`` does
+    with the models' decoder - so that a value SQL nested thousands deep (a RecursionError
+    in ``json.loads``) or an int longer than Python reads (a ValueError) reaches the code that
+    reads the row, which fails that one run (``ClaimedRun.from_claim``), instead of making
+    psycopg fail the row's whole batch."""
+    if isinstance(data, memoryview):
+        data = bytes(data)
+    if len(data) <= _SHORT:
+        opening = data.count(b"[") + data.count(b"{") if isinstance(data, bytes) else None
+        if opening is not None and opening <= MAX_DEPTH:
+            return json.loads(data)  # neither too deep nor too long an int: the fast way
+    try:
+        return loads(data, BoundedJSONDecoder)
+    except ValueError:
+        return data.decode("utf-8", "replace") if isinstance(data, bytes) else data

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from django.db import connections, transaction
-from psycopg.types.json import Json
+from psycopg.types.json import Json, set_json_loads
 
-from . import sql
+from . import json_input, sql
 from .conf import task_settings
 from .dependencies import Upstream, collect_upstreams, resolve
 from .futures import TaskRunFuture
@@ -360,4 +360,6 @@ def open_worker_connection(
     if not name.isidentifier():  # our own constants: never text from outside
         raise ValueError(f"Not a connection name: {name!r}")
     conn.execute(f"SET application_name = 'django_tasks {name}'")
+    # JSON the worker reads: a value SQL nested thousands deep costs its run, not a batch.
+    set_json_loads(json_input.read_stored, conn)
     return conn

@@ -75,3 +75,27 @@ def test_values_built_in_python_are_checked_the_same_way():
         deep = [deep]
     with pytest.raises(ValueError, match="nested more than 100 levels"):
         check_storable(deep, "args")  # no RecursionError: a stack of its own
+
+
+@pytest.mark.parametrize(
+    "wrap", [bytes, memoryview, lambda b: b.decode()], ids=["bytes", "view", "str"]
+)
+def test_stored_json_is_read_as_json_or_else_as_its_text(wrap):
+    """What the worker's connections read from json/jsonb columns (read_stored): JSON as JSON,
+    short or long; what Python's json cannot read (too deep, an int too long) as its text."""
+    from django_tasks.json_input import read_stored
+
+    assert read_stored(wrap(b'{"tags": ["a", "b"], "n": 1.5}')) == {"tags": ["a", "b"], "n": 1.5}
+    long_list = b"[" + b",".join(b'"x"' for _ in range(2000)) + b"]"
+    assert read_stored(wrap(long_list)) == ["x"] * 2000  # past the fast way's length
+    nested = b"[" * 100 + b"]" * 100  # 100 levels: read
+    value = read_stored(wrap(nested))
+    for _ in range(99):
+        assert isinstance(value, list)
+        assert len(value) == 1
+        value = value[0]
+    assert value == []
+    deep = b"[" * 5000 + b"]" * 5000
+    assert read_stored(wrap(deep)) == deep.decode()
+    huge = b"[" + b"9" * 5000 + b"]"
+    assert read_stored(wrap(huge)) == huge.decode()

@@ -176,10 +176,19 @@ def test_the_migration_mends_the_times_it_finds_outside_and_then_checks_them():
         ("tags = '[1, 2]'", "tags (a JSON list of strings) holds [1, 2]"),
         ("retry_delays = '7'", "retry_delays (a JSON list of numbers) holds 7"),
         ("retry_delays = '{\"a\": 1}'", "retry_delays (a JSON list of numbers) holds {'a': 1}"),
+        (
+            "tags = (repeat('[', 5000) || repeat(']', 5000))::jsonb",
+            "tags (a JSON list of strings) holds '" + "[" * 200 + "'… (10,000 characters)",
+        ),
+        (
+            "retry_delays = ('[' || repeat('9', 5000) || ']')::jsonb",
+            "retry_delays (a JSON list of numbers) holds '[" + "9" * 199 + "'… (5,002 characters)",
+        ),
     ],
 )
 def test_a_run_row_the_worker_cannot_read_fails_alone(clause, said):
-    """A run whose tags or retry_delays SQL wrote as something else than a list: the claim
+    """A run whose tags or retry_delays SQL wrote as something else than a list (or nested too
+    deep for Python's json, or holding an int too long for it): the claim
     committed, then the worker could not read the row and the whole batch stayed PENDING, held
     by a live worker, for ever. Now that run fails with a message that names the column, and
     the others of its batch complete."""
