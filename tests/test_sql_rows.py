@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.test import Client
 
 from django_tasks.models import Schedule, TaskRun
@@ -227,3 +228,46 @@ def test_no_run_row_makes_a_page_fail(clause):
         }
     )
     assert set(pages.values()) == {200}, pages
+
+
+FINAL = ("COMPLETED", "FAILED", "SCHEDULED")  # SCHEDULED: a retry waiting for its time
+
+#: Numbers of a run set by SQL to what no call could give.
+ODD_NUMBERS = [
+    "timeout = 'NaN'",
+    "timeout = 'Infinity'",
+    "timeout = -1",
+    "timeout = 1e300",
+    "retry_jitter = 'NaN'",
+    "retry_jitter = 1e300",
+    "retries = 2147483647",
+    "attempts = 2147483646",
+    "retry_delays = '[1e300]'",
+    "retry_delays = '[-5]'",
+    "priority = 32767",
+]
+
+
+@pytest.mark.parametrize(
+    ("clause", "fails"),
+    [
+        pytest.param(clause, fails, id=f"{clause}-{'fails and retries' if fails else 'succeeds'}")
+        for clause in ODD_NUMBERS
+        for fails in (False, True)
+        if not (fails and clause.startswith("retries"))  # two billion retries: it asked for it
+    ],
+)
+def test_a_run_with_odd_numbers_ends_and_its_batch_runs(clause, fails):
+    """Whether its task succeeds or fails (and is retried: delays, jitter, attempts), a run
+    whose numbers SQL set ends, and the runs claimed with it complete."""
+    from tests.taskapp.tasks import explode
+
+    odd = explode.delay("odd") if fails else add.delay(0, 0)
+    if fails:
+        sql("UPDATE django_tasks_taskrun SET retries = 2 WHERE id = %s", odd.id)
+    others = [add.delay(i, i) for i in range(3)]
+    sql(f"UPDATE django_tasks_taskrun SET {clause} WHERE id = %s", odd.id)
+    assert Worker(burst=True, handle_signals=False, batch_size=4).run() == 0
+    runs = TaskRun.objects.filter(Q(pk=odd.id) | Q(retry_of=odd.id))
+    assert all(r.state_type in FINAL for r in runs), [(r.state_type, r.state_message) for r in runs]
+    assert [TaskRun.objects.get(pk=f.id).state_type for f in others] == ["COMPLETED"] * 3
