@@ -57,26 +57,26 @@ def test_the_run_being_executed_and_the_boot_state():
     assert journal.processed == 1
 
 
+def stepping_of(journal: ProcessJournal) -> tuple[uuid.UUID, str] | None:
+    """The run and task name the journal says takes a step, or None."""
+    stepping = journal.stepping
+    return None if stepping is None else (stepping.run_id, stepping.task_name)
+
+
 def test_the_async_run_taking_a_step():
     journal = ProcessJournal.private()
-    assert journal.stepping is None
+    assert stepping_of(journal) is None
     first, second = uuid.uuid4(), uuid.uuid4()
     journal.step(first, "fetch")
-    stepping = journal.stepping
-    assert stepping is not None
-    assert (stepping.run_id, stepping.task_name) == (first, "fetch")
+    assert stepping_of(journal) == (first, "fetch")
     journal.stepped()
-    assert journal.stepping is None
+    assert stepping_of(journal) is None
     journal.step(second, "notify")
-    stepping = journal.stepping
-    assert stepping is not None
-    assert (stepping.run_id, stepping.task_name) == (second, "notify")
+    assert stepping_of(journal) == (second, "notify")
     journal.reset()
-    assert journal.stepping is None
+    assert stepping_of(journal) is None
     journal.step(first, "notify")  # the name is written again after a reset
-    stepping = journal.stepping
-    assert stepping is not None
-    assert stepping.task_name == "notify"
+    assert stepping_of(journal) == (first, "notify")
 
 
 def _child_writes(journal: ProcessJournal, run_id: uuid.UUID) -> None:

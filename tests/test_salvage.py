@@ -120,12 +120,12 @@ def settled_rows(futures: list[Any]) -> list[tuple[str, int, str]]:
     return [(row.state_type, row.crashes, row.state_message) for row in rows]
 
 
-def test_the_async_run_in_a_step_is_blamed_and_the_runs_beside_it_are_not(db):
-    """The child died while an async run's coroutine took a step on the loop (its code alone
-    runs there): that run took it down. The sync run in hand and the other async runs in
-    flight are lost with the process, charged nothing; a run not started goes back."""
+def sync_and_async_in_flight(db: QueueConnection) -> tuple[Any, list[Any], Any, ProcessJournal]:
+    """A process's state when it dies with async runs in flight: a sync run in hand (its
+    journal begun), two async runs RUNNING - the first taking a step on the loop - and a run
+    claimed but not started. Returns their futures and the journal."""
     sync_run = add.delay(1, 1)
-    culprit, beside = async_record.delay("culprit"), async_record.delay("beside")
+    in_flight = [async_record.delay("first"), async_record.delay("second")]
     not_started = add.delay(2, 2)
     runs = claim_all(db)
     start(db, runs[1])
@@ -133,6 +133,14 @@ def test_the_async_run_in_a_step_is_blamed_and_the_runs_beside_it_are_not(db):
     journal = ProcessJournal.private()
     journal.begin(runs[0].id, "add", time.time())
     journal.step(runs[1].id, "async_record")
+    return sync_run, in_flight, not_started, journal
+
+
+def test_the_async_run_in_a_step_is_blamed_and_the_runs_beside_it_are_not(db):
+    """The child died while an async run's coroutine took a step on the loop (its code alone
+    runs there): that run took it down. The sync run in hand and the other async runs in
+    flight are lost with the process, charged nothing; a run not started goes back."""
+    sync_run, (culprit, beside), not_started, journal = sync_and_async_in_flight(db)
 
     settled = salvage(db, journal, worker=DEAD, rescuer="me", exitcode=1)
 
@@ -160,15 +168,7 @@ def test_with_async_runs_in_flight_and_none_in_a_step_no_run_is_named(db):
     """The child died while its async runs awaited: the sync run in hand may have done it,
     or a thread of any async run - none is named, and each is charged the crash. A run not
     started goes back, charged nothing: the culprit is among the runs that were running."""
-    sync_run = add.delay(1, 1)
-    in_flight = [async_record.delay("a"), async_record.delay("b")]
-    not_started = add.delay(2, 2)
-    runs = claim_all(db)
-    start(db, runs[1])
-    start(db, runs[2])
-    journal = ProcessJournal.private()
-    journal.begin(runs[0].id, "add", time.time())
-    journal.step(runs[1].id, "async_record")
+    sync_run, in_flight, not_started, journal = sync_and_async_in_flight(db)
     journal.stepped()  # its step is over: it awaits
 
     settled = salvage(db, journal, worker=DEAD, rescuer="me", exitcode=-9)

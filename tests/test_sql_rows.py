@@ -30,11 +30,21 @@ def sql(statement: str, *params: Any) -> None:
         cursor.execute(statement, params)
 
 
-def pages_of(urls: dict[str, str]) -> dict[str, int]:
-    """The status of each page for a superuser (a 500 is returned, not raised)."""
+def assert_pages_show(model: str, api: str, pk: object) -> None:
+    """Every page that lists or shows the row answers 200 to a superuser: the admin's list
+    and change page, the API's list and detail, the dashboard (a 500 is returned, not
+    raised)."""
     browser = Client(raise_request_exception=False)
     browser.force_login(User.objects.create_superuser("root", "r@example.com", "pw"))
-    return {name: browser.get(url).status_code for name, url in urls.items()}
+    urls = {
+        "admin list": f"/admin/django_tasks/{model}/",
+        "admin page": f"/admin/django_tasks/{model}/{pk}/change/",
+        "api list": f"/tasks/api/{api}/",
+        "api detail": f"/tasks/api/{api}/{pk}/",
+        "dashboard": "/tasks/dashboard/",
+    }
+    pages = {name: browser.get(url).status_code for name, url in urls.items()}
+    assert set(pages.values()) == {200}, pages
 
 
 #: SET clauses a careless script or an operator applies to the schedule named "bad", and
@@ -74,16 +84,7 @@ def test_one_bad_schedule_row_neither_stops_the_others_nor_breaks_a_page(
     assert (outcome.failed, bool(Schedule.objects.get(pk=bad.pk).last_error)) == (
         (0, False) if ticks else (1, True)  # an error is said on the row
     )
-    pages = pages_of(
-        {
-            "admin list": "/admin/django_tasks/schedule/",
-            "admin page": f"/admin/django_tasks/schedule/{bad.pk}/change/",
-            "api list": "/tasks/api/schedules/",
-            "api detail": f"/tasks/api/schedules/{bad.pk}/",
-            "dashboard": "/tasks/dashboard/",
-        }
-    )
-    assert set(pages.values()) == {200}, pages
+    assert_pages_show("schedule", "schedules", bad.pk)
 
 
 @pytest.mark.parametrize("column", ["next_tick", "last_tick"])
@@ -137,16 +138,7 @@ def test_delay_refuses_a_scheduled_time_the_row_cannot_hold(when):
 def test_the_bounds_themselves_are_stored_and_read_back(when):
     run = add.apply_async((1, 2), scheduled_time=when)
     assert TaskRun.objects.get(pk=run.id).scheduled_time == when
-    pages = pages_of(
-        {
-            "admin list": "/admin/django_tasks/taskrun/",
-            "admin page": f"/admin/django_tasks/taskrun/{run.id}/change/",
-            "api list": "/tasks/api/runs/",
-            "api detail": f"/tasks/api/runs/{run.id}/",
-            "dashboard": "/tasks/dashboard/",
-        }
-    )
-    assert set(pages.values()) == {200}, pages
+    assert_pages_show("taskrun", "runs", run.id)
 
 
 def test_the_migration_mends_the_times_it_finds_outside_and_then_checks_them():
@@ -218,16 +210,7 @@ RUN_EDITS = {
 def test_no_run_row_makes_a_page_fail(clause):
     run = add.delay(1, 2)
     sql(f"UPDATE django_tasks_taskrun SET {clause} WHERE id = %s", run.id)
-    pages = pages_of(
-        {
-            "admin list": "/admin/django_tasks/taskrun/",
-            "admin page": f"/admin/django_tasks/taskrun/{run.id}/change/",
-            "api list": "/tasks/api/runs/",
-            "api detail": f"/tasks/api/runs/{run.id}/",
-            "dashboard": "/tasks/dashboard/",
-        }
-    )
-    assert set(pages.values()) == {200}, pages
+    assert_pages_show("taskrun", "runs", run.id)
 
 
 FINAL = ("COMPLETED", "FAILED", "SCHEDULED")  # SCHEDULED: a retry waiting for its time

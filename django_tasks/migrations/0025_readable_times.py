@@ -63,6 +63,17 @@ def checked(table: str, model: str, name: str, column: str) -> migrations.operat
     )
 
 
+ARGS_HELP = "Positional arguments (JSON)."
+KWARGS_HELP = "Keyword arguments (JSON)."
+DELAYS_HELP = "Seconds before each retry; the last one repeats."
+
+
+def bounded(model: str, name: str, **options: object) -> migrations.AlterField:
+    """``model.name`` as a JSON field read with the bounded decoder (state only: no SQL)."""
+    field = models.JSONField(decoder=django_tasks.json_input.BoundedJSONDecoder, **options)
+    return migrations.AlterField(model_name=model, name=name, field=field)
+
+
 class Migration(migrations.Migration):
     atomic = False
 
@@ -71,86 +82,16 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AlterField(
-            model_name="schedule",
-            name="args",
-            field=models.JSONField(
-                blank=True,
-                decoder=django_tasks.json_input.BoundedJSONDecoder,
-                default=list,
-                help_text="Positional arguments (JSON).",
-            ),
-        ),
-        migrations.AlterField(
-            model_name="schedule",
-            name="kwargs",
-            field=models.JSONField(
-                blank=True,
-                decoder=django_tasks.json_input.BoundedJSONDecoder,
-                default=dict,
-                help_text="Keyword arguments (JSON).",
-            ),
-        ),
-        migrations.AlterField(
-            model_name="artifact",
-            name="data",
-            field=models.JSONField(decoder=django_tasks.json_input.BoundedJSONDecoder),
-        ),
-        migrations.AlterField(
-            model_name="resultrecord",
-            name="result_preview",
-            field=models.JSONField(
-                blank=True, decoder=django_tasks.json_input.BoundedJSONDecoder, null=True
-            ),
-        ),
-        migrations.AlterField(
-            model_name="taskrun",
-            name="parameters_preview",
-            field=models.JSONField(
-                blank=True, decoder=django_tasks.json_input.BoundedJSONDecoder, default=dict
-            ),
-        ),
-        migrations.AlterField(
-            model_name="taskrun",
-            name="progress",
-            field=models.JSONField(
-                blank=True,
-                decoder=django_tasks.json_input.BoundedJSONDecoder,
-                editable=False,
-                null=True,
-            ),
-        ),
-        migrations.AlterField(
-            model_name="taskrun",
-            name="result_preview",
-            field=models.JSONField(
-                blank=True, decoder=django_tasks.json_input.BoundedJSONDecoder, null=True
-            ),
-        ),
-        migrations.AlterField(
-            model_name="taskrun",
-            name="retry_delays",
-            field=models.JSONField(
-                blank=True,
-                decoder=django_tasks.json_input.BoundedJSONDecoder,
-                default=list,
-                help_text="Seconds before each retry; the last one repeats.",
-            ),
-        ),
-        migrations.AlterField(
-            model_name="taskrun",
-            name="tags",
-            field=models.JSONField(
-                blank=True, decoder=django_tasks.json_input.BoundedJSONDecoder, default=list
-            ),
-        ),
-        migrations.AlterField(
-            model_name="worker",
-            name="queues",
-            field=models.JSONField(
-                decoder=django_tasks.json_input.BoundedJSONDecoder, default=list
-            ),
-        ),
+        bounded("schedule", "args", blank=True, default=list, help_text=ARGS_HELP),
+        bounded("schedule", "kwargs", blank=True, default=dict, help_text=KWARGS_HELP),
+        bounded("artifact", "data"),
+        bounded("resultrecord", "result_preview", blank=True, null=True),
+        bounded("taskrun", "parameters_preview", blank=True, default=dict),
+        bounded("taskrun", "progress", blank=True, editable=False, null=True),
+        bounded("taskrun", "result_preview", blank=True, null=True),
+        bounded("taskrun", "retry_delays", blank=True, default=list, help_text=DELAYS_HELP),
+        bounded("taskrun", "tags", blank=True, default=list),
+        bounded("worker", "queues", default=list),
         checked(
             "django_tasks_schedule", "schedule", "django_tasks_schedule_next_tick", "next_tick"
         ),
