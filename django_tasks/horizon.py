@@ -32,6 +32,7 @@ SELECT pid, seconds, state, application_name FROM (
            coalesce(state, '') AS state, coalesce(application_name, '') AS application_name
     FROM pg_stat_activity
     WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+      AND backend_type = 'client backend'  -- not autovacuum: a long VACUUM holds nobody back
       AND (backend_xmin IS NOT NULL OR backend_xid IS NOT NULL)
     UNION ALL
     SELECT NULL, extract(epoch FROM clock_timestamp() - prepared)::float8,

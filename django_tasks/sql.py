@@ -246,14 +246,15 @@ _READY = f"""ready AS MATERIALIZED (
 #: worker reserves starts for a long queue (the start clock then sends that run to the end of
 #: the line, migration 0023). ``django_tasks_reserved_idx`` holds only runs waiting for a
 #: reserved start, in this order: a probe that finds nothing costs a few index pages.
-_READY_RESERVED_FIRST = f"""reserved AS MATERIALIZED (
+_RESERVED = f"""reserved AS MATERIALIZED (
     SELECT id FROM {RUN}
     WHERE state_type = 'SCHEDULED' AND blocked = 0 AND rate_slot IS NOT NULL
       AND queue = %(queue)s AND scheduled_time <= statement_timestamp() {{tasks}}
     ORDER BY scheduled_time
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-), others AS MATERIALIZED (
+)"""
+_READY_RESERVED_FIRST = f"""{_RESERVED}, others AS MATERIALIZED (
     SELECT id FROM {RUN}
     WHERE state_type = 'SCHEDULED' AND blocked = 0 AND rate_slot IS NULL AND queue = %(queue)s
       AND scheduled_time <= statement_timestamp() {{tasks}}
@@ -263,6 +264,43 @@ _READY_RESERVED_FIRST = f"""reserved AS MATERIALIZED (
 ), ready AS (
     SELECT id FROM reserved UNION ALL SELECT id FROM others
 )"""
+
+
+#: The same runs in the same order, from a floor on (:mod:`django_tasks.worker.floors`: while
+#: a long transaction holds its snapshot, the entries of claimed runs stay in the ready index
+#: and a claim from its start walks them all): runs of a higher priority than the floor's, then
+#: those of its priority from its time on - where the index is entered directly, past what
+#: earlier claims left - then lower priorities, each part limited to what the earlier parts
+#: left (a part limited to 0 rows reads nothing).
+def _floored(limit: str, rates: str = "") -> str:
+    """CTEs ``ahead``, ``at``, ``behind``: up to ``limit`` ready runs from the floor on."""
+    ready = f"""SELECT id FROM {RUN}
+    WHERE state_type = 'SCHEDULED' AND blocked = 0 AND queue = %(queue)s {rates}
+      AND scheduled_time <= statement_timestamp() {{tasks}}"""
+    return f"""ahead AS MATERIALIZED (
+    {ready} AND priority > %(floor_priority)s
+    ORDER BY priority DESC, scheduled_time
+    LIMIT {limit}
+    FOR UPDATE SKIP LOCKED
+), at AS MATERIALIZED (
+    {ready} AND priority = %(floor_priority)s AND scheduled_time >= %(floor_time)s
+    ORDER BY scheduled_time
+    LIMIT {limit} - (SELECT count(*) FROM ahead)
+    FOR UPDATE SKIP LOCKED
+), behind AS MATERIALIZED (
+    {ready} AND priority < %(floor_priority)s
+    ORDER BY priority DESC, scheduled_time
+    LIMIT {limit} - (SELECT count(*) FROM ahead) - (SELECT count(*) FROM at)
+    FOR UPDATE SKIP LOCKED
+)"""
+
+
+_FROM_FLOOR = "SELECT id FROM ahead UNION ALL SELECT id FROM at UNION ALL SELECT id FROM behind"
+_READY_FLOORED = f"{_floored('%(limit)s')}, ready AS ({_FROM_FLOOR})"
+_READY_RESERVED_FIRST_FLOORED = _RESERVED + (
+    f", {_floored('(%(limit)s - (SELECT count(*) FROM reserved))', 'AND rate_slot IS NULL')}"
+    f", ready AS (SELECT id FROM reserved UNION ALL {_FROM_FLOOR})"
+)
 #: Claims of a worker that knows of concurrency limits (django_tasks.limits) also mark the
 #: runs that take a slot of one (``holds_slot``), in the same write: the queues and tags with
 #: a concurrency limit, as the worker knows them (``%(slot_queues)s``, ``%(slot_tags)s``), are
@@ -283,12 +321,21 @@ CLAIM_TASKS = {
 
 
 @functools.cache
-def claim(*, limits: bool = False, tasks: str = "all", rates: bool = False) -> str:
+def claim(
+    *, limits: bool = False, tasks: str = "all", rates: bool = False, floored: bool = False
+) -> str:
     """The claim statement: ``limits`` - the claiming worker knows of concurrency limits, so
     the claim also marks the runs that take a slot (``holds_slot``, in the same write);
     ``tasks`` - a key of :data:`CLAIM_TASKS`; ``rates`` - it knows of rate limits, so the
-    claim takes first the runs whose reserved start has come."""
-    text = CLAIM_TEMPLATE.replace("{ready}", _READY_RESERVED_FIRST if rates else _READY)
+    claim takes first the runs whose reserved start has come; ``floored`` - it starts from a
+    floor (``%(floor_priority)s``, ``%(floor_time)s``; see :func:`_floored`)."""
+    ready = {
+        (False, False): _READY,
+        (False, True): _READY_FLOORED,
+        (True, False): _READY_RESERVED_FIRST,
+        (True, True): _READY_RESERVED_FIRST_FLOORED,
+    }[rates, floored]
+    text = CLAIM_TEMPLATE.replace("{ready}", ready)
     text = text.replace("{holds_slot}", _HOLDS_SLOT if limits else "")
     return text.replace("{tasks}", CLAIM_TASKS[tasks])
 

@@ -56,6 +56,7 @@ from .async_lane import AsyncCalls, AsyncLane
 from .connection import QueueConnection
 from .deferred import DeferredOutcomes, Taken
 from .descendants import kill_tree, reap_adopted
+from .floors import ClaimFloors
 from .journal import ProcessJournal
 from .maintenance import rescue
 from .outcomes import ClaimedRun, TaskRunCancelled, TaskRunTimeout
@@ -173,6 +174,8 @@ class Worker:
         self.gave_up = False
         #: Claims that failed in a row (unexpected errors), per claiming thread (``.count``).
         self._claim_errors = threading.local()
+        #: Where each claiming thread's next claim starts (``.floors``, see :mod:`.floors`).
+        self._floors = threading.local()
         self._stopping = threading.Event()
         self._control_done = threading.Event()
         self._wake = threading.Condition()
@@ -616,34 +619,59 @@ class Worker:
             tasks, keys = "except", self.lane.task_keys
         else:
             tasks, keys = "all", []
-        claim = sql.claim(limits=self.gate.concurrency, tasks=tasks, rates=self.gate.rates)
+        floors = self._thread_floors()
         for queue in self.queues:
-            params = {
-                "queue": queue,
-                "limit": self._batch_limit() if limit is None else limit,
-                "worker": self.name,
-                "late_after": self.late_after,
-                "done": done.entries,
-                "task_keys": keys,
-                "slot_queues": self.gate.slot_queues,
-                "slot_tags": self.gate.slot_tags,
-            }
-            try:
-                # Completions must be written even while stopping: only an empty claim gives up.
-                rows = db.execute(claim, params, give_up_on_stop=not done.items)
-            except Exception:  # the database refused a completion: write them one by one
-                if not done.items:
-                    raise
-                self.deferred.write(db, done)
+            for floor in [None] if self.burst else floors.starts(queue):
+                params = {
+                    "queue": queue,
+                    "limit": self._batch_limit() if limit is None else limit,
+                    "worker": self.name,
+                    "late_after": self.late_after,
+                    "done": done.entries,
+                    "task_keys": keys,
+                    "slot_queues": self.gate.slot_queues,
+                    "slot_tags": self.gate.slot_tags,
+                    "floor_priority": floor and floor.priority,
+                    "floor_time": floor and floor.scheduled_time,
+                }
+                claim = sql.claim(
+                    limits=self.gate.concurrency,
+                    tasks=tasks,
+                    rates=self.gate.rates,
+                    floored=floor is not None,
+                )
+                began = time.monotonic()
+                rows = self._claim_rows(db, claim, params, done)
+                floors.claimed(queue, rows, floor, time.monotonic() - began)
                 done = Taken.NONE
-                rows = db.execute(claim, {**params, "done": "[]"}, give_up_on_stop=True)
-            self.deferred.written(done, {row[1] for row in rows if row[0] == "flushed"})
-            done = Taken.NONE
-            claimed = [ClaimedRun.from_claim(row, queue) for row in rows if row[0] == "claimed"]
-            if claimed:
-                self.claims += 1
-                return claimed
+                claimed = [ClaimedRun.from_claim(r, queue) for r in rows if r[0] == "claimed"]
+                if claimed:
+                    self.claims += 1
+                    return claimed
         return []
+
+    def _claim_rows(
+        self, db: QueueConnection, claim: str, params: dict[str, Any], done: Taken
+    ) -> list[Any]:
+        """Run one claim statement, writing the deferred completions ``done`` with it."""
+        try:
+            # Completions must be written even while stopping: only an empty claim gives up.
+            rows = db.execute(claim, params, give_up_on_stop=not done.items)
+        except Exception:  # the database refused a completion: write them one by one
+            if not done.items:
+                raise
+            self.deferred.write(db, done)
+            done = Taken.NONE
+            rows = db.execute(claim, {**params, "done": "[]"}, give_up_on_stop=True)
+        self.deferred.written(done, {row[1] for row in rows if row[0] == "flushed"})
+        return rows
+
+    def _thread_floors(self) -> ClaimFloors:
+        """The claiming thread's floors (a slot's or the async lane's: :mod:`.floors`)."""
+        floors: ClaimFloors | None = getattr(self._floors, "floors", None)
+        if floors is None:
+            floors = self._floors.floors = ClaimFloors()
+        return floors
 
     def _admit(
         self, db: QueueConnection, claimed: list[ClaimedRun], lane: AsyncLane | None = None

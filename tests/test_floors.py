@@ -1,0 +1,206 @@
+"""Claims that start from the last claimed position (django_tasks.worker.floors): under a held
+snapshot a floored claim reads a few index entries where a plain one walks every entry left by
+the runs claimed since; priority order holds and no run behind the floor is left behind."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from django_tasks import sql
+from django_tasks.models import TaskRun
+from django_tasks.topic import open_worker_connection
+from django_tasks.worker import floors as floors_module
+from django_tasks.worker.connection import QueueConnection
+from django_tasks.worker.floors import ClaimFloors, Floor
+from django_tasks.worker.process import Worker
+from tests.taskapp.tasks import add, noop
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def claims(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each claim statement the worker runs starts from a floor, in order."""
+    seen: list[bool] = []
+    real = sql.claim
+
+    def spying(**kwargs: Any) -> str:
+        seen.append(kwargs.get("floored", False))
+        return real(**kwargs)
+
+    monkeypatch.setattr(sql, "claim", spying)
+    return seen
+
+
+@pytest.fixture
+def rare_plain_claims(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain claim is next due a million times its own cost later: never, in a test."""
+    monkeypatch.setattr(floors_module, "PLAIN_SHARE", 1e-6)
+
+
+def worker_and_connection(**options: Any) -> tuple[Worker, QueueConnection]:
+    worker = Worker(handle_signals=False, **options)
+    return worker, QueueConnection(worker.alias, lambda: False)
+
+
+def drain_claims(worker: Worker, db: QueueConnection) -> int:
+    """Claim (without running) until nothing is ready; the number of runs claimed."""
+    total = 0
+    while batch := worker._claim(db):
+        total += len(batch)
+    return total
+
+
+READ = "SELECT pg_stat_get_xact_tuples_returned('django_tasks_ready_idx'::regclass)"
+
+
+def entries_read(conn: Any, statement: str, params: dict[str, Any]) -> int:
+    """Entries of the ready index a statement reads - each one a heap visit unless marked
+    dead - as this session counts them (counts it has not reported yet: hence the difference).
+    The statement is rolled back."""
+    with conn.transaction(force_rollback=True):
+        before = conn.execute(READ).fetchone()[0]
+        conn.execute(statement, params)
+        after = conn.execute(READ).fetchone()[0]
+    return int(after - before)
+
+
+def test_under_a_held_snapshot_a_floored_claim_skips_what_earlier_claims_left(
+    second_connection, claims, rare_plain_claims
+):
+    """Issue 25 (a short version of benchmarks/held_snapshot.py): while a REPEATABLE READ
+    transaction holds its snapshot, 3,000 runs are claimed; to claim the next 100 runs, a plain
+    claim then reads the 3,000 entries they left in the ready index (a heap visit each) before
+    them, and the floored claim the worker makes about 100."""
+    second_connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    second_connection.execute("SELECT count(*) FROM django_tasks_taskrun").fetchone()
+    noop.delay_many([()] * 3_000)
+    worker, db = worker_and_connection(batch_size=100)
+    assert drain_claims(worker, db) == 3_000
+    # The first claim is plain (no floor yet), the 29 after it start from their floor; the
+    # last, floored, finds nothing and is followed at once by a plain one.
+    assert claims == [False] + [True] * 30 + [False]
+    noop.delay_many([()] * 100)
+    floor = worker._thread_floors().floors["default"]
+    params = {
+        "queue": "default",
+        "limit": 100,
+        "worker": "probe",
+        "late_after": 5.0,
+        "done": "[]",
+        "floor_priority": floor.priority,
+        "floor_time": floor.scheduled_time,
+    }
+    probe = open_worker_connection()
+    try:
+        plain = entries_read(probe, sql.CLAIM, params)
+        floored = entries_read(probe, sql.claim(floored=True), params)
+    finally:
+        probe.close()
+        db.close()
+    assert plain >= 3_100, plain  # the 3,000 claimed runs' entries, then the 100 it claims
+    assert floored <= 110, floored
+    second_connection.execute("ROLLBACK")
+
+
+def test_floored_claims_keep_priority_order_and_find_runs_behind_the_floor(
+    claims, rare_plain_claims
+):
+    first = [add.delay(i, 0).id for i in range(10)]
+    worker, db = worker_and_connection(batch_size=5)
+    try:
+        assert [run.id for run in worker._claim(db)] == first[:5]  # plain: the floor is run 5
+        urgent = add.apply_async(args=(1, 1), priority=5).id  # ahead of the floor
+        late = add.apply_async(  # behind the floor: an hour before its priority's runs
+            args=(2, 2), scheduled_time=timezone.now() - timedelta(hours=1)
+        ).id
+        assert [run.id for run in worker._claim(db)] == [urgent, *first[5:9]]
+        assert [run.id for run in worker._claim(db)] == [first[9]]
+        # Nothing from the floor on: a plain claim at once finds the run behind it.
+        assert [run.id for run in worker._claim(db)] == [late]
+        assert worker._claim(db) == []
+    finally:
+        db.close()
+    assert claims == [False, True, True, True, False, True, False]
+    assert TaskRun.objects.filter(state_type="SCHEDULED").count() == 0
+
+
+def test_a_plain_claim_when_due_finds_the_run_behind_the_floor_before_later_runs(
+    claims, rare_plain_claims
+):
+    """While floored claims keep finding runs, a run behind the floor waits for the next
+    plain claim (due ``took / PLAIN_SHARE`` after the last one: see the test below); that claim
+    takes it first, in index order."""
+    runs = [add.delay(i, 0).id for i in range(6)]
+    worker, db = worker_and_connection(batch_size=2)
+    try:
+        assert [run.id for run in worker._claim(db)] == runs[:2]
+        late = add.apply_async(args=(2, 2), scheduled_time=timezone.now() - timedelta(hours=1)).id
+        assert [run.id for run in worker._claim(db)] == runs[2:4]  # from the floor
+        worker._thread_floors().next_plain = 0.0  # the plain claim is due
+        assert [run.id for run in worker._claim(db)] == [late, runs[4]]
+        assert [run.id for run in worker._claim(db)] == [runs[5]]  # from the new floor
+    finally:
+        db.close()
+    assert claims == [False, True, False, True]
+
+
+def test_burst_workers_always_claim_plainly(claims):
+    for i in range(6):
+        add.delay(i, i)
+    worker, db = worker_and_connection(burst=True, batch_size=2)
+    try:
+        assert drain_claims(worker, db) == 6
+    finally:
+        db.close()
+    assert claims == [False] * 4
+
+
+@pytest.mark.parametrize("limits", [False, True])
+@pytest.mark.parametrize("tasks", sorted(sql.CLAIM_TASKS))
+@pytest.mark.parametrize("rates", [False, True])
+def test_every_floored_claim_statement_takes_the_runs_past_its_floor(limits, tasks, rates):
+    runs = [add.delay(i, 0).id for i in range(4)]
+    scheduled = dict(TaskRun.objects.values_list("id", "scheduled_time"))
+    params = {
+        "queue": "default",
+        "limit": 10,
+        "worker": "w",
+        "late_after": 5.0,
+        "done": "[]",
+        "task_keys": [add.key] if tasks == "only" else ["other.key"],
+        "slot_queues": [],
+        "slot_tags": [],
+        "floor_priority": 0,
+        "floor_time": scheduled[runs[1]],
+    }
+    statement = sql.claim(limits=limits, tasks=tasks, rates=rates, floored=True)
+    conn = open_worker_connection()
+    try:
+        rows = conn.execute(statement, params).fetchall()
+    finally:
+        conn.close()
+    assert [row[1] for row in rows if row[0] == "claimed"] == runs[1:]
+
+
+def test_the_floor_moves_to_the_last_run_placed_in_index_order():
+    floors = ClaimFloors()
+    now = timezone.now()
+    assert floors.starts("default") == [None]
+    row = ["claimed", "id", *[None] * 9, 3, now, None, None, None, False]
+    reserved = ["claimed", "id2", *[None] * 9, 9, now + timedelta(seconds=1), *[None] * 3, True]
+    before = time.monotonic()
+    floors.claimed("default", [row, reserved, ["flushed", "x", *[None] * 15]], None, 0.002)
+    assert floors.floors == {"default": Floor(3, now)}  # a reserved start is out of order
+    assert before + 0.04 <= floors.next_plain <= time.monotonic() + 0.04
+    assert floors.starts("default") == [Floor(3, now), None]
+    assert floors.starts("other") == [None]
+    due = floors.next_plain
+    floors.claimed("default", [], Floor(3, now), 5.0)  # floored claims do not move it
+    assert floors.next_plain == due
+    assert floors.floors == {"default": Floor(3, now)}
