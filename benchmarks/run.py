@@ -244,7 +244,7 @@ def raw_drain(n: int, processes: int, *, fresh: bool = True) -> float:
     conn = open_worker_connection()
     with conn.cursor() as cur, conn.transaction():
         cur.executemany(RAW_INSERT + " RETURNING id", [[PAYLOAD]] * n, returning=True)
-        ids = []
+        ids: list[Any] = []
         while True:
             ids.extend(row[0] for row in cur.fetchall())
             if not cur.nextset():
