@@ -36,7 +36,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any
 
@@ -519,6 +519,11 @@ class Worker:
         """
         wakes = self._rate_wakes if lane is None else lane.rate_wakes
         timeout, now = self.poll_interval, time.monotonic()
+        owed = self._thread_floors().owed_in()  # a plain claim owed (.floors): wake for it
+        if owed is not None:
+            if owed == 0.0:
+                return
+            timeout = min(timeout, owed)
         if wakes and wakes[0] <= now:  # a run sent to wait for a rate may start now
             while wakes and wakes[0] <= now:
                 heapq.heappop(wakes)
@@ -620,34 +625,36 @@ class Worker:
         else:
             tasks, keys = "all", []
         floors = self._thread_floors()
+        plain = self.burst or floors.plain_due()
         for queue in self.queues:
-            for floor in [None] if self.burst else floors.starts(queue):
-                params = {
-                    "queue": queue,
-                    "limit": self._batch_limit() if limit is None else limit,
-                    "worker": self.name,
-                    "late_after": self.late_after,
-                    "done": done.entries,
-                    "task_keys": keys,
-                    "slot_queues": self.gate.slot_queues,
-                    "slot_tags": self.gate.slot_tags,
-                    "floor_priority": floor and floor.priority,
-                    "floor_time": floor and floor.scheduled_time,
-                }
-                claim = sql.claim(
-                    limits=self.gate.concurrency,
-                    tasks=tasks,
-                    rates=self.gate.rates,
-                    floored=floor is not None,
-                )
-                began = time.monotonic()
-                rows = self._claim_rows(db, claim, params, done)
-                floors.claimed(queue, rows, floor, time.monotonic() - began)
-                done = Taken.NONE
-                claimed = [ClaimedRun.from_claim(r, queue) for r in rows if r[0] == "claimed"]
-                if claimed:
-                    self.claims += 1
-                    return claimed
+            floor = floors.start(queue, plain)
+            params = {
+                "queue": queue,
+                "limit": self._batch_limit() if limit is None else limit,
+                "worker": self.name,
+                "late_after": self.late_after,
+                "done": done.entries,
+                "task_keys": keys,
+                "slot_queues": self.gate.slot_queues,
+                "slot_tags": self.gate.slot_tags,
+                "floor_priority": floor and floor.priority,
+                "floor_time": floor and floor.scheduled_time,
+            }
+            claim = sql.claim(
+                limits=self.gate.concurrency,
+                tasks=tasks,
+                rates=self.gate.rates,
+                floored=floor is not None,
+            )
+            began = time.monotonic()
+            rows = self._claim_rows(db, claim, params, done)
+            took = time.monotonic() - began  # the clock offset is known once connected:
+            floors.claimed(queue, rows, floor, took, db.db_time() - timedelta(seconds=took))
+            done = Taken.NONE
+            claimed = [ClaimedRun.from_claim(row, queue) for row in rows if row[0] == "claimed"]
+            if claimed:
+                self.claims += 1
+                return claimed
         return []
 
     def _claim_rows(
