@@ -50,9 +50,15 @@ CONNECTIONS = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
 LIVE = "SELECT count(*) FROM django_tasks_worker WHERE stopped IS NULL"
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (user + system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def pgbouncer() -> Iterator[str]:
-    """PgBouncer with its defaults, transaction mode; yields its DATABASE_URL."""
+def pgbouncer() -> Iterator[tuple[str, int]]:
+    """PgBouncer with its defaults, transaction mode; yields its DATABASE_URL and pid."""
     binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
     if binary is None:
         raise SystemExit("needs pgbouncer (Debian: apt-get install pgbouncer)")
@@ -78,7 +84,7 @@ def pgbouncer() -> Iterator[str]:
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     time.sleep(1.0)
     try:
-        yield f"postgres://{settings['USER']}@127.0.0.1:{listen}/{BENCH_DB}"
+        yield f"postgres://{settings['USER']}@127.0.0.1:{listen}/{BENCH_DB}", proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -140,29 +146,55 @@ class ConnectionSampler:
                 time.sleep(0.2)
 
 
-def drain(runs: int) -> float:
+#: From the first start to the last end of a drain's runs: the drain's own pace, without
+#: the wait of idle workers for their next poll (LISTEN does not pass through PgBouncer in
+#: transaction mode: they wake every POLL_INTERVAL, 1 s, instead of at the NOTIFY).
+SPAN = """SELECT extract(epoch FROM max(finished) - min(started))::float8
+FROM django_tasks_taskrun WHERE id = ANY(%s)"""
+
+
+def drain(runs: int) -> tuple[float, float]:
+    """Runs per second from the commit of the enqueue to the last end, and in :data:`SPAN`."""
     futures = noop.delay_many([()] * runs)
     started = time.perf_counter()
     ids = [future.id for future in futures]
     finished = wait_done(OURS_LEFT, last=("django_tasks_taskrun", ids))
-    return runs / (finished - started)
+    with connection.cursor() as cursor:
+        cursor.execute(SPAN, [ids])
+        span = cursor.fetchone()[0]
+    return runs / (finished - started), runs / span
 
 
 def measure(
-    label: str, pools: int, processes: int, url: str | None, runs: int, logs: Path
+    label: str,
+    pools: int,
+    processes: int,
+    url: str | None,
+    runs: int,
+    logs: Path,
+    bouncer: int | None = None,
 ) -> float:
+    """The median drain of ``pools`` x ``processes`` (through PgBouncer with ``url``; its
+    ``bouncer`` pid: the share of a core it used while draining is printed too)."""
     started = start_pools(pools, processes, url, logs)
     try:
         with ConnectionSampler() as sampler:
-            rates = [drain(runs) for _ in range(3)]
+            cpu = cpu_seconds(bouncer) if bouncer else 0.0
+            began = time.perf_counter()
+            drains = [drain(runs) for _ in range(3)]
+            wall = time.perf_counter() - began
+            cpu = cpu_seconds(bouncer) - cpu if bouncer else 0.0
     finally:
         stop_pools(started)
-    rate = statistics.median(rates)
+    rate = statistics.median(whole for whole, _ in drains)
+    pace = statistics.median(steady for _, steady in drains)
+    share = f"{cpu / wall:.2f}" if bouncer else "-"
     print(
-        f"| {label} | {pools * processes} | {rate:,.0f}/s | {sampler.most} | {error_lines(logs)} |",
+        f"| {label} | {pools * processes} | {rate:,.0f}/s | {pace:,.0f}/s | {sampler.most} | "
+        f"{share} | {error_lines(logs)} |",
         flush=True,
     )
-    return rate
+    return pace
 
 
 def error_lines(logs: Path) -> int:
@@ -214,8 +246,11 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SHOW max_connections")
         print(f"PostgreSQL max_connections = {cursor.fetchone()[0]}")
-    print("| workers | processes | drain (median of 3) | most server connections | errors |")
-    print("|---|---|---|---|---|")
+    print(
+        "| workers | processes | drain (median of 3) | first start to last end | "
+        "most server connections | PgBouncer's share of a core | errors |"
+    )
+    print("|---|---|---|---|---|---|---|")
     folder = Path(tempfile.mkdtemp(prefix="djt-bench-logs-"))
     direct_logs, bouncer_logs = folder / "direct", folder / "bouncer"
     direct_logs.mkdir()
@@ -228,7 +263,7 @@ def main() -> None:
         options.runs,
         direct_logs,
     )
-    with pgbouncer() as url:
+    with pgbouncer() as (url, pid):
         through = measure(
             f"{options.pools} pools x {options.processes}, through PgBouncer",
             options.pools,
@@ -236,8 +271,12 @@ def main() -> None:
             url,
             options.runs,
             bouncer_logs,
+            pid,
         )
-        print(f"through PgBouncer / direct: {through / direct:.2f} (logs in {folder})")
+        print(
+            f"through PgBouncer / direct, first start to last end: {through / direct:.2f} "
+            f"(logs in {folder})"
+        )
         if options.restart:
             restart_during_drain(options.pools, options.processes, url, options.runs, bouncer_logs)
     reset()
