@@ -10,11 +10,13 @@ of the benchmark database; then drains ``--runs`` no-op runs three times each wi
 
 * 2 pools of ``--processes`` worker processes connected to PostgreSQL directly, and
 * ``--pools`` pools of ``--processes`` processes through PgBouncer
-  (``PREPARE_STATEMENTS = False``: PgBouncer before 1.21 cannot keep prepared statements),
+  (``PREPARE_STATEMENTS = False``: PgBouncer before 1.21 cannot keep prepared statements;
+  ``LISTEN_DATABASE_ALIAS``: each process LISTENs on a connection straight to PostgreSQL),
 
-printing the median rate of each, the most server connections PostgreSQL had open for the
-benchmark database meanwhile (sampled every 50 ms: bounded by PgBouncer's pool, whatever the
-number of workers), and the error lines the workers logged. ``--restart`` then restarts
+printing the median rate of each (from the enqueue's commit, and from the first start to the
+last end), the most connections PostgreSQL had open for the benchmark database meanwhile
+(sampled every 50 ms: PgBouncer's pool plus one idle LISTEN connection per process), the
+share of a core PgBouncer used, and the error lines the workers logged. ``--restart`` then restarts
 PostgreSQL (``pg_ctlcluster``: the machine's own server, as root) in the middle of one more
 drain through PgBouncer and checks that every run completes.
 """
@@ -93,9 +95,13 @@ def pgbouncer() -> Iterator[tuple[str, int]]:
 
 def start_pools(pools: int, processes: int, url: str | None, logs: Path) -> list[Any]:
     env = dict(os.environ)
-    if url is not None:
+    if url is not None:  # through PgBouncer: LISTEN straight to PostgreSQL (docs/deployment.md)
+        direct = {key: connection.settings_dict[key] for key in ("HOST", "PORT", "USER", "NAME")}
         env["DATABASE_URL"] = url
-        env["DJANGO_TASKS_TEST_SETTINGS"] = json.dumps({"PREPARE_STATEMENTS": False})
+        env["DJANGO_TASKS_TEST_LISTEN_DB"] = json.dumps(direct)
+        env["DJANGO_TASKS_TEST_SETTINGS"] = json.dumps(
+            {"PREPARE_STATEMENTS": False, "LISTEN_DATABASE_ALIAS": "listen"}
+        )
     started = []
     for index in range(pools):
         log = (logs / f"pool-{index}.log").open("ab")

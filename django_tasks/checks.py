@@ -114,9 +114,15 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage
 @register()
 def check_database(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """The queue relies on SKIP LOCKED and LISTEN/NOTIFY: PostgreSQL only."""
-    alias = (getattr(settings, "DJANGO_TASKS", {}) or {}).get("DATABASE_ALIAS", "default")
+    configured = getattr(settings, "DJANGO_TASKS", {}) or {}
+    alias = configured.get("DATABASE_ALIAS", "default")
     if alias not in connections:
         return [Error(f"DATABASE_ALIAS {alias!r} is not in DATABASES.", id="django_tasks.E004")]
+    listen = configured.get("LISTEN_DATABASE_ALIAS", "")
+    if listen and listen not in connections:
+        return [
+            Error(f"LISTEN_DATABASE_ALIAS {listen!r} is not in DATABASES.", id="django_tasks.E004")
+        ]
     if connections[alias].vendor != "postgresql":
         return [
             Error(

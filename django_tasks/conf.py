@@ -29,6 +29,10 @@ DEFAULTS: dict[str, Any] = {
     "BATCH_SIZE": None,
     # Database alias that holds the task tables.
     "DATABASE_ALIAS": "default",
+    # Database alias each worker process LISTENs on ("": DATABASE_ALIAS). Behind PgBouncer in
+    # transaction mode, an alias straight to PostgreSQL (same database): LISTEN does not pass
+    # through such a pooler, and without it idle workers wake only every POLL_INTERVAL.
+    "LISTEN_DATABASE_ALIAS": "",
     # Longest text kept in a JSON preview of a parameter or result.
     "PREVIEW_MAX_CHARS": 200,
     # Longest state message, traceback or run log line stored; longer ones are cut (marked).
@@ -100,6 +104,7 @@ class TaskSettings:
     POLL_INTERVAL: float
     BATCH_SIZE: int | None
     DATABASE_ALIAS: str
+    LISTEN_DATABASE_ALIAS: str
     PREVIEW_MAX_CHARS: int
     MESSAGE_MAX_CHARS: int
     MAX_CRASHES: int

@@ -19,6 +19,14 @@ if os.environ.get("DJANGO_TASKS_TEST_DB"):
     DATABASES["default"]["NAME"] = os.environ["DJANGO_TASKS_TEST_DB"]
     DATABASES["default"]["TEST"] = {"NAME": os.environ["DJANGO_TASKS_TEST_DB"]}
 
+# Worker subprocesses behind PgBouncer can LISTEN on PostgreSQL itself (test_pgbouncer.py):
+# the connection settings of the direct alias, as JSON.
+if os.environ.get("DJANGO_TASKS_TEST_LISTEN_DB"):
+    DATABASES["listen"] = {
+        **DATABASES["default"],
+        **json.loads(os.environ["DJANGO_TASKS_TEST_LISTEN_DB"]),
+    }
+
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 
 # Worker subprocesses of a test can get faster heartbeats etc. through this variable.

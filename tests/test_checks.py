@@ -44,6 +44,14 @@ def test_settings_errors(value, expected):
 def test_database_alias_must_exist_and_be_postgresql(settings):
     with override_settings(DJANGO_TASKS={"DATABASE_ALIAS": "missing"}):
         assert ids(check_database()) == ["django_tasks.E004"]
+    with override_settings(DJANGO_TASKS={"LISTEN_DATABASE_ALIAS": "missing"}):
+        [error] = check_database()
+        assert (error.id, error.msg) == (
+            "django_tasks.E004",
+            "LISTEN_DATABASE_ALIAS 'missing' is not in DATABASES.",
+        )
+    with override_settings(DJANGO_TASKS={"LISTEN_DATABASE_ALIAS": "default"}):
+        assert check_database() == []
 
 
 def test_non_postgresql_database_is_refused(monkeypatch):

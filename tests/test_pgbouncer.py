@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -293,3 +293,42 @@ def test_the_pool_outlives_a_database_restart_behind_pgbouncer_with_its_defaults
     assert "Traceback" not in log, log[-3000:]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
+
+
+def test_workers_behind_pgbouncer_wake_at_once_when_they_listen_on_postgresql(
+    pgbouncer, worker_env, start_worker
+):
+    """PgBouncer in transaction mode drops LISTEN: its workers would wake only every
+    POLL_INTERVAL (60 s here). With LISTEN_DATABASE_ALIAS naming a connection straight to
+    PostgreSQL, each run enqueued to an idle pool starts at once, while every other statement
+    goes through PgBouncer; the pool holds one direct connection per worker process."""
+    direct = {key: connection.settings_dict[key] for key in ("HOST", "PORT", "USER", "NAME")}
+    settings = {
+        **FAST_WORKER_SETTINGS,
+        "POLL_INTERVAL": 60.0,
+        "PREPARE_STATEMENTS": False,
+        "LISTEN_DATABASE_ALIAS": "listen",
+    }
+    env = {**_through(pgbouncer, worker_env), "DJANGO_TASKS_TEST_LISTEN_DB": json.dumps(direct)}
+    env["DJANGO_TASKS_TEST_SETTINGS"] = json.dumps(settings)
+    proc = start_worker("--concurrency", "2", env=env)
+    wait_for_live_workers(2)
+    time.sleep(1.0)  # idle, waiting for a NOTIFY (or the poll, a minute away)
+    for i in range(3):
+        began = time.monotonic()
+        wait_until(_completed(add.delay(i, 1)), 10)
+        assert time.monotonic() - began < 5.0
+        time.sleep(0.5)
+    with connection.cursor() as cursor:  # the LISTEN of each process, not through PgBouncer
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query LIKE 'LISTEN django_tasks%%' AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] == 2
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    assert "Traceback" not in worker_log(proc)
+
+
+def _completed(future: TaskRunFuture[Any]) -> Callable[[], bool]:
+    return lambda: future.state.is_completed()

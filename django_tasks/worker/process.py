@@ -233,8 +233,17 @@ class Worker:
             "Worker %s started: queues=%s concurrency=%d", self.name, self.queues, self.concurrency
         )
         self.journal.set_ready()
+        listen_alias = task_settings().LISTEN_DATABASE_ALIAS
+        listen_db = (
+            QueueConnection(listen_alias, self._control_done.is_set)
+            if listen_alias and listen_alias != self.alias
+            else control_db
+        )
         control = threading.Thread(
-            target=self._control, args=(control_db,), name="django_tasks-control", daemon=True
+            target=self._control,
+            args=(control_db, listen_db),
+            name="django_tasks-control",
+            daemon=True,
         )
         control.start()
         async_keys = sorted(t.key for t in registry.all() if t.is_async)
@@ -259,6 +268,7 @@ class Worker:
         control.join()
         control_db.execute(sql.WORKER_STOPPED, {"name": self.name}, give_up_on_stop=False)
         control_db.close()
+        listen_db.close()
         logger.info("Worker %s stopped after %d runs", self.name, self.processed)
         if self.gave_up:
             return EXIT_GAVE_UP
@@ -330,7 +340,9 @@ class Worker:
 
     # -- control thread: wake-ups, heartbeat, rescue, cancels, supervisor --------------------
 
-    def _control(self, db: QueueConnection) -> None:
+    def _control(self, db: QueueConnection, listen: QueueConnection) -> None:
+        """The control thread's loop; ``listen``: the connection it LISTENs on (``db``, or one
+        straight to PostgreSQL behind a pooler: LISTEN_DATABASE_ALIAS)."""
         next_beat = next_look = 0.0
         listening_on: psycopg.Connection[Any] | None = None
         while not self._control_done.is_set():
@@ -342,17 +354,17 @@ class Worker:
                 if now >= next_look and not self._stopping.is_set():
                     self._enqueue_due_ticks(db)
                     next_look = now + self.schedule_interval
-                if db.conn is None or db.conn is not listening_on:
+                if listen.conn is None or listen.conn is not listening_on:
                     # A new connection (first start, or reopened after a database restart)
                     # listens afresh; runs enqueued meanwhile are found by claiming at once.
-                    db.execute(sql.LISTEN, None, give_up_on_stop=True)
-                    listening_on = db.conn
+                    listen.execute(sql.LISTEN, None, give_up_on_stop=True)
+                    listening_on = listen.conn
                     self._bump()
                     continue
                 self._mark_long_run(db)
                 wait = max(0.005, min(self._control_wait(), next_beat - time.monotonic()))
                 cancel_requested = limits_changed = False
-                for note in db.conn.notifies(timeout=wait):
+                for note in listen.conn.notifies(timeout=wait):
                     if note.channel == sql.CANCEL_CHANNEL:
                         cancel_requested = cancel_requested or note.payload == self.name
                     elif note.channel == sql.LIMITS_CHANNEL:
@@ -365,8 +377,9 @@ class Worker:
                     self._limits_changed(db)
             except psycopg.OperationalError as exc:
                 logger.warning("Control connection lost (%s); reconnecting", exc)
-                db.note_lost()
-                db.close()
+                for lost_db in {db, listen}:  # which one is not known: both, reopened on use
+                    lost_db.note_lost()
+                    lost_db.close()
                 time.sleep(0.1)
             except Exception:
                 # Never the end of the heartbeat: other workers would take this worker for
