@@ -30,6 +30,7 @@ from .admin_filters import (
 )
 from .admin_inlines import first_rows
 from .admin_links import change_link
+from .admin_paging import CappedPaginator
 from .artifacts.admin import ARTIFACTS_SHOWN, ArtifactAdmin, ArtifactInline
 from .limits.admin import LimitAdmin
 from .models import TaskRun, TaskRunDependency, TaskRunLog, TaskRunState
@@ -194,7 +195,8 @@ class TaskRunAdmin(SafeChangeList, ReadOnlyMixin, _RunAdminBase):
     ]
     search_fields = ["task_name"]
     list_per_page = 50
-    show_full_result_count = False  # no COUNT(*) of the whole table on every page
+    show_full_result_count = False  # no COUNT(*) of the whole table on every page ...
+    paginator = CappedPaginator  # ... nor of what the filters match (admin_paging)
     inlines = [TaskRunStateInline, TaskRunLogInline, ArtifactInline]
     actions = ["retry_selected", "cancel_selected"]
     fieldsets = [
