@@ -7,6 +7,7 @@ purging keeps the table, its indexes and the admin's pages at a size worth keepi
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
@@ -46,8 +47,16 @@ def purge(
     states: Iterable[StateType | str] = FINAL_TYPES,
     *,
     batch_size: int = 10_000,
+    max_rate: float | None = None,
 ) -> int:
-    """Delete runs in ``states`` (final states only) finished before ``now - older_than``."""
+    """Delete runs in ``states`` (final states only) finished before ``now - older_than``.
+
+    ``max_rate``: at most that many runs a second on average - the purge pauses after each
+    batch until its pace falls back to it - so that a purge beside busy workers leaves them the
+    database's CPU (``benchmarks/history.py``: unthrottled, 137,000 runs/s on 2 cores, and the
+    workers' drain halved meanwhile)."""
+    if max_rate is not None and not max_rate > 0:
+        raise ValueError(f"max_rate must be a positive number of runs a second, got {max_rate}.")
     wanted = sorted({StateType(s) for s in states})
     unfinished = [s for s in wanted if s not in FINAL_TYPES]
     if unfinished:
@@ -61,6 +70,7 @@ def purge(
         "limit": batch_size,
     }
     deleted = 0
+    began = time.monotonic()
     with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
         while True:
             cursor.execute(sql.PURGE, params)
@@ -68,5 +78,7 @@ def purge(
             deleted += batch
             if batch < batch_size:
                 break
+            if max_rate is not None:
+                time.sleep(max(0.0, began + deleted / max_rate - time.monotonic()))
         cursor.execute(sql.PURGE_WORKERS, {"age": age})
     return deleted

@@ -1,3 +1,4 @@
+import time
 from datetime import timedelta
 
 import pytest
@@ -55,3 +56,29 @@ def test_bad_purge_requests():
         call_command("taskruns", "purge", "--older-than", "1d", "--batch-size", "0")
     with pytest.raises(ValueError, match="RUNNING runs are still in use"):
         purge(timedelta(days=1), ["RUNNING"])
+
+
+def test_a_purge_with_a_max_rate_paces_itself(capsys):
+    """30 runs in batches of 10 at 100 runs/s: it pauses after each full batch until its
+    pace falls back to the rate - 0.3 s in all - and deletes them all."""
+    done = [add.delay(1, i) for i in range(30)]
+    Executor(burst=True, handle_signals=False).run()
+    age_runs(10)
+    began = time.monotonic()
+    call_command(
+        "taskruns", "purge", "--older-than", "7d", "--batch-size", "10", "--max-rate", "100"
+    )
+    assert time.monotonic() - began >= 0.29
+    assert "Deleted 30 runs" in capsys.readouterr().out
+    assert not TaskRun.objects.filter(id__in=[f.id for f in done]).exists()
+
+
+@pytest.mark.parametrize("rate", ["0", "-5", "nan", "inf", "1e10"])
+def test_a_max_rate_that_is_not_a_positive_rate_is_refused(rate):
+    add.delay(1, 1)
+    with pytest.raises(CommandError, match="--max-rate must be from 1 to"):
+        call_command("taskruns", "purge", "--older-than", "0s", "--max-rate", rate)
+    if not float(rate) > 0:  # 0, -5, NaN: refused by purge() itself too
+        with pytest.raises(ValueError, match="max_rate must be a positive number"):
+            purge(timedelta(0), max_rate=float(rate))
+    assert TaskRun.objects.count() == 1  # nothing written, nothing deleted

@@ -78,6 +78,12 @@ class Command(BaseCommand):
             help="Final state to purge (repeatable; default: every final state).",
         )
         purge_parser.add_argument("--batch-size", type=int, default=10_000)
+        purge_parser.add_argument(
+            "--max-rate",
+            type=float,
+            default=None,
+            help="At most this many runs deleted a second, on average (beside busy workers).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -218,5 +224,10 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         if not 1 <= options["batch_size"] <= MAX_BATCH:
             raise CommandError(f"--batch-size must be from 1 to {MAX_BATCH:,}.")
-        deleted = purge(age, options["state"] or FINAL_TYPES, batch_size=options["batch_size"])
+        rate = options["max_rate"]
+        if rate is not None and not 1 <= rate <= 1e9:  # NaN and inf fail too
+            raise CommandError("--max-rate must be from 1 to 1,000,000,000 runs a second.")
+        deleted = purge(
+            age, options["state"] or FINAL_TYPES, batch_size=options["batch_size"], max_rate=rate
+        )
         self.stdout.write(f"Deleted {deleted} runs finished more than {options['older_than']} ago.")
