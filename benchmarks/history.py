@@ -14,8 +14,9 @@ Steps, in one run:
    no network) and prints the median, the p95 and the queries of each; over 300 ms at p95 is
    marked;
 4. the same drain again, beside the table of ten million: the ratio;
-5. with ``--purge N``: ``taskruns purge`` of the N oldest runs while 2 worker processes drain,
-   its rate, and the drain's rate against step 4's.
+5. with ``--purge N``: ``taskruns purge`` of the N oldest runs (``--purge-rate``: its
+   ``--max-rate``, 60,000 runs/s; 0 for none) while 2 worker processes drain, its rate, and the
+   drain's rate against step 4's.
 """
 
 # ruff: noqa: I001 - benchmarks.run sets Django up: it must be imported before Django's models.
@@ -163,13 +164,14 @@ def measure_pages(requests: int) -> None:
         median, p95, queries = timed(get(url, params), requests)
         mark = " **over 300 ms**" if p95 >= 300 else ""
         print(f"| {label} | {median:.0f} | {p95:.0f}{mark} | {queries} |", flush=True)
-    cli = lambda: call_command("taskruns", "ls", stdout=io.StringIO())  # noqa: E731
+    cli = lambda: call_command("taskruns", "ls", stdout=io.StringIO(), stderr=io.StringIO())  # noqa: E731
     median, p95, queries = timed(cli, requests)
     print(f"| taskruns ls | {median:.0f} | {p95:.0f} | {queries} |", flush=True)
 
 
-def purge_while_draining(n: int, drain_runs: int, alone: float) -> None:
-    """Purge the ``n`` oldest runs while 2 processes drain; rates of both."""
+def purge_while_draining(n: int, drain_runs: int, alone: float, max_rate: float | None) -> None:
+    """Purge the ``n`` oldest runs (at most ``max_rate`` a second) while 2 processes drain;
+    rates of both."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT created FROM django_tasks_taskrun WHERE task_name LIKE 'task\\_%%' "
@@ -183,7 +185,7 @@ def purge_while_draining(n: int, drain_runs: int, alone: float) -> None:
 
     def run_purge() -> None:
         began = time.perf_counter()
-        result["deleted"] = purge(age + timedelta(seconds=1))
+        result["deleted"] = purge(age + timedelta(seconds=1), max_rate=max_rate)
         result["seconds"] = time.perf_counter() - began
 
     purger = threading.Thread(target=run_purge)
@@ -206,6 +208,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--drain", type=int, default=20_000)
     parser.add_argument("--purge", type=int, default=0)
+    parser.add_argument("--purge-rate", type=float, default=60_000.0, help="0: unthrottled")
     options = parser.parse_args()
     call_command("migrate", verbosity=0)
     reset()
@@ -220,7 +223,9 @@ def main() -> None:
     full = statistics.median(ours_drain(options.drain, 2) for _ in range(3))
     print(f"drain beside {options.runs:,} runs: {full:,.0f}/s = {full / empty:.2f} of empty")
     if options.purge:
-        purge_while_draining(options.purge, options.drain, full)
+        rate = options.purge_rate or None
+        print(f"purge of {options.purge:,} runs, --max-rate {rate or 'none'}:")
+        purge_while_draining(options.purge, options.drain, full, rate)
 
 
 if __name__ == "__main__":

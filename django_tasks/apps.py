@@ -17,3 +17,4 @@ class DjangoTasksConfig(AppConfig):
         # Importing each app's tasks.py runs its @task decorators, which fill the registry that
         # workers use to find functions by task key: functions are never unpickled.
         autodiscover_modules("tasks")
+        from . import housekeeping  # noqa: F401  (the built-in task django_tasks.purge_history)

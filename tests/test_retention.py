@@ -82,3 +82,52 @@ def test_a_max_rate_that_is_not_a_positive_rate_is_refused(rate):
         with pytest.raises(ValueError, match="max_rate must be a positive number"):
             purge(timedelta(0), max_rate=float(rate))
     assert TaskRun.objects.count() == 1  # nothing written, nothing deleted
+
+
+def test_the_built_in_purge_task_deletes_old_runs_and_can_be_scheduled():
+    from django.core import checks
+    from django.test import override_settings
+
+    from django_tasks.housekeeping import purge_history
+    from django_tasks.models import Schedule
+    from django_tasks.schedules.declared import sync_schedules
+    from django_tasks.worker.connection import QueueConnection
+
+    done = [add.delay(1, i) for i in range(3)]
+    Executor(burst=True, handle_signals=False).run()
+    age_runs(10)
+    future = purge_history.delay(older_than="7d", max_rate=1000.0)
+    Executor(burst=True, handle_signals=False).run()
+    assert future.result(timeout=5) == 3
+    assert set(TaskRun.objects.values_list("id", flat=True)) == {future.id}
+    assert not TaskRun.objects.filter(id__in=[f.id for f in done]).exists()
+    declared = {
+        "purge history": {
+            "task": "django_tasks.purge_history",
+            "cron": "17 * * * *",
+            "kwargs": {"older_than": "14d"},
+        }
+    }
+    with override_settings(DJANGO_TASKS={"SCHEDULES": declared}):
+        errors = [m for m in checks.run_checks() if m.id and m.id.startswith("django_tasks.")]
+        assert errors == []
+        db = QueueConnection("default", lambda: False)
+        try:
+            sync_schedules(db)
+        finally:
+            db.close()
+        schedule = Schedule.objects.get(name="purge history")
+    assert (schedule.task_name, schedule.kwargs) == (
+        "django_tasks.purge_history",
+        declared["purge history"]["kwargs"],
+    )
+
+
+def test_the_built_in_purge_task_fails_on_a_bad_age():
+    from django_tasks.housekeeping import purge_history
+
+    future = purge_history.delay(older_than="soon")
+    Executor(burst=True, handle_signals=False).run()
+    run = TaskRun.objects.get(id=future.id)
+    assert run.state_type == "FAILED"
+    assert "Age must look like" in run.state_message
