@@ -37,7 +37,9 @@ class CappedPaginator(_Paginator):
     def _found(self) -> int:
         """Matching rows, counted up to one past the cap (a sliced count: a LIMIT inside)."""
         objects: QuerySet[Any] = self.object_list  # type: ignore[assignment]  # the run list's
-        return objects[: self.cap + 1].count()
+        # Unordered: with the list's ORDER BY the planner may sort every matching row first
+        # (1.6 s for a search matching a tenth of ten million runs) instead of stopping early.
+        return objects.order_by()[: self.cap + 1].count()
 
     @cached_property
     def count(self) -> int:
