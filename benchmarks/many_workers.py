@@ -8,7 +8,8 @@ Starts PgBouncer (Debian's ``pgbouncer``) in transaction mode with its default s
 (``default_pool_size = 20``, ``max_client_conn = 100``, ``server_login_retry = 15``) in front
 of the benchmark database; then drains ``--runs`` no-op runs three times each with
 
-* 2 pools of ``--processes`` worker processes connected to PostgreSQL directly, and
+* 2 pools of ``--processes`` worker processes connected to PostgreSQL directly,
+* the same 2 pools through PgBouncer (what the pooler itself costs), and
 * ``--pools`` pools of ``--processes`` processes through PgBouncer
   (``PREPARE_STATEMENTS = False``: PgBouncer before 1.21 cannot keep prepared statements;
   ``LISTEN_DATABASE_ALIAS``: each process LISTENs on a connection straight to PostgreSQL),
@@ -270,6 +271,15 @@ def main() -> None:
         direct_logs,
     )
     with pgbouncer() as (url, pid):
+        measure(  # the pooler's own cost, same processes as the direct row
+            f"2 pools x {options.processes}, through PgBouncer",
+            2,
+            options.processes,
+            url,
+            options.runs,
+            bouncer_logs,
+            pid,
+        )
         through = measure(
             f"{options.pools} pools x {options.processes}, through PgBouncer",
             options.pools,
