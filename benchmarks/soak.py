@@ -95,11 +95,13 @@ class Purger(threading.Thread):
         connection.close()
 
 
-def minute_row(start: Any, end: Any) -> tuple[int, float, float]:
+def minute_row(start: Any, end: Any, soak_start: Any) -> tuple[int, float, float]:
+    """Runs that ended in the minute (of every run of the soak: one enqueued minutes before
+    ends in it when the workers fall behind), and the latency of those enqueued in it."""
     from django_tasks.ids import uuid7_floor
 
     with connection.cursor() as cursor:
-        since = uuid7_floor(start - timedelta(minutes=1))
+        since = uuid7_floor(soak_start - timedelta(seconds=1))
         cursor.execute(MINUTE, {"start": start, "end": end, "since": since})
         done, p50, p99 = cursor.fetchone()
     return done, (p50 or 0.0) * 1000, (p99 or 0.0) * 1000
@@ -138,13 +140,13 @@ def main() -> None:
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT now()")
-            start = cursor.fetchone()[0]
+            start = soak_start = cursor.fetchone()[0]
         began = time.monotonic()
         for minute in range(1, options.minutes + 1):
             # 5 s past the minute: its last runs have started (and mostly ended).
             time.sleep(max(0.0, began + 60 * minute + 5 - time.monotonic()))
             end = start + timedelta(minutes=1)
-            done, p50, p99 = minute_row(start, end)
+            done, p50, p99 = minute_row(start, end, soak_start)
             memory = rss_mb(pool.pid)
             runs_mb, states_mb, ready_mb = sizes()
             rows.append((done, p99, memory, runs_mb + states_mb))
