@@ -1,7 +1,9 @@
 """A soak (issue 25, goal 3): a steady producer at about 70% of the measured drain capacity,
-the built-in purge keeping history bounded, autovacuum at its defaults - reported each minute.
+the built-in purge keeping history bounded, the server's autovacuum at its defaults (the run
+tables carry their own settings: migration 0026) - reported each minute.
 
     .venv/bin/python -m benchmarks.soak [--minutes 30] [--share 0.7] [--processes 2]
+                                        [--max-wal-size 8GB]
 
 First drains 20,000 no-op runs with ``--processes`` worker processes: the capacity. Then, for
 ``--minutes``, a producer thread enqueues ``share x capacity`` runs a second (a batch every
@@ -9,9 +11,9 @@ First drains 20,000 no-op runs with ``--processes`` worker processes: the capaci
 than two minutes before, at most 50,000 a second: ``django_tasks.purge_history``'s work). Each
 minute it prints the runs that ended, the enqueue-to-start latency of the runs enqueued in
 that minute (p50, p99: from the run's ``created`` to its ``started``), the workers' resident
-memory, and the size of the run table, its history table and the ready index. At the end it
-compares the last five minutes with the first five: latency p99 and rate within 10%, memory
-flat, sizes bounded.
+memory, the size of the run table, its history table and the ready index, and the rows of
+the run table. At the end it compares the last five minutes with the first five: latency p99
+and rate within 10%, memory flat, sizes bounded.
 """
 
 # ruff: noqa: I001 - benchmarks.run sets Django up: it must be imported before Django's models.
@@ -35,14 +37,25 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=30)
     parser.add_argument("--share", type=float, default=0.7)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument(
+        "--max-wal-size",
+        help="the server's max_wal_size for the soak (ALTER SYSTEM, reset at the end; needs a "
+        "superuser), e.g. 8GB: at PostgreSQL's 1GB default a soak of thousands of runs a "
+        "second checkpoints every 10-25 s",
+    )
     options = parser.parse_args()
     call_command("migrate", verbosity=0)
+    if options.max_wal_size:
+        server_setting("max_wal_size", options.max_wal_size)
     reset()
     settle()
     capacity = ours_drain(20_000, options.processes)
     reset()
     rate = capacity * options.share
     print(f"capacity {capacity:,.0f}/s; producer at {rate:,.0f}/s for {options.minutes} min")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW max_wal_size")
+        print(f"max_wal_size {cursor.fetchone()[0]}; autovacuum at the server's defaults")
     print(
         "| minute | runs ended | /s | latency p50 ms | p99 ms | workers' RSS MB | "
         "runs MB | history MB | ready index MB | rows |"
@@ -76,8 +89,22 @@ def main() -> None:
         purger.stopped.set()
         producer.join()
         stop_workers(pool)
+        if options.max_wal_size:
+            server_setting("max_wal_size", None)
     summarize(rows, purger.deleted)
     reset()
+
+
+def server_setting(name: str, value: str | None) -> None:
+    """``ALTER SYSTEM SET name = value`` (``RESET`` for None), then reload the configuration."""
+    with connection.cursor() as cursor:
+        if value is None:
+            cursor.execute(f"ALTER SYSTEM RESET {name}")
+        else:
+            cursor.execute(f"ALTER SYSTEM SET {name} = %s", [value])
+        cursor.execute("SELECT pg_reload_conf()")
+        cursor.execute(f"SHOW {name}")
+        print(f"{name}: {cursor.fetchone()[0]}", flush=True)
 
 
 def summarize(rows: list[Period], deleted: int) -> None:
