@@ -102,9 +102,7 @@ def server_setting(name: str, value: str | None) -> None:
             cursor.execute(f"ALTER SYSTEM RESET {name}")
         else:
             cursor.execute(f"ALTER SYSTEM SET {name} = %s", [value])
-        cursor.execute("SELECT pg_reload_conf()")
-        cursor.execute(f"SHOW {name}")
-        print(f"{name}: {cursor.fetchone()[0]}", flush=True)
+        cursor.execute("SELECT pg_reload_conf()")  # in effect shortly (the soak prints it)
 
 
 def summarize(rows: list[Period], deleted: int) -> None:
