@@ -51,7 +51,8 @@ class Period:
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a process and its children and grandchildren (a pool), in MB."""
+    """Resident memory of a process, its children and the processes of its process group (a
+    pool: the supervisor and its worker processes), in MB."""
     total = 0
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
