@@ -49,9 +49,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if window_name not in WINDOWS:
         window_name = "1h"
     window = parse_age(window_name)
-    slots = queries.throughput(window, WINDOWS[window_name])
-    by_state = queries.state_counts(window)
-    tasks = [t for t in queries.task_stats(window) if t["runs"]]
+    slots, by_state, all_tasks = queries.window_stats(window, WINDOWS[window_name])
+    tasks = [t for t in all_tasks if t["runs"]]
     now = datetime.now(tz=UTC)
     workers = queries.live_workers()  # read once: listed, and counted per queue
     context = {

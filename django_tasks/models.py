@@ -16,6 +16,7 @@ from .json_input import BoundedJSONDecoder
 from .limits.models import Limit, RateState
 from .schedules.models import Schedule
 from .states import FINAL_TYPES, StateType
+from .stats.models import SlotStats
 from .times import within_range
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "RateState",
     "ResultRecord",
     "Schedule",
+    "SlotStats",
     "TaskRun",
     "TaskRunDependency",
     "TaskRunLog",

@@ -13,10 +13,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import connections
+from django.utils import timezone
 
 from . import sql
 from .conf import task_settings
 from .states import FINAL_TYPES, StateType
+from .stats.slots import KEEP, window_cells
 from .storable import shown
 from .validation import MAX_SECONDS
 
@@ -69,6 +71,8 @@ def purge(
         "age": age,
         "limit": batch_size,
     }
+    if older_than < KEEP:  # the dashboard's windows keep counting what is deleted
+        window_cells(timezone.now() - KEEP)
     deleted = 0
     began = time.monotonic()
     with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:

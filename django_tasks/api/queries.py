@@ -1,4 +1,9 @@
-"""The aggregate queries of the API (and later the dashboard): one statement each."""
+"""The aggregate queries of the API, the dashboard and the metrics endpoint.
+
+Windows up to ``LIVE_WINDOW`` are one statement each over the runs of the window (exact
+percentiles); longer ones read the summaries of closed slots (:mod:`..stats.slots`), so that
+they cost about the same with ten million runs of history.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,20 @@ from ..conf import task_settings
 from ..ids import uuid7_floor
 from ..models import TaskRun, Worker
 from ..registry import registry
+from ..stats.slots import SLOT_SECONDS, Cell, Summary, percentile, window_cells
 
-__all__ = ["live_workers", "queue_depths", "state_counts", "task_stats", "throughput"]
+__all__ = [
+    "LIVE_WINDOW",
+    "live_workers",
+    "queue_depths",
+    "state_counts",
+    "task_stats",
+    "throughput",
+    "window_stats",
+]
+
+#: Windows up to this long are read from the runs themselves; longer ones from summaries.
+LIVE_WINDOW = timedelta(hours=1)
 
 _TASK_STATS = """
 SELECT task_key, count(*),
@@ -57,7 +74,13 @@ def _rows(query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, .
 
 def task_stats(window: timedelta) -> list[dict[str, Any]]:
     """Every registered task (and any task seen in the window), with counts and durations."""
-    seen = {row[0]: row[1:] for row in _rows(_TASK_STATS, {"since": _since(window)})}
+    if window <= LIVE_WINDOW:
+        rows = _rows(_TASK_STATS, {"since": _since(window)})
+        return _task_list({row[0]: row[1:] for row in rows})
+    return _task_list(_task_figures(_cells(window)))
+
+
+def _task_list(seen: dict[str, tuple[Any, ...]]) -> list[dict[str, Any]]:
     tasks = {task.key: task for task in registry.all()}
     out = []
     for key in sorted(set(tasks) | set(seen), key=lambda k: tasks[k].name if k in tasks else k):
@@ -97,7 +120,10 @@ def _options(task: Any) -> dict[str, Any]:
 
 
 def state_counts(window: timedelta) -> dict[str, int]:
-    return {row[0]: row[1] for row in _rows(_STATE_COUNTS, {"since": _since(window)})}
+    """Runs created in the window, by state."""
+    if window <= LIVE_WINDOW:
+        return {row[0]: row[1] for row in _rows(_STATE_COUNTS, {"since": _since(window)})}
+    return _state_figures(_cells(window))
 
 
 def queue_depths(workers: list[Worker] | None = None) -> list[dict[str, Any]]:
@@ -141,10 +167,80 @@ def throughput(window: timedelta, buckets: int) -> list[tuple[float, int, int]]:
     """Completed and failed runs per time slot (by creation), oldest first, empty slots too:
     ``(slot start as a Unix time, completed, failed)``."""
     size = max(1.0, window.total_seconds() / buckets)
-    rows = {
-        slot: (done, failed)
-        for slot, done, failed in _rows(_THROUGHPUT, {"since": _since(window), "bucket": size})
-    }
+    if window <= LIVE_WINDOW or size % SLOT_SECONDS:
+        params = {"since": _since(window), "bucket": size}
+        rows = {slot: (done, failed) for slot, done, failed in _rows(_THROUGHPUT, params)}
+    else:
+        rows = _slot_figures(_cells(window), int(size))
+    return _slots(rows, size, buckets)
+
+
+def _slots(
+    rows: dict[int, tuple[int, int]], size: float, buckets: int
+) -> list[tuple[float, int, int]]:
     last = int(timezone.now().timestamp() // size)
     slots = range(last - buckets + 1, last + 1)
     return [(slot * size, *rows.get(slot, (0, 0))) for slot in slots]
+
+
+def window_stats(
+    window: timedelta, buckets: int
+) -> tuple[list[tuple[float, int, int]], dict[str, int], list[dict[str, Any]]]:
+    """The dashboard's three figures of a window - :func:`throughput`, :func:`state_counts`,
+    :func:`task_stats` - reading a long window's summaries once for the three."""
+    size = window.total_seconds() / buckets
+    if window <= LIVE_WINDOW or size % SLOT_SECONDS:
+        return throughput(window, buckets), state_counts(window), task_stats(window)
+    cells = _cells(window)
+    return (
+        _slots(_slot_figures(cells, int(size)), size, buckets),
+        _state_figures(cells),
+        _task_list(_task_figures(cells)),
+    )
+
+
+def _cells(window: timedelta) -> dict[Cell, Summary]:
+    return window_cells(timezone.now() - window)
+
+
+def _task_figures(cells: dict[Cell, Summary]) -> dict[str, tuple[Any, ...]]:
+    """(runs, completed, failed, p50, p95) by task, as ``_TASK_STATS`` gives them."""
+    runs: Counter[str] = Counter()
+    completed: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    durations: dict[str, Counter[int]] = {}
+    for (_, task_key, state), summary in cells.items():
+        runs[task_key] += summary.runs
+        completed[task_key] += summary.runs if state == "COMPLETED" else 0
+        failed[task_key] += summary.runs if state in ("FAILED", "CRASHED") else 0
+        durations.setdefault(task_key, Counter()).update(summary.durations)
+    return {
+        key: (
+            runs[key],
+            completed[key],
+            failed[key],
+            percentile(durations[key], 0.5),
+            percentile(durations[key], 0.95),
+        )
+        for key in runs
+    }
+
+
+def _state_figures(cells: dict[Cell, Summary]) -> dict[str, int]:
+    states: Counter[str] = Counter()
+    for (_, _, state), summary in cells.items():
+        states[state] += summary.runs
+    return dict(states)
+
+
+def _slot_figures(cells: dict[Cell, Summary], size: int) -> dict[int, tuple[int, int]]:
+    """Completed and failed runs by chart slot of ``size`` seconds (a multiple of a summary's)."""
+    done: Counter[int] = Counter()
+    failed: Counter[int] = Counter()
+    for (slot, _, state), summary in cells.items():
+        chart_slot = slot * SLOT_SECONDS // size
+        if state == "COMPLETED":
+            done[chart_slot] += summary.runs
+        elif state in ("FAILED", "CRASHED"):
+            failed[chart_slot] += summary.runs
+    return {slot: (done[slot], failed[slot]) for slot in done.keys() | failed.keys()}
