@@ -19,7 +19,7 @@ from ..conf import task_settings
 from ..ids import uuid7_floor
 from ..models import TaskRun, Worker
 from ..registry import registry
-from ..stats.slots import SLOT_SECONDS, Cell, Summary, percentile, window_cells
+from ..stats.slots import SLOT_SECONDS, Window, percentile, window_cells
 
 __all__ = [
     "LIVE_WINDOW",
@@ -199,48 +199,46 @@ def window_stats(
     )
 
 
-def _cells(window: timedelta) -> dict[Cell, Summary]:
+def _cells(window: timedelta) -> Window:
     return window_cells(timezone.now() - window)
 
 
-def _task_figures(cells: dict[Cell, Summary]) -> dict[str, tuple[Any, ...]]:
+def _task_figures(cells: Window) -> dict[str, tuple[Any, ...]]:
     """(runs, completed, failed, p50, p95) by task, as ``_TASK_STATS`` gives them."""
     runs: Counter[str] = Counter()
     completed: Counter[str] = Counter()
     failed: Counter[str] = Counter()
-    durations: dict[str, Counter[int]] = {}
-    for (_, task_key, state), summary in cells.items():
-        runs[task_key] += summary.runs
-        completed[task_key] += summary.runs if state == "COMPLETED" else 0
-        failed[task_key] += summary.runs if state in ("FAILED", "CRASHED") else 0
-        durations.setdefault(task_key, Counter()).update(summary.durations)
+    for (_, task_key, state), count in cells.runs.items():
+        runs[task_key] += count
+        completed[task_key] += count if state == "COMPLETED" else 0
+        failed[task_key] += count if state in ("FAILED", "CRASHED") else 0
     return {
         key: (
             runs[key],
             completed[key],
             failed[key],
-            percentile(durations[key], 0.5),
-            percentile(durations[key], 0.95),
+            percentile(cells.durations[key], 0.5),
+            percentile(cells.durations[key], 0.95),
         )
         for key in runs
     }
 
 
-def _state_figures(cells: dict[Cell, Summary]) -> dict[str, int]:
+def _state_figures(cells: Window) -> dict[str, int]:
     states: Counter[str] = Counter()
-    for (_, _, state), summary in cells.items():
-        states[state] += summary.runs
+    for (_, _, state), count in cells.runs.items():
+        states[state] += count
     return dict(states)
 
 
-def _slot_figures(cells: dict[Cell, Summary], size: int) -> dict[int, tuple[int, int]]:
+def _slot_figures(cells: Window, size: int) -> dict[int, tuple[int, int]]:
     """Completed and failed runs by chart slot of ``size`` seconds (a multiple of a summary's)."""
     done: Counter[int] = Counter()
     failed: Counter[int] = Counter()
-    for (slot, _, state), summary in cells.items():
+    for (slot, _, state), count in cells.runs.items():
         chart_slot = slot * SLOT_SECONDS // size
         if state == "COMPLETED":
-            done[chart_slot] += summary.runs
+            done[chart_slot] += count
         elif state in ("FAILED", "CRASHED"):
-            failed[chart_slot] += summary.runs
+            failed[chart_slot] += count
     return {slot: (done[slot], failed[slot]) for slot in done.keys() | failed.keys()}
