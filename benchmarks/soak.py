@@ -3,7 +3,7 @@ the built-in purge keeping history bounded, the server's autovacuum at its defau
 tables carry their own settings: migration 0026) - reported each minute.
 
     .venv/bin/python -m benchmarks.soak [--minutes 30] [--share 0.7] [--processes 2]
-                                        [--max-wal-size 8GB]
+                                        [--max-wal-size 8GB] [--warmup 0]
 
 First drains 20,000 no-op runs with ``--processes`` worker processes: the capacity. Then, for
 ``--minutes``, a producer thread enqueues ``share x capacity`` runs a second (a batch every
@@ -13,7 +13,9 @@ minute it prints the runs that ended, the enqueue-to-start latency of the runs e
 that minute (p50, p99: from the run's ``created`` to its ``started``), the workers' resident
 memory, the size of the run table, its history table and the ready index, and the rows of
 the run table. At the end it compares the last five minutes with the first five: latency p99
-and rate within 10%, memory flat, sizes bounded.
+and rate within 10%, memory flat, sizes bounded. ``--warmup N``: N minutes first, printed
+and left out of that comparison - the tables start empty, and fill up to their steady size
+(the purge's two minutes of runs, and autovacuum's dead rows) in the first five or so.
 """
 
 # ruff: noqa: I001 - benchmarks.run sets Django up: it must be imported before Django's models.
@@ -37,6 +39,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=30)
     parser.add_argument("--share", type=float, default=0.7)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=0, help="minutes before the soak's")
     parser.add_argument(
         "--max-wal-size",
         help="the server's max_wal_size for the soak (ALTER SYSTEM, reset at the end; needs a "
@@ -71,14 +74,17 @@ def main() -> None:
             cursor.execute("SELECT now()")
             start = soak_start = cursor.fetchone()[0]
         began = time.monotonic()
-        for minute in range(1, options.minutes + 1):
+        for minute in range(1 - options.warmup, options.minutes + 1):
             # 5 s past the minute: its last runs have started (and mostly ended).
-            time.sleep(max(0.0, began + 60 * minute + 5 - time.monotonic()))
+            elapsed = minute + options.warmup
+            time.sleep(max(0.0, began + 60 * elapsed + 5 - time.monotonic()))
             end = start + timedelta(minutes=1)
             row = measure(start, end, soak_start, pool.pid)
-            rows.append(row)
+            if minute > 0:
+                rows.append(row)
+            label = str(minute) if minute > 0 else f"warm-up {elapsed}"
             print(
-                f"| {minute} | {row.ended:,} | {row.ended / 60:,.0f} | {row.p50_ms:.1f} | "
+                f"| {label} | {row.ended:,} | {row.ended / 60:,.0f} | {row.p50_ms:.1f} | "
                 f"{row.p99_ms:.1f} | {row.rss_mb:.0f} | {row.runs_mb:.0f} | "
                 f"{row.history_mb:.0f} | {row.ready_mb:.1f} | {row.rows:,} |",
                 flush=True,
