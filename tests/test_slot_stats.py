@@ -9,7 +9,9 @@ import random
 import re
 import threading
 import uuid
+from collections import Counter
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -57,7 +59,7 @@ def slot_start(moment: datetime) -> datetime:
     return datetime.fromtimestamp(start, tz=moment.tzinfo)
 
 
-def live(statement: str, window: timedelta, **params) -> list[tuple]:
+def live(statement: str, window: timedelta, **params: float) -> list[tuple[Any, ...]]:
     """What one of the statements over every run of a window gives (the 1-hour path)."""
     since = uuid7_floor(timezone.now() - window)
     return sorted(queries._rows(statement, {"since": since, **params}))
@@ -67,7 +69,7 @@ def stored_slots() -> set[datetime]:
     return set(SlotStats.objects.values_list("slot", flat=True))
 
 
-def by_key(window: timedelta) -> dict[str, dict]:
+def by_key(window: timedelta) -> dict[str, dict[str, Any]]:
     return {task["key"]: task for task in queries.task_stats(window)}
 
 
@@ -183,7 +185,7 @@ def test_nothing_is_stored_while_a_late_row_holds_the_lock(model_run):
         cursor.execute("BEGIN")
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [slots.LATE_RUN_LOCK])
         done = threading.Event()
-        result: dict = {}
+        result: dict[str, int] = {}
 
         def read() -> None:
             result["runs"] = by_key(DAY)[model_run.task_key]["runs"]
@@ -273,16 +275,16 @@ def test_a_week_costs_a_bounded_number_of_queries(model_run, django_assert_max_n
 
 
 def test_percentiles_from_a_histogram():
-    durations = slots.Counter({0: 1, 80: 8, 160: 1})
-    assert slots.percentile(slots.Counter(), 0.5) is None
+    durations = Counter({0: 1, 80: 8, 160: 1})
+    assert slots.percentile(Counter(), 0.5) is None
     assert slots.percentile(durations, 0.0) == slots.bucket_seconds(0)
     assert slots.percentile(durations, 0.5) == slots.bucket_seconds(80)
     assert slots.percentile(durations, 1.0) == slots.bucket_seconds(160)
     assert slots.bucket_seconds(80) == pytest.approx(1e-4 * 2 ** (80.5 / 8))
     # Nine runs of 1 s and one of 60 s: p95 lies between the last two, as percentile_cont's.
     one, sixty = (math.floor(8 * math.log2(seconds / 1e-4)) for seconds in (1, 60))
-    few = slots.Counter({one: 9, sixty: 1})
+    few = Counter({one: 9, sixty: 1})
     assert slots.percentile(few, 0.95) == pytest.approx(1 + 59 * 0.55, rel=0.045)
-    two = slots.Counter({one: 1, sixty: 1})  # an even count: the middle of the two
+    two = Counter({one: 1, sixty: 1})  # an even count: the middle of the two
     expected = (slots.bucket_seconds(one) + slots.bucket_seconds(sixty)) / 2
     assert slots.percentile(two, 0.5) == pytest.approx(expected)
