@@ -288,3 +288,18 @@ def test_percentiles_from_a_histogram():
     two = Counter({one: 1, sixty: 1})  # an even count: the middle of the two
     expected = (slots.bucket_seconds(one) + slots.bucket_seconds(sixty)) / 2
     assert slots.percentile(two, 0.5) == pytest.approx(expected)
+
+
+def test_odd_windows_and_a_staff_user_without_permissions(client, admin_client, model_run):
+    clone(model_run, timezone.now() - timedelta(hours=3), "COMPLETED", 1.0)
+    for window in ("\x00", "-5h", "1e9d", "99999999999999999999d", "nan", "2h\x00"):
+        status = admin_client.get("/tasks/api/stats/", {"window": window}).status_code
+        assert status in (200, 400), (window, status)
+    from django.contrib.auth.models import User
+
+    User.objects.create_user("staff", password="pw", is_staff=True)
+    client.login(username="staff", password="pw")
+    SlotStats.objects.all().delete()  # the admin's windows above stored some
+    assert client.get("/tasks/api/stats/", {"window": "7d"}).status_code == 403
+    assert client.get("/tasks/dashboard/", {"window": "7d"}).status_code == 403
+    assert not SlotStats.objects.exists()  # nothing read, nothing stored

@@ -167,7 +167,7 @@ def throughput(window: timedelta, buckets: int) -> list[tuple[float, int, int]]:
     """Completed and failed runs per time slot (by creation), oldest first, empty slots too:
     ``(slot start as a Unix time, completed, failed)``."""
     size = max(1.0, window.total_seconds() / buckets)
-    if window <= LIVE_WINDOW or size % SLOT_SECONDS:
+    if not _summarised(window, size):
         params = {"since": _since(window), "bucket": size}
         rows = {slot: (done, failed) for slot, done, failed in _rows(_THROUGHPUT, params)}
     else:
@@ -189,7 +189,7 @@ def window_stats(
     """The dashboard's three figures of a window - :func:`throughput`, :func:`state_counts`,
     :func:`task_stats` - reading a long window's summaries once for the three."""
     size = window.total_seconds() / buckets
-    if window <= LIVE_WINDOW or size % SLOT_SECONDS:
+    if not _summarised(window, size):
         return throughput(window, buckets), state_counts(window), task_stats(window)
     cells = _cells(window)
     return (
@@ -197,6 +197,12 @@ def window_stats(
         _state_figures(cells),
         _task_list(_task_figures(cells)),
     )
+
+
+def _summarised(window: timedelta, chart_slot: float) -> bool:
+    """Whether a window's chart is read from slot summaries: a long window whose chart slots
+    are whole summaries."""
+    return window > LIVE_WINDOW and not chart_slot % SLOT_SECONDS
 
 
 def _cells(window: timedelta) -> Window:
