@@ -15,12 +15,17 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from .api import queries
 from .artifacts.listing import latest_artifacts
 from .horizon import snapshot_warning
+from .models import TaskRun
+from .pages.badges import STATE_COLOURS
+from .pages.charts import runs_scatter, scatter_runs
+from .pages.crumbs import breadcrumbs
 from .permissions import VIEW, VIEW_ARTIFACT, VIEW_SCHEDULE, may
 from .progress import progress_html
 from .retention import parse_age
@@ -29,16 +34,6 @@ from .schedules.listing import schedule_rows
 __all__ = ["bar_chart", "dashboard", "throughput_chart"]
 
 WINDOWS = {"1h": 60, "24h": 48, "7d": 56}
-_COLOURS = {
-    "COMPLETED": "#15803d",
-    "FAILED": "#b91c1c",
-    "CRASHED": "#9d174d",
-    "SCHEDULED": "#6b7280",
-    "PENDING": "#a16207",
-    "RUNNING": "#1d4ed8",
-    "CANCELLING": "#7c3aed",
-    "CANCELLED": "#4b5563",
-}
 
 
 @staff_member_required
@@ -59,7 +54,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "throughput_svg": throughput_chart(slots),
         "completed": sum(s[1] for s in slots),
         "failed": sum(s[2] for s in slots),
-        "states_svg": bar_chart(sorted(by_state.items()), _COLOURS),
+        "states_svg": bar_chart(sorted(by_state.items()), STATE_COLOURS),
         "queues": queries.queue_depths(workers),
         "slowest": sorted(
             (t for t in tasks if t["p95_seconds"] is not None),
@@ -79,7 +74,16 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "schedules": schedule_rows(limit=50) if may(request.user, VIEW_SCHEDULE) else None,
         # A transaction open for long holds VACUUM back: the queue slows down (horizon.py).
         "snapshot": snapshot_warning(),
+        # Runs over time: a dot per run of the window (the newest SCATTER_RUNS).
+        "scatter_svg": runs_scatter(
+            scatter_runs(TaskRun.objects.filter(id__gte=queries.window_start(window))), now
+        ),
         "now": now,
+        "crumbs": breadcrumbs(
+            (reverse("admin:index"), "Home"),
+            (reverse("admin:django_tasks_taskrun_changelist"), "Task runs"),
+            current="Dashboard",
+        ),
     }
     return render(request, "django_tasks/dashboard.html", context)
 

@@ -188,6 +188,14 @@ class TaskRun(models.Model):
                 name="django_tasks_reserved_idx",
                 condition=Q(state_type="SCHEDULED", blocked=0, rate_slot__isnull=False),
             ),
+            # Failed runs by task (the task page's most frequent exceptions; the run list's
+            # "Failed" filter): a run enters it only when it fails.
+            models.Index(
+                "task_key",
+                "id",
+                name="django_tasks_failed_idx",
+                condition=Q(state_type__in=["FAILED", "CRASHED"]),
+            ),
             # Runs waiting for a concurrency slot: what a freed slot looks for.
             models.Index(
                 "priority",

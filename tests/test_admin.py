@@ -65,15 +65,29 @@ def test_run_page_shows_history_previews_and_traceback(admin_client, runs):
     page = admin_client.get(reverse("admin:django_tasks_taskrun_change", args=[bad.id]))
     text = page.content.decode()
     assert page.status_code == 200
-    assert "State history" in text
-    assert len(re.findall(r"\d{2}:\d{2}:\d{2}\.\d{3}", text)) == 4  # one per transition, to the ms
-    for name in ["Scheduled", "Pending", "Running", "Failed"]:
-        assert name in text
-    assert "RuntimeError: admin sees this" in text
+    # The error first: above the timeline, with the frame that raised it.
+    error = text[text.index('id="djt-error"') : text.index('id="djt-timeline-section"')]
+    assert '<pre class="djt-error-message">RuntimeError: admin sees this</pre>' in error
+    assert "raised in <code>explode</code> at" in error
+    assert "tests/taskapp/tasks.py:" in error
+    assert text.index('id="djt-error"') < text.index('id="djt-parameters"')
+    timeline = text[text.index('id="djt-timeline"') : text.index('id="djt-parameters"')]
+    assert len(re.findall(r"<time>[\d-]+ \d{2}:\d{2}:\d{2}\.\d{3}</time>", timeline)) == 4
+    positions = [
+        timeline.index(f">{name}</span>") for name in ["Scheduled", "Pending", "Running", "Failed"]
+    ]
+    assert positions == sorted(positions)
     assert "Traceback (most recent call last)" in text
     assert "&quot;message&quot;: &quot;admin sees this&quot;" in text
+    assert 'id="djt-result"' not in text  # a failed run has no result section
+    assert 'id="djt-graph-section" hidden' in text  # nor a graph: no dependency, no retry
     ok_page = admin_client.get(reverse("admin:django_tasks_taskrun_change", args=[ok.id]))
-    assert '<pre style="margin:0;white-space:pre-wrap">3</pre>' in ok_page.content.decode()
+    ok_text = ok_page.content.decode()
+    assert (
+        '<section class="djt-section" id="djt-result"><h2>Result</h2><pre class="djt-json">3</pre>'
+        in ok_text
+    )
+    assert 'id="djt-error"' not in ok_text
 
 
 def test_runs_cannot_be_added_changed_or_deleted(admin_client, runs):
@@ -103,7 +117,11 @@ def test_run_page_shows_logs_and_dependencies(admin_client):
     assert "hello 3" in page  # its log line
     assert "WARNING" in page
     upstream_url = reverse("admin:django_tasks_taskrun_change", args=[upstream.id])
-    assert f'<a href="{upstream_url}">add {str(upstream.id).rsplit("-", 1)[-1]}</a>' in page
+    graph = page[page.index('<svg class="djt-graph"') :]
+    assert (
+        f'<a href="{upstream_url}" class="djt-node" data-run="{upstream.id}" data-state="COMPLETED">'
+        in graph
+    )
     up_page = admin_client.get(upstream_url).content.decode()
     assert reverse("admin:django_tasks_taskrun_change", args=[downstream.id]) in up_page
 
@@ -289,12 +307,12 @@ def test_change_links_lead_to_the_admin_page_and_escape_their_text():
     assert change_link("schedule", 7, 7) == '<a href="/admin/django_tasks/schedule/7/change/">7</a>'
 
 
-def test_the_run_page_of_a_run_that_logged_in_a_loop_shows_its_first_rows_and_says_so(
+def test_the_run_page_of_a_run_that_logged_in_a_loop_shows_its_last_rows_and_says_so(
     admin_client, django_assert_max_num_queries
 ):
     """A task that logs a line or attaches an artifact per item: 5,000 log lines and 300
-    artifacts. The page renders the first 100 lines and the newest 10 artifacts (a form for
-    each row: 9 s and 7 MB), in a bounded number of queries, and says how many there are."""
+    artifacts. The page renders the last 200 lines (where a running run's new lines appear)
+    and the newest 10 artifacts, in a bounded number of queries, and says how many there are."""
     run = add.delay(1, 2)
     now = timezone.now()
     TaskRunLog.objects.bulk_create(
@@ -307,16 +325,20 @@ def test_the_run_page_of_a_run_that_logged_in_a_loop_shows_its_first_rows_and_sa
                  created=now + timedelta(seconds=i))
         for i in range(300)
     )  # fmt: skip
-    with django_assert_max_num_queries(30):
+    with django_assert_max_num_queries(15):
         page = admin_client.get(reverse("admin:django_tasks_taskrun_change", args=[run.id]))
     text = page.content.decode()
-    assert "item-99-done" in text
-    assert "item-100-done" not in text
-    assert len(set(re.findall(r"item-(\d+)-done", text))) == 100
+    assert "item-4999-done" in text
+    assert "item-4800-done" in text
+    assert "item-4799-done" not in text
+    assert len(set(re.findall(r"item-(\d+)-done", text))) == 200
+    assert (
+        'data-logs-after="' + str(TaskRunLog.objects.filter(run_id=run.id).latest("id").id) in text
+    )
     assert "<h1>item 299</h1>" in text  # the newest artifact
     assert "<h1>item 290</h1>" in text
     assert "<h1>item 289</h1>" not in text
-    assert "5,000 log lines (the first 100 shown below)" in text
-    assert "300 artifacts (the first 10 shown below)" in text
-    assert "1 state changes" in text
-    assert len(page.content) < 500_000
+    assert "(the last 200 of 5000; all of them: <code>manage.py taskruns logs" in text
+    assert "(the newest 10 of 300)" in text
+    assert "1 state changes, 5000 log lines, 300 artifacts" in text
+    assert len(page.content) < 300_000

@@ -60,7 +60,7 @@ def browser_page() -> Iterator[Any]:
     with sync_playwright() as playwright:
         # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
         browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.set_default_timeout(15_000)
         try:
             yield page
@@ -120,11 +120,16 @@ def _find_failed_run_retry_it_and_open_the_dashboard(page: Any, url: str, failed
     assert rows.count() == 1
     assert "explode" in rows.first.inner_text()
 
-    # Open it: traceback, parameters and the state timeline.
+    # Open it: the error and the frame that raised it above the fold, then the timeline.
     rows.first.get_by_role("link", name=str(failed.id).rsplit("-", 1)[-1]).click()
     page.wait_for_url(re.compile(str(failed.id)))
-    assert "RuntimeError: the browser sees this" in page.locator("pre").last.inner_text()
-    timeline = page.locator(".inline-group").first.inner_text()
+    error = page.locator("#djt-error")
+    assert error.locator(".djt-error-message").inner_text() == "RuntimeError: the browser sees this"
+    assert "raised in explode at" in error.inner_text()
+    box = error.bounding_box()
+    assert box is not None
+    assert box["y"] + box["height"] <= 800, box  # visible without scrolling at 1280x800
+    timeline = page.locator("#djt-timeline .djt-timeline").inner_text()
     positions = [timeline.find(state) for state in ("Scheduled", "Pending", "Running", "Failed")]
     assert -1 not in positions, timeline
     assert positions == sorted(positions), timeline
@@ -137,9 +142,15 @@ def _find_failed_run_retry_it_and_open_the_dashboard(page: Any, url: str, failed
     new_id = re.search(r"Retried as run ([0-9a-f-]{36})", message)
     assert new_id is not None, message
     assert new_id.group(1) in page.url
-    assert "Scheduled" in page.locator("div.form-row.field-badge").inner_text()
-    link = page.locator("div.form-row.field-retry_of_display a")  # back to the failed run
+    assert "Scheduled" in page.locator("#djt-header .djt-state").inner_text()
+    link = page.locator("#djt-retry-of")  # back to the failed run
     assert str(failed.id) in (link.get_attribute("href") or "")
+    # The graph draws the retry: the failed run (red) and this one (grey), linked.
+    nodes = page.locator("svg.djt-graph a.djt-node")
+    assert nodes.count() == 2
+    assert page.locator(f'svg.djt-graph [data-run="{failed.id}"] rect').get_attribute("fill") == (
+        "#b91c1c"
+    )
 
     # The new run is on the list.
     page.goto(runs_url)

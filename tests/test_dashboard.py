@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.urls import reverse
 
+from django_tasks.models import TaskRun
 from django_tasks.worker import Worker
 from tests.taskapp.tasks import add, explode, slow_echo
 
@@ -33,8 +34,8 @@ def test_shows_charts_queues_and_tasks(admin_client):
     Worker(burst=True, handle_signals=False).run()
     add.apply_async((9, 9), queue="later")
     page = admin_client.get(URL).content.decode()
-    assert page.count('<svg class="djt-chart"') == 2
-    throughput = page[page.index('id="throughput"') : page.index('id="states"')]
+    assert page.count('<svg class="djt-chart"') == 3
+    throughput = page[page.index('id="throughput"') : page.index('id="scatter"')]
     assert re.search(r'<span class="djt-figure"[^>]*>4</span> completed', throughput)
     assert re.search(r'<span class="djt-figure"[^>]*>1</span> failed', throughput)
     assert re.search(r"\d\d:\d\d: [1-4] completed</title>", throughput)  # their slot(s)
@@ -45,7 +46,15 @@ def test_shows_charts_queues_and_tasks(admin_client):
     assert "<td>later</td><td>1</td>" in queues
     assert "No live worker." in page  # the burst worker stopped
     failing = page[page.index('id="failing"') :]
-    assert ">explode</a></td><td>1</td><td>100 %" in failing
+    task_page = reverse("admin:django_tasks_taskrun_task", args=["explode"])
+    assert f'<a href="{task_page}">explode</a>' in failing
+    assert "failed runs</a>)</td><td>1</td><td>100 %" in failing
+    # Runs over time: a dot per started run (the one waiting in "later" has not started).
+    scatter = page[page.index('id="scatter"') : page.index('id="states"')]
+    dots = re.findall(r'<circle [^>]*data-state="(\w+)"', scatter)
+    assert sorted(dots) == ["COMPLETED"] * 4 + ["FAILED"]
+    for run in TaskRun.objects.filter(started__isnull=False):
+        assert reverse("admin:django_tasks_taskrun_change", args=[run.id]) in scatter
     assert "slow_echo" in page[page.index('id="slowest"') : page.index('id="failing"')]
     assert '<meta http-equiv="refresh" content="10">' in page
 

@@ -28,6 +28,7 @@ __all__ = [
     "state_counts",
     "task_stats",
     "throughput",
+    "window_start",
     "window_stats",
 ]
 
@@ -61,7 +62,7 @@ GROUP BY queue ORDER BY queue
 """
 
 
-def _since(window: timedelta) -> uuid.UUID:
+def window_start(window: timedelta) -> uuid.UUID:
     """The first run id of the window (ids are time-ordered: the primary key serves it)."""
     return uuid7_floor(timezone.now() - window)
 
@@ -75,7 +76,7 @@ def _rows(query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, .
 def task_stats(window: timedelta) -> list[dict[str, Any]]:
     """Every registered task (and any task seen in the window), with counts and durations."""
     if window <= LIVE_WINDOW:
-        rows = _rows(_TASK_STATS, {"since": _since(window)})
+        rows = _rows(_TASK_STATS, {"since": window_start(window)})
         return _task_list({row[0]: row[1:] for row in rows})
     return _task_list(_task_figures(_cells(window)))
 
@@ -122,7 +123,7 @@ def _options(task: Any) -> dict[str, Any]:
 def state_counts(window: timedelta) -> dict[str, int]:
     """Runs created in the window, by state."""
     if window <= LIVE_WINDOW:
-        return {row[0]: row[1] for row in _rows(_STATE_COUNTS, {"since": _since(window)})}
+        return {row[0]: row[1] for row in _rows(_STATE_COUNTS, {"since": window_start(window)})}
     return _state_figures(_cells(window))
 
 
@@ -168,7 +169,7 @@ def throughput(window: timedelta, buckets: int) -> list[tuple[float, int, int]]:
     ``(slot start as a Unix time, completed, failed)``."""
     size = max(1.0, window.total_seconds() / buckets)
     if not _summarised(window, size):
-        params = {"since": _since(window), "bucket": size}
+        params = {"since": window_start(window), "bucket": size}
         rows = {slot: (done, failed) for slot, done, failed in _rows(_THROUGHPUT, params)}
     else:
         rows = _slot_figures(_cells(window), int(size))

@@ -42,6 +42,7 @@ __all__ = [
     "Window",
     "percentile",
     "summarise",
+    "task_slots",
     "window_cells",
 ]
 
@@ -162,6 +163,62 @@ def window_cells(since: datetime, now: datetime | None = None) -> Window:
     return window
 
 
+#: One task's stored summaries of a stretch of slots, slot by slot (the task page's series).
+_STORED_TASK = """
+SELECT (extract(epoch FROM slot)::bigint / %(size)s)::bigint, state_type, runs, durations
+FROM django_tasks_slotstats
+WHERE slot >= %(start)s AND slot < %(stop)s AND task_key = ANY(%(keys)s)
+"""
+_STORED_SLOTS = """
+SELECT DISTINCT (extract(epoch FROM slot)::bigint / %(size)s)::bigint
+FROM django_tasks_slotstats WHERE slot >= %(start)s AND slot < %(stop)s
+"""
+
+
+def task_slots(
+    keys: list[str], since: datetime, now: datetime | None = None
+) -> dict[int, dict[str, Summary]]:
+    """The runs of the tasks ``keys`` since ``since``, slot by slot and state by state, with
+    their durations per slot: summaries where they exist, the runs table for the rest (a
+    window no summary covers yet is summarised first, as :func:`window_cells` does)."""
+    now = now or timezone.now()
+    closable = _closable(since, now)
+    stored = _stored_slots(closable)
+    if any(slot not in stored for slot in closable):
+        window_cells(since, now)  # summarise the closed slots (once), then read them
+        stored = _stored_slots(closable)
+    series: dict[int, dict[str, Summary]] = defaultdict(lambda: defaultdict(Summary))
+    if stored:
+        with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
+            cursor.execute(_STORED_TASK, {**_stretch(closable), "keys": keys})
+            for slot, state, runs, durations in cursor.fetchall():
+                summary = series[slot][state]
+                summary.runs += runs
+                summary.durations.update({int(b): n for b, n in durations.items()})
+    wanted = set(keys)
+    for (slot, task_key, state), summary in _read_runs(_gaps(since, closable, stored), now).items():
+        if task_key in wanted:
+            series[slot][state].runs += summary.runs
+            series[slot][state].durations.update(summary.durations)
+    return series
+
+
+def _stretch(slots: list[int]) -> dict[str, int | datetime]:
+    return {
+        "size": SLOT_SECONDS,
+        "start": datetime.fromtimestamp(slots[0] * SLOT_SECONDS, tz=UTC),
+        "stop": datetime.fromtimestamp((slots[-1] + 1) * SLOT_SECONDS, tz=UTC),
+    }
+
+
+def _stored_slots(slots: list[int]) -> set[int]:
+    if not slots:
+        return set()
+    with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
+        cursor.execute(_STORED_SLOTS, _stretch(slots))
+        return {row[0] for row in cursor.fetchall()}
+
+
 def summarise(read: dict[Cell, Summary], slots: list[int], now: datetime) -> None:
     """Store the summaries of ``slots`` (read whole from the runs table) whose runs have all
     finished; a slot without runs gets an empty row."""
@@ -210,11 +267,7 @@ def _load(slots: list[int]) -> tuple[Window, set[int]]:
     window, stored = Window(), set[int]()
     if not slots:
         return window, stored
-    params: dict[str, int | datetime] = {
-        "size": SLOT_SECONDS,
-        "start": datetime.fromtimestamp(slots[0] * SLOT_SECONDS, tz=UTC),
-        "stop": datetime.fromtimestamp((slots[-1] + 1) * SLOT_SECONDS, tz=UTC),
-    }
+    params = _stretch(slots)
     with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
         cursor.execute(_STORED_RUNS, params)
         for slot, task_key, state, runs in cursor.fetchall():

@@ -1,0 +1,249 @@
+"""The run graph: the runs a run is connected to, drawn left to right as SVG.
+
+Edges are the dependencies the queue records (a future passed as an argument, ``wait_for``)
+and retries (a run made to retry a finished one). The graph is the connected part of those
+edges around the run - the whole pipeline it belongs to - read in three statements whatever
+its size (a recursive query for the run ids, then the runs and the edges), up to
+``NODES_SHOWN`` runs. Layers are longest paths from the sources, so every edge points right.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.db import connections
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from ..conf import task_settings
+from ..states import is_final
+from .badges import state_colour
+
+__all__ = ["NODES_SHOWN", "Edge", "Node", "RunGraph", "graph_svg", "layers", "run_graph"]
+
+#: The most runs one graph reads and draws.
+NODES_SHOWN = 1000
+
+_WALK = """
+WITH RECURSIVE edge(a, b) AS NOT MATERIALIZED (
+    SELECT upstream_id, downstream_id FROM django_tasks_taskrundependency
+    UNION ALL SELECT downstream_id, upstream_id FROM django_tasks_taskrundependency
+    UNION ALL SELECT retry_of_id, id FROM django_tasks_taskrun WHERE retry_of_id IS NOT NULL
+    UNION ALL SELECT id, retry_of_id FROM django_tasks_taskrun WHERE retry_of_id IS NOT NULL
+), walk(id) AS (
+    SELECT %(root)s::uuid
+    UNION
+    SELECT edge.b FROM walk JOIN edge ON edge.a = walk.id
+)
+SELECT id FROM walk LIMIT %(cap)s
+"""
+_NODES = """
+SELECT id, name, task_name, state_type, state_name, retry_of_id
+FROM django_tasks_taskrun WHERE id = ANY(%(ids)s)
+"""
+_EDGES = """
+SELECT upstream_id, downstream_id, kind FROM django_tasks_taskrundependency
+WHERE downstream_id = ANY(%(ids)s)
+"""
+
+
+@dataclass(frozen=True)
+class Node:
+    id: uuid.UUID
+    name: str
+    task_name: str
+    state_type: str
+    state_name: str
+    recorded: bool = True  # False: an edge names it, its row is not written (yet)
+
+
+@dataclass(frozen=True)
+class Edge:
+    upstream: uuid.UUID
+    downstream: uuid.UUID
+    kind: str  # "data", "wait_for" or "retry"
+
+
+@dataclass
+class RunGraph:
+    nodes: list[Node] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    capped: bool = False
+
+    @property
+    def key(self) -> str:
+        """Changes when a run or an edge joins the graph (not when a state changes)."""
+        digest = hashlib.blake2b(digest_size=8)
+        for node in sorted(self.nodes, key=lambda n: n.id):
+            digest.update(node.id.bytes)
+        digest.update(str(len(self.edges)).encode())
+        return digest.hexdigest()
+
+    @property
+    def all_final(self) -> bool:
+        return all(is_final(node.state_type) for node in self.nodes if node.recorded)
+
+
+def run_graph(run_id: uuid.UUID, cap: int = NODES_SHOWN) -> RunGraph:
+    """The runs connected to ``run_id`` by dependencies and retries, and their edges."""
+    with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
+        cursor.execute(_WALK, {"root": run_id, "cap": cap})
+        ids = [row[0] for row in cursor.fetchall()]
+        if len(ids) <= 1:
+            cursor.execute(_NODES, {"ids": ids})
+            return RunGraph(nodes=[Node(*row[:5]) for row in cursor.fetchall()])
+        cursor.execute(_NODES, {"ids": ids})
+        rows = cursor.fetchall()
+        cursor.execute(_EDGES, {"ids": ids})
+        edge_rows = cursor.fetchall()
+    wanted = set(ids)
+    nodes = {row[0]: Node(*row[:5]) for row in rows}
+    edges = [Edge(up, down, kind) for up, down, kind in edge_rows if up in wanted]
+    edges += [Edge(row[5], row[0], "retry") for row in rows if row[5] in wanted]
+    for missing in wanted - nodes.keys():
+        nodes[missing] = Node(missing, "", "(not recorded)", "", "not recorded", recorded=False)
+    ordered = [nodes[i] for i in ids]
+    return RunGraph(nodes=ordered, edges=edges, capped=len(ids) >= cap)
+
+
+def layers(graph: RunGraph) -> dict[uuid.UUID, tuple[int, int]]:
+    """(column, row) of each node: a node's column is one more than its furthest upstream
+    node's (a cycle - only bad data makes one - is cut where it is found); rows within a
+    column follow the mean row of the upstream nodes, which keeps most edges straight."""
+    upstream: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    downstream: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+    for edge in graph.edges:
+        upstream[edge.downstream].append(edge.upstream)
+        downstream[edge.upstream].append(edge.downstream)
+    waiting = {node.id: len(set(upstream[node.id])) for node in graph.nodes}
+    column = dict.fromkeys(waiting, 0)
+    ready = [node.id for node in graph.nodes if not waiting[node.id]]
+    placed: set[uuid.UUID] = set()
+    while len(placed) < len(waiting):
+        if not ready:  # a cycle: start again from the first node not placed
+            ready = [next(n.id for n in graph.nodes if n.id not in placed)]
+        node_id = ready.pop()
+        if node_id in placed:
+            continue
+        placed.add(node_id)
+        for after in set(downstream[node_id]):
+            if after in placed:
+                continue
+            column[after] = max(column[after], column[node_id] + 1)
+            waiting[after] -= 1
+            if waiting[after] <= 0:
+                ready.append(after)
+    return _rows(graph, column, upstream)
+
+
+def _rows(
+    graph: RunGraph,
+    column: dict[uuid.UUID, int],
+    upstream: dict[uuid.UUID, list[uuid.UUID]],
+) -> dict[uuid.UUID, tuple[int, int]]:
+    by_column: dict[int, list[uuid.UUID]] = defaultdict(list)
+    for node in graph.nodes:
+        by_column[column[node.id]].append(node.id)
+    row: dict[uuid.UUID, float] = {}
+    for index in sorted(by_column):
+        members = by_column[index]
+        wanted = {n: _mean_row(row, upstream[n], position) for position, n in enumerate(members)}
+        for position, n in enumerate(sorted(members, key=lambda m: (wanted[m], str(m)))):
+            row[n] = position
+    return {n: (column[n], int(row[n])) for n in column}
+
+
+def _mean_row(row: dict[uuid.UUID, float], upstream: list[uuid.UUID], default: int) -> float:
+    placed = [row[u] for u in upstream if u in row]
+    return sum(placed) / len(placed) if placed else default
+
+
+_BOX_W, _BOX_H, _GAP_X, _GAP_Y, _PAD = 168, 32, 56, 14, 8
+_EDGE_STYLE = {"data": "", "wait_for": "6 4", "retry": "2 3"}
+
+
+def graph_svg(graph: RunGraph, current: uuid.UUID) -> SafeString:
+    """The graph as SVG: a box per run (coloured by state, linked to its page; the current
+    run outlined), an arrow per edge (dashed: ``wait_for``; dotted: a retry)."""
+    place = layers(graph)
+    columns = max((c for c, _ in place.values()), default=0) + 1
+    rows = max((r for _, r in place.values()), default=0) + 1
+    width = _PAD * 2 + columns * _BOX_W + (columns - 1) * _GAP_X
+    height = _PAD * 2 + rows * _BOX_H + (rows - 1) * _GAP_Y
+
+    def corner(node_id: uuid.UUID) -> tuple[float, float]:
+        c, r = place[node_id]
+        return _PAD + c * (_BOX_W + _GAP_X), _PAD + r * (_BOX_H + _GAP_Y)
+
+    paths = []
+    for edge in graph.edges:
+        (x1, y1), (x2, y2) = corner(edge.upstream), corner(edge.downstream)
+        x1, y1, y2 = x1 + _BOX_W, y1 + _BOX_H / 2, y2 + _BOX_H / 2
+        bend = max((x2 - x1) / 2, 20)
+        d = (
+            f"M{x1:.0f},{y1:.0f} C{x1 + bend:.0f},{y1:.0f} "
+            f"{x2 - bend:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
+        )
+        paths.append((d, _EDGE_STYLE.get(edge.kind, ""), edge.kind))
+    edges_svg = format_html_join(
+        "",
+        '<path d="{}" stroke-dasharray="{}" class="djt-edge" data-kind="{}"/>',
+        paths,
+    )
+    nodes_svg = format_html_join(
+        "", "{}", ((_node(n, corner(n.id), current),) for n in graph.nodes)
+    )
+    return format_html(
+        '<svg class="djt-graph" role="group" aria-label="Run graph: {} runs" width="{}" '
+        'height="{}" viewBox="0 0 {} {}" data-nodes="{}"><defs><marker id="djt-arrow" '
+        'viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+        'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" class="djt-arrow"/>'
+        '</marker></defs><g class="djt-edges">{}</g><g>{}</g></svg>',
+        len(graph.nodes),
+        width,
+        height,
+        width,
+        height,
+        len(graph.nodes),
+        edges_svg,
+        nodes_svg,
+    )
+
+
+def _node(node: Node, at: tuple[float, float], current: uuid.UUID) -> SafeString:
+    x, y = at
+    label = node.name or node.task_name
+    short = label if len(label) <= 22 else label[:21] + "…"
+    box = format_html(
+        '<rect x="{}" y="{}" width="{}" height="{}" rx="6" fill="{}" class="djt-node-box{}"/>'
+        '<text x="{}" y="{}" class="djt-node-label">{}</text>'
+        "<title>{} · {} · {}</title>",
+        f"{x:.0f}",
+        f"{y:.0f}",
+        _BOX_W,
+        _BOX_H,
+        state_colour(node.state_type),
+        " djt-current" if node.id == current else "",
+        f"{x + 10:.0f}",
+        f"{y + 20:.0f}",
+        short,
+        label,
+        node.state_name,
+        node.id,
+    )
+    if not node.recorded:
+        return format_html(
+            '<g class="djt-node djt-unrecorded" data-run="{}" data-state="">{}</g>', node.id, box
+        )
+    url = reverse("admin:django_tasks_taskrun_change", args=[node.id])
+    return format_html(
+        '<a href="{}" class="djt-node" data-run="{}" data-state="{}">{}</a>',
+        url,
+        node.id,
+        node.state_type,
+        box,
+    )
