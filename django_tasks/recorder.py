@@ -243,8 +243,7 @@ class RunWriter:
             self._ensure_thread()
             self._dirty[record.id] = record
             self._queued += 1
-            if self._first_at is None:
-                self._first_at = time.monotonic()
+            self._started_batch()
             if len(self._dirty) >= task_settings().RECORD_BATCH_SIZE:
                 self._cond.notify_all()
 
@@ -254,10 +253,17 @@ class RunWriter:
             self._ensure_thread()
             self._logs.append(line)
             self._queued += 1
-            if self._first_at is None:
-                self._first_at = time.monotonic()
+            self._started_batch()
             if len(self._logs) >= task_settings().RECORD_BATCH_SIZE:
                 self._cond.notify_all()
+
+    def _started_batch(self) -> None:
+        """The first event of a batch: the writer, asleep for as long as it may stay idle,
+        wakes to wait RECORD_FLUSH_INTERVAL instead (a log line of a long run appeared only
+        when the idle wait ended, seconds later). Called with the condition held."""
+        if self._first_at is None:
+            self._first_at = time.monotonic()
+            self._cond.notify_all()
 
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Write everything queued so far. ``False`` if that took longer than ``timeout``, or

@@ -5,7 +5,8 @@ from Playwright's own download. Without it the test is skipped on a developer's 
 fails under CI, so CI can never pass without having run it.
 
 Screenshots go to ``test-artifacts/browser/``; with ``DJANGO_TASKS_DOCS_SCREENSHOTS=1`` they
-are also written to ``docs/img/``, where docs/observability.md shows them.
+are also written to ``docs/images/``, where the README and docs/observability.md show them.
+Every page opened here must log no console error and raise no script error.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +24,11 @@ import pytest
 
 from django_tasks.models import TaskRun
 from django_tasks.worker import Worker
-from tests.taskapp.tasks import add, attach_artifacts, explode, slow_echo
+from tests.taskapp.tasks import add, attach_artifacts, explode, narrated, slow_echo, total
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-DOCS_IMAGES = ROOT / "docs" / "img"
+DOCS_IMAGES = ROOT / "docs" / "images"
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -51,21 +53,41 @@ def _chromium() -> str:
 
 
 @contextlib.contextmanager
-def browser_page() -> Iterator[Any]:
-    """A page of headless Chromium. Playwright's synchronous API runs an event loop in this
-    thread, where Django refuses database queries: the test queries before and after."""
+def browser_page(color_scheme: str = "light") -> Iterator[Any]:
+    """A page of headless Chromium at 1280x800. Playwright's synchronous API runs an event
+    loop in this thread, where Django refuses database queries: the test queries before and
+    after. Console errors and uncaught script errors fail the test."""
     executable = _chromium()
     from playwright.sync_api import sync_playwright
 
+    errors: list[str] = []
     with sync_playwright() as playwright:
         # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
         browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page = browser.new_page(viewport={"width": 1280, "height": 800}, color_scheme=color_scheme)
         page.set_default_timeout(15_000)
+        page.on(
+            "console", lambda m: errors.append(_console_error(m)) if m.type == "error" else None
+        )
+        page.on("pageerror", lambda e: errors.append(str(e)))
         try:
             yield page
         finally:
             browser.close()
+    errors = [e for e in errors if "/favicon.ico" not in e]  # the admin has no icon
+    assert errors == [], errors
+
+
+def _console_error(message: Any) -> str:
+    return f"{message.text} ({message.location.get('url', '')})"
+
+
+def _log_in(page: Any, url: str, next_path: str) -> None:
+    page.goto(f"{url}/admin/login/?next={next_path}")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "browser-pw")
+    page.click("input[type=submit]")
+    page.wait_for_url(f"{url}{next_path}")
 
 
 def _screenshot(page: Any, name: str) -> None:
@@ -228,3 +250,172 @@ def _artifact_elements(page: Any) -> dict[str, Any]:
         }"""
     )
     return result
+
+
+def _luminance(css_colour: str) -> float:
+    """0 (black) to 1 (white), from a computed ``rgb(...)``."""
+    red, green, blue = (int(v) for v in re.findall(r"\d+", css_colour)[:3])
+    return (0.2126 * red + 0.7152 * green + 0.0722 * blue) / 255
+
+
+@pytest.fixture
+def pipeline(django_user_model: Any) -> dict[str, Any]:
+    """A known pipeline: a -> b -> d, c (fails) -> d (wait_for: d fails without running),
+    a -> e (on a queue no worker serves: it waits)."""
+    django_user_model.objects.create_superuser("admin", "admin@example.com", "browser-pw")
+    a = add.delay(1, 2)
+    b = add.delay(a, 10)
+    c = explode.delay("graph")
+    d = total.apply_async(([b, 1],), wait_for=[c])
+    e = add.apply_async((5, 5), queue="later", wait_for=[a])
+    Worker(burst=True, handle_signals=False).run()
+    runs = {name: TaskRun.objects.get(pk=f.id) for name, f in zip("abcde", (a, b, c, d, e))}
+    assert [runs[n].state_type for n in "abcde"] == [
+        "COMPLETED", "COMPLETED", "FAILED", "FAILED", "SCHEDULED"
+    ]  # fmt: skip
+    return runs
+
+
+def test_the_run_graph_draws_a_known_pipeline_left_to_right_in_state_colours(
+    live_server: Any, pipeline: dict[str, Any]
+) -> None:
+    d = pipeline["d"]
+    colours = {"a": "#15803d", "b": "#15803d", "c": "#b91c1c", "d": "#b91c1c", "e": "#6b7280"}
+    with browser_page() as page:
+        _log_in(page, live_server.url, f"/admin/django_tasks/taskrun/{d.id}/change/")
+        graph = page.locator("svg.djt-graph")
+        assert graph.locator(".djt-node").count() == 5
+        assert graph.locator("path.djt-edge").count() == 4
+        assert graph.locator('path.djt-edge[data-kind="wait_for"]').count() == 2  # c->d, a->e
+        boxes = {}
+        for name, run in pipeline.items():
+            node = graph.locator(f'[data-run="{run.id}"]')
+            assert node.locator("rect").get_attribute("fill") == colours[name], name
+            assert node.get_attribute("href") == f"/admin/django_tasks/taskrun/{run.id}/change/"
+            boxes[name] = node.locator("rect").bounding_box()
+        # Left to right: every edge points right.
+        assert boxes["a"]["x"] < boxes["b"]["x"] < boxes["d"]["x"]
+        assert boxes["c"]["x"] < boxes["d"]["x"]
+        assert boxes["a"]["x"] < boxes["e"]["x"]
+        assert "current" in (
+            graph.locator(f'[data-run="{d.id}"] rect').get_attribute("class") or ""
+        )
+        _screenshot(page, "run-graph.png")
+
+        # Keyboard: Tab reaches the graph's nodes; Enter opens the focused run's page.
+        for _ in range(200):
+            page.keyboard.press("Tab")
+            focused = page.evaluate(
+                "() => document.activeElement && document.activeElement.getAttribute('data-run')"
+            )
+            if focused:
+                break
+        assert focused in {str(run.id) for run in pipeline.values()}
+        page.keyboard.press("Enter")
+        page.wait_for_url(re.compile(f"/taskrun/{focused}/change/"))
+        page.wait_for_selector("#djt-header h1")
+
+
+def test_a_pipeline_of_500_runs_is_drawn_in_under_a_second(
+    live_server: Any, django_user_model: Any
+) -> None:
+    """Twenty layers of 25 runs, each waiting for two runs of the layer before (not run)."""
+    django_user_model.objects.create_superuser("admin", "admin@example.com", "browser-pw")
+    previous = [add.delay(0, i) for i in range(25)]
+    for _ in range(19):
+        previous = [
+            add.apply_async((1, i), wait_for=[previous[i], previous[(i + 7) % 25]])
+            for i in range(25)
+        ]
+    last = previous[0]
+    with browser_page() as page:
+        _log_in(page, live_server.url, f"/admin/django_tasks/taskrun/{last.id}/change/")
+        page.reload()  # timed: the page with its graph, logged in
+        loaded = page.evaluate(
+            """() => { const n = performance.getEntriesByType("navigation")[0];
+                       return n.loadEventEnd - n.startTime; }"""
+        )
+        nodes = page.locator("svg.djt-graph .djt-node").count()
+    assert nodes == 500
+    assert loaded < 1000, f"the page with a 500-run graph took {loaded:.0f} ms"
+
+
+def test_a_running_runs_page_follows_its_progress_and_logs_without_reloading(
+    live_server: Any, django_user_model: Any
+) -> None:
+    django_user_model.objects.create_superuser("admin", "admin@example.com", "browser-pw")
+    run = narrated.delay(6, 0.5)
+    worker = Worker(burst=True, handle_signals=False)
+    thread = threading.Thread(target=worker.run)
+    with browser_page() as page:
+        _log_in(page, live_server.url, f"/admin/django_tasks/taskrun/{run.id}/change/")
+        assert page.locator("#djt-header .djt-state").get_attribute("data-state") == "SCHEDULED"
+        page.evaluate(
+            """() => { window.djtSamePage = true; window.djtArrivals = [];
+                new MutationObserver(() => {
+                    for (const row of document.querySelectorAll("#djt-logs tr")) {
+                        if (!row.dataset.seen) { row.dataset.seen = "1";
+                            window.djtArrivals.push([row.innerText, Date.now()]); }
+                    }
+                }).observe(document.getElementById("djt-logs"), {childList: true}); }"""
+        )
+        thread.start()
+        page.wait_for_selector('#djt-header .djt-state[data-state="RUNNING"]')
+        page.wait_for_function(
+            "() => (document.querySelector('#djt-progress progress') || {}).value >= 2"
+        )
+        _screenshot(page, "run-page-running.png")
+        page.wait_for_selector('#djt-header .djt-state[data-state="COMPLETED"]', timeout=20_000)
+        page.wait_for_selector('[data-final="true"]')
+        page.wait_for_function("() => window.djtArrivals.length >= 6")
+        arrivals = page.evaluate("() => window.djtArrivals")
+        same_page = page.evaluate("() => window.djtSamePage === true")
+        progress = page.locator("#djt-progress").inner_text()
+    thread.join(timeout=30)
+    assert same_page  # updated in place: a reload would have dropped the marker
+    assert "6 / 6" in progress
+    lags = []
+    for text, arrived in arrivals:
+        logged = re.search(r"finished step (\d) of 6 at ([\d.]+)", text)
+        assert logged is not None, text
+        lags.append(arrived - float(logged.group(2)) * 1000)
+    assert [int(re.search(r"step (\d)", t).group(1)) for t, _ in arrivals] == [1, 2, 3, 4, 5, 6]
+    assert max(lags) < 2000, lags
+
+
+def test_dark_mode_run_page_and_task_page(live_server: Any, finished_runs: TaskRun) -> None:
+    failed = finished_runs
+    with browser_page(color_scheme="dark") as page:
+        _log_in(page, live_server.url, f"/admin/django_tasks/taskrun/{failed.id}/change/")
+        body = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+        fact = page.evaluate(
+            "() => getComputedStyle(document.querySelector('.djt-facts dd')).color"
+        )
+        error = page.evaluate(
+            "() => getComputedStyle(document.querySelector('.djt-error-message')).color"
+        )
+        assert _luminance(body) < 0.25, body
+        assert _luminance(fact) > 0.6, fact
+        assert _luminance(error) > 0.6, error
+        _screenshot(page, "run-page-dark.png")
+        page.locator("#djt-header a", has_text="explode").click()
+        page.wait_for_url(re.compile(r"/taskrun/task/explode/"))
+        assert page.locator("#djt-runs-over-time svg rect[data-state]").count() >= 1
+        assert "RuntimeError" in page.locator("#djt-exceptions").inner_text()
+        _screenshot(page, "task-page-dark.png")
+
+
+def test_the_task_page_charts_a_task_and_links_its_latest_failure(
+    live_server: Any, finished_runs: TaskRun
+) -> None:
+    with browser_page() as page:
+        _log_in(page, live_server.url, "/admin/django_tasks/taskrun/task/slow_echo/")
+        bars = page.locator("#djt-runs-over-time svg rect[data-state='COMPLETED']")
+        assert bars.count() >= 1
+        assert page.locator("#djt-durations svg polyline").count() == 3  # p50, p95, p99
+        figures = page.locator("#djt-task-figures").inner_text()
+        assert "3" in figures
+        _screenshot(page, "task-page.png")
+        page.goto(f"{live_server.url}/admin/django_tasks/taskrun/task/explode/")
+        page.locator("#djt-exceptions a", has_text="latest run").click()
+        page.wait_for_url(re.compile(str(finished_runs.id)))

@@ -72,13 +72,11 @@ def _when(moment: float, step: int) -> str:
 
 def _frame(label: str, body: SafeString, x_labels: SafeString, y_labels: SafeString) -> SafeString:
     return format_html(
-        '<svg class="djt-chart" role="img" aria-label="{}" viewBox="0 0 {} {}" width="100%" '
-        'style="max-height:{}px">'
+        '<svg class="djt-chart" role="img" aria-label="{}" viewBox="0 0 {} {}" width="100%">'
         '<line x1="{}" y1="{}" x2="{}" y2="{}" class="djt-grid-line"/>{}{}{}</svg>',
         label,
         _W,
         _H,
-        _H + 40,
         _LEFT,
         _H - _BOTTOM,
         _W,
@@ -153,6 +151,10 @@ def _seconds(value: float) -> str:
     return f"{value * 1000:g} ms"
 
 
+def _seconds_text(value: float) -> str:
+    return f"{value:.3f} s" if value >= 0.001 else f"{value * 1000:.3f} ms"
+
+
 def _y_log(value: float, low: float, high: float) -> float:
     plot_h = _H - _BOTTOM - _TOP
     position = (math.log10(max(value, 10**low)) - low) / (high - low)
@@ -184,19 +186,22 @@ def duration_chart(points: list[Point], step: int) -> SafeString:
     def x_of(index: int) -> float:
         return _LEFT + (index + 0.5) * column
 
-    lines = []
+    lines, marks = [], []
     for name, colour in _LINES:
         coords = [
-            f"{x_of(i):.1f},{_y_log(getattr(p, name), low, high):.1f}"
+            (x_of(i), _y_log(getattr(p, name), low, high), _seconds_text(getattr(p, name)))
             for i, p in enumerate(points)
             if getattr(p, name) is not None
         ]
         if coords:
-            lines.append((" ".join(coords), colour, name))
+            lines.append((" ".join(f"{x:.1f},{y:.1f}" for x, y, _ in coords), colour, name))
+            marks += [(_n(x), _n(y), colour, f"{name}: {text}") for x, y, text in coords]
     body = format_html_join(
         "",
         '<polyline points="{}" fill="none" stroke="{}" stroke-width="2" data-line="{}"/>',
         lines,
+    ) + format_html_join(
+        "", '<circle cx="{}" cy="{}" r="2.5" fill="{}"><title>{}</title></circle>', marks
     )
     legend = format_html_join(
         "",

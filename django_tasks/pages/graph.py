@@ -112,8 +112,9 @@ def run_graph(run_id: uuid.UUID, cap: int = NODES_SHOWN) -> RunGraph:
 
 def layers(graph: RunGraph) -> dict[uuid.UUID, tuple[int, int]]:
     """(column, row) of each node: a node's column is one more than its furthest upstream
-    node's (a cycle - only bad data makes one - is cut where it is found); rows within a
-    column follow the mean row of the upstream nodes, which keeps most edges straight."""
+    node's (a cycle - only bad data makes one - is cut where it is found), a source's one
+    less than its nearest downstream node's; rows within a column follow the mean row of the
+    upstream nodes, which keeps most edges straight."""
     upstream: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
     downstream: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
     for edge in graph.edges:
@@ -137,6 +138,12 @@ def layers(graph: RunGraph) -> dict[uuid.UUID, tuple[int, int]]:
             waiting[after] -= 1
             if waiting[after] <= 0:
                 ready.append(after)
+    # A run that waits for nothing sits just left of its first downstream run, not in the
+    # first column: its edge then does not cross the columns between.
+    for node in graph.nodes:
+        next_columns = [column[d] for d in downstream[node.id]]
+        if not upstream[node.id] and next_columns:
+            column[node.id] = max(min(next_columns) - 1, 0)
     return _rows(graph, column, upstream)
 
 

@@ -28,7 +28,7 @@ from ..permissions import VIEW_ARTIFACT, may
 from ..progress import progress_html
 from ..states import StateType, is_final
 from .badges import state_badge, state_colour
-from .graph import graph_svg, run_graph
+from .graph import RunGraph, graph_svg, run_graph
 
 __all__ = [
     "ARTIFACTS_SHOWN",
@@ -47,6 +47,10 @@ __all__ = [
 STATES_SHOWN = 200
 LOG_LINES_SHOWN = 200  # the newest: where a running run's new lines appear
 ARTIFACTS_SHOWN = 10  # the newest
+
+#: How long a final run's page keeps asking: its last log lines are written in batches a
+#: fraction of a second after its state (RECORD_FLUSH_INTERVAL).
+SETTLE_SECONDS = 2.0
 
 _FRAME = re.compile(r'^\s*File "(?P<file>.*)", line (?P<line>\d+), in (?P<function>.*)$')
 _ERROR_CHARS = 2000
@@ -195,6 +199,12 @@ def _fragments(run: TaskRun, states: list[TaskRunState], now: datetime) -> dict[
     }
 
 
+def _settled(run: TaskRun, graph: RunGraph, now: datetime) -> bool:
+    """Nothing more to show: the run and its graph are final, its last writes are in."""
+    quiet = (now - run.updated).total_seconds() > SETTLE_SECONDS
+    return is_final(run.state_type) and graph.all_final and quiet
+
+
 def _states(run: TaskRun) -> list[TaskRunState]:
     return list(run.states.order_by("timestamp", "id")[:STATES_SHOWN])
 
@@ -216,6 +226,7 @@ def run_page_context(request: HttpRequest, run: TaskRun) -> dict[str, Any]:
     return {
         "run": run,
         "final": is_final(run.state_type),
+        "settled": _settled(run, graph, now),
         "fragments": _fragments(run, states, now),
         "error": error_summary(run.traceback, run.state_message) if failed else None,
         "states_total": len(states),
@@ -245,7 +256,7 @@ def live_fragments(run: TaskRun, logs_after: int, graph_key: str) -> dict[str, A
     new_logs = list(run.logs.filter(id__gt=logs_after).order_by("id")[:LOG_LINES_SHOWN])
     graph = run_graph(run.id)
     data: dict[str, Any] = {
-        "final": is_final(run.state_type) and graph.all_final,
+        "final": _settled(run, graph, now),
         **_fragments(run, states, now),
         "logs": log_rows(new_logs),
         "graph_key": graph.key,

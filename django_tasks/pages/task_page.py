@@ -48,7 +48,7 @@ GROUP BY GROUPING SETS ((1, 2), (1))
 
 #: Through django_tasks_failed_idx (migration 0028): failed runs only, by task and id.
 _EXCEPTIONS = """
-SELECT left(split_part(state_message, ':', 1), 120) AS kind, count(*), max(id)
+SELECT left(split_part(state_message, ':', 1), 120) AS kind, count(*), max(id::text)::uuid
 FROM django_tasks_taskrun
 WHERE state_type IN ('FAILED', 'CRASHED') AND task_key = ANY(%(keys)s) AND id >= %(since)s
 GROUP BY 1 ORDER BY 2 DESC, 3 DESC LIMIT 5
@@ -179,7 +179,10 @@ def task_page_context(request: HttpRequest, name: str) -> dict[str, Any]:
     )
     return {
         "task_name": name,
-        "registered": tasks,
+        # Plain data: a template calls what it can call, and a Task called runs the task.
+        "registered": [
+            {"queue": t.queue, "retries": t.options.retries, "tags": sorted(t.tags)} for t in tasks
+        ],
         "window": window,
         "windows": list(WINDOWS),
         "series": series,

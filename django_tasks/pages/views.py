@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from django.contrib import messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -106,6 +106,8 @@ def run_live(model_admin: TaskRunAdmin, request: HttpRequest, run_id: uuid.UUID)
 def task_page(model_admin: TaskRunAdmin, request: HttpRequest, task_name: str) -> HttpResponse:
     """One task: its runs over time, durations, failures, queue, schedules and limits."""
     _allowed(model_admin, request)
+    if "\x00" in task_name or len(task_name) > 255:  # no run can have such a task name
+        raise Http404("No task has this name.")
     context = {
         **_page_context(model_admin, request, task_name),
         **task_page_context(request, task_name),

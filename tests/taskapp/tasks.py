@@ -450,6 +450,17 @@ def with_progress(steps: int, pause: float, message: str = "step") -> int:
 
 
 @task
+def narrated(steps: int, pause: float) -> int:
+    """Logs a line and says how far it has got at each step (the run page's live refresh)."""
+    logger = get_run_logger()
+    for step in range(1, steps + 1):
+        time.sleep(pause)
+        logger.info("finished step %d of %d at %.3f", step, steps, time.time())
+        set_progress(step, steps, f"step {step}")
+    return steps
+
+
+@task
 def chatty_progress(calls: int) -> int:
     """set_progress() in a tight loop: the writes are throttled."""
     for done in range(calls):
