@@ -61,6 +61,19 @@ def test_an_idle_writer_closes_its_connection(monkeypatch):
     assert TaskRun.objects.filter(task_name="add").count() == 3
 
 
+def test_the_first_record_after_an_idle_wait_is_written_within_the_flush_interval():
+    """The writer sleeps for IDLE_CLOSE (5 s) when nothing waits; the first record of a batch
+    wakes it, so that a running run's log line reaches its page in a fraction of a second."""
+    add(1, 2)
+    assert flush()  # from now on the writer waits the idle time
+    time.sleep(0.3)
+    started = time.monotonic()
+    add(2, 3)  # no flush(): the writer alone must write it
+    while TaskRun.objects.filter(task_name="add").count() < 2:
+        assert time.monotonic() - started < 2.0, "the record waited for the idle timeout"
+        time.sleep(0.02)
+
+
 def test_state_result_and_run_context_details():
     error = ValueError("x")
     failed = State(StateType.FAILED, "Failed", "x", None, exception=error)  # type: ignore[arg-type]
