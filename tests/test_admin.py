@@ -119,8 +119,8 @@ def test_run_page_shows_logs_and_dependencies(admin_client):
     upstream_url = reverse("admin:django_tasks_taskrun_change", args=[upstream.id])
     graph = page[page.index('<svg class="djt-graph"') :]
     assert (
-        f'<a href="{upstream_url}" class="djt-node" data-run="{upstream.id}" data-state="COMPLETED">'
-        in graph
+        f'<a href="{upstream_url}" class="djt-node" data-run="{upstream.id}" '
+        'data-state="COMPLETED">' in graph
     )
     up_page = admin_client.get(upstream_url).content.decode()
     assert reverse("admin:django_tasks_taskrun_change", args=[downstream.id]) in up_page

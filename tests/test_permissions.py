@@ -72,6 +72,8 @@ def read_paths(run_id: uuid.UUID) -> list[str]:
         "/tasks/metrics/",
         ADMIN,
         f"{ADMIN}{run_id}/change/",
+        f"{ADMIN}{run_id}/live/",  # the run page's live refresh (JSON)
+        f"{ADMIN}task/add/",  # the task page
     ]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import statistics
 import threading
 import uuid
 from collections import Counter
@@ -22,6 +23,7 @@ from django_tasks.api import queries
 from django_tasks.horizon import Holder
 from django_tasks.ids import uuid7_floor
 from django_tasks.models import SlotStats, TaskRun
+from django_tasks.pages.task_page import WINDOWS, task_series
 from django_tasks.retention import purge
 from django_tasks.stats import slots
 from django_tasks.worker import Worker
@@ -303,3 +305,34 @@ def test_odd_windows_and_a_staff_user_without_permissions(client, admin_client, 
     assert client.get("/tasks/api/stats/", {"window": "7d"}).status_code == 403
     assert client.get("/tasks/dashboard/", {"window": "7d"}).status_code == 403
     assert not SlotStats.objects.exists()  # nothing read, nothing stored
+
+
+def test_the_task_page_series_from_summaries_match_the_runs(model_run):
+    """The task page's 24-hour and 7-day series (slot summaries, per point) against the runs
+    themselves: counts by state per point, and percentiles within a bucket's 4.5%."""
+    now = timezone.now()
+    rng = random.Random(7)
+    made = []
+    for i in range(120):
+        moment = now - timedelta(hours=rng.uniform(0.1, 70))
+        state = "FAILED" if i % 10 == 0 else "COMPLETED"
+        seconds = rng.uniform(0.01, 5)
+        clone(model_run, moment, state, seconds)
+        made.append((moment, state, seconds))
+    for window in ("24h", "7d"):
+        series = task_series([model_run.task_key], window, now)
+        length, step = WINDOWS[window]
+        first = int((now - length).timestamp()) // step
+        expected: dict[int, Counter[str]] = {}
+        durations: dict[int, list[float]] = {}
+        for moment, state, seconds in made:
+            if moment >= now - length:
+                index = int(moment.timestamp()) // step - first
+                expected.setdefault(index, Counter())[state] += 1
+                durations.setdefault(index, []).append(seconds)
+        got = {i: p.states for i, p in enumerate(series.points) if p.states}
+        assert got == expected, window
+        for index, values in durations.items():
+            exact = statistics.median(values)
+            assert series.points[index].p50 == pytest.approx(exact, rel=0.1), (window, index)
+    assert stored_slots()  # the closed slots were summarised on the way

@@ -18,6 +18,7 @@ still counts in it (:func:`~django_tasks.retention.purge` summarises first).
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections import Counter, defaultdict
@@ -165,7 +166,7 @@ def window_cells(since: datetime, now: datetime | None = None) -> Window:
 
 #: One task's stored summaries of a stretch of slots, slot by slot (the task page's series).
 _STORED_TASK = """
-SELECT (extract(epoch FROM slot)::bigint / %(size)s)::bigint, state_type, runs, durations
+SELECT (extract(epoch FROM slot)::bigint / %(size)s)::bigint, state_type, runs, durations::text
 FROM django_tasks_slotstats
 WHERE slot >= %(start)s AND slot < %(stop)s AND task_key = ANY(%(keys)s)
 """
@@ -194,7 +195,7 @@ def task_slots(
             for slot, state, runs, durations in cursor.fetchall():
                 summary = series[slot][state]
                 summary.runs += runs
-                summary.durations.update({int(b): n for b, n in durations.items()})
+                summary.durations.update({int(b): n for b, n in json.loads(durations).items()})
     wanted = set(keys)
     for (slot, task_key, state), summary in _read_runs(_gaps(since, closable, stored), now).items():
         if task_key in wanted:
