@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import connections
+from django.db import OperationalError, connections, transaction
 from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -216,16 +216,42 @@ def duration_chart(points: list[Point], step: int) -> SafeString:
     )
 
 
-def scatter_runs(runs: QuerySet[TaskRun], limit: int = SCATTER_RUNS) -> list[tuple[Any, ...]]:
-    """The newest ``limit`` started runs of ``runs`` (through the primary key, newest first)."""
+#: The longest the dots' query may take (a filter that matches few runs of millions reads
+#: through the primary key until it has found enough): past it the chart says so.
+SCATTER_TIMEOUT_MS = 250
+
+
+def scatter_runs(
+    runs: QuerySet[TaskRun], limit: int = SCATTER_RUNS
+) -> list[tuple[Any, ...]] | None:
+    """The newest ``limit`` started runs of ``runs`` (through the primary key, newest first);
+    None when finding them took longer than ``SCATTER_TIMEOUT_MS``."""
     fields = ["id", "name", "task_name", "state_type", "state_name", "started", "finished"]
-    started = runs.filter(started__isnull=False).order_by("-id")
-    return list(started.values_list(*fields)[:limit])
+    started = runs.filter(started__isnull=False).order_by("-id").values_list(*fields)[:limit]
+    alias = task_settings().DATABASE_ALIAS
+    try:
+        # A savepoint of its own: a cancelled statement, and the timeout, end with it.
+        with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+            cursor.execute("SELECT current_setting('statement_timeout')")
+            before = cursor.fetchone()[0]
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)",
+                           [f"{SCATTER_TIMEOUT_MS}ms"])  # fmt: skip
+            rows = list(started.using(alias))
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [before])
+    except OperationalError:  # QueryCanceled: too slow to draw
+        return None
+    return rows
 
 
-def runs_scatter(rows: list[tuple[Any, ...]], now: datetime) -> SafeString:
+def runs_scatter(rows: list[tuple[Any, ...]] | None, now: datetime) -> SafeString:
     """A dot per run: x its start, y its duration (so far, while it runs), its colour its
     state; each dot links to the run's page."""
+    if rows is None:
+        return format_html(
+            '<p class="djt-quiet" id="djt-scatter-slow">{}</p>',
+            "Too many runs to look through quickly: narrow the filters (created, task) to "
+            "draw them.",
+        )
     if not rows:
         return format_html('<p class="djt-quiet">{}</p>', "No run started in this window.")
     durations = [((finished or now) - started).total_seconds() for *_, started, finished in rows]

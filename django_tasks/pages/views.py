@@ -7,19 +7,26 @@ They are :class:`~django_tasks.admin.TaskRunAdmin`'s (its URLs, the admin's logi
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.safestring import SafeString
 
+from ..ids import uuid7_floor
+from ..models import TaskRun
 from ..states import is_final
 from ..storable import shown
 from .badges import short_run_id
+from .charts import runs_scatter, scatter_runs
 from .crumbs import breadcrumbs
 from .run_page import live_fragments, run_page_context
 from .task_page import task_page_context
@@ -27,7 +34,10 @@ from .task_page import task_page_context
 if TYPE_CHECKING:
     from ..admin import TaskRunAdmin
 
-__all__ = ["run_live", "run_page", "task_page"]
+__all__ = ["list_scatter", "run_live", "run_page", "task_page"]
+
+#: The run list's dots look back this far unless its "created" filter says otherwise.
+LIST_SCATTER_WINDOW = timedelta(hours=24)
 
 _BIGINT = 2**63 - 1
 
@@ -113,3 +123,11 @@ def task_page(model_admin: TaskRunAdmin, request: HttpRequest, task_name: str) -
         **task_page_context(request, task_name),
     }
     return TemplateResponse(request, "django_tasks/pages/task_page.html", context)
+
+
+def list_scatter(request: HttpRequest, runs: QuerySet[TaskRun]) -> SafeString:
+    """Runs over time for the run list: the newest runs its filters match, within its
+    "created" filter's window (24 hours without one)."""
+    now = timezone.now()
+    recent = runs.filter(pk__gte=uuid7_floor(now - LIST_SCATTER_WINDOW))
+    return runs_scatter(scatter_runs(recent if "created" not in request.GET else runs), now)
