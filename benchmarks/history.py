@@ -1,4 +1,5 @@
-"""Ten million runs of history (issue 25, goal 2): every page and list against it, the drain
+"""Ten million runs of history (issue 25, goal 2; issue 26's pages with one million): every
+page and list against it, the drain
 beside the same drain on an empty table, and the purge while workers drain.
 
     .venv/bin/python -m benchmarks.history [--runs 10000000] [--requests 20] [--purge 5000000]
@@ -51,7 +52,7 @@ UUID7 = """(
     lpad(to_hex((extract(epoch FROM {created}) * 1000)::bigint), 12, '0')
     || '7' || substr(md5(g::text), 1, 3) || '8' || substr(md5(g::text), 4, 15)
 )::uuid"""
-CREATED = f"(now() - interval '{SPAN_DAYS} days' * (1 - g::float8 / %(n)s))"
+CREATED = "(now() - interval '1 day' * %(span)s * (1 - g::float8 / %(n)s))"
 
 FILL = f"""
 WITH runs AS (
@@ -89,7 +90,7 @@ FROM generate_series(1, 10000)
 """
 
 
-def fill(n: int, chunk: int = 500_000) -> None:
+def fill(n: int, span_days: float = SPAN_DAYS, chunk: int = 500_000) -> None:
     """``n`` finished runs and their history, a chunk per statement."""
     with connection.cursor() as cursor:
         cursor.execute("SET synchronous_commit = off")
@@ -98,14 +99,46 @@ def fill(n: int, chunk: int = 500_000) -> None:
         cursor.execute("SET session_replication_role = replica")
         for start in range(1, n + 1, chunk):
             stop = min(n, start + chunk - 1)
-            cursor.execute(FILL, {"n": n, "start": start, "stop": stop})
+            cursor.execute(FILL, {"n": n, "start": start, "stop": stop, "span": span_days})
         cursor.execute("SET session_replication_role = DEFAULT")
         cursor.execute(QUEUED)
     settle()
 
 
+PIPELINE = """
+WITH made AS (
+    INSERT INTO django_tasks_taskrun (id, task_key, task_name, name, origin, queue, priority,
+        tags, state_type, state_name, state_message, scheduled_time, attempts, worker, retries,
+        retry_delays, retry_jitter, timeout, parameters, parameters_preview, traceback,
+        created, updated, started, finished, blocked, has_downstream)
+    SELECT gen_random_uuid(), 'kp', 'pipeline_step', 'step ' || g, 'delay', 'default', 0,
+           '[]', 'COMPLETED', 'Completed', '', now(), 1, 'gone', 0, '[]', NULL, NULL, '\\x00',
+           '{}', '', now(), now(), now(), now(), 0, true
+    FROM generate_series(0, %(n)s - 1) AS g
+    RETURNING id, name
+), numbered AS (
+    SELECT id, split_part(name, ' ', 2)::int AS g FROM made
+)
+INSERT INTO django_tasks_taskrundependency (downstream_id, upstream_id, kind, allow_failure)
+SELECT d.id, u.id, 'wait_for', false
+FROM numbered d JOIN numbered u
+  ON d.g >= 25 AND u.g IN (d.g - 25, (d.g / 25 - 1) * 25 + (d.g %% 25 + 7) %% 25)
+RETURNING downstream_id
+"""
+
+
+def pipeline(n: int = 500) -> str:
+    """``n`` runs in layers of 25, each waiting for two of the layer before: the id of one of
+    the last layer (its run page draws all ``n``)."""
+    with connection.cursor() as cursor:
+        cursor.execute(PIPELINE, {"n": n})
+        return str(cursor.fetchall()[-1][0])
+
+
 def pages(client: Client, run_id: str) -> dict[str, tuple[str, dict[str, Any]]]:
     changelist = reverse("admin:django_tasks_taskrun_changelist")
+    piped = pipeline()
+    task_page = reverse("admin:django_tasks_taskrun_task", args=["task_7"])
     return {
         "admin list": (changelist, {}),
         "admin list, state = FAILED": (changelist, {"state_type__exact": "FAILED"}),
@@ -115,7 +148,16 @@ def pages(client: Client, run_id: str) -> dict[str, tuple[str, dict[str, Any]]]:
         "admin list, search by id": (changelist, {"q": run_id}),
         "admin list, search by name": (changelist, {"q": "task_7"}),
         "admin list, page 200": (changelist, {"p": "200"}),
+        "admin list, queue backlog (no run started)": (changelist, {"queue__exact": "backlog"}),
         "admin run page": (reverse("admin:django_tasks_taskrun_change", args=[run_id]), {}),
+        "run page, 500-run graph": (reverse("admin:django_tasks_taskrun_change", args=[piped]), {}),
+        "run live JSON, 500-run graph": (
+            reverse("admin:django_tasks_taskrun_live", args=[piped]),
+            {"graph": "x", "logs_after": "0"},
+        ),
+        "task page 1 h": (task_page, {"window": "1h"}),
+        "task page 24 h": (task_page, {"window": "24h"}),
+        "task page 7 d": (task_page, {"window": "7d"}),
         "dashboard 1 h": ("/tasks/dashboard/", {"window": "1h"}),
         "dashboard 24 h": ("/tasks/dashboard/", {"window": "24h"}),
         "dashboard 7 d": ("/tasks/dashboard/", {"window": "7d"}),
@@ -214,6 +256,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--drain", type=int, default=20_000)
     parser.add_argument("--purge", type=int, default=0)
+    parser.add_argument("--span-days", type=float, default=SPAN_DAYS, help="runs created over")
     parser.add_argument("--purge-rate", type=float, default=60_000.0, help="0: unthrottled")
     options = parser.parse_args()
     call_command("migrate", verbosity=0)
@@ -223,7 +266,7 @@ def main() -> None:
     reset()
     print(f"drain on the empty table (median of 3): {empty:,.0f}/s", flush=True)
     began = time.perf_counter()
-    fill(options.runs)
+    fill(options.runs, options.span_days)
     print(f"filled {options.runs:,} runs in {time.perf_counter() - began:.0f} s", flush=True)
     measure_pages(options.requests)
     full = statistics.median(ours_drain(options.drain, 2) for _ in range(3))

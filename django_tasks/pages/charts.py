@@ -21,8 +21,8 @@ from typing import Any
 from django.db import OperationalError, connections, transaction
 from django.db.models import QuerySet
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.html import escape, format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
 
 from ..conf import task_settings
 from ..models import TaskRun
@@ -218,7 +218,7 @@ def duration_chart(points: list[Point], step: int) -> SafeString:
 
 #: The longest the dots' query may take (a filter that matches few runs of millions reads
 #: through the primary key until it has found enough): past it the chart says so.
-SCATTER_TIMEOUT_MS = 250
+SCATTER_TIMEOUT_MS = 100
 
 
 def scatter_runs(
@@ -259,20 +259,21 @@ def runs_scatter(rows: list[tuple[Any, ...]] | None, now: datetime) -> SafeStrin
     first = min(r[5] for r in rows).timestamp()
     last = max(now.timestamp(), first + 1)
     span = last - first
+    # Hundreds of dots: plain string building (format_html and reverse() per dot took 40 ms
+    # for 500); every text is escaped, ids and numbers are made here.
+    page = _url(uuid.UUID(int=0)).replace(str(uuid.UUID(int=0)), "{}")
     dots = []
     for (run_id, name, task_name, state, state_name, started, _), seconds in zip(
         rows, durations, strict=True
     ):
         x = _LEFT + 4 + (started.timestamp() - first) / span * (_W - _LEFT - 8)
-        label = f"{name or task_name} · {state_name} · {seconds:.3f} s · {started:%H:%M:%S}"
-        dots.append((_url(run_id), _n(x), _n(_y_log(seconds, low, high)), state_colour(state),
-                     state, label))  # fmt: skip
-    body = format_html_join(
-        "",
-        '<a href="{}"><circle cx="{}" cy="{}" r="4" fill="{}" class="djt-dot" data-state="{}">'
-        "<title>{}</title></circle></a>",
-        dots,
-    )
+        label = escape(f"{name or task_name} · {state_name} · {seconds:.3f} s · {started:%H:%M:%S}")
+        dots.append(
+            f'<a href="{page.format(run_id)}"><circle cx="{x:.1f}" '
+            f'cy="{_y_log(seconds, low, high):.1f}" r="4" fill="{state_colour(state)}" '
+            f'class="djt-dot" data-state="{escape(state)}"><title>{label}</title></circle></a>'
+        )
+    body = mark_safe("".join(dots))  # built above from escaped parts
     ticks = [first + span * i / 5 for i in range(6)]
     x_labels = format_html_join(
         "",
