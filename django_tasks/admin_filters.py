@@ -21,7 +21,7 @@ from typing import Any
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.contrib.admin.views.main import ERROR_FLAG
+from django.contrib.admin.views.main import ERROR_FLAG, ChangeList
 from django.core.exceptions import ValidationError
 from django.db import DataError, router, transaction
 from django.db.models import QuerySet
@@ -41,6 +41,8 @@ __all__ = [
     "TagFilter",
     "TaskFilter",
     "WorkerFilter",
+    "filtered_runs",
+    "holds_nul",
 ]
 
 
@@ -48,6 +50,9 @@ def holds_nul(params: QueryDict) -> bool:
     """Whether a query string holds a NUL character (in a name or a value): PostgreSQL
     cannot compare text with one, so no filter, search or id can use it."""
     return any("\x00" in key or "\x00" in value for key, value in params.items())
+
+
+_FILTERS_ONLY = "_django_tasks_filters_only"
 
 
 class SafeChangeList:
@@ -68,6 +73,11 @@ class SafeChangeList:
         if holds_nul(request.GET):  # before any query: a filter that matches nothing
             return redirect(f"{request.path}?{ERROR_FLAG}=1")
         return super().changelist_view(request, extra_context)  # type: ignore[misc, no-any-return]
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> Any:
+        if getattr(request, _FILTERS_ONLY, False):  # filtered_runs()
+            return _FiltersOnly
+        return super().get_changelist(request, **kwargs)  # type: ignore[misc]
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         try:
@@ -168,3 +178,20 @@ class CreatedFilter(admin.SimpleListFilter):
         if span is None:
             return queryset
         return queryset.filter(pk__gte=uuid7_floor(timezone.now() - span))
+
+
+class _FiltersOnly(ChangeList):
+    """A change list that applies the filters and the search and fetches nothing."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        self.result_list, self.result_count, self.full_result_count = [], 0, 0
+
+
+def filtered_runs(model_admin: Any, request: HttpRequest) -> QuerySet[Any]:
+    """The rows the admin's list shows for this request's query string - its filters and
+    search - without counting or fetching them (the run list's runs over time)."""
+    setattr(request, _FILTERS_ONLY, True)  # on the request: an admin serves every thread
+    try:
+        return model_admin.get_changelist_instance(request).queryset  # type: ignore[no-any-return]
+    finally:
+        delattr(request, _FILTERS_ONLY)

@@ -133,6 +133,10 @@ def _find_failed_run_retry_it_and_open_the_dashboard(page: Any, url: str, failed
     page.click("input[type=submit]")
     page.wait_for_url(runs_url)
     assert page.locator("#result_list tbody tr").count() == 17
+    # Runs over time, fetched once the list has loaded: a dot per started run (16 of 17).
+    page.wait_for_selector("#djt-list-scatter circle")
+    assert page.locator("#djt-list-scatter circle").count() == 16
+    assert page.locator('#djt-list-scatter circle[data-state="FAILED"]').count() == 1
     _screenshot(page, "admin-run-list.png")
 
     # Find the failed run with the state filter.

@@ -371,3 +371,54 @@ def test_the_task_page_counts_what_the_statements_over_every_run_count(
         exceptions = failing[failing.index('id="djt-exceptions"') :]
         assert "RuntimeError</td><td>2</td>" in exceptions
         assert _page(latest.id) in exceptions
+
+
+# --- the run list's runs over time -------------------------------------------------------------
+
+SCATTER = "/admin/django_tasks/taskrun/over-time/"
+
+
+def test_the_run_lists_dots_follow_its_filters_and_search(admin_client: Client) -> None:
+    add.delay_many([(i, i) for i in range(4)])
+    explode.delay("dots")
+    add.apply_async((1, 1), queue="later")  # never started: no dot
+    Worker(burst=True, handle_signals=False).run()
+    page = admin_client.get(reverse("admin:django_tasks_taskrun_changelist")).content.decode()
+    assert f'data-src="{SCATTER}?"' in page  # the list asks for its dots once loaded
+    every = admin_client.get(SCATTER).content.decode()
+    assert sorted(re.findall(r'data-state="(\w+)"', every)) == ["COMPLETED"] * 4 + ["FAILED"]
+    failed = admin_client.get(SCATTER, {"state_type__exact": "FAILED"}).content.decode()
+    assert re.findall(r'data-state="(\w+)"', failed) == ["FAILED"]
+    searched = admin_client.get(SCATTER, {"q": "explode"}).content.decode()
+    assert re.findall(r'data-state="(\w+)"', searched) == ["FAILED"]
+    old = admin_client.get(SCATTER, {"created": "1h"}).content.decode()
+    assert len(re.findall(r"<circle ", old)) == 5
+    TaskRun.objects.update(started=None)
+    assert "No run started in this window." in admin_client.get(SCATTER).content.decode()
+
+
+@pytest.mark.parametrize(
+    "params", [{"q": "\x00"}, {"queue__exact": "a\x00"}, {"created__year": "-1"}, {"nope": "1"}]
+)
+def test_odd_filters_of_the_dots_are_a_400_not_a_500(
+    admin_client: Client, params: dict[str, str]
+) -> None:
+    add.delay(1, 1)
+    assert admin_client.get(SCATTER, params).status_code == 400
+
+
+def test_the_dots_need_view_taskrun() -> None:
+    add.delay(1, 1)
+    assert _user("view_artifact").get(SCATTER).status_code == 403
+    assert Client().get(SCATTER).status_code == 302  # to the login page
+
+
+def test_a_filter_too_slow_to_draw_says_so(admin_client: Client, monkeypatch: Any) -> None:
+    from django_tasks.pages import charts
+
+    monkeypatch.setattr(charts, "SCATTER_TIMEOUT_MS", 1)
+    add.delay_many([(i, i) for i in range(2000)])
+    TaskRun.objects.update(started=timezone.now())
+    text = admin_client.get(SCATTER, {"queue__exact": "nowhere"}).content.decode()
+    assert 'id="djt-scatter-slow"' in text
+    assert admin_client.get(SCATTER).status_code == 200  # the connection is fine after it

@@ -11,18 +11,18 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db import DataError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.safestring import SafeString
 
+from ..admin_filters import filtered_runs, holds_nul
 from ..ids import uuid7_floor
-from ..models import TaskRun
 from ..states import is_final
 from ..storable import shown
 from .badges import short_run_id
@@ -125,9 +125,22 @@ def task_page(model_admin: TaskRunAdmin, request: HttpRequest, task_name: str) -
     return TemplateResponse(request, "django_tasks/pages/task_page.html", context)
 
 
-def list_scatter(request: HttpRequest, runs: QuerySet[TaskRun]) -> SafeString:
-    """Runs over time for the run list: the newest runs its filters match, within its
-    "created" filter's window (24 hours without one)."""
+def list_scatter(model_admin: TaskRunAdmin, request: HttpRequest) -> HttpResponse:
+    """Runs over time for the run list (an HTML fragment): the newest runs its filters and
+    search match, within its "created" filter's window (the last 24 hours without one)."""
+    if holds_nul(request.GET):
+        return HttpResponse(status=400)
+    try:
+        runs = filtered_runs(model_admin, request)
+    except IncorrectLookupParameters:
+        return HttpResponse(status=400)
     now = timezone.now()
-    recent = runs.filter(pk__gte=uuid7_floor(now - LIST_SCATTER_WINDOW))
-    return runs_scatter(scatter_runs(recent if "created" not in request.GET else runs), now)
+    if "created" not in request.GET:
+        runs = runs.filter(pk__gte=uuid7_floor(now - LIST_SCATTER_WINDOW))
+    try:
+        rows = scatter_runs(runs)
+    except (DataError, ValueError, TypeError, OverflowError):  # a lookup the SQL refuses
+        return HttpResponse(status=400)
+    response = HttpResponse(runs_scatter(rows, now))
+    response["Cache-Control"] = "no-store"
+    return response
