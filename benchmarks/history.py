@@ -139,6 +139,7 @@ def pages(client: Client, run_id: str) -> dict[str, tuple[str, dict[str, Any]]]:
     changelist = reverse("admin:django_tasks_taskrun_changelist")
     piped = pipeline()
     task_page = reverse("admin:django_tasks_taskrun_task", args=["task_7"])
+    over_time = reverse("admin:django_tasks_taskrun_scatter")
     return {
         "admin list": (changelist, {}),
         "admin list, state = FAILED": (changelist, {"state_type__exact": "FAILED"}),
@@ -149,6 +150,10 @@ def pages(client: Client, run_id: str) -> dict[str, tuple[str, dict[str, Any]]]:
         "admin list, search by name": (changelist, {"q": "task_7"}),
         "admin list, page 200": (changelist, {"p": "200"}),
         "admin list, queue backlog (no run started)": (changelist, {"queue__exact": "backlog"}),
+        "run list's dots (its own request)": (over_time, {}),
+        "run list's dots, search by name": (over_time, {"q": "task_7"}),
+        "run list's dots, state = FAILED": (over_time, {"state_type__exact": "FAILED"}),
+        "run list's dots, queue backlog (none started)": (over_time, {"queue__exact": "backlog"}),
         "admin run page": (reverse("admin:django_tasks_taskrun_change", args=[run_id]), {}),
         "run page, 500-run graph": (reverse("admin:django_tasks_taskrun_change", args=[piped]), {}),
         "run live JSON, 500-run graph": (

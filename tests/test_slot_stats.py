@@ -100,10 +100,14 @@ def test_a_long_window_gives_the_figures_of_its_runs(model_run):
 def test_the_edges_of_a_window(model_run):
     """The window's first slot is partial: read from the runs, by id, to the millisecond."""
     since = timezone.now() - DAY
-    clone(model_run, since + timedelta(minutes=3), "COMPLETED", 1.0)
+    # Inside the window's first, partial slot whatever the time of day (3 minutes in was the
+    # next, whole slot when the test ran in the last 3 minutes of a half hour).
+    first_edge = slot_start(since) + timedelta(seconds=slots.SLOT_SECONDS)
+    inside = since + (first_edge - since) / 2
+    clone(model_run, inside, "COMPLETED", 1.0)
     clone(model_run, since - timedelta(minutes=3), "COMPLETED", 1.0)
     assert by_key(DAY)[model_run.task_key]["runs"] == 1
-    assert slot_start(since + timedelta(minutes=3)) not in stored_slots()
+    assert slot_start(inside) not in stored_slots()
 
 
 def test_a_stored_slot_is_read_from_its_summary_and_outlives_the_purge(model_run):
@@ -145,7 +149,8 @@ def test_a_slot_with_a_run_still_waiting_is_read_again_until_it_finishes(model_r
 def test_a_row_arriving_late_deletes_the_summary_of_its_slot(model_run):
     """An inline run is written when it ends, its id made when it began: the trigger of
     migration 0027 deletes the stale summary of its slot, the next window reads it again."""
-    moment = timezone.now() - timedelta(hours=3)
+    # The middle of a slot: the late run, a second later, is in the same slot.
+    moment = slot_start(timezone.now() - timedelta(hours=3)) + timedelta(minutes=15)
     clone(model_run, moment, "COMPLETED", 1.0)
     assert by_key(DAY)[model_run.task_key]["runs"] == 1
     assert slot_start(moment) in stored_slots()
