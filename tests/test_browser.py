@@ -4,8 +4,9 @@ Chromium comes from the system (Debian's ``chromium`` package; ``.ci/run`` insta
 from Playwright's own download. Without it the test is skipped on a developer's machine and
 fails under CI, so CI can never pass without having run it.
 
-Screenshots go to ``test-artifacts/browser/``; with ``DJANGO_TASKS_DOCS_SCREENSHOTS=1`` they
-are also written to ``docs/images/``, where the README and docs/observability.md show them.
+Screenshots go to ``test-artifacts/browser/django-<version>/``; with
+``DJANGO_TASKS_DOCS_SCREENSHOTS=1`` they are also written to ``docs/images/``, where the README
+and docs/observability.md show them.
 Every page opened here must log no console error and raise no script error.
 """
 
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+import django
 import pytest
 
 from django_tasks.models import TaskRun
@@ -27,7 +29,8 @@ from django_tasks.worker import Worker
 from tests.taskapp.tasks import add, attach_artifacts, explode, narrated, slow_echo, total
 
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts" / "browser"
+# One folder per Django version: CI runs the suite on two, the second must not overwrite.
+ARTIFACTS = ROOT / "test-artifacts" / "browser" / f"django-{django.get_version()}"
 DOCS_IMAGES = ROOT / "docs" / "images"
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -422,3 +422,16 @@ def test_a_filter_too_slow_to_draw_says_so(admin_client: Client, monkeypatch: An
     text = admin_client.get(SCATTER, {"queue__exact": "nowhere"}).content.decode()
     assert 'id="djt-scatter-slow"' in text
     assert admin_client.get(SCATTER).status_code == 200  # the connection is fine after it
+
+
+def test_breadcrumbs_are_drawn_as_the_running_django_draws_them(admin_client: Client) -> None:
+    """Django 6 styles only ``<ol class="breadcrumbs">``; Django 5.2 only the ``div``."""
+    import django
+
+    run = add.delay(1, 2)
+    wanted = '<ol class="breadcrumbs">' if django.VERSION >= (6, 0) else '<div class="breadcrumbs">'
+    for url in (_page(run.id), _task("add"), "/tasks/dashboard/"):
+        text = admin_client.get(url).content.decode()
+        crumbs = text[text.rindex("<", 0, text.index('class="breadcrumbs"')) :]
+        assert crumbs.startswith(wanted), url
+        assert ">Task runs</a>" in crumbs[:600], url

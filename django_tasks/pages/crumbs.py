@@ -17,9 +17,10 @@ __all__ = ["breadcrumbs"]
 def breadcrumbs(*links: tuple[str, str], current: str) -> SafeString:
     """``links`` are (url, text); ``current`` the page's own name (not a link)."""
     if django.VERSION >= (6, 0):
-        items = format_html_join("", '<li><a href="{}">{}</a></li>', links)
+        # Whitespace between the items, as Django's own template has: its separator needs it.
+        items = format_html_join("\n", '<li><a href="{}">{}</a></li>', links)
         return format_html(
-            '<ol class="breadcrumbs">{}<li aria-current="page">{}</li></ol>', items, current
+            '<ol class="breadcrumbs">{}\n<li aria-current="page">{}</li></ol>', items, current
         )
     items = format_html_join("", '<a href="{}">{}</a> &rsaquo; ', links)
     return format_html('<div class="breadcrumbs">{}{}</div>', items, current)
