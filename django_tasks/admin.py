@@ -144,7 +144,9 @@ class TaskRunAdmin(SafeChangeList, ReadOnlyMixin, _RunAdminBase):
             ),
             path("<uuid:run_id>/live/", view(self.live_view), name="django_tasks_taskrun_live"),
             path("over-time/", view(self.scatter_view), name="django_tasks_taskrun_scatter"),
-            path("task/<path:task_name>/", view(self.task_view), name="django_tasks_taskrun_task"),
+            # The name in the query string: a path segment cannot carry every name (a newline,
+            # "..", "//" - browsers and proxies rewrite those).
+            path("task/", view(self.task_view), name="django_tasks_taskrun_task"),
             *super().get_urls(),
         ]
 
@@ -183,9 +185,10 @@ class TaskRunAdmin(SafeChangeList, ReadOnlyMixin, _RunAdminBase):
         """The run page's live refresh (JSON)."""
         return pages.run_live(self, request, run_id)
 
-    def task_view(self, request: HttpRequest, task_name: str) -> HttpResponse:
-        """A task's page: its runs over time, durations, failures, queue, schedules, limits."""
-        return pages.task_page(self, request, task_name)
+    def task_view(self, request: HttpRequest) -> HttpResponse:
+        """A task's page (``?name=``): its runs over time, durations, failures, queue,
+        schedules, limits."""
+        return pages.task_page(self, request, request.GET.get("name", ""))
 
     def _check_button_request(self, request: HttpRequest, allowed: bool) -> None:
         if request.method != "POST":

@@ -26,6 +26,7 @@ from .models import TaskRun
 from .pages.badges import STATE_COLOURS
 from .pages.charts import runs_scatter, scatter_runs
 from .pages.crumbs import breadcrumbs
+from .pages.links import task_url
 from .permissions import VIEW, VIEW_ARTIFACT, VIEW_SCHEDULE, may
 from .progress import progress_html
 from .retention import parse_age
@@ -45,7 +46,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         window_name = "1h"
     window = parse_age(window_name)
     slots, by_state, all_tasks = queries.window_stats(window, WINDOWS[window_name])
-    tasks = [t for t in all_tasks if t["runs"]]
+    # Each linked to its page, unless no task of this process has its key.
+    tasks = [
+        {**t, "url": task_url(t["name"]) if t["module"] else None} for t in all_tasks if t["runs"]
+    ]
     now = datetime.now(tz=UTC)
     workers = queries.live_workers()  # read once: listed, and counted per queue
     context = {

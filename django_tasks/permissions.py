@@ -19,13 +19,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CANCEL", "RETRY", "VIEW", "VIEW_ARTIFACT", "VIEW_SCHEDULE", "may"]
+__all__ = ["CANCEL", "RETRY", "VIEW", "VIEW_ARTIFACT", "VIEW_LIMIT", "VIEW_SCHEDULE", "may"]
 
 VIEW = "django_tasks.view_taskrun"
 RETRY = "django_tasks.retry_taskrun"
 CANCEL = "django_tasks.cancel_taskrun"
 VIEW_SCHEDULE = "django_tasks.view_schedule"
 VIEW_ARTIFACT = "django_tasks.view_artifact"
+VIEW_LIMIT = "django_tasks.view_limit"
 
 
 def may(user: Any, permission: str) -> bool:

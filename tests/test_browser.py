@@ -20,6 +20,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import django
 import pytest
@@ -86,7 +87,7 @@ def _console_error(message: Any) -> str:
 
 
 def _log_in(page: Any, url: str, next_path: str) -> None:
-    page.goto(f"{url}/admin/login/?next={next_path}")
+    page.goto(f"{url}/admin/login/?next={quote(next_path)}")
     page.fill("#id_username", "admin")
     page.fill("#id_password", "browser-pw")
     page.click("input[type=submit]")
@@ -407,7 +408,7 @@ def test_dark_mode_run_page_and_task_page(live_server: Any, finished_runs: TaskR
         assert _luminance(error) > 0.6, error
         _screenshot(page, "run-page-dark.png")
         page.locator("#djt-header a", has_text="explode").click()
-        page.wait_for_url(re.compile(r"/taskrun/task/explode/"))
+        page.wait_for_url(re.compile(r"/taskrun/task/\?name=explode"))
         assert page.locator("#djt-runs-over-time svg rect[data-state]").count() >= 1
         assert "RuntimeError" in page.locator("#djt-exceptions").inner_text()
         _screenshot(page, "task-page-dark.png")
@@ -417,13 +418,13 @@ def test_the_task_page_charts_a_task_and_links_its_latest_failure(
     live_server: Any, finished_runs: TaskRun
 ) -> None:
     with browser_page() as page:
-        _log_in(page, live_server.url, "/admin/django_tasks/taskrun/task/slow_echo/")
+        _log_in(page, live_server.url, "/admin/django_tasks/taskrun/task/?name=slow_echo")
         bars = page.locator("#djt-runs-over-time svg rect[data-state='COMPLETED']")
         assert bars.count() >= 1
         assert page.locator("#djt-durations svg polyline").count() == 3  # p50, p95, p99
         figures = page.locator("#djt-task-figures").inner_text()
         assert "3" in figures
         _screenshot(page, "task-page.png")
-        page.goto(f"{live_server.url}/admin/django_tasks/taskrun/task/explode/")
+        page.goto(f"{live_server.url}/admin/django_tasks/taskrun/task/?name=explode")
         page.locator("#djt-exceptions a", has_text="latest run").click()
         page.wait_for_url(re.compile(str(finished_runs.id)))

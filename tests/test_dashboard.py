@@ -9,6 +9,7 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 
 from django_tasks.models import TaskRun
+from django_tasks.pages.links import task_url
 from django_tasks.worker import Worker
 from tests.taskapp.tasks import add, explode, slow_echo
 
@@ -46,8 +47,7 @@ def test_shows_charts_queues_and_tasks(admin_client):
     assert "<td>later</td><td>1</td>" in queues
     assert "No live worker." in page  # the burst worker stopped
     failing = page[page.index('id="failing"') :]
-    task_page = reverse("admin:django_tasks_taskrun_task", args=["explode"])
-    assert f'<a href="{task_page}">explode</a>' in failing
+    assert f'<a href="{task_url("explode")}">explode</a>' in failing
     assert "failed runs</a>)</td><td>1</td><td>100 %" in failing
     # Runs over time: a dot per started run (the one waiting in "later" has not started).
     scatter = page[page.index('id="scatter"') : page.index('id="states"')]

@@ -17,6 +17,7 @@ from django.utils import timezone
 from django_tasks.artifacts.models import Artifact
 from django_tasks.models import TaskRun, TaskRunDependency, TaskRunLog, TaskRunState
 from django_tasks.pages.graph import Edge, Node, RunGraph, layers, run_graph
+from django_tasks.pages.links import task_url
 from django_tasks.pages.run_page import error_summary
 from django_tasks.worker import Worker
 from tests.taskapp.tasks import add, explode, total
@@ -34,8 +35,8 @@ def _live(run_id: uuid.UUID) -> str:
     return reverse("admin:django_tasks_taskrun_live", args=[run_id])
 
 
-def _task(name: str) -> str:
-    return reverse("admin:django_tasks_taskrun_task", args=[name])
+def _task(name: str, window: str | None = None) -> str:
+    return task_url(name) + (f"&window={window}" if window else "")
 
 
 def _user(*codenames: str) -> Client:
@@ -257,11 +258,26 @@ def test_odd_live_parameters_get_a_clear_answer(
 
 
 @pytest.mark.parametrize(
-    "name", ["\x00", "a\x00b", "x" * 300, "no.such.task", "%00", "../../admin"]
+    "name", ["\x00", "a\x00b", "x" * 300, "no.such.task", "%00", "../../admin", "", "a\nb"]
 )
 def test_odd_task_names_never_answer_500(admin_client: Client, name: str) -> None:
-    response = admin_client.get(_task(name), {"window": "\x00"})
-    assert response.status_code in (200, 404)
+    response = admin_client.get(_task(name, "%00"))
+    assert response.status_code == (404 if not name or "\x00" in name or len(name) > 255 else 200)
+
+
+def test_a_task_name_with_a_newline_or_dots_links_to_its_own_page(admin_client: Client) -> None:
+    """A path segment cannot carry such names (no URL matched a newline: a 500 on the run
+    page; browsers fold "..") - the name goes in the query string."""
+    for name in ("report\nweekly", "../../../x", "a//b"):
+        run = add.delay(1, 1)
+        TaskRun.objects.filter(pk=run.id).update(task_name=name)
+        page = admin_client.get(_page(run.id))
+        assert page.status_code == 200
+        link = re.search(r'<dt>Task</dt><dd><a href="([^"]+)"', page.content.decode())
+        assert link is not None
+        target = admin_client.get(link.group(1).replace("&amp;", "&"))
+        assert target.status_code == 200
+        assert target.context["task_name"] == name
 
 
 @pytest.mark.parametrize("run_id", ["\x00", "not-a-uuid", "1" * 200, str(uuid.UUID(int=0))])
@@ -342,9 +358,9 @@ def test_the_task_page_takes_a_bounded_number_of_queries(
     add.delay_many([(i, i) for i in range(30)])
     explode.delay("x")
     Worker(burst=True, handle_signals=False).run()
-    admin_client.get(_task("add"), {"window": window})  # summarises the closed slots once
+    admin_client.get(_task("add", window))  # summarises the closed slots once
     with django_assert_max_num_queries(16):
-        page = admin_client.get(_task("explode"), {"window": window})
+        page = admin_client.get(_task("explode", window))
     text = page.content.decode()
     assert "RuntimeError" in text
     figures = text[text.index('id="djt-task-figures"') :]
@@ -360,12 +376,12 @@ def test_the_task_page_counts_what_the_statements_over_every_run_count(
     explode.delay("two")
     Worker(burst=True, handle_signals=False).run()
     for window in ("1h", "24h", "7d"):
-        text = admin_client.get(_task("add"), {"window": window}).content.decode()
+        text = admin_client.get(_task("add", window)).content.decode()
         assert "<dt>Runs</dt><dd>12</dd>" in text, window
         chart = text[text.index('id="djt-runs-over-time"') : text.index('id="djt-durations"')]
         counted = sum(int(n) for n in re.findall(r": (\d+) completed</title>", chart))
         assert counted == 12, window
-        failing = admin_client.get(_task("explode"), {"window": window}).content.decode()
+        failing = admin_client.get(_task("explode", window)).content.decode()
         latest = TaskRun.objects.filter(task_name="explode").order_by("-id").first()
         assert latest is not None
         exceptions = failing[failing.index('id="djt-exceptions"') :]
@@ -435,3 +451,139 @@ def test_breadcrumbs_are_drawn_as_the_running_django_draws_them(admin_client: Cl
         crumbs = text[text.rindex("<", 0, text.index('class="breadcrumbs"')) :]
         assert crumbs.startswith(wanted), url
         assert ">Task runs</a>" in crumbs[:600], url
+
+
+GROUP = """  + Exception Group Traceback (most recent call last):
+  |   File "/app/main.py", line 5, in main
+  |     async with asyncio.TaskGroup() as group:
+  | ExceptionGroup: unhandled errors in a TaskGroup (1 sub-exception)
+  +-+---------------- 1 ----------------
+    | Traceback (most recent call last):
+    |   File "/app/fetch.py", line 9, in fetch
+    |     raise ValueError("boom")
+    | ValueError: boom
+    +------------------------------------
+"""
+
+RECURSION = """Traceback (most recent call last):
+  File "/app/r.py", line 2, in f
+    return f()
+           ^^^
+  [Previous line repeated 996 more times]
+RecursionError: maximum recursion depth exceeded
+"""
+
+SYNTAX = """Traceback (most recent call last):
+  File "<frozen importlib._bootstrap>", line 1204, in _gcd_import
+  File "/app/broken.py", line 3
+    x = (
+        ^
+SyntaxError: '(' was never closed
+"""
+
+
+@pytest.mark.parametrize(
+    ("traceback", "message", "where"),
+    [
+        (GROUP, "ValueError: boom", ("/app/fetch.py", "9", "fetch")),
+        (RECURSION, "RecursionError: maximum recursion depth exceeded", ("/app/r.py", "2", "f")),
+        (SYNTAX, "SyntaxError: '(' was never closed", ("/app/broken.py", "3", "")),
+    ],
+)
+def test_groups_recursion_and_syntax_errors(
+    traceback: str, message: str, where: tuple[str, str, str]
+) -> None:
+    summary = error_summary(traceback)
+    assert summary is not None
+    assert summary.message == message
+    assert (summary.file, summary.line, summary.function) == where
+
+
+# --- found by a review -------------------------------------------------------------------------
+
+
+def test_a_huge_logs_after_is_a_400(admin_client: Client) -> None:
+    run = add.delay(1, 2)
+    assert admin_client.get(_live(run.id), {"logs_after": "9" * 5000}).status_code == 400
+
+
+def test_an_odd_state_in_a_graph_run_does_not_break_the_pipelines_pages(
+    admin_client: Client,
+) -> None:
+    upstream = add.delay(1, 2)
+    run = add.delay(upstream, 3)  # type: ignore[arg-type]
+    TaskRun.objects.filter(pk=upstream.id).update(state_type="PAUSED", state_name="Paused")
+    assert admin_client.get(_page(run.id)).status_code == 200
+    assert admin_client.get(_page(upstream.id)).status_code == 200
+    data = admin_client.get(_live(run.id)).json()
+    assert data["nodes"][str(upstream.id)] == ["PAUSED", "#6b7280"]
+    assert data["final"] is False
+
+
+def test_a_batch_of_log_lines_is_never_the_last(admin_client: Client) -> None:
+    """More new lines than one answer takes: not final, and the script asks again at once."""
+    run = add.delay(1, 2)
+    Worker(burst=True, handle_signals=False).run()
+    TaskRun.objects.filter(pk=run.id).update(updated=timezone.now() - timedelta(seconds=9))
+    TaskRunLog.objects.bulk_create(
+        TaskRunLog(run_id=run.id, timestamp=timezone.now(), level=20, logger="l", message=f"{i}")
+        for i in range(450)
+    )
+    first = admin_client.get(_live(run.id)).json()
+    assert (len(first["logs"]), first["more_logs"], first["final"]) == (200, True, False)
+    after = first["logs"][-1]["id"]
+    last = admin_client.get(_live(run.id), {"logs_after": after}).json()
+    last = admin_client.get(_live(run.id), {"logs_after": last["logs"][-1]["id"]}).json()
+    assert (len(last["logs"]), last["more_logs"], last["final"]) == (50, False, True)
+
+
+def test_a_run_retried_past_the_states_shown_shows_its_current_state(
+    admin_client: Client,
+) -> None:
+    run = add.delay(1, 2)
+    now = timezone.now()
+    TaskRunState.objects.bulk_create(
+        TaskRunState(run_id=run.id, type="RUNNING" if i % 2 else "SCHEDULED",
+                     name="Running" if i % 2 else "AwaitingRetry",
+                     timestamp=now + timedelta(seconds=i))
+        for i in range(1, 300)
+    )  # fmt: skip
+    TaskRunState.objects.create(
+        run_id=run.id, type="FAILED", name="Failed", timestamp=now + timedelta(seconds=400)
+    )
+    text = admin_client.get(_page(run.id)).content.decode()
+    timeline = text[text.index('id="djt-timeline-section"') : text.index('id="djt-graph-section"')]
+    assert "(the last 200 of 301 state changes)" in timeline
+    items = re.findall(r'<li data-state="(\w+)">', timeline)
+    assert len(items) == 200
+    assert items[-1] == "FAILED"
+    assert "301 state changes" in text
+
+
+def test_limits_on_the_task_page_need_view_limit() -> None:
+    from django_tasks.limits.models import Limit
+
+    Limit.objects.create(scope="queue", name="default", concurrency=0)
+    viewer = _user("view_taskrun")
+    assert 'id="djt-limits"' not in viewer.get(_task("add")).content.decode()
+    both = _user_named("limits", "view_taskrun", "view_limit")
+    text = both.get(_task("add")).content.decode()
+    limits = text[text.index('id="djt-limits"') :]
+    assert "<td>0</td>" in limits  # a concurrency of 0 is not "no limit"
+
+
+@pytest.mark.parametrize("language", ["de", "en"])
+def test_numbers_the_script_and_the_css_read_are_never_localised(
+    admin_client: Client, settings: Any, language: str
+) -> None:
+    settings.USE_THOUSAND_SEPARATOR = True
+    settings.LANGUAGE_CODE = language
+    run = add.delay(1, 2)
+    Worker(burst=True, handle_signals=False).run()
+    TaskRunLog.objects.create(run_id=run.id, timestamp=timezone.now(), level=20, logger="l",
+                              message="x", id=1_234_567)  # fmt: skip
+    text = admin_client.get(_page(run.id), HTTP_ACCEPT_LANGUAGE=language).content.decode()
+    assert 'data-logs-after="1234567"' in text
+    widths = re.findall(r'class="djt-segment[^"]*" style="width:([^;]+);', text)
+    assert widths
+    assert all(re.fullmatch(r"\d+\.\d\d%", w) for w in widths), widths

@@ -73,7 +73,7 @@ def read_paths(run_id: uuid.UUID) -> list[str]:
         ADMIN,
         f"{ADMIN}{run_id}/change/",
         f"{ADMIN}{run_id}/live/",  # the run page's live refresh (JSON)
-        f"{ADMIN}task/add/",  # the task page
+        f"{ADMIN}task/?name=add",  # the task page
     ]
 
 

@@ -7,9 +7,9 @@ import uuid
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from ..states import StateType
+from ..states import FINAL_TYPES, StateType
 
-__all__ = ["STATE_COLOURS", "short_run_id", "state_badge", "state_colour"]
+__all__ = ["STATE_COLOURS", "final_type", "short_run_id", "state_badge", "state_colour"]
 
 #: Dark enough for white text, light enough to tell apart on the admin's dark theme.
 STATE_COLOURS: dict[str, str] = {
@@ -23,6 +23,15 @@ STATE_COLOURS: dict[str, str] = {
     StateType.CANCELLED: "#4b5563",
 }
 _UNKNOWN = "#6b7280"
+
+
+_FINAL = frozenset(state.value for state in FINAL_TYPES)
+
+
+def final_type(state_type: str) -> bool:
+    """Whether a row's state type is final; any other text (a row written by a newer version,
+    or by hand) is not - a page must not fail on one odd row of a pipeline."""
+    return state_type in _FINAL
 
 
 def state_colour(state_type: str) -> str:

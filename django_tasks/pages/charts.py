@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import OperationalError, connections, transaction
+from django.db import OperationalError, connections
 from django.db.models import QuerySet
 from django.urls import reverse
 from django.utils.html import escape, format_html, format_html_join
@@ -27,6 +27,7 @@ from django.utils.safestring import SafeString, mark_safe
 from ..conf import task_settings
 from ..models import TaskRun
 from .badges import STATE_COLOURS, state_colour
+from .budget import time_budget
 
 __all__ = [
     "SCATTER_RUNS",
@@ -228,19 +229,11 @@ def scatter_runs(
     None when finding them took longer than ``SCATTER_TIMEOUT_MS``."""
     fields = ["id", "name", "task_name", "state_type", "state_name", "started", "finished"]
     started = runs.filter(started__isnull=False).order_by("-id").values_list(*fields)[:limit]
-    alias = task_settings().DATABASE_ALIAS
     try:
-        # A savepoint of its own: a cancelled statement, and the timeout, end with it.
-        with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-            cursor.execute("SELECT current_setting('statement_timeout')")
-            before = cursor.fetchone()[0]
-            cursor.execute("SELECT set_config('statement_timeout', %s, true)",
-                           [f"{SCATTER_TIMEOUT_MS}ms"])  # fmt: skip
-            rows = list(started.using(alias))
-            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [before])
+        with time_budget(SCATTER_TIMEOUT_MS):
+            return list(started.using(task_settings().DATABASE_ALIAS))
     except OperationalError:  # QueryCanceled: too slow to draw
         return None
-    return rows
 
 
 def runs_scatter(rows: list[tuple[Any, ...]] | None, now: datetime) -> SafeString:

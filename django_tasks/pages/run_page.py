@@ -26,9 +26,10 @@ from ..artifacts.render import render_artifact
 from ..models import TaskRun, TaskRunLog, TaskRunState
 from ..permissions import VIEW_ARTIFACT, may
 from ..progress import progress_html
-from ..states import StateType, is_final
-from .badges import state_badge, state_colour
+from ..states import StateType
+from .badges import final_type, state_badge, state_colour
 from .graph import RunGraph, graph_svg, run_graph
+from .links import task_url
 
 __all__ = [
     "ARTIFACTS_SHOWN",
@@ -52,7 +53,11 @@ ARTIFACTS_SHOWN = 10  # the newest
 #: fraction of a second after its state (RECORD_FLUSH_INTERVAL).
 SETTLE_SECONDS = 2.0
 
-_FRAME = re.compile(r'^\s*File "(?P<file>.*)", line (?P<line>\d+), in (?P<function>.*)$')
+# A frame; a SyntaxError's names no function.
+_FRAME = re.compile(r'^\s*File "(?P<file>.*)", line (?P<line>\d+)(?:, in (?P<function>.*))?$')
+# An exception group's tracebacks are drawn inside "|" margins and "+---" rules.
+_GROUP_MARGIN = re.compile(r"^\s*(?:[|+]\s?)+")
+_GROUP_RULE = re.compile(r"^\s*\+[-+ \d]*$")
 _ERROR_CHARS = 2000
 
 
@@ -70,7 +75,11 @@ class ErrorSummary:
 def error_summary(traceback: str, state_message: str = "") -> ErrorSummary | None:
     """The last exception of a traceback and its innermost frame; the state's message when
     there is no traceback (a crash, a timeout, a cancelled upstream)."""
-    lines = traceback.rstrip().splitlines()
+    lines = [
+        _GROUP_MARGIN.sub("    ", line) if _GROUP_MARGIN.match(line) else line
+        for line in traceback.rstrip().splitlines()
+        if not _GROUP_RULE.match(line) and not line.strip().startswith("[Previous line repeated")
+    ]
     last_frame = max((i for i, text in enumerate(lines) if _FRAME.match(text)), default=None)
     if last_frame is None:
         message = traceback.strip() or state_message.strip()
@@ -89,7 +98,7 @@ def error_summary(traceback: str, state_message: str = "") -> ErrorSummary | Non
         message=message[:_ERROR_CHARS],
         file=match["file"],
         line=match["line"],
-        function=match["function"],
+        function=match["function"] or "",
         code=code,
     )
 
@@ -136,19 +145,28 @@ def timeline(states: list[TaskRunState], now: datetime, final: bool) -> list[Seg
     return segments
 
 
-def _bar_widths(segments: list[Segment]) -> list[float]:
-    """Each segment's share of the bar in percent: by its time, at least 3% (to be seen)."""
+def _bar_widths(segments: list[Segment]) -> list[str]:
+    """Each segment's share of the bar in percent, by its time (at least 3%, to be seen), as
+    CSS text: a template would write 66,43 in a locale with a decimal comma."""
     times = [s.seconds or 0.0 for s in segments]
     total = sum(times) or 1.0
     raw = [max(t / total * 100, 3.0) for t in times]
     scale = 100 / sum(raw) if raw else 1.0
-    return [round(width * scale, 2) for width in raw]
+    return [f"{width * scale:.2f}%" for width in raw]
 
 
 def _run_duration(run: TaskRun, now: datetime) -> float | None:
     if run.started is None:
         return None
     return ((run.finished or now) - run.started).total_seconds()
+
+
+def _tags(value: Any) -> list[str]:
+    """A run's tags as text: a list of strings as written, anything else a row may hold (a
+    number, an object: written by hand or by another version) as one item."""
+    if isinstance(value, list):
+        return [str(tag) for tag in value]
+    return [] if value in (None, "") else [json.dumps(value, ensure_ascii=False)]
 
 
 def _attempt(run: TaskRun) -> str:
@@ -182,11 +200,13 @@ def _millis(moment: datetime) -> str:
 
 def _fragments(run: TaskRun, states: list[TaskRunState], now: datetime) -> dict[str, Any]:
     """What changes while a run lives: the header, the timeline and the progress."""
-    final = is_final(run.state_type)
+    final = final_type(run.state_type)
     segments = timeline(states, now, final)
     context = {
         "run": run,
         "badge": state_badge(run.state_type, run.state_name),
+        "task_url": task_url(run.task_name),
+        "tags": _tags(run.tags),
         "duration": _run_duration(run, now),
         "attempt": _attempt(run),
         "segments": list(zip(segments, _bar_widths(segments), strict=True)),
@@ -201,18 +221,24 @@ def _fragments(run: TaskRun, states: list[TaskRunState], now: datetime) -> dict[
 
 def _settled(run: TaskRun, graph: RunGraph, now: datetime) -> bool:
     """Nothing more to show: the run and its graph are final, its last writes are in."""
-    quiet = (now - run.updated).total_seconds() > SETTLE_SECONDS
-    return is_final(run.state_type) and graph.all_final and quiet
+    return final_type(run.state_type) and graph.all_final and _quiet(run, now)
+
+
+def _quiet(run: TaskRun, now: datetime) -> bool:
+    return (now - run.updated).total_seconds() > SETTLE_SECONDS
 
 
 def _states(run: TaskRun) -> list[TaskRunState]:
-    return list(run.states.order_by("timestamp", "id")[:STATES_SHOWN])
+    """The newest ``STATES_SHOWN`` state changes, oldest first (a run retried without end
+    keeps adding them: its current state is the one to show)."""
+    return list(run.states.order_by("-timestamp", "-id")[:STATES_SHOWN])[::-1]
 
 
 def run_page_context(request: HttpRequest, run: TaskRun) -> dict[str, Any]:
     """Everything the run page shows, in a number of queries that does not grow with the run."""
     now = timezone.now()
     states = _states(run)
+    states_total = run.states.count() if len(states) == STATES_SHOWN else len(states)
     logs_total = run.logs.count()
     logs = list(run.logs.order_by("-id")[:LOG_LINES_SHOWN])[::-1]
     graph = run_graph(run.id)
@@ -225,11 +251,12 @@ def run_page_context(request: HttpRequest, run: TaskRun) -> dict[str, Any]:
     failed = run.state_type in (StateType.FAILED, StateType.CRASHED)
     return {
         "run": run,
-        "final": is_final(run.state_type),
+        "final": final_type(run.state_type),
         "settled": _settled(run, graph, now),
         "fragments": _fragments(run, states, now),
         "error": error_summary(run.traceback, run.state_message) if failed else None,
-        "states_total": len(states),
+        "states_total": states_total,
+        "states_shown": STATES_SHOWN,
         "parameters": _pretty(run.parameters_preview) if run.parameters_preview else "",
         "result": (
             _pretty(run.result_preview)
@@ -237,7 +264,7 @@ def run_page_context(request: HttpRequest, run: TaskRun) -> dict[str, Any]:
             else ""
         ),
         "logs": log_rows(logs),
-        "logs_after": logs[-1].id if logs else 0,
+        "logs_after": str(logs[-1].id if logs else 0),  # not localised: 1,234 is no id
         "logs_total": logs_total,
         "log_lines_shown": LOG_LINES_SHOWN,
         "graph": graph if len(graph.nodes) > 1 else None,
@@ -256,7 +283,11 @@ def live_fragments(run: TaskRun, logs_after: int, graph_key: str) -> dict[str, A
     new_logs = list(run.logs.filter(id__gt=logs_after).order_by("id")[:LOG_LINES_SHOWN])
     graph = run_graph(run.id)
     data: dict[str, Any] = {
-        "final": _settled(run, graph, now),
+        # More lines than one answer takes: not settled, whatever the run's state.
+        "final": _settled(run, graph, now) and len(new_logs) < LOG_LINES_SHOWN,
+        # The run itself is done: only its graph may still change (asked less often).
+        "run_settled": final_type(run.state_type) and _quiet(run, now),
+        "more_logs": len(new_logs) == LOG_LINES_SHOWN,
         **_fragments(run, states, now),
         "logs": log_rows(new_logs),
         "graph_key": graph.key,

@@ -14,17 +14,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import OperationalError
 from django.http import HttpRequest
 from django.utils import timezone
 
 from ..api.queries import live_workers
 from ..ids import uuid7_floor
 from ..limits.models import Limit
-from ..permissions import VIEW_SCHEDULE, may
+from ..permissions import VIEW_LIMIT, VIEW_SCHEDULE, may
 from ..registry import registry
 from ..schedules.models import Schedule
 from ..stats.slots import SLOT_SECONDS, Summary, percentile, task_slots
+from .budget import time_budget
 from .charts import Point, duration_chart, runs_chart, sql_rows
+from .links import task_url
 
 __all__ = ["WINDOWS", "TaskSeries", "task_page_context", "task_series"]
 
@@ -35,6 +38,8 @@ WINDOWS = {
     "7d": (timedelta(days=7), 6 * SLOT_SECONDS),
 }
 DEFAULT_WINDOW = "24h"
+SCHEDULES_SHOWN = 50
+KEYS_TIMEOUT_MS = 150
 
 _MINUTES = """
 SELECT floor(extract(epoch FROM created) / 60)::bigint, state_type, count(*),
@@ -101,7 +106,12 @@ def _keys(name: str, since: datetime) -> list[str]:
     keys = [task.key for task in registry.all() if task.name == name]
     if keys:
         return keys
-    return [row[0] for row in sql_rows(_KEYS_OF_RUNS, {"since": uuid7_floor(since), "name": name})]
+    try:  # every run of the window is read: a name no run has must not cost seconds
+        with time_budget(KEYS_TIMEOUT_MS):
+            params = {"since": uuid7_floor(since), "name": name}
+            return [row[0] for row in sql_rows(_KEYS_OF_RUNS, params)]
+    except OperationalError:
+        return []
 
 
 def task_series(keys: list[str], window: str, now: datetime) -> TaskSeries:
@@ -145,7 +155,7 @@ def _add(point: Point, state: str, summary: Summary, durations: Counter[int]) ->
     durations.update(summary.durations)
 
 
-def _limits(keys: list[str], queues: set[str], tags: set[str]) -> list[Limit]:
+def _limits(queues: set[str], tags: set[str]) -> list[Limit]:
     """The limits of the task's queues and tags."""
     return [
         limit
@@ -173,7 +183,7 @@ def task_page_context(request: HttpRequest, name: str) -> dict[str, Any]:
     queues = {t.queue for t in tasks} | {row["queue"] for row in waiting}
     tags = {tag for t in tasks for tag in t.tags}
     schedules = (
-        list(Schedule.objects.filter(task_name=name).order_by("name"))
+        list(Schedule.objects.filter(task_name=name).order_by("name")[:SCHEDULES_SHOWN])
         if may(request.user, VIEW_SCHEDULE)
         else None
     )
@@ -184,6 +194,7 @@ def task_page_context(request: HttpRequest, name: str) -> dict[str, Any]:
             {"queue": t.queue, "retries": t.options.retries, "tags": sorted(t.tags)} for t in tasks
         ],
         "window": window,
+        "page_url": task_url(name),
         "windows": list(WINDOWS),
         "series": series,
         "runs_svg": runs_chart(series.points, WINDOWS[window][1]),
@@ -194,6 +205,7 @@ def task_page_context(request: HttpRequest, name: str) -> dict[str, Any]:
         ],
         "waiting": waiting,
         "schedules": schedules,
-        "limits": _limits(keys, queues, tags),
+        # As the API and the admin: limits to whoever may view them.
+        "limits": _limits(queues, tags) if may(request.user, VIEW_LIMIT) else None,
         "now": now,
     }

@@ -23,11 +23,11 @@ from django.utils import timezone
 
 from ..admin_filters import filtered_runs, holds_nul
 from ..ids import uuid7_floor
-from ..states import is_final
 from ..storable import shown
-from .badges import short_run_id
+from .badges import final_type, short_run_id
 from .charts import runs_scatter, scatter_runs
 from .crumbs import breadcrumbs
+from .links import task_url
 from .run_page import live_fragments, run_page_context
 from .task_page import task_page_context
 
@@ -67,7 +67,7 @@ def _page_context(
 
 
 def _task_link(task_name: str) -> tuple[str, str]:
-    return reverse("admin:django_tasks_taskrun_task", args=[task_name]), task_name
+    return task_url(task_name), task_name
 
 
 def run_page(model_admin: TaskRunAdmin, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -79,7 +79,7 @@ def run_page(model_admin: TaskRunAdmin, request: HttpRequest, object_id: str) ->
     if run is None:  # not a run id, or no such run: as the admin answers
         messages.warning(request, f"No task run has the id {shown(object_id)}.")
         return redirect("admin:django_tasks_taskrun_changelist")
-    final = is_final(run.state_type)
+    final = final_type(run.state_type)
     context = {
         **_page_context(
             model_admin, request, f"Run {short_run_id(run.id)}", _task_link(run.task_name)
@@ -100,7 +100,7 @@ def run_live(model_admin: TaskRunAdmin, request: HttpRequest, run_id: uuid.UUID)
     """What changed on a run's page: fragments, new log lines, the graph's states."""
     _allowed(model_admin, request)
     raw = request.GET.get("logs_after", "0") or "0"
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > _BIGINT:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > _BIGINT:
         return _bad("logs_after must be a log line id: a whole number from 0.")
     graph_key = request.GET.get("graph", "")
     if len(graph_key) > 64:
@@ -116,7 +116,7 @@ def run_live(model_admin: TaskRunAdmin, request: HttpRequest, run_id: uuid.UUID)
 def task_page(model_admin: TaskRunAdmin, request: HttpRequest, task_name: str) -> HttpResponse:
     """One task: its runs over time, durations, failures, queue, schedules and limits."""
     _allowed(model_admin, request)
-    if "\x00" in task_name or len(task_name) > 255:  # no run can have such a task name
+    if not task_name or "\x00" in task_name or len(task_name) > 255:  # no run has such a name
         raise Http404("No task has this name.")
     context = {
         **_page_context(model_admin, request, task_name),

@@ -3,7 +3,9 @@
 // graph come as HTML the server escaped; log lines come as data and are set as text.
 (function () {
   "use strict";
-  const INTERVAL = 1000;
+  const INTERVAL = 1000;  // while the run itself runs
+  const GRAPH_INTERVAL = 5000;  // the run is done; runs of its graph are not
+  const LOG_ROWS_KEPT = 2000;  // a page left open on a chatty run keeps the newest lines
 
   function text(tag, value, className) {
     const cell = document.createElement(tag);
@@ -23,6 +25,7 @@
       body.append(row);
       page.dataset.logsAfter = String(line.id);
     }
+    while (body.rows.length > LOG_ROWS_KEPT) body.deleteRow(0);
     document.getElementById("djt-logs-section").hidden = false;
   }
 
@@ -39,9 +42,8 @@
   function apply(page, data) {
     document.getElementById("djt-header").innerHTML = data.header;
     document.getElementById("djt-timeline").innerHTML = data.timeline;
-    const progress = document.getElementById("djt-progress");
     if (data.progress) {
-      progress.innerHTML = data.progress;
+      document.getElementById("djt-progress").innerHTML = data.progress;
       document.getElementById("djt-progress-section").hidden = false;
     }
     appendLogs(page, data.logs);
@@ -56,26 +58,44 @@
 
   function start(page) {
     let failures = 0;
+    let finalSeen = false;
+    function next(delay) { setTimeout(tick, delay); }
     async function tick() {
       if (page.dataset.final === "true") return;
-      if (document.hidden) { setTimeout(tick, INTERVAL); return; }
+      if (document.hidden) { next(INTERVAL); return; }
       const url = new URL(page.dataset.liveUrl, window.location.href);
       url.searchParams.set("logs_after", page.dataset.logsAfter || "0");
       url.searchParams.set("graph", page.dataset.graphKey || "");
+      let response;
       try {
-        const response = await fetch(url, {credentials: "same-origin",
-                                           headers: {Accept: "application/json"}});
-        if (!response.ok) throw new Error(response.status);
-        const data = await response.json();
-        apply(page, data);
-        failures = 0;
-        if (data.final) { page.dataset.final = "true"; return; }
-      } catch (error) {
-        failures += 1;  // the server restarts, a network blip: ask again, less often
+        response = await fetch(url, {credentials: "same-origin",
+                                     headers: {Accept: "application/json"}});
+      } catch (error) {  // the network, a server restarting: ask again, less often
+        failures += 1;
+        next(INTERVAL * Math.min(1 + failures, 10));
+        return;
       }
-      setTimeout(tick, INTERVAL * Math.min(1 + failures, 10));
+      // Signed out, refused, gone (4xx): asking again will not help. A 5xx may pass.
+      if (response.status >= 400 && response.status < 500) { page.dataset.final = "true"; return; }
+      if (!response.ok || response.redirected) {
+        failures += 1;
+        next(INTERVAL * Math.min(1 + failures, 10));
+        return;
+      }
+      failures = 0;
+      const data = await response.json();
+      apply(page, data);
+      if (data.more_logs) { next(0); return; }  // a batch of lines: the rest at once
+      if (data.final) {
+        // Once more a moment later: a clock between hosts, or a late batch of lines.
+        if (finalSeen) { page.dataset.final = "true"; return; }
+        finalSeen = true;
+      } else {
+        finalSeen = false;
+      }
+      next(data.run_settled ? GRAPH_INTERVAL : INTERVAL);
     }
-    setTimeout(tick, INTERVAL);
+    next(INTERVAL);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
