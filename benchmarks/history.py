@@ -141,7 +141,7 @@ def pipeline(n: int = 500) -> str:
     """``n`` runs in layers of 25, each waiting for two of the layer before, beside a history
     with retries: the id of one of the last layer (its run page draws all ``n``)."""
     with connection.cursor() as cursor:
-        cursor.execute(RETRIES)
+        cursor.execute(RETRIES, {})  # params: "%%" is "%"
         cursor.execute(PIPELINE, {"n": n})
         return str(cursor.fetchall()[-1][0])
 

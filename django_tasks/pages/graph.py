@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from django.db import connections
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.html import escape, format_html
+from django.utils.safestring import SafeString, mark_safe
 
 from ..conf import task_settings
 from .badges import final_type, state_colour
@@ -175,6 +175,7 @@ def _mean_row(row: dict[uuid.UUID, float], upstream: list[uuid.UUID], default: i
     return sum(placed) / len(placed) if placed else default
 
 
+_ZERO = uuid.UUID(int=0)
 _BOX_W, _BOX_H, _GAP_X, _GAP_Y, _PAD = 168, 32, 56, 14, 8
 _EDGE_STYLE = {"data": "", "wait_for": "6 4", "retry": "2 3"}
 
@@ -192,24 +193,22 @@ def graph_svg(graph: RunGraph, current: uuid.UUID) -> SafeString:
         c, r = place[node_id]
         return _PAD + c * (_BOX_W + _GAP_X), _PAD + r * (_BOX_H + _GAP_Y)
 
+    # Hundreds of boxes and edges: plain string building (format_html and reverse() for
+    # each took 0.3 s for 500 runs); every text is escaped, ids and numbers are made here.
     paths = []
     for edge in graph.edges:
         (x1, y1), (x2, y2) = corner(edge.upstream), corner(edge.downstream)
         x1, y1, y2 = x1 + _BOX_W, y1 + _BOX_H / 2, y2 + _BOX_H / 2
         bend = max((x2 - x1) / 2, 20)
-        d = (
-            f"M{x1:.0f},{y1:.0f} C{x1 + bend:.0f},{y1:.0f} "
-            f"{x2 - bend:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
+        paths.append(
+            f'<path d="M{x1:.0f},{y1:.0f} C{x1 + bend:.0f},{y1:.0f} {x2 - bend:.0f},{y2:.0f} '
+            f'{x2:.0f},{y2:.0f}" stroke-dasharray="{_EDGE_STYLE.get(edge.kind, "")}" '
+            f'class="djt-edge" data-kind="{escape(edge.kind)}"/>'
         )
-        paths.append((d, _EDGE_STYLE.get(edge.kind, ""), edge.kind))
-    edges_svg = format_html_join(
-        "",
-        '<path d="{}" stroke-dasharray="{}" class="djt-edge" data-kind="{}"/>',
-        paths,
-    )
-    nodes_svg = format_html_join(
-        "", "{}", ((_node(n, corner(n.id), current),) for n in graph.nodes)
-    )
+    page = reverse("admin:django_tasks_taskrun_change", args=[_ZERO]).replace(str(_ZERO), "{}")
+    boxes = [_node(n, corner(n.id), current, page) for n in graph.nodes]
+    edges_svg = mark_safe("".join(paths))  # built above from escaped parts
+    nodes_svg = mark_safe("".join(boxes))  # built by _node from escaped parts
     return format_html(
         '<svg class="djt-graph" role="group" aria-label="Run graph: {} runs" width="{}" '
         'height="{}" viewBox="0 0 {} {}" data-nodes="{}"><defs><marker id="djt-arrow" '
@@ -227,36 +226,21 @@ def graph_svg(graph: RunGraph, current: uuid.UUID) -> SafeString:
     )
 
 
-def _node(node: Node, at: tuple[float, float], current: uuid.UUID) -> SafeString:
+def _node(node: Node, at: tuple[float, float], current: uuid.UUID, page: str) -> str:
+    """A run's box: escaped text, numbers and ids only."""
     x, y = at
     label = node.name or node.task_name
     short = label if len(label) <= 22 else label[:21] + "…"
-    box = format_html(
-        '<rect x="{}" y="{}" width="{}" height="{}" rx="6" fill="{}" class="djt-node-box{}"/>'
-        '<text x="{}" y="{}" class="djt-node-label">{}</text>'
-        "<title>{} · {} · {}</title>",
-        f"{x:.0f}",
-        f"{y:.0f}",
-        _BOX_W,
-        _BOX_H,
-        state_colour(node.state_type),
-        " djt-current" if node.id == current else "",
-        f"{x + 10:.0f}",
-        f"{y + 20:.0f}",
-        short,
-        label,
-        node.state_name,
-        node.id,
+    mark = " djt-current" if node.id == current else ""
+    box = (
+        f'<rect x="{x:.0f}" y="{y:.0f}" width="{_BOX_W}" height="{_BOX_H}" rx="6" '
+        f'fill="{state_colour(node.state_type)}" class="djt-node-box{mark}"/>'
+        f'<text x="{x + 10:.0f}" y="{y + 20:.0f}" class="djt-node-label">{escape(short)}</text>'
+        f"<title>{escape(label)} · {escape(node.state_name)} · {node.id}</title>"
     )
     if not node.recorded:
-        return format_html(
-            '<g class="djt-node djt-unrecorded" data-run="{}" data-state="">{}</g>', node.id, box
-        )
-    url = reverse("admin:django_tasks_taskrun_change", args=[node.id])
-    return format_html(
-        '<a href="{}" class="djt-node" data-run="{}" data-state="{}">{}</a>',
-        url,
-        node.id,
-        node.state_type,
-        box,
+        return f'<g class="djt-node djt-unrecorded" data-run="{node.id}" data-state="">{box}</g>'
+    return (
+        f'<a href="{page.format(node.id)}" class="djt-node" data-run="{node.id}" '
+        f'data-state="{escape(node.state_type)}">{box}</a>'
     )
