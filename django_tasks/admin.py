@@ -224,11 +224,11 @@ class TaskRunAdmin(SafeChangeList, ReadOnlyMixin, _RunAdminBase):
     def created_at(self, obj: TaskRun) -> str:
         return _seconds(obj.created)
 
-    @admin.display(description="started")
+    @admin.display(description="started", ordering="started")
     def started_at(self, obj: TaskRun) -> str:
         return _seconds(obj.started)
 
-    @admin.display(description="finished")
+    @admin.display(description="finished", ordering="finished")
     def finished_at(self, obj: TaskRun) -> str:
         return _seconds(obj.finished)
 

@@ -75,9 +75,10 @@ class SafeChangeList:
         return super().changelist_view(request, extra_context)  # type: ignore[misc, no-any-return]
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> Any:
-        if getattr(request, _FILTERS_ONLY, False):  # filtered_runs()
-            return _FiltersOnly
-        return super().get_changelist(request, **kwargs)  # type: ignore[misc]
+        changelist = super().get_changelist(request, **kwargs)  # type: ignore[misc]
+        if getattr(request, _FILTERS_ONLY, False):  # filtered_runs(): the admin's own class
+            return type("FiltersOnly", (changelist,), {"get_results": _no_results})
+        return changelist
 
     def get_changelist_instance(self, request: HttpRequest) -> Any:
         try:
@@ -173,18 +174,21 @@ class CreatedFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         return [("1h", "Last hour"), ("24h", "Last 24 hours"), ("7d", "Last 7 days")]
 
+    @classmethod
+    def span(cls, value: str) -> timedelta | None:
+        """The window a value of the filter selects (None: it selects nothing)."""
+        return cls._SPANS.get(value)
+
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        span = self._SPANS.get(self.value() or "")
+        span = self.span(self.value() or "")
         if span is None:
             return queryset
         return queryset.filter(pk__gte=uuid7_floor(timezone.now() - span))
 
 
-class _FiltersOnly(ChangeList):
-    """A change list that applies the filters and the search and fetches nothing."""
-
-    def get_results(self, request: HttpRequest) -> None:
-        self.result_list, self.result_count, self.full_result_count = [], 0, 0
+def _no_results(changelist: ChangeList, request: HttpRequest) -> None:
+    """A change list's get_results that fetches and counts nothing (filtered_runs())."""
+    changelist.result_list, changelist.result_count, changelist.full_result_count = [], 0, 0
 
 
 def filtered_runs(model_admin: Any, request: HttpRequest) -> QuerySet[Any]:

@@ -587,3 +587,72 @@ def test_numbers_the_script_and_the_css_read_are_never_localised(
     widths = re.findall(r'class="djt-segment[^"]*" style="width:([^;]+);', text)
     assert widths
     assert all(re.fullmatch(r"\d+\.\d\d%", w) for w in widths), widths
+
+
+# --- found by a second review ---------------------------------------------------------------
+
+
+def test_a_time_budget_never_loosens_a_stricter_timeout() -> None:
+    from django.db import connection
+
+    from django_tasks.pages.budget import time_budget
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET statement_timeout = '50ms'")
+        try:
+            with time_budget(100):
+                cursor.execute("SELECT current_setting('statement_timeout')")
+                assert cursor.fetchone()[0] == "50ms"
+            with time_budget(20):
+                cursor.execute("SELECT current_setting('statement_timeout')")
+                assert cursor.fetchone()[0] == "20ms"
+            cursor.execute("SELECT current_setting('statement_timeout')")
+            assert cursor.fetchone()[0] == "50ms"  # given back
+        finally:
+            cursor.execute("RESET statement_timeout")
+
+
+def test_a_task_name_too_slow_to_look_up_says_so(admin_client: Client, monkeypatch: Any) -> None:
+    from django_tasks.pages import task_page
+
+    monkeypatch.setattr(task_page, "KEYS_TIMEOUT_MS", 10)
+    monkeypatch.setattr(task_page, "_KEYS_OF_RUNS", "SELECT pg_sleep(0.2)::text")
+    text = admin_client.get(_task("renamed.long.ago")).content.decode()
+    assert 'id="djt-keys-unknown"' in text
+    assert admin_client.get(_task("add")).status_code == 200  # registered: no lookup
+
+
+def test_the_dots_window_is_the_one_the_created_filter_reads(
+    admin_client: Client, monkeypatch: Any
+) -> None:
+    from django_tasks.ids import uuid7_floor
+
+    run = add.delay(1, 1)
+    old = timezone.now() - timedelta(days=3)
+    TaskRun.objects.filter(pk=run.id).update(
+        id=uuid.UUID(int=uuid7_floor(old).int | 1), started=old, finished=old
+    )
+    for created, drawn in (("", 0), ("30d", 0), ("7d", 1), ("1h", 0)):
+        text = admin_client.get(SCATTER, {"created": created}).content.decode()
+        assert len(re.findall(r"<circle ", text)) == drawn, created
+
+
+def test_the_graph_key_changes_when_a_runs_row_is_written() -> None:
+    graph, ids = _graph([(0, 1)], 2)
+    written = RunGraph(list(graph.nodes), list(graph.edges))
+    graph.nodes[1] = Node(ids[1], "", "(not recorded)", "", "not recorded", recorded=False)
+    assert graph.key != written.key
+
+
+def test_a_message_with_a_table_keeps_its_lines() -> None:
+    traceback = (
+        "Traceback (most recent call last):\n"
+        '  File "/app/t.py", line 3, in check\n'
+        "    assert got == wanted\n"
+        "AssertionError: tables differ\n"
+        "| a | b |\n"
+        "+---+---+\n"
+    )
+    summary = error_summary(traceback)
+    assert summary is not None
+    assert summary.message == "AssertionError: tables differ\n| a | b |\n+---+---+"

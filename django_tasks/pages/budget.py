@@ -21,8 +21,12 @@ def time_budget(milliseconds: int) -> Iterator[None]:
     the setting end with it, a surrounding transaction (ATOMIC_REQUESTS) goes on."""
     alias = task_settings().DATABASE_ALIAS
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        cursor.execute("SELECT current_setting('statement_timeout')")
-        before = cursor.fetchone()[0]
-        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [f"{milliseconds}ms"])
+        cursor.execute(
+            "SELECT current_setting('statement_timeout'), setting::bigint FROM pg_settings "
+            "WHERE name = 'statement_timeout'"
+        )
+        before, before_ms = cursor.fetchone()
+        budget = milliseconds if not before_ms else min(before_ms, milliseconds)  # never looser
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [f"{budget}ms"])
         yield
         cursor.execute("SELECT set_config('statement_timeout', %s, true)", [before])

@@ -82,10 +82,11 @@ class RunGraph:
 
     @property
     def key(self) -> str:
-        """Changes when a run or an edge joins the graph (not when a state changes)."""
+        """Changes when a run or an edge joins the graph, or a run's row is written (not when
+        a state changes)."""
         digest = hashlib.blake2b(digest_size=8)
         for node in sorted(self.nodes, key=lambda n: n.id):
-            digest.update(node.id.bytes)
+            digest.update(node.id.bytes + (b"r" if node.recorded else b"-"))
         digest.update(str(len(self.edges)).encode())
         return digest.hexdigest()
 

@@ -75,11 +75,10 @@ class ErrorSummary:
 def error_summary(traceback: str, state_message: str = "") -> ErrorSummary | None:
     """The last exception of a traceback and its innermost frame; the state's message when
     there is no traceback (a crash, a timeout, a cancelled upstream)."""
-    lines = [
-        _GROUP_MARGIN.sub("    ", line) if _GROUP_MARGIN.match(line) else line
-        for line in traceback.rstrip().splitlines()
-        if not _GROUP_RULE.match(line) and not line.strip().startswith("[Previous line repeated")
-    ]
+    lines = traceback.rstrip().splitlines()
+    if "Exception Group Traceback" in traceback:  # only there: a message may start with "|"
+        lines = [_GROUP_MARGIN.sub("    ", s) for s in lines if not _GROUP_RULE.match(s)]
+    lines = [s for s in lines if not s.strip().startswith("[Previous line repeated")]
     last_frame = max((i for i, text in enumerate(lines) if _FRAME.match(text)), default=None)
     if last_frame is None:
         message = traceback.strip() or state_message.strip()

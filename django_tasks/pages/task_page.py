@@ -100,7 +100,7 @@ class TaskSeries:
         return failed / final if final else None
 
 
-def _keys(name: str, since: datetime) -> list[str]:
+def _keys(name: str, since: datetime) -> list[str] | None:
     """The task keys of the runs called ``name``: the registered tasks', else those of the
     window's runs (a task this process does not know: removed, renamed, another project)."""
     keys = [task.key for task in registry.all() if task.name == name]
@@ -110,8 +110,8 @@ def _keys(name: str, since: datetime) -> list[str]:
         with time_budget(KEYS_TIMEOUT_MS):
             params = {"since": uuid7_floor(since), "name": name}
             return [row[0] for row in sql_rows(_KEYS_OF_RUNS, params)]
-    except OperationalError:
-        return []
+    except OperationalError:  # too slow to look through: the page says so
+        return None
 
 
 def task_series(keys: list[str], window: str, now: datetime) -> TaskSeries:
@@ -171,7 +171,8 @@ def task_page_context(request: HttpRequest, name: str) -> dict[str, Any]:
         window = DEFAULT_WINDOW
     now = timezone.now()
     since = now - WINDOWS[window][0]
-    keys = _keys(name, since)
+    found = _keys(name, since)
+    keys = found or []
     tasks = [task for task in registry.all() if task.name == name]
     series = task_series(keys, window, now) if keys else task_series([""], window, now)
     params = {"since": uuid7_floor(since), "keys": keys}
@@ -195,6 +196,7 @@ def task_page_context(request: HttpRequest, name: str) -> dict[str, Any]:
         ],
         "window": window,
         "page_url": task_url(name),
+        "keys_unknown": found is None,
         "windows": list(WINDOWS),
         "series": series,
         "runs_svg": runs_chart(series.points, WINDOWS[window][1]),

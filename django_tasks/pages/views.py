@@ -21,7 +21,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 
-from ..admin_filters import filtered_runs, holds_nul
+from ..admin_filters import CreatedFilter, filtered_runs, holds_nul
 from ..ids import uuid7_floor
 from ..storable import shown
 from .badges import final_type, short_run_id
@@ -135,7 +135,7 @@ def list_scatter(model_admin: TaskRunAdmin, request: HttpRequest) -> HttpRespons
     except IncorrectLookupParameters:
         return HttpResponse(status=400)
     now = timezone.now()
-    if "created" not in request.GET:
+    if CreatedFilter.span(request.GET.get("created", "")) is None:  # as the filter reads it
         runs = runs.filter(pk__gte=uuid7_floor(now - LIST_SCATTER_WINDOW))
     try:
         rows = scatter_runs(runs)

@@ -5,7 +5,8 @@
   "use strict";
   const INTERVAL = 1000;  // while the run itself runs
   const GRAPH_INTERVAL = 5000;  // the run is done; runs of its graph are not
-  const LOG_ROWS_KEPT = 2000;  // a page left open on a chatty run keeps the newest lines
+  const LOG_ROWS_KEPT = 2000;
+  const CATCH_UP = 150;  // between batches of a run that logs faster than one answer takes  // a page left open on a chatty run keeps the newest lines
 
   function text(tag, value, className) {
     const cell = document.createElement(tag);
@@ -75,17 +76,23 @@
         next(INTERVAL * Math.min(1 + failures, 10));
         return;
       }
-      // Signed out, refused, gone (4xx): asking again will not help. A 5xx may pass.
-      if (response.status >= 400 && response.status < 500) { page.dataset.final = "true"; return; }
-      if (!response.ok || response.redirected) {
+      // Signed out (sent to the login page), refused, gone: asking again will not help.
+      if (response.redirected || [400, 401, 403, 404, 405].includes(response.status)) {
+        page.dataset.final = "true";
+        return;
+      }
+      let data;
+      try {
+        if (!response.ok) throw new Error(String(response.status));  // a 5xx, a 429: may pass
+        data = await response.json();
+        apply(page, data);
+      } catch (error) {  // or a body cut short, a proxy's page: ask again, less often
         failures += 1;
         next(INTERVAL * Math.min(1 + failures, 10));
         return;
       }
       failures = 0;
-      const data = await response.json();
-      apply(page, data);
-      if (data.more_logs) { next(0); return; }  // a batch of lines: the rest at once
+      if (data.more_logs) { next(CATCH_UP); return; }  // a batch of lines: the rest soon
       if (data.final) {
         // Once more a moment later: a clock between hosts, or a late batch of lines.
         if (finalSeen) { page.dataset.final = "true"; return; }
