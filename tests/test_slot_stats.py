@@ -64,7 +64,7 @@ def slot_start(moment: datetime) -> datetime:
 def live(statement: str, window: timedelta, **params: float) -> list[tuple[Any, ...]]:
     """What one of the statements over every run of a window gives (the 1-hour path)."""
     since = uuid7_floor(timezone.now() - window)
-    return sorted(queries._rows(statement, {"since": since, **params}))
+    return sorted(queries.sql_rows(statement, {"since": since, **params}))
 
 
 def stored_slots() -> set[datetime]:

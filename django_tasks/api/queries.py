@@ -25,6 +25,7 @@ __all__ = [
     "LIVE_WINDOW",
     "live_workers",
     "queue_depths",
+    "sql_rows",
     "state_counts",
     "task_stats",
     "throughput",
@@ -54,10 +55,11 @@ WHERE id >= %(since)s
 GROUP BY state_type
 """
 
-#: Through the ready index: counting what waits costs what waits, not what finished.
+#: Through the ready index: counting what waits costs what waits, not what finished (the
+#: task page adds a filter on its task's keys).
 _QUEUE_DEPTHS = """
 SELECT queue, count(*), min(scheduled_time) FROM django_tasks_taskrun
-WHERE state_type = 'SCHEDULED' AND blocked = 0 AND scheduled_time <= clock_timestamp()
+WHERE state_type = 'SCHEDULED' AND blocked = 0 AND scheduled_time <= clock_timestamp(){tasks}
 GROUP BY queue ORDER BY queue
 """
 
@@ -67,7 +69,8 @@ def window_start(window: timedelta) -> uuid.UUID:
     return uuid7_floor(timezone.now() - window)
 
 
-def _rows(query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+def sql_rows(query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    """The rows of a statement on the app's database (the aggregate queries, the pages)."""
     with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
         cursor.execute(query, params)
         return list(cursor.fetchall())
@@ -76,7 +79,7 @@ def _rows(query: str, params: dict[str, Any] | None = None) -> list[tuple[Any, .
 def task_stats(window: timedelta) -> list[dict[str, Any]]:
     """Every registered task (and any task seen in the window), with counts and durations."""
     if window <= LIVE_WINDOW:
-        rows = _rows(_TASK_STATS, {"since": window_start(window)})
+        rows = sql_rows(_TASK_STATS, {"since": window_start(window)})
         return _task_list({row[0]: row[1:] for row in rows})
     return _task_list(_task_figures(_cells(window)))
 
@@ -123,19 +126,24 @@ def _options(task: Any) -> dict[str, Any]:
 def state_counts(window: timedelta) -> dict[str, int]:
     """Runs created in the window, by state."""
     if window <= LIVE_WINDOW:
-        return {row[0]: row[1] for row in _rows(_STATE_COUNTS, {"since": window_start(window)})}
+        return {row[0]: row[1] for row in sql_rows(_STATE_COUNTS, {"since": window_start(window)})}
     return _state_figures(_cells(window))
 
 
-def queue_depths(workers: list[Worker] | None = None) -> list[dict[str, Any]]:
-    """Ready runs per queue, the oldest, and how many live workers serve the queue: a queue
-    with ready runs that no live worker serves is ``unserved`` - most often a worker started
-    with a ``--queues`` that forgot it, which otherwise fails silently."""
+def queue_depths(
+    workers: list[Worker] | None = None, task_keys: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Ready runs per queue (of the tasks ``task_keys``, or all), the oldest, and how many
+    live workers serve the queue: a queue with ready runs that no live worker serves is
+    ``unserved`` - most often a worker started with a ``--queues`` that forgot it, which
+    otherwise fails silently."""
     live = live_workers() if workers is None else workers
     served = Counter(queue for worker in live for queue in worker.queues)
+    tasks = "" if task_keys is None else " AND task_key = ANY(%(keys)s)"
+    rows = sql_rows(_QUEUE_DEPTHS.format(tasks=tasks), {"keys": task_keys or []})
     return [
         {"queue": q, "ready": n, "oldest_ready": t, "workers": served[q], "unserved": not served[q]}
-        for q, n, t in _rows(_QUEUE_DEPTHS)
+        for q, n, t in rows
     ]
 
 
@@ -170,7 +178,7 @@ def throughput(window: timedelta, buckets: int) -> list[tuple[float, int, int]]:
     size = max(1.0, window.total_seconds() / buckets)
     if not _summarised(window, size):
         params = {"since": window_start(window), "bucket": size}
-        rows = {slot: (done, failed) for slot, done, failed in _rows(_THROUGHPUT, params)}
+        rows = {slot: (done, failed) for slot, done, failed in sql_rows(_THROUGHPUT, params)}
     else:
         rows = _slot_figures(_cells(window), int(size))
     return _slots(rows, size, buckets)

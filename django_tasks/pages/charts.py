@@ -11,16 +11,14 @@ Numbers are formatted here; every text (a run's name) goes through ``format_html
 from __future__ import annotations
 
 import math
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import OperationalError, connections
+from django.db import OperationalError
 from django.db.models import QuerySet
-from django.urls import reverse
 from django.utils.html import escape, format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
@@ -28,6 +26,7 @@ from ..conf import task_settings
 from ..models import TaskRun
 from .badges import STATE_COLOURS, state_colour
 from .budget import time_budget
+from .links import run_url_template
 
 __all__ = [
     "SCATTER_RUNS",
@@ -36,7 +35,6 @@ __all__ = [
     "runs_chart",
     "runs_scatter",
     "scatter_runs",
-    "sql_rows",
 ]
 
 #: The most runs one "runs over time" chart draws (the newest of what it is given).
@@ -54,12 +52,6 @@ class Point:
     p50: float | None = None
     p95: float | None = None
     p99: float | None = None
-
-
-def sql_rows(query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-    with connections[task_settings().DATABASE_ALIAS].cursor() as cursor:
-        cursor.execute(query, params)
-        return list(cursor.fetchall())
 
 
 def _n(value: float) -> str:
@@ -254,7 +246,7 @@ def runs_scatter(rows: list[tuple[Any, ...]] | None, now: datetime) -> SafeStrin
     span = last - first
     # Hundreds of dots: plain string building (format_html and reverse() per dot took 40 ms
     # for 500); every text is escaped, ids and numbers are made here.
-    page = _url(uuid.UUID(int=0)).replace(str(uuid.UUID(int=0)), "{}")
+    page = run_url_template()
     dots = []
     for (run_id, name, task_name, state, state_name, started, _), seconds in zip(
         rows, durations, strict=True
@@ -286,7 +278,3 @@ def runs_scatter(rows: list[tuple[Any, ...]] | None, now: datetime) -> SafeStrin
             _log_labels(low, high),
         ),
     )
-
-
-def _url(run_id: uuid.UUID) -> str:
-    return reverse("admin:django_tasks_taskrun_change", args=[run_id])

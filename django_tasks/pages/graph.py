@@ -15,12 +15,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.db import connections
-from django.urls import reverse
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
 from ..conf import task_settings
 from .badges import final_type, state_colour
+from .links import run_url_template
 
 __all__ = ["NODES_SHOWN", "Edge", "Node", "RunGraph", "graph_svg", "layers", "run_graph"]
 
@@ -176,7 +176,6 @@ def _mean_row(row: dict[uuid.UUID, float], upstream: list[uuid.UUID], default: i
     return sum(placed) / len(placed) if placed else default
 
 
-_ZERO = uuid.UUID(int=0)
 _BOX_W, _BOX_H, _GAP_X, _GAP_Y, _PAD = 168, 32, 56, 14, 8
 _EDGE_STYLE = {"data": "", "wait_for": "6 4", "retry": "2 3"}
 
@@ -206,7 +205,7 @@ def graph_svg(graph: RunGraph, current: uuid.UUID) -> SafeString:
             f'{x2:.0f},{y2:.0f}" stroke-dasharray="{_EDGE_STYLE.get(edge.kind, "")}" '
             f'class="djt-edge" data-kind="{escape(edge.kind)}"/>'
         )
-    page = reverse("admin:django_tasks_taskrun_change", args=[_ZERO]).replace(str(_ZERO), "{}")
+    page = run_url_template()
     boxes = [_node(n, corner(n.id), current, page) for n in graph.nodes]
     edges_svg = mark_safe("".join(paths))  # built above from escaped parts
     nodes_svg = mark_safe("".join(boxes))  # built by _node from escaped parts

@@ -18,7 +18,7 @@ from django.db import OperationalError
 from django.http import HttpRequest
 from django.utils import timezone
 
-from ..api.queries import live_workers
+from ..api.queries import queue_depths, sql_rows
 from ..ids import uuid7_floor
 from ..limits.models import Limit
 from ..permissions import VIEW_LIMIT, VIEW_SCHEDULE, may
@@ -26,7 +26,7 @@ from ..registry import registry
 from ..schedules.models import Schedule
 from ..stats.slots import SLOT_SECONDS, Summary, percentile, task_slots
 from .budget import time_budget
-from .charts import Point, duration_chart, runs_chart, sql_rows
+from .charts import Point, duration_chart, runs_chart
 from .links import task_url
 
 __all__ = ["WINDOWS", "TaskSeries", "task_page_context", "task_series"]
@@ -57,13 +57,6 @@ SELECT left(split_part(state_message, ':', 1), 120) AS kind, count(*), max(id::t
 FROM django_tasks_taskrun
 WHERE state_type IN ('FAILED', 'CRASHED') AND task_key = ANY(%(keys)s) AND id >= %(since)s
 GROUP BY 1 ORDER BY 2 DESC, 3 DESC LIMIT 5
-"""
-
-_WAITING = """
-SELECT queue, count(*), min(scheduled_time) FROM django_tasks_taskrun
-WHERE state_type = 'SCHEDULED' AND blocked = 0 AND scheduled_time <= clock_timestamp()
-  AND task_key = ANY(%(keys)s)
-GROUP BY queue ORDER BY queue
 """
 
 _WHOLE = """
@@ -176,11 +169,7 @@ def task_page_context(request: HttpRequest, name: str) -> dict[str, Any]:
     tasks = [task for task in registry.all() if task.name == name]
     series = task_series(keys, window, now) if keys else task_series([""], window, now)
     params = {"since": uuid7_floor(since), "keys": keys}
-    served = Counter(q for w in live_workers() for q in w.queues)
-    waiting = [
-        {"queue": q, "ready": n, "oldest": t, "workers": served[q]}
-        for q, n, t in sql_rows(_WAITING, params)
-    ]
+    waiting = queue_depths(task_keys=keys)
     queues = {t.queue for t in tasks} | {row["queue"] for row in waiting}
     tags = {tag for t in tasks for tag in t.tags}
     schedules = (
