@@ -11,6 +11,9 @@ from demo_project.settings import *  # noqa: F403
 from demo_project.settings import DATABASES, INSTALLED_APPS
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.taskapp"]
+# Off, as pytest-django sets it in the test process: worker subprocesses must not reload on
+# code changes (runtaskworker's default with DEBUG) unless a test asks for --reload.
+DEBUG = False
 SECRET_KEY = "tests-secret-key"
 SECRET_KEY_FALLBACKS = ["tests-old-secret-key"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -54,6 +54,7 @@ from .journal import ProcessJournal
 from .maintenance import rescue
 from .outcomes import Outcome, finish_run, retry_run
 from .process import DEFAULT_ASYNC_CONCURRENCY, EXIT_GAVE_UP, EXIT_RECYCLE, worker_name
+from .reloading import EXIT_RELOAD, CodeWatcher
 from .salvage import how_it_died, salvage
 from .stopping import AT_ONCE, DUPLICATE, StopRequests
 
@@ -153,6 +154,7 @@ class Supervisor:
         alias: str | None = None,
         metrics_port: int | None = None,
         metrics_addr: str = "127.0.0.1",
+        watcher: CodeWatcher | None = None,
     ) -> None:
         conf = task_settings()
         self.concurrency = concurrency or os.cpu_count() or 1
@@ -196,11 +198,17 @@ class Supervisor:
         self._spawn_at: list[float] = []  # replacements waiting for their boot backoff
         self._killed: dict[WorkerProcess, str] = {}  # children this supervisor killed, and why
         self._told: set[int] = set()  # children sent SIGTERM for a stop
+        #: ``--reload``: what watches the code, and why the pool is stopping if it changed.
+        self.watcher = watcher
+        self._stop_asked: str | None = None  # set by the watcher's thread
+        self.reloading = False
 
     def run(self) -> int:
         """Run until stopped; returns the exit code. Raises :class:`WorkerBootError` when the
         worker processes cannot start."""
         self._start_fork_server()  # first: before a connection or a thread exists
+        if self.watcher is not None:
+            self.watcher.start(self._code_changed, self._reloader_gone)
         previous = {
             signum: signal.signal(signum, self._on_signal)
             for signum in (signal.SIGTERM, signal.SIGINT)
@@ -221,6 +229,8 @@ class Supervisor:
             next_check = 0.0
             while self.children or self._spawn_at:
                 self._reap(db)
+                if self._stop_asked is not None and not self._stopping.is_set():
+                    self._stop_gracefully(self._stop_asked)
                 if self._stopping.is_set():
                     self._pass_on_stop()
                 if self._requests.count > 1:
@@ -235,11 +245,15 @@ class Supervisor:
                     next_check = time.monotonic() + 1.0
                 time.sleep(0.05)
             logger.info("Supervisor %s stopped", self.name)
+            if self.reloading and self._requests.count == 0:
+                return EXIT_RELOAD
             return 1 if self.gave_up else 0
         except WorkerBootError:
             self._kill_all(db, "its pool could not start")
             raise
         finally:
+            if self.watcher is not None:
+                self.watcher.stop()
             db.close()
             if self._fork_server is not None:
                 self._fork_server.close()
@@ -262,11 +276,28 @@ class Supervisor:
         if request == AT_ONCE:
             logger.warning("%s again: killing the workers at once.", name)
             return
-        logger.info("%s: workers finish their runs, then stop.", name)
+        if self._stopping.is_set():  # already stopping for a code change: no restart now
+            logger.info("%s: stopping without starting again.", name)
+            return
+        self._stop_gracefully(f"{name}: workers finish their runs, then stop.")
+
+    def _stop_gracefully(self, message: str) -> None:
+        logger.info("%s", message)
         self._stopping.set()
         self._spawn_at.clear()
         self._deadline = time.monotonic() + self.shutdown_timeout
         self._pass_on_stop()
+
+    def _code_changed(self, path: str) -> None:
+        """The watcher's thread: a file changed. The main loop stops the pool (signals and
+        the children's list are the main thread's)."""
+        self.reloading = True
+        self._stop_asked = (
+            f"{path} changed: workers finish their runs, then the worker starts again."
+        )
+
+    def _reloader_gone(self) -> None:
+        self._stop_asked = "The reloader that started this worker is gone: stopping."
 
     def _pass_on_stop(self) -> None:
         """SIGTERM each child not told yet. Called by the signal handler and again by the

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
 
 from django_tasks.conf import task_settings
 from django_tasks.logs import configure_worker_logging
@@ -16,6 +17,7 @@ from django_tasks.migrated import NotMigrated, check_migrated
 from django_tasks.tasks import check_queue
 from django_tasks.worker import Supervisor
 from django_tasks.worker.process import DEFAULT_ASYNC_CONCURRENCY
+from django_tasks.worker.reloading import CodeWatcher, Reloader, is_reloaded_worker, wants_reload
 from django_tasks.worker.supervisor import WorkerBootError
 
 
@@ -121,6 +123,19 @@ class Command(BaseCommand):
         parser.add_argument(
             "--burst", action="store_true", help="Exit 0 once no run is ready (for scripts)."
         )
+        reload = parser.add_mutually_exclusive_group()
+        reload.add_argument(
+            "--reload",
+            action="store_true",
+            default=None,
+            help="Restart the pool (after its runs finish) when code changes (default: DEBUG).",
+        )
+        reload.add_argument(
+            "--noreload",
+            action="store_false",
+            dest="reload",
+            help="Do not restart on code changes, even with DEBUG on.",
+        )
         parser.add_argument(
             "--metrics-port",
             type=int,
@@ -148,6 +163,14 @@ class Command(BaseCommand):
         except NotMigrated as exc:
             raise CommandError(str(exc)) from None
         self._configure_logging(options["verbosity"])
+        reload = wants_reload(options["reload"], burst=options["burst"])
+        if reload and not is_reloaded_worker():
+            # This process only starts the worker again and again: it holds no connection.
+            connections.close_all()
+            code = Reloader().run()
+            if code:
+                sys.exit(code)
+            return
         supervisor = Supervisor(
             queues,
             concurrency=options["concurrency"],
@@ -159,6 +182,7 @@ class Command(BaseCommand):
             burst=options["burst"],
             metrics_port=options["metrics_port"],
             metrics_addr=options["metrics_addr"],
+            watcher=CodeWatcher() if reload else None,
         )
         try:
             code = supervisor.run()

@@ -1,0 +1,172 @@
+"""``runtaskworker`` follows code changes with DEBUG (or ``--reload``): real worker subprocesses
+whose tasks module is rewritten while they run."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import override_settings
+
+from django_tasks.models import TaskRun, TaskRunState
+from django_tasks.worker.reloading import wants_reload
+
+from .conftest import ROOT, process_alive, session_pids, wait_until, worker_log
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TASKS = """
+import time
+
+from django_tasks import task
+
+
+@task(queue="reloadq")
+def version() -> str:
+    return "{version}"
+
+
+@task(queue="reloadq")
+def slow(seconds: float) -> str:
+    time.sleep(seconds)
+    return "slow-{version}"
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, worker_env: dict[str, str]) -> Iterator[tuple[Path, dict[str, str]]]:
+    """An app ``reloadapp`` (its tasks.py at version v1) in a project with DEBUG on."""
+    package = tmp_path / "reloadapp"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "tasks.py").write_text(TASKS.format(version="v1"))
+    (tmp_path / "reload_settings.py").write_text(
+        "from tests.settings import *  # noqa\n"
+        "from tests.settings import INSTALLED_APPS\n"
+        "INSTALLED_APPS = [*INSTALLED_APPS, 'reloadapp']\n"
+        "DEBUG = True\n"
+    )
+    env = {
+        **worker_env,
+        "DJANGO_SETTINGS_MODULE": "reload_settings",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
+    }
+    sys.path.insert(0, str(tmp_path))
+    yield package / "tasks.py", env
+    sys.path.remove(str(tmp_path))
+    for name in [m for m in sys.modules if m.startswith("reloadapp")]:
+        del sys.modules[name]
+
+
+def load_tasks(tasks_py: Path) -> ModuleType:
+    """The test process's copy of the tasks module (to enqueue its runs)."""
+    importlib.invalidate_caches()
+    return importlib.import_module("reloadapp.tasks")
+
+
+def rewrite(path: Path, text: str) -> None:
+    """Write ``text`` as an editor would (the file's time: now)."""
+    path.write_text(text)
+
+
+def test_a_code_change_restarts_the_pool_after_its_running_run_finishes(
+    project: tuple[Path, dict[str, str]], start_worker: Callable[..., Any]
+) -> None:
+    tasks_py, env = project
+    tasks = load_tasks(tasks_py)
+    worker = start_worker("--queues", "reloadq", env=env)  # DEBUG on: reloads by default
+    assert tasks.version.delay().result(timeout=60) == "v1"
+    long = tasks.slow.delay(3.0)
+    wait_until(lambda: long.state.is_running(), timeout=30)
+
+    rewrite(tasks_py, TASKS.format(version="v2"))
+
+    # The running run finishes with the code it started with: drained, not crashed.
+    assert long.result(timeout=60) == "slow-v1"
+    types = list(TaskRunState.objects.filter(run_id=long.id).values_list("type", flat=True))
+    assert types == ["SCHEDULED", "PENDING", "RUNNING", "COMPLETED"]
+    # The new pool runs the new code; the reloader is the same process.
+    assert tasks.version.delay().result(timeout=60) == "v2"
+    assert worker.poll() is None
+    log = worker_log(worker)
+    assert "Reloading on code changes" in log
+    assert "tasks.py changed: workers finish their runs" in log
+    assert "Starting the worker again with the changed code" in log
+    assert log.index("tasks.py changed") < log.index(f"Run {long.id} Completed")
+
+    # A stop reaches the worker through the reloader; both exit 0, nothing is left behind.
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+    wait_until(lambda: session_pids(worker.pid) == [], timeout=15)
+    assert TaskRun.objects.exclude(state_type="COMPLETED").count() == 0
+
+
+def test_a_broken_tasks_module_waits_for_the_fix(
+    project: tuple[Path, dict[str, str]], start_worker: Callable[..., Any]
+) -> None:
+    tasks_py, env = project
+    tasks = load_tasks(tasks_py)
+    worker = start_worker("--queues", "reloadq", "--reload", env=env)
+    assert tasks.version.delay().result(timeout=60) == "v1"
+
+    rewrite(tasks_py, "def broken(:\n")
+    wait_until(
+        lambda: "starts again when one of the project's modules changes" in worker_log(worker),
+        timeout=60,
+    )
+    assert "SyntaxError" in worker_log(worker)
+    assert worker.poll() is None  # the reloader waits; it did not exit
+
+    rewrite(tasks_py, TASKS.format(version="v3"))
+    assert tasks.version.delay().result(timeout=60) == "v3"
+    worker.send_signal(signal.SIGINT)  # as Ctrl-C would, to the reloader alone
+    assert worker.wait(30) == 0
+
+
+def test_a_worker_whose_reloader_is_killed_stops_by_itself(
+    project: tuple[Path, dict[str, str]], start_worker: Callable[..., Any]
+) -> None:
+    tasks_py, env = project
+    tasks = load_tasks(tasks_py)
+    worker = start_worker("--queues", "reloadq", env=env)
+    assert tasks.version.delay().result(timeout=60) == "v1"
+    supervisors = [p for p in session_pids(worker.pid) if p != worker.pid]
+    assert supervisors
+
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(10)
+    # The worker (supervisor and worker processes) notices and stops gracefully.
+    wait_until(lambda: not any(process_alive(p) for p in supervisors), timeout=30)
+    assert "The reloader that started this worker is gone: stopping." in worker_log(worker)
+
+
+def test_noreload_and_burst_and_production_do_not_reload(
+    project: tuple[Path, dict[str, str]], start_worker: Callable[..., Any]
+) -> None:
+    with override_settings(DEBUG=True):
+        assert wants_reload(None, burst=False) is True
+        assert wants_reload(False, burst=False) is False
+        assert wants_reload(None, burst=True) is False
+    with override_settings(DEBUG=False):
+        assert wants_reload(None, burst=False) is False
+        assert wants_reload(True, burst=False) is True
+    _tasks_py, env = project
+    worker = start_worker("--queues", "reloadq", "--noreload", env=env)
+    wait_until(lambda: "starting 1 workers" in worker_log(worker), timeout=60)
+    assert "Reloading on code changes" not in worker_log(worker)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+
+
+def test_reload_and_noreload_exclude_each_other() -> None:
+    with pytest.raises(CommandError, match="not allowed with argument"):
+        call_command("runtaskworker", "--reload", "--noreload")
