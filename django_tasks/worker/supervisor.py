@@ -50,6 +50,7 @@ from ..storable import describe_exception
 from .connection import QueueConnection
 from .descendants import become_subreaper, kill_tree
 from .forking import ForkedChild, ForkServer, ForkServerGone, WorkerProcess, can_fork_here
+from .idle_queues import IdleQueueWarning
 from .journal import ProcessJournal
 from .maintenance import rescue
 from .outcomes import Outcome, finish_run, retry_run
@@ -200,6 +201,7 @@ class Supervisor:
         self._told: set[int] = set()  # children sent SIGTERM for a stop
         #: ``--reload``: what watches the code, and why the pool is stopping if it changed.
         self.watcher = watcher
+        self._idle_queues = IdleQueueWarning(self.queues, self.heartbeat_timeout)
         self._stop_asked: str | None = None  # set by the watcher's thread
         self.reloading = False
 
@@ -242,6 +244,7 @@ class Supervisor:
                     break
                 if time.monotonic() >= next_check and not self._stopping.is_set():
                     self._enforce_limits(db)
+                    self._warn_of_unserved_queues(db)
                     next_check = time.monotonic() + 1.0
                 time.sleep(0.05)
             logger.info("Supervisor %s stopped", self.name)
@@ -493,6 +496,13 @@ class Supervisor:
             self._kill_overdue(db)
         except Exception:
             logger.exception("Could not enforce the runs' time limits; trying again")
+
+    def _warn_of_unserved_queues(self, db: QueueConnection) -> None:
+        """Name the queues with ready runs that no live worker serves (:mod:`.idle_queues`)."""
+        try:
+            self._idle_queues.check(db)
+        except Exception:
+            logger.exception("Could not look for queues no worker serves; trying again later")
 
     def _kill_overdue(self, db: QueueConnection) -> None:
         by_name = {worker_name(c.pid): c for c in self.children if c.pid is not None}

@@ -1,0 +1,126 @@
+"""Runs waiting in queues no live worker serves: the worker says so, naming them.
+
+The usual first-hour mistake is a task with ``queue="emails"`` and a plain
+``runtaskworker``, which serves ``DEFAULT_QUEUE`` only: the worker idles while the runs wait.
+The supervisor looks when it starts and then every :data:`CHECK_EVERY` seconds, and logs a
+warning naming each queue with ready runs that neither its pool nor any other live worker
+serves, with the ``--queues`` that would serve it. The same warning is repeated only when the
+set of queues changes or after :data:`REPEAT_AFTER` seconds.
+
+What it reads stays small however long the queues: the distinct queues of the ready index are
+found by a skip scan (one index probe per queue), the served ones from the worker table, and
+only the unserved queues' ready runs are counted, up to :data:`COUNT_CAP` each.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from .connection import QueueConnection
+
+__all__ = ["CHECK_EVERY", "COUNT_CAP", "REPEAT_AFTER", "IdleQueueWarning", "unserved_queues"]
+
+logger = logging.getLogger("django_tasks.worker")
+
+CHECK_EVERY, REPEAT_AFTER, COUNT_CAP, MOST_QUEUES = 60.0, 300.0, 10_000, 20
+
+UNSERVED = """
+WITH RECURSIVE queues(queue) AS (
+    (SELECT queue FROM django_tasks_taskrun
+     WHERE state_type = 'SCHEDULED' AND blocked = 0 ORDER BY queue LIMIT 1)
+    UNION ALL
+    SELECT (SELECT r.queue FROM django_tasks_taskrun r
+            WHERE r.state_type = 'SCHEDULED' AND r.blocked = 0 AND r.queue > q.queue
+            ORDER BY r.queue LIMIT 1)
+    FROM queues q WHERE q.queue IS NOT NULL
+), served AS (
+    SELECT DISTINCT jsonb_array_elements_text(queues) AS queue FROM django_tasks_worker
+    WHERE stopped IS NULL
+      AND last_heartbeat > clock_timestamp() - make_interval(secs => %(heartbeat_timeout)s)
+)
+SELECT q.queue, ready.n, ready.oldest
+FROM queues q
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n, min(scheduled_time) AS oldest FROM (
+        SELECT scheduled_time FROM django_tasks_taskrun r
+        WHERE r.state_type = 'SCHEDULED' AND r.blocked = 0 AND r.queue = q.queue
+          AND r.scheduled_time <= clock_timestamp()
+        LIMIT %(cap)s
+    ) capped
+) ready
+WHERE q.queue IS NOT NULL AND NOT q.queue = ANY(%(mine)s)
+  AND q.queue NOT IN (SELECT queue FROM served) AND ready.n > 0
+ORDER BY q.queue
+LIMIT %(most)s
+"""
+
+
+def unserved_queues(
+    db: QueueConnection, mine: Sequence[str], heartbeat_timeout: float
+) -> list[tuple[str, int, datetime]]:
+    """``(queue, ready runs up to COUNT_CAP, oldest scheduled time)`` of each queue with
+    ready runs that neither ``mine`` nor a live worker serves."""
+    params: dict[str, Any] = {
+        "mine": list(mine),
+        "heartbeat_timeout": heartbeat_timeout,
+        "cap": COUNT_CAP,
+        "most": MOST_QUEUES,
+    }
+    rows = db.execute(UNSERVED, params, give_up_on_stop=True)
+    return [(str(queue), int(n), oldest) for queue, n, oldest in rows]
+
+
+def describe(rows: list[tuple[str, int, datetime]], mine: Sequence[str], now: float) -> str:
+    """The warning: each queue, its ready runs and how long the oldest waited, and the fix."""
+    parts = []
+    for queue, n, oldest in rows:
+        count = f"{COUNT_CAP:,}+" if n >= COUNT_CAP else f"{n:,}"
+        waited = max(0, int(now - oldest.timestamp()))
+        parts.append(f"{queue} ({count} ready, the oldest for {_duration(waited)})")
+    names = [queue for queue, _, _ in rows]
+    return (
+        f"Runs are waiting in queues that no live worker serves: {'; '.join(parts)}. This "
+        f"worker serves {', '.join(mine)}: start it with --queues {','.join([*mine, *names])}"
+        " (or another worker with the missing queues)."
+    )
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h"
+
+
+class IdleQueueWarning:
+    """The supervisor's periodic look (see the module docstring)."""
+
+    def __init__(self, mine: Sequence[str], heartbeat_timeout: float) -> None:
+        self.mine = list(mine)
+        self.heartbeat_timeout = heartbeat_timeout
+        self.next_check = time.monotonic() + 1.0  # once the pool's own workers registered
+        self._said: tuple[frozenset[str], float] | None = None
+
+    def check(self, db: QueueConnection) -> str | None:
+        """Look if it is time; log and return the warning when there is one to give."""
+        if time.monotonic() < self.next_check:
+            return None
+        self.next_check = time.monotonic() + CHECK_EVERY
+        rows = unserved_queues(db, self.mine, self.heartbeat_timeout)
+        if not rows:
+            self._said = None
+            return None
+        names = frozenset(queue for queue, _, _ in rows)
+        if self._said is not None:
+            said, at = self._said
+            if said == names and time.monotonic() - at < REPEAT_AFTER:
+                return None
+        self._said = (names, time.monotonic())
+        message = describe(rows, self.mine, db.db_epoch())
+        logger.warning("%s", message)
+        return message
