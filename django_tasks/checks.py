@@ -146,6 +146,15 @@ def _included(url_name: str) -> bool:
     return True
 
 
+def _metrics_configured() -> bool:
+    """Metrics are optional: the dashboard's URLs include them for whoever wants them. They
+    count as configured - worth a warning at every command when their extra is missing - only
+    once a scraper's token is set and the URL is included; otherwise the view itself says so
+    (503, and a warning in the log) the first time it is asked."""
+    configured = getattr(settings, "DJANGO_TASKS", {}) or {}
+    return bool(configured.get("METRICS_TOKEN")) and _included("django_tasks:metrics")
+
+
 @register(Tags.urls)
 def check_included_urls(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """What an included URL needs that the project may lack: said here, not by a 500."""
@@ -159,11 +168,11 @@ def check_included_urls(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
                 id="django_tasks.W002",
             )
         )
-    if _included("django_tasks:metrics") and not metrics_available():
+    if _metrics_configured() and not metrics_available():
         problems.append(
             Warning(
-                "django_tasks' metrics URL is included but prometheus-client is not installed: "
-                "/metrics/ answers 503.",
+                "DJANGO_TASKS['METRICS_TOKEN'] is set for the metrics URL but prometheus-client "
+                "is not installed: /metrics/ answers 503.",
                 hint="pip install 'django-taskruns[metrics]'",
                 id="django_tasks.W003",
             )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import importlib.util
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +30,8 @@ from .permissions import VIEW, may
 __all__ = ["TaskRunCollector", "metrics_view"]
 
 WINDOW = timedelta(hours=24)
+
+logger = logging.getLogger("django_tasks")
 
 
 class TaskRunCollector:
@@ -105,6 +108,16 @@ def _allowed(request: HttpRequest) -> bool:
     return bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
 
 
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log ``message`` the first time in this process (a scraper asks every 15 seconds)."""
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning("%s", message)
+
+
 def metrics_available() -> bool:
     """Whether the ``metrics`` extra (prometheus-client) is installed."""
     return importlib.util.find_spec("prometheus_client") is not None
@@ -113,7 +126,11 @@ def metrics_available() -> bool:
 def metrics_view(request: HttpRequest) -> HttpResponse:
     if not _allowed(request):
         return HttpResponseForbidden("Staff allowed to view task runs, or a metrics token, only.")
-    if not metrics_available():  # system check django_tasks.W003 says so at start-up
+    if not metrics_available():  # so does system check W003, once a METRICS_TOKEN is set
+        _warn_once(
+            "Metrics were asked for but prometheus-client is not installed: "
+            "pip install 'django-taskruns[metrics]' (the view answers 503)."
+        )
         return HttpResponse(
             "Metrics need prometheus-client: pip install 'django-taskruns[metrics]'.",
             status=503,

@@ -72,13 +72,22 @@ def test_included_urls_missing_what_they_need_are_warned_about(monkeypatch):
     with override_settings(INSTALLED_APPS=without_drf):
         assert ids(check_included_urls()) == ["django_tasks.W002"]
     monkeypatch.setattr("django_tasks.checks.metrics_available", lambda: False)
-    assert ids(check_included_urls()) == ["django_tasks.W003"]
-    with override_settings(ROOT_URLCONF="tests.urls_no_api"):
-        assert check_included_urls() == []  # nothing included, nothing needed
+    # Metrics are optional: the dashboard's URLs include them, which alone warns of nothing.
+    assert check_included_urls() == []
+    with override_settings(DJANGO_TASKS={"METRICS_TOKEN": "scraper-secret"}):
+        assert ids(check_included_urls()) == ["django_tasks.W003"]  # configured: said
+        with override_settings(ROOT_URLCONF="tests.urls_no_api"):
+            assert check_included_urls() == []  # nothing included, nothing needed
 
 
-def test_metrics_without_their_extra_answer_503_not_500(monkeypatch, admin_client):
+def test_metrics_without_their_extra_answer_503_not_500(monkeypatch, admin_client, caplog):
     monkeypatch.setattr("django_tasks.metrics.metrics_available", lambda: False)
-    response = admin_client.get("/tasks/metrics/")
-    assert response.status_code == 503
-    assert b"pip install 'django-taskruns[metrics]'" in response.content
+    monkeypatch.setattr("django_tasks.metrics._warned", set())
+    for _ in range(2):
+        response = admin_client.get("/tasks/metrics/")
+        assert response.status_code == 503
+        assert b"pip install 'django-taskruns[metrics]'" in response.content
+    # Used without the extra: the log says so, once per process.
+    warnings = [r for r in caplog.records if "prometheus-client is not installed" in r.message]
+    assert len(warnings) == 1
+    assert warnings[0].levelname == "WARNING"

@@ -236,6 +236,8 @@ if django.VERSION >= (6, 0):
         ("late", "error"),
         [
             ("runtime", "RuntimeError: late_standard cannot be imported in this process"),
+            # not "Unknown task": the ImportError that caused it, first
+            ("import", "ModuleNotFoundError: No module named 'a_package_this_worker_lacks'"),
             ("queue", "InvalidTask: Queue 'emails' is not valid for backend"),
         ],
     )

@@ -101,6 +101,19 @@ def test_bad_runs_fail_clearly_and_the_worker_goes_on():
         unknown.result(timeout=1)
 
 
+def test_a_known_name_under_another_key_says_the_worker_runs_other_code():
+    """A run enqueued by code whose task moved (same name, another key): the message says
+    the worker and the enqueuer run different code, instead of only "unknown"."""
+    moved = add.delay(1, 1)
+    TaskRun.objects.filter(pk=moved.id).update(task_key="1" * 32)
+    drain()
+    run = TaskRun.objects.get(pk=moved.id)
+    assert run.state_type == "FAILED"
+    assert f"Unknown task 'add' (key {'1' * 32})" in run.state_message
+    assert "A task called 'add' is registered here under another key" in run.state_message
+    assert "restart it" in run.state_message
+
+
 def test_task_database_writes_use_djangos_connection():
     futures = [record.delay(f"effect-{i}") for i in range(3)]
     drain()

@@ -527,10 +527,22 @@ def find_task(task_key: str, task_name: str) -> Task[Any, Any]:
     try:
         task = resolve(task_key, task_name)
     except ImportError as exc:
-        raise UnknownTask(task_key) from exc
+        if _not_a_path(exc, task_name):
+            raise UnknownTask(task_key) from exc
+        raise  # its module was found and failed inside: that error is the run's failure
     if task is None:
         raise UnknownTask(task_key)
     return task
+
+
+def _not_a_path(error: ImportError, task_name: str) -> bool:
+    """Whether importing ``task_name`` failed because it names no module or no attribute of
+    one (then the task is unknown here), rather than inside a module it found - a package the
+    worker lacks, an import cycle: then that error, not "unknown", is the run's failure."""
+    if isinstance(error.__cause__, AttributeError):  # import_string: no such attribute
+        return True
+    missing = error.name if isinstance(error, ModuleNotFoundError) else None
+    return missing is None or task_name == missing or task_name.startswith(f"{missing}.")
 
 
 def _unknown_task(run: ClaimedRun, cause: BaseException | None) -> str:
@@ -541,6 +553,12 @@ def _unknown_task(run: ClaimedRun, cause: BaseException | None) -> str:
     )
     if cause is not None:
         message += f" Importing {run.task_name!r} raised {describe_exception(cause)}"
+    elif any(task.name == run.task_name for task in registry.all()):
+        message += (
+            f" A task called {run.task_name!r} is registered here under another key (its "
+            f"function moved or was renamed): the worker runs other code than the process "
+            f"that enqueued the run - restart it (with DEBUG on it restarts on changes)."
+        )
     return message
 
 

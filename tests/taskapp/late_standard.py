@@ -1,7 +1,8 @@
 """A ``django.tasks`` Task module no installed app imports: a worker meets it first when a
 run names it (Django 6). ``DJANGO_TASKS_TEST_LATE`` makes it fail there as a worker with old
-settings or a broken environment would: ``runtime`` raises at import, ``queue`` declares a
-queue the backend's settings do not list (Django raises InvalidTask)."""
+settings or a broken environment would: ``runtime`` raises at import, ``import`` imports a
+package that is not installed, ``queue`` declares a queue the backend's settings do not list
+(Django raises InvalidTask)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ _LATE = os.environ.get("DJANGO_TASKS_TEST_LATE", "")
 
 if _LATE == "runtime":
     raise RuntimeError("late_standard cannot be imported in this process")
+if _LATE == "import":  # a package the worker's environment lacks
+    import a_package_this_worker_lacks  # type: ignore[import-not-found]  # noqa: F401
 
 
 @task(queue_name="emails" if _LATE == "queue" else "other")
