@@ -47,6 +47,11 @@ else:
     from tests.taskapp.models import Effect
     from tests.taskapp.standard import (
         add_json,
+        async_double,
+        async_exits,
+        async_fails,
+        async_marks,
+        async_with_context,
         chained,
         exits,
         fails,
@@ -71,7 +76,7 @@ else:
         assert backend.supports_defer
         assert backend.supports_priority
         assert backend.supports_get_result
-        assert backend.supports_async_task is False  # the worker runs no coroutines (yet)
+        assert backend.supports_async_task is True  # run as coroutines on the worker's loop
 
     def _refused(func: Any, message: str, **options: Any) -> None:
         with pytest.raises(InvalidTask) as info:
@@ -97,9 +102,6 @@ else:
         assert str(info.value) == (
             "Task takes context but does not have a first argument of 'context'."
         )
-        with pytest.raises(InvalidTask) as info:
-            task(_coroutine)
-        assert str(info.value) == "Backend does not support async Tasks."
 
     def test_a_run_after_the_run_row_cannot_hold_is_refused_before_anything_is_written():
         from datetime import UTC, datetime
@@ -228,6 +230,51 @@ else:
         drain()
         assert task_backends["default"].get_result(result.id).return_value == 1
         assert Effect.objects.get().label == f"ctx:1:{result.id}"
+
+    def test_async_tasks_run_as_coroutines_on_the_workers_loop(close_connections_of_sync_to_async):
+        """``async def`` Tasks: accepted at definition, run by the worker's own async code
+        (their adapter is a coroutine function), results, context, errors and the ORM."""
+        from django_tasks.registry import registry
+        from django_tasks.worker.running import find_task
+
+        double, ctx = async_double.enqueue(21), async_with_context.enqueue("a")
+        broken, exited, marked = (
+            async_fails.enqueue("async broke"),
+            async_exits.enqueue(),
+            (async_marks.enqueue("from a coroutine")),
+        )
+        sync_after = add_json.enqueue(1, 2)
+        drain()
+        get = task_backends["default"].get_result
+        assert get(double.id).return_value == 42
+        assert get(ctx.id).return_value == f"a:1:{ctx.id}"
+        assert get(marked.id).return_value == "from a coroutine"
+        assert Effect.objects.filter(label="from a coroutine").count() == 1
+        failed = get(broken.id)
+        assert failed.status == TaskResultStatus.FAILED
+        [error] = failed.errors
+        assert error.exception_class_path == "builtins.ValueError"
+        assert "ValueError: async broke\n" in error.traceback
+        assert get(exited.id).status == TaskResultStatus.FAILED
+        assert get(exited.id).errors[0].exception_class_path == "builtins.SystemExit"
+        assert get(sync_after.id).return_value == 3
+        run = TaskRun.objects.get(pk=double.id)
+        assert run.state_type == "COMPLETED"
+        # The worker saw a coroutine function: its async path ran it, not async_to_sync.
+        adapter = find_task(run.task_key, run.task_name)
+        assert adapter.is_async
+        assert registry.get(run.task_key) is adapter
+
+    def test_a_real_worker_process_runs_async_tasks_and_sends_the_signals(start_worker):
+        result, marked = async_double.enqueue(2), async_marks.enqueue("async in a worker")
+        start_worker("--queues", "default")
+        get = task_backends["default"].get_result
+        wait_until(lambda: get(result.id).is_finished and get(marked.id).is_finished, timeout=60)
+        assert get(result.id).return_value == 4
+        assert get(marked.id).return_value == "async in a worker"
+        labels = set(Effect.objects.values_list("label", flat=True))
+        assert "async-signal:started:RUNNING:PostgresBackend" in labels
+        assert "async-signal:finished:SUCCESSFUL:PostgresBackend" in labels
 
     def test_priority_then_fifo_order():
         for label, priority in [("low-1", -1), ("high-1", 5), ("low-2", -1), ("high-2", 5)]:
@@ -531,7 +578,3 @@ def _module_level(label: str) -> str:
 
 def _no_context(label: str) -> str:
     return label
-
-
-async def _coroutine() -> None:
-    return None

@@ -10,6 +10,7 @@ made the adapter yet finds it with :func:`resolve` from the run's task name and 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import threading
@@ -17,6 +18,7 @@ import uuid
 from traceback import format_exception
 from typing import Any
 
+from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.db import connections
 from django.tasks import TaskContext, TaskResultStatus, task_backends
 from django.tasks.base import Task as DjangoTask
@@ -26,6 +28,7 @@ from django.utils import timezone
 from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 
+from ..aio import is_async
 from ..conf import task_settings
 from ..context import get_run_context
 from ..manual_states import Failed
@@ -33,13 +36,13 @@ from ..storable import describe_exception, storable_message
 from ..tasks import Task
 from .documents import jsonb_text
 
-__all__ = ["adapter_for", "execute", "resolve"]
+__all__ = ["adapter_for", "aexecute", "execute", "resolve"]
 
 _adapters: dict[tuple[str, tuple[tuple[str, Any], ...]], Task[Any, Any]] = {}
 _lock = threading.Lock()
 
 
-class _Call:
+class _Named:
     """The adapter's function: takes the run's JSON arguments as they are (the Task's own
     signature is Django's to check), and is named like the Task's function so that every
     process computes the same task key."""
@@ -58,8 +61,22 @@ class _Call:
             ]
         )
 
+
+class _Call(_Named):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return execute(args, kwargs)
+
+
+class _AsyncCall(_Named):
+    """An ``async def`` Task's: a coroutine function to the worker, which runs it on its
+    event loop (the async lane, or the slot's loop) with its timeout and cancel."""
+
+    def __init__(self, django_task: DjangoTask[Any, Any]) -> None:
+        super().__init__(django_task)
+        markcoroutinefunction(self)
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return await aexecute(args, kwargs)
 
 
 def adapter_for(django_task: DjangoTask[Any, Any], **options: Any) -> Task[Any, Any]:
@@ -69,7 +86,8 @@ def adapter_for(django_task: DjangoTask[Any, Any], **options: Any) -> Task[Any, 
     key = (path, tuple(sorted(options.items())))
     with _lock:
         if key not in _adapters:
-            base = _adapters.get((path, ())) or Task(_Call(django_task), name=path[:255])
+            call = _AsyncCall if is_async(django_task.func) else _Call
+            base = _adapters.get((path, ())) or Task(call(django_task), name=path[:255])
             _adapters[(path, ())] = base
             _adapters[key] = base.with_options(**options) if options else base
         return _adapters[key]
@@ -101,13 +119,50 @@ WHERE id = %s
 def execute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run the current run's Django Task by Django's rules (see the module docstring)."""
     from ..worker.outcomes import TaskRunCancelled, TaskRunTimeout
+
+    result, sender = _begin(get_run_context())
+    task = result.task
+    try:
+        if task.takes_context:
+            value = task.call(TaskContext(task_result=result), *args, **kwargs)
+        else:
+            value = task.call(*args, **kwargs)
+        value, value_text = _returned(value)
+    except (TaskRunTimeout, TaskRunCancelled):
+        raise  # stopped from outside: the worker's rules apply
+    # KeyboardInterrupt too fails the run, as Django's contract says: in a worker process it
+    # can only come from the Task's own code (the process ignores SIGINT, or handles it).
+    except BaseException as exc:
+        return _failed(result, sender, exc)
+    return _succeeded(result, sender, value, value_text)
+
+
+async def aexecute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """:func:`execute` for an ``async def`` Task: its coroutine awaited on the worker's loop,
+    the reads, writes and signals around it in Django's sync thread (``sync_to_async``)."""
+    from ..worker.outcomes import TaskRunCancelled, TaskRunTimeout
+
+    result, sender = await sync_to_async(_begin)(get_run_context())
+    task = result.task
+    try:
+        if task.takes_context:
+            value = await task.acall(TaskContext(task_result=result), *args, **kwargs)
+        else:
+            value = await task.acall(*args, **kwargs)
+        value, value_text = _returned(value)
+    except (TaskRunTimeout, TaskRunCancelled, asyncio.CancelledError):
+        raise  # timed out or cancelled by the worker: its rules apply
+    except BaseException as exc:
+        return await sync_to_async(_failed)(result, sender, exc)
+    return await sync_to_async(_succeeded)(result, sender, value, value_text)
+
+
+def _begin(context: Any) -> tuple[Any, type]:
+    """The run's TaskResult, marked RUNNING, and ``task_started`` sent."""
     from ..worker.process import worker_name
     from .results import load_result
 
-    context = get_run_context()
-    run_id = context.id
-    result = load_result(run_id)
-    task = result.task
+    result = load_result(context.id)
     sender = type(task_backends[result.backend])
     now = timezone.now()
     object.__setattr__(result, "status", TaskResultStatus.RUNNING)
@@ -116,33 +171,35 @@ def execute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     if len(result.worker_ids) < context.attempt:  # not written yet (deferred)
         result.worker_ids.append(worker_name())
     task_started.send(sender, task_result=result)
-    try:
-        if task.takes_context:
-            value = task.call(TaskContext(task_result=result), *args, **kwargs)
-        else:
-            value = task.call(*args, **kwargs)
-        value = normalize_json(value)  # TypeError for a value that is not JSON
-        value_text = jsonb_text(value, "return value")  # ValueError for NaN or NUL
-    except (TaskRunTimeout, TaskRunCancelled):
-        raise  # stopped from outside: the worker's rules apply
-    # KeyboardInterrupt too fails the run, as Django's contract says: in a worker process it
-    # can only come from the Task's own code (the process ignores SIGINT, or handles it).
-    except BaseException as exc:
-        kind = type(exc)
-        error = {
-            "exception_class_path": f"{kind.__module__}.{kind.__qualname__}",
-            # escaped if it holds what PostgreSQL cannot store (NUL), capped
-            "traceback": storable_message("".join(format_exception(exc))),
-        }
-        stored = {**error, "at": timezone.now().isoformat()}  # orders it among crashes
-        _write(_APPEND_ERROR, json.dumps([stored]), run_id)
-        result.errors.append(TaskError(**error))
-        _finish(result, TaskResultStatus.FAILED, sender)
-        if isinstance(exc, Exception):
-            raise
-        # SystemExit, KeyboardInterrupt: Django's contract says FAILED (ours: CRASHED).
-        return Failed(message=describe_exception(exc), data=exc)
-    _write(_SET_RETURN_VALUE, value_text, run_id)
+    return result, sender
+
+
+def _returned(value: Any) -> tuple[Any, str]:
+    value = normalize_json(value)  # TypeError for a value that is not JSON
+    return value, jsonb_text(value, "return value")  # ValueError for NaN or NUL
+
+
+def _failed(result: Any, sender: type, exc: BaseException) -> Any:
+    """One TaskError for this attempt, FAILED, ``task_finished``; an Exception is raised again
+    (our retries apply), SystemExit or KeyboardInterrupt end the run FAILED (Django's
+    contract; ours would say CRASHED)."""
+    kind = type(exc)
+    error = {
+        "exception_class_path": f"{kind.__module__}.{kind.__qualname__}",
+        # escaped if it holds what PostgreSQL cannot store (NUL), capped
+        "traceback": storable_message("".join(format_exception(exc))),
+    }
+    stored = {**error, "at": timezone.now().isoformat()}  # orders it among crashes
+    _write(_APPEND_ERROR, json.dumps([stored]), uuid.UUID(str(result.id)))
+    result.errors.append(TaskError(**error))
+    _finish(result, TaskResultStatus.FAILED, sender)
+    if isinstance(exc, Exception):
+        raise exc
+    return Failed(message=describe_exception(exc), data=exc)
+
+
+def _succeeded(result: Any, sender: type, value: Any, value_text: str) -> Any:
+    _write(_SET_RETURN_VALUE, value_text, uuid.UUID(str(result.id)))
     object.__setattr__(result, "_return_value", value)
     _finish(result, TaskResultStatus.SUCCESSFUL, sender)
     return value

@@ -38,8 +38,8 @@ class PostgresBackend(BaseTaskBackend):
     supports_defer = True
     supports_priority = True
     supports_get_result = True
-    # The worker does not run coroutines on an event loop (yet): say so, as Django asks.
-    supports_async_task = False
+    # ``async def`` Tasks run as coroutines on the worker's event loop (adapter._AsyncCall).
+    supports_async_task = True
     task_class = RetryingTask
 
     def validate_task(self, task: Task[Any, Any]) -> None:

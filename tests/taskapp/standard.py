@@ -3,6 +3,7 @@ that record the signals a worker process sends."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -97,10 +98,42 @@ def odd_value(kind: str) -> object:
 
 
 def _record(signal_name: str, sender: type, task_result: Any, **kwargs: Any) -> None:
-    if task_result.task.func is mark.func:
-        label = f"signal:{signal_name}:{task_result.status}:{sender.__name__}"
+    name = task_result.task.func.__name__
+    if name in ("mark", "async_marks"):  # async_marks: from Django's sync thread, not the loop
+        prefix = "signal" if name == "mark" else "async-signal"
+        label = f"{prefix}:{signal_name}:{task_result.status}:{sender.__name__}"
         Effect.objects.create(label=label)
 
 
 task_started.connect(lambda sender, **kw: _record("started", sender, **kw), weak=False)
 task_finished.connect(lambda sender, **kw: _record("finished", sender, **kw), weak=False)
+
+
+@task
+async def async_double(x: int) -> int:
+    await asyncio.sleep(0)
+    return x * 2
+
+
+@task(takes_context=True)
+async def async_with_context(context: TaskContext[Any, Any], label: str) -> str:
+    await asyncio.sleep(0)
+    return f"{label}:{context.attempt}:{context.task_result.id}"
+
+
+@task
+async def async_fails(message: str) -> None:
+    await asyncio.sleep(0)
+    raise ValueError(message)
+
+
+@task
+async def async_exits() -> None:
+    raise SystemExit(3)
+
+
+@task
+async def async_marks(label: str) -> str:
+    """The ORM from a coroutine: Django's async methods."""
+    await Effect.objects.acreate(label=label)
+    return label
