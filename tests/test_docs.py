@@ -153,3 +153,85 @@ def test_async_examples_run(project_modules):
     from django.db import connections
 
     asyncio.run(sync_to_async(connections.close_all)())
+
+
+# Drift: what the docs count and call planned, against what the code has.
+
+NUMBERS = {
+    word: n
+    for n, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen".split()
+    )
+}
+#: Features that exist: a line calling one of them planned, or "not yet", has drifted.
+SHIPPED = ("async", "adelay", "periodic", "schedule", "limit", "artifact", "progress", "unique")
+
+
+def doc_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def flowing(path: Path) -> str:
+    """The file's text with its line breaks folded (a sentence may wrap anywhere)."""
+    return re.sub(r"\s+", " ", path.read_text())
+
+
+@pytest.mark.django_db
+def test_the_docs_count_the_tables_functions_and_triggers_that_migrate_creates():
+    from django.apps import apps
+    from django.db import connection
+
+    tables = {m._meta.db_table for m in apps.get_app_config("django_tasks").get_models()}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal "
+            "AND tgrelid::regclass::text LIKE 'django_tasks%%'"
+        )
+        triggers = cursor.fetchone()[0]
+        cursor.execute("SELECT proname FROM pg_proc WHERE proname LIKE 'django_tasks%%'")
+        functions = {row[0] for row in cursor.fetchall()}
+    said = 0
+    for path in doc_files():
+        for match in re.finditer(r"creates (\w+) tables - (.*?)PL/pgSQL(.*?)\.", flowing(path)):
+            said += 1
+            count, listed, rest = match.groups()
+            assert NUMBERS[count] == len(tables), f"{path.name}: {count} tables"
+            names = {
+                "django_tasks_" + name
+                for name in re.findall(r"`(?:django_tasks|\.\.\.)_(\w+)`", listed)
+            }
+            assert names == tables, f"{path.name} lists {sorted(names ^ tables)} wrongly"
+            assert set(re.findall(r"`(django_tasks_\w+)`", rest)) <= functions, path.name
+            [trigger_count] = re.findall(r"(\w+) triggers", rest)
+            assert NUMBERS[trigger_count] == triggers, f"{path.name}: {trigger_count} triggers"
+    assert said >= 2  # the README and the quickstart
+
+
+def test_no_doc_calls_a_shipped_feature_planned():
+    drifted = []
+    for path in doc_files():
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            future = re.search(r"\bplanned\b|\| not yet \||\bnot implemented yet\b", line)
+            if future and any(word in line.lower() for word in SHIPPED):
+                drifted.append(f"{path.name}:{number}: {line.strip()[:120]}")
+    assert drifted == []
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="the django.tasks backend: Django 6")
+def test_the_backend_docs_state_its_flags_as_they_are():
+    import django
+
+    if django.VERSION < (6, 0):
+        pytest.skip("Django 6 only")
+    from django_tasks.backends import PostgresBackend
+
+    text = flowing(ROOT / "docs" / "django-tasks-backend.md")
+    for flag in (
+        "supports_defer",
+        "supports_priority",
+        "supports_get_result",
+        "supports_async_task",
+    ):
+        value = getattr(PostgresBackend, flag)
+        assert f"{flag} = {not value}" not in text
+        assert f"`{flag}` is `{not value}`" not in text
