@@ -57,7 +57,16 @@ def test_sdist_and_wheel_build_check_and_install_into_a_fresh_project(tmp_path):
     venv = tmp_path / "venv"
     run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
     python = venv / "bin" / "python"
-    run(python, "-m", "pip", "install", "-q", wheel, cwd=tmp_path)
+    # As the README's requirements.txt line for a wheel says.
+    [line] = [
+        line
+        for line in (ROOT / "README.md").read_text().splitlines()
+        if line.startswith("django-taskruns @ file://")
+    ]
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"django-taskruns @ {wheel.as_uri()}\n")
+    assert line.split(" @ ")[0] == "django-taskruns"
+    run(python, "-m", "pip", "install", "-q", "-r", requirements, cwd=tmp_path)
     location = run(python, "-c", "import django_tasks; print(django_tasks.__file__)", cwd=tmp_path)
     assert location.startswith(str(venv)), location  # the installed copy, not the clone
 
