@@ -3,6 +3,12 @@
 Workers never unpickle a function. They import every installed app's ``tasks.py`` at start-up
 (see :mod:`django_tasks.apps`), each ``@task`` registers itself here, and a run names its task
 by key.
+
+A key no ``@task`` registered may still name a task that something else knows how to make:
+a *resolver* (``registry.add_resolver``) gets the run's key and task name and returns the task
+or ``None``. The ``django.tasks`` backend registers one (:mod:`django_tasks.backends.adapter`:
+the name is a Django Task's module path), so that the worker, which only calls
+:meth:`TaskRegistry.find`, knows nothing of Django's interface.
 """
 
 from __future__ import annotations
@@ -16,7 +22,12 @@ from .storable import shown
 if TYPE_CHECKING:
     from .tasks import Task
 
-__all__ = ["TaskRegistry", "UnknownTask", "registry", "task_key"]
+__all__ = ["Resolver", "TaskRegistry", "UnknownTask", "registry", "task_key"]
+
+#: ``resolver(task_key, task_name)``: the task, or ``None`` when the name is not one of its
+#: own. It raises :class:`UnknownTask` (with the reason as its cause) when the name is its
+#: kind but does not lead to the task, and whatever loading the task raised otherwise.
+Resolver = Callable[[str, str], "Task[Any, Any] | None"]
 
 
 def task_key(name: str, fn: Callable[..., Any]) -> str:
@@ -38,6 +49,7 @@ class TaskRegistry:
 
     def __init__(self) -> None:
         self._by_key: dict[str, Task[Any, Any]] = {}
+        self._resolvers: list[Resolver] = []
 
     def register(self, task: Task[Any, Any]) -> None:
         """Add a task. The first task with a key stays: a ``with_options`` copy (same key) or a
@@ -49,6 +61,25 @@ class TaskRegistry:
             return self._by_key[key]
         except KeyError:
             raise UnknownTask(key) from None
+
+    def add_resolver(self, resolver: Resolver) -> None:
+        """Ask ``resolver`` for keys no task registered (once per resolver)."""
+        if resolver not in self._resolvers:
+            self._resolvers.append(resolver)
+
+    def find(self, key: str, name: str) -> Task[Any, Any]:
+        """The task of a run: registered, or made by a resolver from the run's key and task
+        name. Raises :class:`UnknownTask` (its cause: why a resolver could not make it) or
+        whatever loading the task raised."""
+        try:
+            return self.get(key)
+        except UnknownTask:
+            pass
+        for resolver in self._resolvers:
+            task = resolver(key, name)
+            if task is not None:
+                return task
+        raise UnknownTask(key)
 
     def by_name(self, name: str) -> Task[Any, Any]:
         """The task called ``name`` (schedules name their task this way); UnknownTask if none,

@@ -160,7 +160,22 @@ def test_async_examples_run(project_modules):
 NUMBERS = {
     word: n
     for n, word in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen".split()
+        [
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+            "thirteen",
+        ]
     )
 }
 #: Features that exist: a line calling one of them planned, or "not yet", has drifted.

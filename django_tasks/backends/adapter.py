@@ -32,6 +32,7 @@ from ..aio import is_async
 from ..conf import task_settings
 from ..context import get_run_context
 from ..manual_states import Failed
+from ..registry import UnknownTask, registry
 from ..storable import describe_exception, storable_message
 from ..tasks import Task
 from .documents import jsonb_text
@@ -94,15 +95,36 @@ def adapter_for(django_task: DjangoTask[Any, Any], **options: Any) -> Task[Any, 
 
 
 def resolve(task_key: str, task_name: str) -> Task[Any, Any] | None:
-    """In a worker: the adapter of the ``django.tasks`` Task a run names, or ``None`` when
-    the name is the module path of something else, or of a Task with another key. Raises
-    ImportError when the name does not import, and whatever the Task's module raises while it
-    is imported (the worker fails the run with it: :func:`..worker.running.find_task`)."""
-    candidate = import_string(task_name)
+    """The registry's resolver (registered below): in a worker, the adapter of the
+    ``django.tasks`` Task a run names, or ``None`` when the name is no module path, or the
+    path of something else or of a Task with another key. Raises UnknownTask (its cause: the
+    ImportError) when the name does not import, and whatever the Task's module raises while
+    it is imported - an ImportError inside it too (the worker fails the run with it)."""
+    if "." not in task_name:
+        return None
+    try:
+        candidate = import_string(task_name)
+    except ImportError as exc:
+        if _not_a_path(exc, task_name):
+            raise UnknownTask(task_key) from exc
+        raise  # its module was found and failed inside: that error is the run's failure
     if not isinstance(candidate, DjangoTask):
         return None
     adapter = adapter_for(candidate)
     return adapter if adapter.key == task_key else None
+
+
+def _not_a_path(error: ImportError, task_name: str) -> bool:
+    """Whether importing ``task_name`` failed because it names no module or no attribute of
+    one (then the task is unknown here), rather than inside a module it found - a package the
+    worker lacks, an import cycle: then that error, not "unknown", is the run's failure."""
+    if isinstance(error.__cause__, AttributeError):  # import_string: no such attribute
+        return True
+    missing = error.name if isinstance(error, ModuleNotFoundError) else None
+    return missing is None or task_name == missing or task_name.startswith(f"{missing}.")
+
+
+registry.add_resolver(resolve)
 
 
 _APPEND_ERROR = """

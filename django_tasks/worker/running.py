@@ -16,7 +16,6 @@ import uuid
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import django
 from django.db import DatabaseError, close_old_connections, connections
 from django.db import transaction as db_transaction
 from django.db.backends.signals import connection_created
@@ -513,36 +512,10 @@ def _committed_alone(task: Task[Any, Any], outcome: Outcome) -> bool:
 
 
 def find_task(task_key: str, task_name: str) -> Task[Any, Any]:
-    """The task a run names: registered in this process, or a ``django.tasks`` Task this
-    process has not met yet (Django 6 and our backend, :mod:`..backends`: the run's task name
-    is the Task's module path). Raises :class:`UnknownTask` - with the import error as its
-    cause, when importing the name failed - or whatever loading the Task raised."""
-    try:
-        return registry.get(task_key)
-    except UnknownTask:
-        if django.VERSION < (6, 0) or "." not in task_name:
-            raise
-    from ..backends.adapter import resolve
-
-    try:
-        task = resolve(task_key, task_name)
-    except ImportError as exc:
-        if _not_a_path(exc, task_name):
-            raise UnknownTask(task_key) from exc
-        raise  # its module was found and failed inside: that error is the run's failure
-    if task is None:
-        raise UnknownTask(task_key)
-    return task
-
-
-def _not_a_path(error: ImportError, task_name: str) -> bool:
-    """Whether importing ``task_name`` failed because it names no module or no attribute of
-    one (then the task is unknown here), rather than inside a module it found - a package the
-    worker lacks, an import cycle: then that error, not "unknown", is the run's failure."""
-    if isinstance(error.__cause__, AttributeError):  # import_string: no such attribute
-        return True
-    missing = error.name if isinstance(error, ModuleNotFoundError) else None
-    return missing is None or task_name == missing or task_name.startswith(f"{missing}.")
+    """The task a run names (:meth:`..registry.TaskRegistry.find`: registered in this
+    process, or made by a resolver such as the ``django.tasks`` backend's). Raises
+    :class:`UnknownTask` - with the reason as its cause - or whatever loading it raised."""
+    return registry.find(task_key, task_name)
 
 
 def _unknown_task(run: ClaimedRun, cause: BaseException | None) -> str:
