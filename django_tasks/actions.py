@@ -11,10 +11,10 @@ import uuid
 from django.db import connections
 
 from . import sql
+from .cancelling import cancel
 from .conf import task_settings
 from .ids import uuid7
 from .states import StateType, is_final
-from .topic import cancel
 
 __all__ = ["RunNotFound", "cancel_run", "retry_run"]
 

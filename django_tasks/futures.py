@@ -17,7 +17,7 @@ from .progress import Progress
 from .serializers import loads
 from .states import FINAL_TYPES, StateType
 
-__all__ = ["BaseFuture", "State", "TaskRunFailed", "TaskRunFuture"]
+__all__ = ["BaseFuture", "LocalFuture", "State", "TaskRunFailed", "TaskRunFuture"]
 
 R = TypeVar("R")
 
@@ -107,6 +107,12 @@ class BaseFuture:
         raise NotImplementedError
 
 
+class LocalFuture(BaseFuture):
+    """A future of a run in this process (``.submit()``: :class:`..runners.SubmittedFuture`).
+    A background run cannot wait for it in the database: ``.delay()`` waits for it and passes
+    its result instead (:func:`..topic.enqueue`)."""
+
+
 class TaskRunFuture(BaseFuture, Generic[R]):
     """A handle on one background run, valid in any process that can reach the database."""
 
@@ -160,7 +166,7 @@ class TaskRunFuture(BaseFuture, Generic[R]):
         worker interrupts it (then CANCELLED). Runs in the caller's transaction, like
         ``.delay()``.
         """
-        from .topic import cancel
+        from .cancelling import cancel
 
         return cancel(self.id) is not None
 

@@ -220,7 +220,7 @@ class ProgressWriter:
             time.sleep(wait)
 
     def _write(self, due: list[tuple[uuid.UUID, Progress]]) -> None:
-        from .topic import open_worker_connection
+        from .connect import open_worker_connection
 
         if self._conn is None or self._conn.closed:
             self._conn = open_worker_connection(name="progress")

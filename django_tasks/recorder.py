@@ -380,7 +380,7 @@ class RunWriter:
         self, batch: _Batch, conn: psycopg.Connection[Any] | None
     ) -> tuple[psycopg.Connection[Any] | None, Exception | None]:
         """Send one batch; a lost connection is retried on a new one (five tries)."""
-        from .topic import open_worker_connection
+        from .connect import open_worker_connection
 
         error: Exception | None = None
         for attempt in range(5):

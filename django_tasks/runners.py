@@ -31,7 +31,7 @@ from .async_runs import needs_thread
 from .async_runs import submit as submit_async
 from .conf import task_settings
 from .dependencies import AnyFuture, allow_failure
-from .futures import BaseFuture, State
+from .futures import LocalFuture, State
 from .progress import Progress
 from .progress import writer as progress_writer
 from .recorder import RunRecord, record
@@ -67,7 +67,7 @@ class unmapped(Generic[T]):  # Prefect's name (lower case)
         return f"unmapped({self.value!r})"
 
 
-class SubmittedFuture(BaseFuture, Generic[R]):
+class SubmittedFuture(LocalFuture, Generic[R]):
     """A run submitted to a task runner in this process: its state, its result."""
 
     def __init__(self, run: RunRecord) -> None:

@@ -1,9 +1,8 @@
-"""The PostgreSQL topic: putting runs in (enqueue) and the worker's own connection.
+"""The PostgreSQL topic: putting runs in (enqueue).
 
-Enqueue uses Django's connection so that it joins the caller's transaction. Workers use a
-connection of their own (see :func:`open_worker_connection`), held for the life of the process
-whatever ``CONN_MAX_AGE`` says, so task code that closes or breaks Django's connection cannot
-disturb the queue, and no run pays for a new connection.
+Enqueue uses Django's connection so that it joins the caller's transaction. (Workers use a
+connection of their own: :func:`.connect.open_worker_connection`; ``cancel`` lives in
+:mod:`.cancelling`. Both are importable from here too.)
 """
 
 from __future__ import annotations
@@ -19,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from django.db import connections, transaction
-from psycopg.types.json import Json, set_json_loads
+from psycopg.types.json import Json
 
-from . import json_input, sql
+from . import sql
+from .cancelling import cancel
 from .conf import task_settings
+from .connect import open_worker_connection
 from .dependencies import Upstream, collect_upstreams, resolve
-from .futures import TaskRunFuture
+from .futures import LocalFuture, TaskRunFuture
 from .ids import uuid7
 from .migrated import explain_missing_schema
 from .poolers import (
@@ -34,7 +35,6 @@ from .poolers import (
     preparing,
     stop_preparing,
 )
-from .runners import SubmittedFuture
 from .serializers import dumps, preview
 from .signals import run_enqueued, send
 from .states import StateName, StateType, is_final
@@ -108,9 +108,9 @@ def enqueue(
     """
     check_importable(task)
     upstreams = collect_upstreams(args, kwargs, wait_for)
-    if any(isinstance(u.future, SubmittedFuture) for u in upstreams):
-        args, kwargs = resolve(args, SubmittedFuture), resolve(kwargs, SubmittedFuture)
-        waits = [w for w in wait_for if not isinstance(w, SubmittedFuture) or w.wait() is None]
+    if any(isinstance(u.future, LocalFuture) for u in upstreams):
+        args, kwargs = resolve(args, LocalFuture), resolve(kwargs, LocalFuture)
+        waits = [w for w in wait_for if not isinstance(w, LocalFuture) or w.wait() is None]
         upstreams = collect_upstreams(args, kwargs, waits)
     run = RunDocument.build(task, args, kwargs, queue, priority, scheduled_time)
     key = run_unique_key(task, run.arguments, unique_key)
@@ -330,36 +330,3 @@ def enqueue_many(
     for run_id in ids:
         send(run_enqueued, task, run_id=run_id)
     return [TaskRunFuture(run_id) for run_id in ids]
-
-
-def cancel(run_id: uuid.UUID, *, message: str = "Cancelled by request.") -> StateType | None:
-    """Cancel a run, in the caller's transaction.
-
-    SCHEDULED or PENDING -> CANCELLED at once; RUNNING -> CANCELLING (its worker interrupts
-    the task, or the supervisor kills it after ``CANCEL_GRACE``). Returns the new state type,
-    or ``None`` when the run was already final (or does not exist).
-    """
-    alias = task_settings().DATABASE_ALIAS
-    with explain_missing_schema(alias), connections[alias].cursor() as cursor:
-        cursor.execute(sql.CANCEL, {"id": run_id, "message": message})
-        row = cursor.fetchone()
-    return StateType(row[0]) if row else None
-
-
-def open_worker_connection(
-    alias: str | None = None, name: str = "worker"
-) -> psycopg.Connection[Any]:
-    """A new autocommit psycopg connection to the database Django uses for task tables, named
-    ``django_tasks <name>`` in ``pg_stat_activity``."""
-    wrapper = connections[alias or task_settings().DATABASE_ALIAS]
-    params = wrapper.get_connection_params()
-    # Django's cursor class and adapter context are for the ORM; the queue wants plain tuples.
-    for key in ("cursor_factory", "context"):
-        params.pop(key, None)
-    conn: psycopg.Connection[Any] = psycopg.connect(**params, autocommit=True)
-    if not name.isidentifier():  # our own constants: never text from outside
-        raise ValueError(f"Not a connection name: {name!r}")
-    conn.execute(f"SET application_name = 'django_tasks {name}'")
-    # JSON the worker reads: a value SQL nested thousands deep costs its run, not a batch.
-    set_json_loads(json_input.read_stored, conn)
-    return conn

@@ -160,7 +160,7 @@ def test_flush_says_so_when_records_are_given_up(monkeypatch, caplog):
         raise psycopg.OperationalError("the database is away")
 
     monkeypatch.setattr("time.sleep", lambda seconds: None)  # the writer's backoff
-    monkeypatch.setattr("django_tasks.topic.open_worker_connection", no_database)
+    monkeypatch.setattr("django_tasks.connect.open_worker_connection", no_database)
     recorder_module.writer.close()  # the next record starts a writer without a connection
     add(2, 2)
     assert flush() is False

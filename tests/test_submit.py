@@ -18,8 +18,8 @@ from django_tasks import (
     ThreadPoolTaskRunner,
     allow_failure,
     as_completed,
+    connect,
     flush,
-    topic,
     unmapped,
     wait,
 )
@@ -206,7 +206,7 @@ def test_own_runner_as_a_context_manager():
 def test_a_thousand_submitted_runs_are_written_in_few_statements(monkeypatch):
     """Counted twice: by the writer, and by wrapping the connection it opens."""
     sent: list[str] = []
-    open_connection = topic.open_worker_connection
+    open_connection = connect.open_worker_connection
 
     class Counting:
         def __init__(self) -> None:
@@ -220,7 +220,7 @@ def test_a_thousand_submitted_runs_are_written_in_few_statements(monkeypatch):
             self.conn.close()
 
     writer.close()  # the next record opens a new connection: the counting one
-    monkeypatch.setattr(topic, "open_worker_connection", Counting)
+    monkeypatch.setattr(connect, "open_worker_connection", Counting)
     statements, events = writer.statements, writer.events
     futures = add.map(range(1000), unmapped(1))
     assert futures.result(timeout=60) == [i + 1 for i in range(1000)]

@@ -38,6 +38,7 @@ class SchemaView(_Secured, SpectacularAPIView):
     same whatever the project's REST_FRAMEWORK and SPECTACULAR_SETTINGS say."""
 
     renderer_classes = SpectacularAPIView.renderer_classes  # not the API's JSON/browsable
+    draws_the_schema = True  # left out of the schema it draws (.schema._Endpoints)
 
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         match = request.resolver_match

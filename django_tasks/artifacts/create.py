@@ -107,7 +107,7 @@ def _check_link(link: object) -> str:
 
 
 def _write(kind: str, data: Any, key: str, description: str | None) -> uuid.UUID:
-    from ..topic import open_worker_connection
+    from ..connect import open_worker_connection
 
     global _conn
     text = "" if description is None else _check_text("description", description, 10_000)

@@ -11,8 +11,8 @@ from typing import Any
 
 import psycopg
 
+from ..connect import open_worker_connection
 from ..poolers import disconnected, lost, preparing, stop_preparing
-from ..topic import open_worker_connection
 
 __all__ = ["MAX_BACKOFF", "QueueConnection"]
 
