@@ -1,5 +1,8 @@
 """Prometheus metrics served by the worker supervisor (``runtaskworker --metrics-port``).
 
+A surface, like the ``/metrics`` view (docs/architecture.md): the command hands
+:func:`metrics_server` to the supervisor, which never imports this module.
+
 The pool's own figures - processes alive, processes replaced, runs its processes finished -
 exist only in the supervisor, so it serves them; next to them, the table figures of
 :mod:`django_tasks.metrics` (the same from every worker host and from the web view: scrape
@@ -9,6 +12,7 @@ children nothing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +20,9 @@ from django.db import connections
 
 from ..metrics import TaskRunCollector
 
-__all__ = ["PoolCollector", "serve_metrics"]
+__all__ = ["PoolCollector", "metrics_server", "serve_metrics"]
+
+logger = logging.getLogger("django_tasks.worker")
 
 
 class PoolCollector:
@@ -69,4 +75,15 @@ def serve_metrics(pool: PoolCollector, port: int, addr: str) -> Any:
     registry.register(pool)
     registry.register(_TablesCollector())
     server, _thread = start_http_server(port, addr=addr, registry=registry)
+    logger.info("Metrics on http://%s:%d/metrics", addr, port)
     return server
+
+
+def metrics_server(port: int, addr: str) -> Callable[..., Any]:
+    """What ``runtaskworker --metrics-port`` gives its supervisor: called with the pool's
+    figures (``processes``, ``replaced``, ``processed``: callables), it serves them."""
+
+    def serve(**figures: Callable[[], int]) -> Any:
+        return serve_metrics(PoolCollector(**figures), port, addr)
+
+    return serve

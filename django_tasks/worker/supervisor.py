@@ -38,7 +38,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -153,8 +153,7 @@ class Supervisor:
         shutdown_timeout: float = 30.0,
         burst: bool = False,
         alias: str | None = None,
-        metrics_port: int | None = None,
-        metrics_addr: str = "127.0.0.1",
+        serve_metrics: Callable[..., Any] | None = None,
         watcher: CodeWatcher | None = None,
     ) -> None:
         conf = task_settings()
@@ -183,7 +182,9 @@ class Supervisor:
         self.replaced = 0
         #: Burst workers that gave up (their claims kept failing): the pool exits with 1.
         self.gave_up = 0
-        self.metrics_port, self.metrics_addr = metrics_port, metrics_addr
+        #: ``--metrics-port``: serves the pool's figures (:mod:`.metrics`, given by the command:
+        #: a surface the worker layer does not import - docs/architecture.md).
+        self.serve_metrics = serve_metrics
         # Each child's journal, in shared memory: what it runs and has not written yet, and
         # its count of runs (read by the metrics endpoint).
         self._journals: dict[WorkerProcess, ProcessJournal] = {}
@@ -313,18 +314,13 @@ class Supervisor:
                 self._told.add(child.pid)
 
     def _serve_metrics(self) -> Any:
-        if self.metrics_port is None:
+        if self.serve_metrics is None:
             return None
-        from .metrics import PoolCollector, serve_metrics  # needs Django set up (models)
-
-        pool = PoolCollector(
+        return self.serve_metrics(
             processes=lambda: sum(1 for c in list(self.children) if c.is_alive()),
             replaced=lambda: self.replaced,
             processed=self.processed,
         )
-        server = serve_metrics(pool, self.metrics_port, self.metrics_addr)
-        logger.info("Metrics on http://%s:%d/metrics", self.metrics_addr, self.metrics_port)
-        return server
 
     def processed(self) -> int:
         """Runs this pool's children finished, the gone ones included."""

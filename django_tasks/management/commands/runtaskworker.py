@@ -6,6 +6,7 @@ import logging
 import math
 import multiprocessing
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -73,6 +74,14 @@ def _check_metrics(port: int | None) -> None:
         raise CommandError(
             "--metrics-port needs prometheus-client: pip install django-taskruns[metrics]"
         ) from None
+
+
+def _metrics_server(port: int | None, addr: str) -> Callable[..., Any] | None:
+    if port is None:
+        return None
+    from django_tasks.worker.metrics import metrics_server  # needs prometheus-client
+
+    return metrics_server(port, addr)
 
 
 class Command(BaseCommand):
@@ -180,8 +189,7 @@ class Command(BaseCommand):
             max_tasks_per_child=options["max_tasks_per_child"],
             shutdown_timeout=options["shutdown_timeout"],
             burst=options["burst"],
-            metrics_port=options["metrics_port"],
-            metrics_addr=options["metrics_addr"],
+            serve_metrics=_metrics_server(options["metrics_port"], options["metrics_addr"]),
             watcher=CodeWatcher() if reload else None,
         )
         try:
