@@ -31,7 +31,7 @@ def modules() -> dict[str, Path]:
 
 
 def _type_checking_nodes(tree: ast.AST) -> set[int]:
-    inside = set()
+    inside: set[int] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             inside.update(id(child) for child in ast.walk(node))

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from django_tasks.models import TaskRun
-from django_tasks.worker.process import BURST_ERRORS
+from django_tasks.worker.claimer import BURST_ERRORS
 from tests.taskapp.tasks import add
 
 from .conftest import FAST_WORKER_SETTINGS, ROOT

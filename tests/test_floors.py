@@ -53,7 +53,7 @@ def worker_and_connection(**options: Any) -> tuple[Worker, QueueConnection]:
 def drain_claims(worker: Worker, db: QueueConnection) -> int:
     """Claim (without running) until nothing is ready; the number of runs claimed."""
     total = 0
-    while batch := worker._claim(db):
+    while batch := worker.claimer().claim(db):
         total += len(batch)
     return total
 
@@ -100,9 +100,9 @@ def test_under_a_held_snapshot_a_floored_claim_skips_what_earlier_claims_left(
     # The first claim is plain (no floor yet), the 30 after it start from their floor: the
     # last finds nothing and owes a plain claim, not due yet.
     assert claims == [False] + [True] * 30
-    assert worker._thread_floors().owed == {"default"}
+    assert worker.claimer().floors.owed == {"default"}
     noop.delay_many([()] * 100)
-    params = floored_params(worker._thread_floors().floors["default"])
+    params = floored_params(worker.claimer().floors.floors["default"])
     probe = open_worker_connection()
     try:
         plain, _ = entries_read(probe, sql.CLAIM, params)
@@ -120,25 +120,27 @@ def test_floored_claims_keep_priority_order_and_find_runs_behind_the_floor(
 ):
     first = [add.delay(i, 0).id for i in range(10)]
     worker, db = worker_and_connection(batch_size=5)
-    floors = worker._thread_floors()
+    floors = worker.claimer().floors
     try:
-        assert [run.id for run in worker._claim(db)] == first[:5]  # plain: the floor is run 5
+        assert [run.id for run in worker.claimer().claim(db)] == first[
+            :5
+        ]  # plain: the floor is run 5
         urgent = add.apply_async(args=(1, 1), priority=5).id  # ahead of the floor
         late = add.apply_async(  # behind the floor: an hour before its priority's runs
             args=(2, 2), scheduled_time=timezone.now() - timedelta(hours=1)
         ).id
-        assert [run.id for run in worker._claim(db)] == [urgent, *first[5:9]]
-        assert [run.id for run in worker._claim(db)] == [first[9]]
+        assert [run.id for run in worker.claimer().claim(db)] == [urgent, *first[5:9]]
+        assert [run.id for run in worker.claimer().claim(db)] == [first[9]]
         # Nothing from the floor on: a plain claim is owed, and the thread would sleep only
         # until it is due.
-        assert worker._claim(db) == []
+        assert worker.claimer().claim(db) == []
         assert floors.owed == {"default"}
         owed_in = floors.owed_in()
         assert owed_in is not None
         assert owed_in > 0
         floors.next_plain = 0.0  # now due
         assert floors.owed_in() == 0.0
-        assert [run.id for run in worker._claim(db)] == [late]
+        assert [run.id for run in worker.claimer().claim(db)] == [late]
         assert floors.owed == set()
         assert floors.owed_in() is None
     finally:
@@ -153,15 +155,15 @@ def test_a_due_plain_claim_is_made_on_every_queue_the_worker_asks(claims, rare_p
     the floor would wait for ever)."""
     runs = [on_other_queue.delay().id for _ in range(2)]
     worker, db = worker_and_connection(queues=["default", "other"], batch_size=1)
-    floors = worker._thread_floors()
+    floors = worker.claimer().floors
     try:
-        assert [run.id for run in worker._claim(db)] == runs[:1]  # default: nothing, plain
+        assert [run.id for run in worker.claimer().claim(db)] == runs[:1]  # default: nothing, plain
         late = on_other_queue.apply_async(scheduled_time=timezone.now() - timedelta(hours=1)).id
-        assert [run.id for run in worker._claim(db)] == runs[1:]
-        assert worker._claim(db) == []
+        assert [run.id for run in worker.claimer().claim(db)] == runs[1:]
+        assert worker.claimer().claim(db) == []
         assert floors.owed == {"default", "other"}
         floors.next_plain = 0.0
-        assert [run.id for run in worker._claim(db)] == [late]
+        assert [run.id for run in worker.claimer().claim(db)] == [late]
     finally:
         db.close()
     assert claims == [False, False, True, True, True, True, False, False]
@@ -170,15 +172,15 @@ def test_a_due_plain_claim_is_made_on_every_queue_the_worker_asks(claims, rare_p
 
 def test_an_owed_plain_claim_wakes_a_sleeping_thread_when_due(claims):
     worker, db = worker_and_connection(poll_interval=30.0)
-    floors = worker._thread_floors()
+    floors = worker.claimer().floors
     floors.owed.add("default")
     floors.next_plain = time.monotonic() + 0.2
     began = time.monotonic()
-    worker._sleep(worker._generation)
+    worker.claimer().sleep(worker._generation)
     assert 0.15 <= time.monotonic() - began < 5.0  # not the 30 s poll interval
     floors.next_plain = 0.0
     began = time.monotonic()
-    worker._sleep(worker._generation)
+    worker.claimer().sleep(worker._generation)
     assert time.monotonic() - began < 0.1  # due: no sleep at all
     db.close()
 
@@ -226,9 +228,9 @@ def lane_claims(worker: Worker, seen: dict[str, Any]) -> None:
     try:
         seen["before"] = timezone.now()
         lane = AsyncLane(worker, [add.key], 10)
-        seen["first"] = worker._claim_batch(lane_db, lane=lane, limit=10)
+        seen["first"] = lane.claimer.claim_batch(lane_db, limit=10)
         seen["after"] = timezone.now()
-        seen["floor"] = worker._thread_floors().floors["default"]
+        seen["floor"] = lane.claimer.floors.floors["default"]
     finally:
         lane_db.close()
 
@@ -242,12 +244,12 @@ def test_a_plain_claim_when_due_finds_the_run_behind_the_floor_before_later_runs
     runs = [add.delay(i, 0).id for i in range(6)]
     worker, db = worker_and_connection(batch_size=2)
     try:
-        assert [run.id for run in worker._claim(db)] == runs[:2]
+        assert [run.id for run in worker.claimer().claim(db)] == runs[:2]
         late = add.apply_async(args=(2, 2), scheduled_time=timezone.now() - timedelta(hours=1)).id
-        assert [run.id for run in worker._claim(db)] == runs[2:4]  # from the floor
-        worker._thread_floors().next_plain = 0.0  # the plain claim is due
-        assert [run.id for run in worker._claim(db)] == [late, runs[4]]
-        assert [run.id for run in worker._claim(db)] == [runs[5]]  # from the new floor
+        assert [run.id for run in worker.claimer().claim(db)] == runs[2:4]  # from the floor
+        worker.claimer().floors.next_plain = 0.0  # the plain claim is due
+        assert [run.id for run in worker.claimer().claim(db)] == [late, runs[4]]
+        assert [run.id for run in worker.claimer().claim(db)] == [runs[5]]  # from the new floor
     finally:
         db.close()
     assert claims == [False, True, False, True]

@@ -227,7 +227,7 @@ def test_the_claim_takes_runs_whose_reserved_start_has_come_before_older_runs():
     worker = Worker(burst=True, handle_signals=False, batch_size=1)
     db = worker._queue_connection()
     try:
-        [claimed] = worker._claim_batch(db)
+        [claimed] = worker.claimer().claim_batch(db)
     finally:
         db.close()
     assert claimed.id == booked.id

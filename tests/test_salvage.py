@@ -353,7 +353,7 @@ def test_a_claim_whose_completions_are_refused_writes_them_one_by_one(db, monkey
     statement because of one of them, they are written one by one and the claim goes on."""
     futures = [add.delay(i, i) for i in range(3)]
     worker = Worker(handle_signals=False, batch_size=2)
-    first = worker._claim(db)
+    first = worker.claimer().claim(db)
     real_entry = Deferred.entry
 
     def entry(self: Deferred) -> bytes:
@@ -365,7 +365,7 @@ def test_a_claim_whose_completions_are_refused_writes_them_one_by_one(db, monkey
     monkeypatch.setattr(Deferred, "entry", entry)
     for i, run in enumerate(first):
         worker.deferred.add(db, done(run, i))
-    second = worker._claim(db)
+    second = worker.claimer().claim(db)
     assert [r.id for r in second] == [futures[2].id]
     rows = [TaskRun.objects.get(pk=f.id) for f in futures[:2]]
     assert [r.state_type for r in rows] == ["FAILED", "COMPLETED"]

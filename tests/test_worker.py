@@ -10,6 +10,7 @@ from django_tasks.models import TaskRun
 from django_tasks.serializers import _MAGIC, _signature
 from django_tasks.topic import open_worker_connection
 from django_tasks.worker import Worker
+from django_tasks.worker.claimer import Claimer
 from django_tasks.worker.connection import QueueConnection
 from tests.taskapp.models import Effect
 from tests.taskapp.tasks import add, explode, noop, raise_unpicklable, record, return_unpicklable
@@ -145,7 +146,7 @@ def test_run_taken_away_is_not_executed_when_checked_first(caplog):
     worker = Worker(burst=True, handle_signals=False)
     worker.durations[record.key] = 1.0  # known to be long: RUNNING is written (and checked) first
     db = QueueConnection(worker.alias, lambda: False)
-    [claimed] = worker._claim(db)
+    [claimed] = worker.claimer().claim(db)
     TaskRun.objects.filter(pk=future.id).update(worker="someone-else")
     worker._process(db, claimed)
     db.close()
@@ -158,7 +159,7 @@ def test_short_run_taken_away_has_its_outcome_discarded(caplog):
     future = record.delay("ran")
     worker = Worker(burst=True, handle_signals=False)
     db = QueueConnection(worker.alias, lambda: False)
-    [claimed] = worker._claim(db)
+    [claimed] = worker.claimer().claim(db)
     TaskRun.objects.filter(pk=future.id).update(worker="someone-else")
     worker._process(db, claimed)  # short runs are not checked first: it runs...
     worker.deferred.flush(db)
@@ -173,7 +174,7 @@ def test_stopping_worker_hands_back_claimed_runs():
     futures = [noop.delay() for _ in range(5)]
     worker = Worker(burst=True, handle_signals=False, batch_size=5)
     db = QueueConnection(worker.alias, lambda: False)
-    claimed = worker._claim(db)
+    claimed = worker.claimer().claim(db)
     assert len(claimed) == 5
     worker._hand_back(db, claimed)
     db.close()
@@ -313,7 +314,7 @@ def test_a_failed_admission_hands_the_batch_back_and_the_worker_goes_on(monkeypa
     from django_tasks.models import Limit
     from tests.taskapp.tasks import limited_sleep
 
-    monkeypatch.setattr("django_tasks.worker.process.ERROR_BACKOFF", 0.01)
+    monkeypatch.setattr("django_tasks.worker.claimer.ERROR_BACKOFF", 0.01)
     Limit.objects.create(scope="tag", name="limited", concurrency=5)
     admit = _fails_once(LimitGate.admit)
     monkeypatch.setattr(LimitGate, "admit", admit)
@@ -334,17 +335,17 @@ def test_a_failed_admission_hands_the_batch_back_and_the_worker_goes_on(monkeypa
 def test_the_async_lane_outlives_an_error_in_its_claim(monkeypatch, caplog):
     from tests.taskapp.tasks import async_add
 
-    monkeypatch.setattr("django_tasks.worker.process.ERROR_BACKOFF", 0.01)
-    original = Worker._claim
+    monkeypatch.setattr("django_tasks.worker.claimer.ERROR_BACKOFF", 0.01)
+    original = Claimer.claim
     failed: list[object] = []
 
-    def claim(self, db, lane=None, limit=None):
-        if lane is not None and not failed:
-            failed.append(lane)
+    def claim(self, db, limit=None):
+        if self.lane is not None and not failed:
+            failed.append(self.lane)
             raise RuntimeError("a bug in the lane")
-        return original(self, db, lane, limit)
+        return original(self, db, limit)
 
-    monkeypatch.setattr(Worker, "_claim", claim)
+    monkeypatch.setattr(Claimer, "claim", claim)
     future: TaskRunFuture[int] = TaskRunFuture(async_add.delay(2, 3).id)
     drain()
     assert failed
@@ -353,19 +354,20 @@ def test_the_async_lane_outlives_an_error_in_its_claim(monkeypatch, caplog):
 
 
 def _claims_always_fail(monkeypatch) -> list[object]:
-    monkeypatch.setattr("django_tasks.worker.process.ERROR_BACKOFF", 0.01)
+    monkeypatch.setattr("django_tasks.worker.claimer.ERROR_BACKOFF", 0.01)
     calls: list[object] = []
 
-    def claim(self, db, lane=None, limit=None):
-        calls.append(lane)
+    def claim(self, db, limit=None):
+        calls.append(self.lane)
         raise RuntimeError("a claim that always fails")
 
-    monkeypatch.setattr(Worker, "_claim", claim)
+    monkeypatch.setattr(Claimer, "claim", claim)
     return calls
 
 
 def test_a_burst_worker_gives_up_after_claims_fail_in_a_row(monkeypatch, caplog):
-    from django_tasks.worker.process import BURST_ERRORS, EXIT_GAVE_UP
+    from django_tasks.worker.claimer import BURST_ERRORS
+    from django_tasks.worker.process import EXIT_GAVE_UP
 
     calls = _claims_always_fail(monkeypatch)
     worker = Worker(burst=True, handle_signals=False)
@@ -381,7 +383,7 @@ def test_a_burst_worker_gives_up_after_claims_fail_in_a_row(monkeypatch, caplog)
 
 
 def test_a_worker_that_is_not_a_burst_goes_on_trying(monkeypatch):
-    from django_tasks.worker.process import BURST_ERRORS
+    from django_tasks.worker.claimer import BURST_ERRORS
 
     calls = _claims_always_fail(monkeypatch)
     worker = Worker(handle_signals=False, poll_interval=0.05)
@@ -398,22 +400,22 @@ def test_a_worker_that_is_not_a_burst_goes_on_trying(monkeypatch):
 
 
 def test_a_claim_that_succeeds_starts_the_count_of_failures_again(monkeypatch):
-    from django_tasks.worker.process import BURST_ERRORS
+    from django_tasks.worker.claimer import BURST_ERRORS
 
-    monkeypatch.setattr("django_tasks.worker.process.ERROR_BACKOFF", 0.01)
-    original = Worker._claim
+    monkeypatch.setattr("django_tasks.worker.claimer.ERROR_BACKOFF", 0.01)
+    original = Claimer.claim
     calls: dict[bool, int] = {True: 0, False: 0}  # by thread: the slot's, the lane's
 
-    def claim(self, db, lane=None, limit=None):
+    def claim(self, db, limit=None):
         # Each thread's first claims fail, except every BURST_ERRORS-th: never BURST_ERRORS
         # in a row, but more than that in all.
-        calls[lane is None] += 1
-        n = calls[lane is None]
+        calls[self.lane is None] += 1
+        n = calls[self.lane is None]
         if n % BURST_ERRORS and n < 3 * BURST_ERRORS:
             raise RuntimeError("fails now and then")
-        return original(self, db, lane, limit)
+        return original(self, db, limit)
 
-    monkeypatch.setattr(Worker, "_claim", claim)
+    monkeypatch.setattr(Claimer, "claim", claim)
     future = add.delay(1, 2)
     drain()  # exits 0
     assert future.result(timeout=5) == 3
@@ -423,7 +425,7 @@ def test_a_claim_that_succeeds_starts_the_count_of_failures_again(monkeypatch):
 def test_the_heartbeat_outlives_an_unexpected_error(monkeypatch, caplog):
     from django_tasks.models import Worker as WorkerRow
 
-    monkeypatch.setattr("django_tasks.worker.process.ERROR_BACKOFF", 0.01)
+    monkeypatch.setattr("django_tasks.worker.claimer.ERROR_BACKOFF", 0.01)
     beat = _fails_once(Worker._beat)
     monkeypatch.setattr(Worker, "_beat", beat)
     worker = Worker(handle_signals=False)

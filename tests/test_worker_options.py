@@ -104,7 +104,7 @@ def test_cancel_of_a_claimed_run_stops_it_before_start():
     worker = Worker(burst=True, handle_signals=False)
     worker.durations[record.key] = 1.0  # a long task: checked before it starts
     db = QueueConnection(worker.alias, lambda: False)
-    [claimed] = worker._claim(db)
+    [claimed] = worker.claimer().claim(db)
     assert future.cancel() is True  # PENDING -> CANCELLED
     worker._process(db, claimed)
     db.close()

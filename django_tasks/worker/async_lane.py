@@ -37,6 +37,7 @@ from ..aio import Ended, LoopThread, RunTimeout, call_on_loop
 from ..logs import for_run
 from ..registry import UnknownTask, registry
 from ..states import StateName, StateType
+from .claimer import Claimer
 from .connection import QueueConnection
 from .deferred import log_discarded
 from .journal import ProcessJournal
@@ -336,8 +337,8 @@ class AsyncLane:
         #: Places freed so far, under ``wake``: the lane sleeps until one frees (or a NOTIFY).
         self.freed = 0
         self.wake = threading.Condition()
-        #: When runs this lane sent to wait for a rate may start (monotonic clock, a heap).
-        self.rate_wakes: list[float] = []
+        #: The lane's claims (its floors, its rate wakes, its errors in a row).
+        self.claimer = Claimer(worker, lane=self)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.finisher: Finisher | None = None
@@ -394,11 +395,11 @@ class AsyncLane:
                 # A claim costs a round trip and a commit: with runs in flight, claim for a
                 # tenth of the places at once rather than for each place that frees.
                 worth = free >= max(1, self.size // 10) or free == self.size
-                runs = worker._claim_or_wait(claim_db, lane=self, limit=free) if worth else []
+                runs = self.claimer.claim_or_wait(claim_db, limit=free) if worth else []
                 if runs is None:
                     continue
                 if not runs:
-                    if worker.burst and free == self.size and not self.rate_wakes:
+                    if worker.burst and free == self.size and not self.claimer.rate_wakes:
                         # Done - unless final states written since the last look released
                         # downstream runs (as the slot's completions do): one more claim.
                         self.finisher.wait_idle()
@@ -406,7 +407,7 @@ class AsyncLane:
                             return
                         seen = self.finisher.written
                         continue
-                    worker._sleep(generation, self, freed)
+                    self.claimer.sleep(generation, freed)
                     continue
                 with self._lock:
                     self._in_flight += len(runs)

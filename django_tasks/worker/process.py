@@ -26,7 +26,6 @@ the outcomes of short runs waiting for the next claim in :mod:`.deferred`.
 
 from __future__ import annotations
 
-import heapq
 import importlib
 import logging
 import os
@@ -36,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import FrameType
 from typing import Any
 
@@ -52,11 +51,12 @@ from ..registry import registry
 from ..schedules.declared import sync_schedules
 from ..schedules.ticker import enqueue_due_ticks
 from ..storable import describe_exception
+from . import claimer
 from .async_lane import AsyncCalls, AsyncLane
+from .claimer import Claimer
 from .connection import QueueConnection
-from .deferred import DeferredOutcomes, Taken
+from .deferred import DeferredOutcomes
 from .descendants import kill_tree, reap_adopted
-from .floors import ClaimFloors
 from .journal import ProcessJournal
 from .maintenance import rescue
 from .outcomes import ClaimedRun, TaskRunCancelled, TaskRunTimeout
@@ -89,13 +89,6 @@ _signal: Any = importlib.import_module("_signal")
 EXIT_RECYCLE = 75
 #: Runs of async tasks one process runs at once (``runtaskworker --async-concurrency``).
 DEFAULT_ASYNC_CONCURRENCY = 100
-#: Seconds a thread waits after an unexpected error (a bug, a statement the database refuses
-#: for a reason other than the connection) before it tries again.
-ERROR_BACKOFF = 1.0
-#: Claims failing in a row (for a reason other than the connection) after which a ``--burst``
-#: worker stops: a burst is a job that must end, and a claim that failed this often will fail
-#: again (a bug, a schema older than the code). A worker that is not a burst goes on trying.
-BURST_ERRORS = 3
 #: Exit code of a ``--burst`` worker process that gave up (:data:`BURST_ERRORS`): its
 #: supervisor does not replace it, and exits with an error.
 EXIT_GAVE_UP = 76
@@ -160,8 +153,6 @@ class Worker:
         self.schedule_interval = conf.SCHEDULE_INTERVAL
         #: The limits this worker knows (django_tasks.limits), reloaded by the control thread.
         self.gate = LimitGate()
-        # When the runs this worker sent to wait for a rate may start (monotonic clock, heap).
-        self._rate_wakes: list[float] = []
         self.name = worker_name()
         self.processed = 0
         # Shared with the supervisor (what this process runs and has not written yet, its
@@ -172,10 +163,8 @@ class Worker:
         self.claims = 0  # claim statements that returned runs
         self.recycle = False
         self.gave_up = False
-        #: Claims that failed in a row (unexpected errors), per claiming thread (``.count``).
-        self._claim_errors = threading.local()
-        #: Where each claiming thread's next claim starts (``.floors``, see :mod:`.floors`).
-        self._floors = threading.local()
+        #: Each slot thread's :class:`.claimer.Claimer` (``.claimer``; the lane has its own).
+        self._claimers = threading.local()
         self._stopping = threading.Event()
         self._control_done = threading.Event()
         self._wake = threading.Condition()
@@ -385,9 +374,9 @@ class Worker:
                 # Never the end of the heartbeat: other workers would take this worker for
                 # lost and rescue the runs it is still running.
                 logger.exception(
-                    "Control thread: unexpected error; going on in %.0f s", ERROR_BACKOFF
+                    "Control thread: unexpected error; going on in %.0f s", claimer.ERROR_BACKOFF
                 )
-                self._control_done.wait(ERROR_BACKOFF)
+                self._control_done.wait(claimer.ERROR_BACKOFF)
 
     def _control_wait(self) -> float:
         """Short waits while a deferred run is going, so it is marked RUNNING in time."""
@@ -484,14 +473,22 @@ class Worker:
         that shares Django's)."""
         return QueueConnection(self.alias, self._stopping.is_set)
 
+    def claimer(self) -> Claimer:
+        """The calling slot thread's claimer (made at its first claim)."""
+        found: Claimer | None = getattr(self._claimers, "claimer", None)
+        if found is None:
+            found = self._claimers.claimer = Claimer(self)
+        return found
+
     def _slot(self) -> None:
         db = self._queue_connection()
+        claims = self.claimer()
         try:
             while not self._stopping.is_set():
                 self._reap_orphans()
                 generation = self._generation
                 flushing = bool(self.deferred)
-                runs = self._claim_or_wait(db)
+                runs = claims.claim_or_wait(db)
                 if runs is None:
                     continue
                 if not runs:
@@ -502,9 +499,9 @@ class Worker:
                     # soon: it waits for them.
                     if self.burst and flushing:
                         continue
-                    if self.burst and not self._rate_wakes:
+                    if self.burst and not claims.rate_wakes:
                         return
-                    self._sleep(generation)
+                    claims.sleep(generation)
                     continue
                 for index, run in enumerate(runs):
                     if self._stopping.is_set():
@@ -521,189 +518,6 @@ class Worker:
         one slot, and no async run in flight."""
         idle = self.concurrency == 1 and (self.lane is None or self.lane.in_flight == 0)
         reap_adopted(every_session=idle)
-
-    def _sleep(self, generation: int, lane: AsyncLane | None = None, freed: int = 0) -> None:
-        """Wait for a NOTIFY seen after ``generation`` was read, a stop, or the poll interval
-        (the async ``lane``: also for a place freed since ``freed`` was read, on its own
-        condition, so that the slot does not wake for each async run that ends).
-
-        Comparing generations (not a shared Event) means a notification that arrives while
-        this thread is claiming is not lost: the thread goes straight back to claiming.
-        """
-        wakes = self._rate_wakes if lane is None else lane.rate_wakes
-        timeout, now = self.poll_interval, time.monotonic()
-        owed = self._thread_floors().owed_in()  # a plain claim owed (.floors): wake for it
-        if owed is not None:
-            if owed == 0.0:
-                return
-            timeout = min(timeout, owed)
-        if wakes and wakes[0] <= now:  # a run sent to wait for a rate may start now
-            while wakes and wakes[0] <= now:
-                heapq.heappop(wakes)
-            return
-        if wakes:  # ... or then
-            timeout = min(timeout, wakes[0] - now)
-        if lane is not None:
-            with lane.wake:
-                lane.wake.wait_for(
-                    lambda: self._generation != generation or lane.freed != freed, timeout
-                )
-            return
-        with self._wake:
-            self._wake.wait_for(lambda: self._generation != generation, timeout)
-
-    def _claim_or_wait(
-        self, db: QueueConnection, lane: AsyncLane | None = None, limit: int | None = None
-    ) -> list[ClaimedRun] | None:
-        """:meth:`_claim`, or ``None`` after an unexpected error, logged and waited out.
-
-        A thread that claims must outlive a bug or a statement the database refuses: the
-        async lane or a slot thread that ended would leave its runs to other workers without
-        a word, and a slot on the main thread would end the process - its supervisor would
-        start another at once, again and again."""
-        errors = self._claim_errors
-        try:
-            runs = self._claim(db, lane, limit)
-        except Exception:
-            errors.count = getattr(errors, "count", 0) + 1
-            if self.burst and errors.count >= BURST_ERRORS:
-                logger.exception(
-                    "Could not claim runs %d times in a row; this burst gives up", errors.count
-                )
-                self.gave_up = True
-                self.stop()
-                return None
-            logger.exception("Could not claim runs; trying again in %.0f s", ERROR_BACKOFF)
-            self._stopping.wait(ERROR_BACKOFF)
-            return None
-        errors.count = 0
-        return runs
-
-    def _claim(
-        self, db: QueueConnection, lane: AsyncLane | None = None, limit: int | None = None
-    ) -> list[ClaimedRun]:
-        """Claim the next runs that may start: a batch, less the runs a limit sent back to
-        wait (:meth:`_admit`); when a limit sent back the whole batch, claim again at once -
-        other runs may be ready - instead of sleeping. When the admission fails, the runs
-        under a limit are handed back (:meth:`_not_admitted`) and the others start."""
-        while True:
-            claimed = self._claim_batch(db, lane, limit)
-            if not claimed:
-                return []
-            try:
-                admitted = self._admit(db, claimed, lane)
-            except Exception as exc:
-                admitted = self._not_admitted(db, claimed, exc)
-            if admitted:
-                return admitted
-
-    def _not_admitted(
-        self, db: QueueConnection, claimed: list[ClaimedRun], error: Exception
-    ) -> list[ClaimedRun]:
-        """After the admission of ``claimed`` failed with ``error``: the runs a limit concerns
-        are handed back (held by a live worker, nobody would run them), each hand-back counted
-        as a crash of the run - an admission that always fails would hand them round for ever
-        - unless two admissions merely collided. The runs no limit concerns needed no
-        admission: returned, to start now. With none, ``error`` is raised (the claim is
-        retried after a pause)."""
-        limited = [run for run in claimed if self.gate.concerns(run)]
-        message = f"Handed back: the worker could not admit it ({describe_exception(error)})."
-        collided = isinstance(error, psycopg.errors.TransactionRollback)
-        self._give_back(db, limited, message, blame=not collided)
-        free = [run for run in claimed if not self.gate.concerns(run)]
-        if not free:
-            raise error
-        logger.error(
-            "Could not admit %d claimed run(s) under a limit; handed back (%d start)",
-            len(limited),
-            len(free),
-            exc_info=error,
-        )
-        return free
-
-    def _claim_batch(
-        self, db: QueueConnection, lane: AsyncLane | None = None, limit: int | None = None
-    ) -> list[ClaimedRun]:
-        """Claim a batch from the first of our queues (in the order given) that has ready runs,
-        writing the deferred completions of the previous batch in the same statement.
-
-        With an async lane, the slot claims runs of sync tasks and the lane (``lane``, up to
-        ``limit`` runs) those of async tasks; the lane leaves deferred completions to the
-        slot."""
-        done = Taken.NONE if lane is not None else self.deferred.take()
-        if lane is not None:
-            tasks, keys = "only", lane.task_keys
-        elif self.lane is not None:
-            tasks, keys = "except", self.lane.task_keys
-        else:
-            tasks, keys = "all", []
-        floors = self._thread_floors()
-        plain = self.burst or floors.plain_due()
-        for queue in self.queues:
-            floor = floors.start(queue, plain)
-            params = {
-                "queue": queue,
-                "limit": self._batch_limit() if limit is None else limit,
-                "worker": self.name,
-                "late_after": self.late_after,
-                "done": done.entries,
-                "task_keys": keys,
-                "slot_queues": self.gate.slot_queues,
-                "slot_tags": self.gate.slot_tags,
-                "floor_priority": floor and floor.priority,
-                "floor_time": floor and floor.scheduled_time,
-            }
-            claim = sql.claim(
-                limits=self.gate.concurrency,
-                tasks=tasks,
-                rates=self.gate.rates,
-                floored=floor is not None,
-            )
-            began = time.monotonic()
-            rows = self._claim_rows(db, claim, params, done)
-            took = time.monotonic() - began  # the clock offset is known once connected:
-            floors.claimed(queue, rows, floor, took, db.db_time() - timedelta(seconds=took))
-            done = Taken.NONE
-            claimed = [ClaimedRun.from_claim(row, queue) for row in rows if row[0] == "claimed"]
-            if claimed:
-                self.claims += 1
-                return claimed
-        return []
-
-    def _claim_rows(
-        self, db: QueueConnection, claim: str, params: dict[str, Any], done: Taken
-    ) -> list[Any]:
-        """Run one claim statement, writing the deferred completions ``done`` with it."""
-        try:
-            # Completions must be written even while stopping: only an empty claim gives up.
-            rows = db.execute(claim, params, give_up_on_stop=not done.items)
-        except Exception:  # the database refused a completion: write them one by one
-            if not done.items:
-                raise
-            self.deferred.write(db, done)
-            done = Taken.NONE
-            rows = db.execute(claim, {**params, "done": "[]"}, give_up_on_stop=True)
-        self.deferred.written(done, {row[1] for row in rows if row[0] == "flushed"})
-        return rows
-
-    def _thread_floors(self) -> ClaimFloors:
-        """The claiming thread's floors (a slot's or the async lane's: :mod:`.floors`)."""
-        floors: ClaimFloors | None = getattr(self._floors, "floors", None)
-        if floors is None:
-            floors = self._floors.floors = ClaimFloors()
-        return floors
-
-    def _admit(
-        self, db: QueueConnection, claimed: list[ClaimedRun], lane: AsyncLane | None = None
-    ) -> list[ClaimedRun]:
-        """The claimed runs that may start now (:mod:`..limits.gate`); a run that waits for a
-        rate wakes this worker when it may start."""
-        admission = self.gate.admit(db, claimed, self.name)
-        offset = time.monotonic() - db.db_epoch()
-        wakes = self._rate_wakes if lane is None else lane.rate_wakes
-        for start in admission.wake_at:
-            heapq.heappush(wakes, start.timestamp() + offset)
-        return admission.runs
 
     def _batch_limit(self) -> int:
         """How many runs to claim: the configured size, or - adaptive - about ``BATCH_WORK``

@@ -44,12 +44,12 @@ if os.environ.get("DJANGO_TASKS_TEST_BROKEN_FORK"):
 if os.environ.get("DJANGO_TASKS_TEST_BROKEN_CLAIM"):
     # Claims that fail on every try for a reason other than the connection (a bug, a schema
     # older than the code): a --burst pool must end, with an error. tests/test_boot.py.
-    from django_tasks.worker.process import Worker
+    from django_tasks.worker.claimer import Claimer
 
-    def _broken_claim(self: Worker, *args: Any, **kwargs: Any) -> Any:
+    def _broken_claim(self: Claimer, *args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("this claim always fails")
 
-    Worker._claim = _broken_claim  # type: ignore[method-assign]
+    Claimer.claim = _broken_claim  # type: ignore[method-assign]
 
 if os.environ.get("DJANGO_TASKS_TEST_THREAD_AT_IMPORT"):
     # A library that starts a thread when imported (as some error reporters do): forking
