@@ -170,3 +170,31 @@ def test_noreload_and_burst_and_production_do_not_reload(
 def test_reload_and_noreload_exclude_each_other() -> None:
     with pytest.raises(CommandError, match="not allowed with argument"):
         call_command("runtaskworker", "--reload", "--noreload")
+
+
+def test_a_worker_killed_under_its_reloader_starts_again_at_the_next_change(
+    project: tuple[Path, dict[str, str]], start_worker: Callable[..., Any]
+) -> None:
+    tasks_py, env = project
+    tasks = load_tasks(tasks_py)
+    worker = start_worker("--queues", "reloadq", "--reload", env=env)
+    assert tasks.version.delay().result(timeout=60) == "v1"
+    [supervisor] = [p for p in session_pids(worker.pid) if _parent(p) == worker.pid]
+
+    os.kill(supervisor, signal.SIGKILL)
+    wait_until(lambda: "The worker was killed by SIGKILL" in worker_log(worker), timeout=30)
+    # Its worker processes notice that their supervisor is gone and stop by themselves.
+    wait_until(lambda: session_pids(worker.pid) == [worker.pid], timeout=30)
+    assert worker.poll() is None  # the reloader waits for a change
+
+    rewrite(tasks_py, TASKS.format(version="v4"))
+    assert tasks.version.delay().result(timeout=60) == "v4"
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None

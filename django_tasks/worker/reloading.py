@@ -79,6 +79,16 @@ def changed_since(moment: float) -> Path | None:
     return None
 
 
+def _how_it_ended(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}"
+    return f"stopped with exit code {code}: fix the error above"
+
+
 def _file_watcher(on_change: Callable[[Path], None]) -> autoreload.BaseReloader:
     """Django's autoreloader (Watchman or polling), reporting changes to ``on_change``
     instead of exiting the process."""
@@ -183,9 +193,9 @@ class Reloader:
                 if code == 0:
                     return 0
                 logger.error(
-                    "The worker stopped with exit code %s: fix the error above; it starts "
-                    "again when one of the project's modules changes (Ctrl-C to quit)",
-                    code,
+                    "The worker %s: it starts again when one of the project's modules "
+                    "changes (Ctrl-C to quit)",
+                    _how_it_ended(code),
                 )
                 if not self._wait_for_change(self.started):
                     return code
