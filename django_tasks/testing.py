@@ -46,7 +46,7 @@ from .futures import TaskRunFuture
 from .limits.gate import LimitGate
 from .signals import run_enqueued
 from .states import StateType
-from .worker.async_lane import AsyncLane
+from .worker.claimer import Claimer
 from .worker.connection import QueueConnection
 from .worker.outcomes import ClaimedRun
 from .worker.process import Worker
@@ -152,6 +152,13 @@ class _DjangoQueueConnection(QueueConnection):
         self.conn = None
 
 
+class _TestClaimer(Claimer):
+    def admit(self, db: QueueConnection, claimed: list[ClaimedRun]) -> list[ClaimedRun]:
+        """The worker's admission, without the wake-ups for the runs a rate sent back to wait:
+        a burst waits for them, run_ready() leaves them waiting (see :func:`run_ready`)."""
+        return self.worker.gate.admit(db, claimed, self.worker.name).runs
+
+
 class _TestWorker(Worker):
     """A burst worker with one slot in this thread, on Django's connection."""
 
@@ -169,12 +176,7 @@ class _TestWorker(Worker):
         db.execute(sql.WORKER_STOPPED, {"name": self.name}, give_up_on_stop=False)
         return 0
 
-    def _admit(
-        self, db: QueueConnection, claimed: list[ClaimedRun], lane: AsyncLane | None = None
-    ) -> list[ClaimedRun]:
-        """The worker's admission, without the wake-ups for the runs a rate sent back to wait:
-        a burst waits for them, run_ready() leaves them waiting (see :func:`run_ready`)."""
-        return self.gate.admit(db, claimed, self.name).runs
+    claimer_class = _TestClaimer
 
 
 class _NoLimits(LimitGate):

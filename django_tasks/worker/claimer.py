@@ -46,13 +46,16 @@ BURST_ERRORS = 3
 class Claimer:
     """Claims for one thread of ``worker``: a slot's (``lane`` None) or the async lane's."""
 
-    def __init__(self, worker: Worker, lane: AsyncLane | None = None) -> None:
+    def __init__(
+        self, worker: Worker, lane: AsyncLane | None = None, rate_wakes: list[float] | None = None
+    ) -> None:
         self.worker = worker
         self.lane = lane
         #: Where this thread's next claim starts, per queue (:mod:`.floors`).
         self.floors = ClaimFloors()
-        #: When runs this thread sent to wait for a rate may start (monotonic clock, a heap).
-        self.rate_wakes: list[float] = []
+        #: When runs sent to wait for a rate may start (monotonic clock, a heap): the slots
+        #: share one (any idle slot wakes for a run another slot's claim sent to wait).
+        self.rate_wakes: list[float] = [] if rate_wakes is None else rate_wakes
         #: Claims that failed in a row (unexpected errors).
         self.errors = 0
 

@@ -111,6 +111,9 @@ def _leave_forked_child(run_id: uuid.UUID) -> None:
 class Worker:
     """Executes background runs of the given queues until stopped."""
 
+    #: What each slot thread claims with (:mod:`.claimer`; the test worker's admits quietly).
+    claimer_class = Claimer
+
     def __init__(
         self,
         queues: Sequence[str] | None = None,
@@ -163,8 +166,10 @@ class Worker:
         self.claims = 0  # claim statements that returned runs
         self.recycle = False
         self.gave_up = False
-        #: Each slot thread's :class:`.claimer.Claimer` (``.claimer``; the lane has its own).
+        #: Each slot thread's :class:`.claimer.Claimer` (``.claimer``; the lane has its own),
+        #: and the slots' shared heap of rate wake-ups.
         self._claimers = threading.local()
+        self._rate_wakes: list[float] = []
         self._stopping = threading.Event()
         self._control_done = threading.Event()
         self._wake = threading.Condition()
@@ -477,7 +482,7 @@ class Worker:
         """The calling slot thread's claimer (made at its first claim)."""
         found: Claimer | None = getattr(self._claimers, "claimer", None)
         if found is None:
-            found = self._claimers.claimer = Claimer(self)
+            found = self._claimers.claimer = self.claimer_class(self, rate_wakes=self._rate_wakes)
         return found
 
     def _slot(self) -> None:
