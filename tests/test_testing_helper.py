@@ -94,10 +94,10 @@ def test_run_ready_returns_as_soon_as_nothing_is_ready_without_sleeping(monkeypa
     returned - five minutes for a suite of 300 view tests. It never waits when nothing is
     left: the completions written by its last claim are followed by one more claim, at
     once. (benchmarks/run_ready.py measures it: about 6 ms a call with one run.)"""
-    from django_tasks.worker.process import Worker
+    from django_tasks.worker.claimer import Claimer
 
     slept: list[int] = []
-    monkeypatch.setattr(Worker, "_sleep", lambda self, *args: slept.append(1))
+    monkeypatch.setattr(Claimer, "sleep", lambda self, *args: slept.append(1))
     first: Any = add.delay(1, 2)
     add.delay(first, 10)  # released by the first run's completion
     assert run_ready() == 2
