@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import django
 from django.apps import AppConfig
-from django.conf import settings
-from django.utils.module_loading import autodiscover_modules, import_string
+from django.utils.module_loading import autodiscover_modules
 
 
 class DjangoTasksConfig(AppConfig):
@@ -21,16 +20,8 @@ class DjangoTasksConfig(AppConfig):
         autodiscover_modules("tasks")
         from . import housekeeping  # noqa: F401  (the built-in task django_tasks.purge_history)
 
-        _import_our_django_tasks_backends()
-
-
-def _import_our_django_tasks_backends() -> None:
-    """Django 6: import the ``TASKS`` backends that are ours, so that the registry knows how
-    to make the tasks of ``django.tasks`` runs (the backend registers a resolver) in every
-    process - a worker included, which never touches ``django.tasks`` itself."""
-    if django.VERSION < (6, 0):
-        return
-    for options in (getattr(settings, "TASKS", None) or {}).values():
-        path = options.get("BACKEND", "") if isinstance(options, dict) else ""
-        if isinstance(path, str) and path.startswith("django_tasks.backends"):
-            import_string(path)
+        if django.VERSION >= (6, 0):
+            # The django.tasks backend's resolver (registry.add_resolver), in every process:
+            # a worker makes the tasks of django.tasks runs with it, whatever TASKS names (a
+            # subclass of our backend in the project included) and without importing them.
+            from .backends import adapter  # noqa: F401

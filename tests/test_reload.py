@@ -7,6 +7,7 @@ import importlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -18,7 +19,7 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 
 from django_tasks.models import TaskRun, TaskRunState
-from django_tasks.worker.reloading import wants_reload
+from django_tasks.worker.reloading import CodeWatcher, wants_reload
 
 from .conftest import ROOT, process_alive, session_pids, wait_until, worker_log
 
@@ -39,6 +40,13 @@ def version() -> str:
 def slow(seconds: float) -> str:
     time.sleep(seconds)
     return "slow-{version}"
+
+
+@task(queue="reloadq")
+def lazy() -> str:
+    from reloadapp.lazy import VALUE  # imported by a run, not at the worker's start
+
+    return VALUE
 """
 
 
@@ -49,6 +57,7 @@ def project(tmp_path: Path, worker_env: dict[str, str]) -> Iterator[tuple[Path, 
     package.mkdir()
     (package / "__init__.py").write_text("")
     (package / "tasks.py").write_text(TASKS.format(version="v1"))
+    (package / "lazy.py").write_text('VALUE = "lazy-1"\n')
     (tmp_path / "reload_settings.py").write_text(
         "from tests.settings import *  # noqa\n"
         "from tests.settings import INSTALLED_APPS\n"
@@ -120,7 +129,7 @@ def test_a_broken_tasks_module_waits_for_the_fix(
 
     rewrite(tasks_py, "def broken(:\n")
     wait_until(
-        lambda: "starts again when one of the project's modules changes" in worker_log(worker),
+        lambda: "starts again when a file of the project changes" in worker_log(worker),
         timeout=60,
     )
     assert "SyntaxError" in worker_log(worker)
@@ -172,7 +181,7 @@ def test_reload_and_noreload_exclude_each_other() -> None:
         call_command("runtaskworker", "--reload", "--noreload")
 
 
-def test_a_worker_killed_under_its_reloader_starts_again_at_the_next_change(
+def test_a_worker_killed_under_its_reloader_starts_again_by_itself(
     project: tuple[Path, dict[str, str]], start_worker: Callable[..., Any]
 ) -> None:
     tasks_py, env = project
@@ -183,12 +192,58 @@ def test_a_worker_killed_under_its_reloader_starts_again_at_the_next_change(
 
     os.kill(supervisor, signal.SIGKILL)
     wait_until(lambda: "The worker was killed by SIGKILL" in worker_log(worker), timeout=30)
+    assert "or in 5 s" in worker_log(worker)
     # Its worker processes notice that their supervisor is gone and stop by themselves.
     wait_until(lambda: session_pids(worker.pid) == [worker.pid], timeout=30)
-    assert worker.poll() is None  # the reloader waits for a change
+    assert worker.poll() is None  # the reloader waits: for a change, or RETRY_FIRST seconds
 
-    rewrite(tasks_py, TASKS.format(version="v4"))
-    assert tasks.version.delay().result(timeout=60) == "v4"
+    # No edit: the worker is back after the pause (a database away, an OOM kill...).
+    assert tasks.version.delay().result(timeout=60) == "v1"
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(30) == 0
+
+
+def test_a_stop_sent_to_the_whole_process_group_lets_the_running_run_finish(
+    project: tuple[Path, dict[str, str]], start_worker: Callable[..., Any]
+) -> None:
+    """systemd, honcho or a terminal signal the group: the reloader and the worker both get
+    it, and the reloader passes it on - still one request (graceful), not two (at once)."""
+    tasks_py, env = project
+    tasks = load_tasks(tasks_py)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        worker = start_worker("--queues", "reloadq", "--reload", env=env)
+        long = tasks.slow.delay(2.0)
+        wait_until(lambda: long.state.is_running(), timeout=60)  # noqa: B023
+        os.killpg(worker.pid, signum)  # start_worker gives each a session (and group) of its own
+        assert worker.wait(30) == 0
+        assert long.result(timeout=10) == "slow-v1"
+        assert "at once" not in worker_log(worker)
+
+
+def test_a_file_dated_in_the_future_does_not_restart_the_worker_again_and_again(
+    project: tuple[Path, dict[str, str]], start_worker: Callable[..., Any]
+) -> None:
+    tasks_py, env = project
+    tasks = load_tasks(tasks_py)
+    ahead = time.time() + 3600  # a clock that runs ahead (a network filesystem, an archive)
+    os.utime(tasks_py, (ahead, ahead))
+    worker = start_worker("--queues", "reloadq", "--reload", env=env)
+    assert tasks.version.delay().result(timeout=60) == "v1"
+    time.sleep(CodeWatcher.SWEEPS[-1] + 1.5)  # past the sweeps that compare the files' times
+    assert "changed" not in worker_log(worker)
+    assert worker_log(worker).count("Reloading on code changes") == 1
+
+
+def test_a_module_imported_only_by_a_run_is_watched_too(
+    project: tuple[Path, dict[str, str]], start_worker: Callable[..., Any]
+) -> None:
+    tasks_py, env = project
+    tasks = load_tasks(tasks_py)
+    worker = start_worker("--queues", "reloadq", "--reload", env=env)
+    assert tasks.lazy.delay().result(timeout=60) == "lazy-1"
+    rewrite(tasks_py.parent / "lazy.py", 'VALUE = "lazy-2"\n')
+    wait_until(lambda: "lazy.py changed" in worker_log(worker), timeout=30)
+    assert tasks.lazy.delay().result(timeout=60) == "lazy-2"
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
 

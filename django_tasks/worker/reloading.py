@@ -6,16 +6,25 @@ With ``DEBUG = True`` (or ``--reload``), ``runtaskworker`` runs as two processes
 * the **reloader** (the process you started) holds no connection and runs no task: it starts
   the worker - the same command line, in a new interpreter - and starts it again each time the
   worker exits with :data:`EXIT_RELOAD`. A stop signal (Ctrl-C, SIGTERM) is passed on to the
-  worker, which stops as it always does; the reloader then exits with the worker's code. When
-  the worker fails (a syntax error in a tasks module, broken settings), the reloader waits for
-  the next change of a file it knows and starts it again, as ``runserver`` does;
+  worker, which stops as it always does; the reloader then exits 0. When the worker fails (a
+  syntax error in a tasks module, the database away while it starts, a ``kill -9``), the
+  reloader starts it again at the next change of a watched file, or after a pause that
+  doubles from :data:`RETRY_FIRST` to :data:`RETRY_MOST` seconds - whichever comes first;
 * the **worker** (the supervisor and its worker processes) runs as without ``--reload``, and a
-  thread of its supervisor watches every module it imported (settings, models, tasks modules,
-  URL configurations; templates and translations as Django's autoreloader adds them) with
-  Django's own autoreloader (Watchman when it runs, else polling the files each second). At
-  the first change the pool stops as for SIGTERM - running runs finish (for up to
-  ``--shutdown-timeout``), claimed runs not started are handed back, nothing is lost - and the
-  supervisor exits with :data:`EXIT_RELOAD`.
+  thread of its supervisor watches the files (:mod:`.watched_files`: every module it imported
+  and the ``*.py`` files of the project's own directories) with Django's own autoreloader
+  (Watchman when it runs, else the files' times once a second). At the first change the pool
+  stops as for SIGTERM - running runs finish (for up to ``--shutdown-timeout``; a longer run
+  is stopped and retried as its ``retries`` allow), claimed runs not started are handed back -
+  and the supervisor exits with :data:`EXIT_RELOAD`.
+
+Signals: a stop sent to the process group reaches both processes. The reloader passes on the
+*other* signal (SIGINT for SIGTERM, SIGTERM for SIGINT), which the worker counts as the same
+request (:mod:`.stopping`), so one Ctrl-C or one ``kill -TERM -<group>`` stops gracefully and a
+second one stops at once, as without the reloader.
+
+Edits saved while the worker starts are not missed: the reloader snapshots the files' times
+before it starts the worker and hands the snapshot over; the worker compares with it.
 
 Never in production by accident: reloading is on only when asked (``--reload``) or when
 ``DEBUG`` is on and the worker is not a ``--burst`` run; the worker says so when it starts.
@@ -28,6 +37,7 @@ import logging
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -38,9 +48,14 @@ from typing import Any
 from django.conf import settings
 from django.utils import autoreload
 
+from . import watched_files
+from .watched_files import Snapshot
+
 __all__ = [
     "EXIT_RELOAD",
     "RELOADED_ENV",
+    "RETRY_FIRST",
+    "RETRY_MOST",
     "CodeWatcher",
     "Reloader",
     "is_reloaded_worker",
@@ -51,8 +66,16 @@ logger = logging.getLogger("django_tasks.worker")
 
 #: The exit code of a worker that stopped for a code change (Django's autoreloader uses 3).
 EXIT_RELOAD = 3
-#: Set in the environment of the worker a reloader starts.
+#: Set in the environment of the worker a reloader starts: the reloader's pid.
 RELOADED_ENV = "DJANGO_TASKS_RELOADED_WORKER"
+#: Where the reloader's snapshot of the files' times is (a file it removes after).
+SNAPSHOT_ENV = "DJANGO_TASKS_RELOAD_SNAPSHOT"
+#: Seconds before a worker that failed is started again without a change (then doubled).
+RETRY_FIRST, RETRY_MOST = 5.0, 60.0
+#: A worker that ran this long was healthy: the next failure waits RETRY_FIRST again.
+HEALTHY_AFTER = 60.0
+#: The signal passed on for each stop signal the reloader gets (see the module docstring).
+PASSED_ON = {signal.SIGTERM: signal.SIGINT, signal.SIGINT: signal.SIGTERM}
 
 
 def wants_reload(option: bool | None, *, burst: bool) -> bool:
@@ -65,18 +88,7 @@ def wants_reload(option: bool | None, *, burst: bool) -> bool:
 
 def is_reloaded_worker() -> bool:
     """True in the worker process a :class:`Reloader` started."""
-    return os.environ.get(RELOADED_ENV) == "1"
-
-
-def changed_since(moment: float) -> Path | None:
-    """A module file of this process written after ``moment`` (a ``time.time()``), if any."""
-    for path in autoreload.iter_all_python_module_files():
-        try:
-            if path.stat().st_mtime > moment:
-                return path
-        except OSError:
-            continue
-    return None
+    return os.environ.get(RELOADED_ENV, "").isdigit()
 
 
 def _how_it_ended(code: int) -> str:
@@ -86,35 +98,26 @@ def _how_it_ended(code: int) -> str:
         except ValueError:
             name = f"signal {-code}"
         return f"was killed by {name}"
-    return f"stopped with exit code {code}: fix the error above"
-
-
-def _file_watcher(on_change: Callable[[Path], None]) -> autoreload.BaseReloader:
-    """Django's autoreloader (Watchman or polling), reporting changes to ``on_change``
-    instead of exiting the process."""
-    reloader = autoreload.get_reloader()
-
-    def changed(sender: Any, file_path: Path, **kwargs: Any) -> bool:
-        on_change(Path(file_path))
-        return True  # handled: Django's own reaction (sys.exit(3) in this thread) is not wanted
-
-    # Connected for this reloader only (weak=False: the closure has no other reference).
-    autoreload.file_changed.connect(changed, sender=reloader, weak=False)
-    return reloader
+    return f"stopped with exit code {code}: see the error above"
 
 
 class CodeWatcher:
-    """The worker's side: a thread that calls ``on_change`` once, at the first change of a
-    watched file - or when the reloader that started this worker is gone."""
+    """The worker's side: threads that call ``on_change`` once, at the first change of a
+    watched file - or ``on_orphaned`` when the reloader that started this worker is gone."""
 
-    #: Seconds after the start at which files changed since this process imported them are
-    #: looked for: the autoreloader's first look takes their times as they are then, so an
-    #: edit saved while the worker started would go unnoticed.
+    #: Seconds after the start at which the files are compared with the snapshots: the
+    #: autoreloader's first look takes their times as they are then.
     SWEEPS = (1.0, 3.0)
 
-    def __init__(self, parent_pid: int | None = None) -> None:
-        self.parent_pid = os.getppid() if parent_pid is None else parent_pid
-        self.created = time.time()  # after Django's set-up imported the project's modules
+    def __init__(self) -> None:
+        given = os.environ.get(RELOADED_ENV, "")
+        self.parent_pid = int(given) if given.isdigit() else os.getppid()
+        self.dirs = watched_files.project_dirs()
+        # The reloader's snapshot (before this process started) first, then this process's.
+        self.snapshots: tuple[Snapshot, ...] = (
+            watched_files.load_snapshot(os.environ.get(SNAPSHOT_ENV)),
+            watched_files.take(self.dirs),
+        )
         self._on_change: Callable[[str], None] | None = None
         self._reloader: autoreload.BaseReloader | None = None
         self._fired = threading.Event()
@@ -123,22 +126,22 @@ class CodeWatcher:
         """Start watching (after the supervisor's fork server started: it must fork while no
         other thread runs)."""
         self._on_change = on_change
-        self._reloader = _file_watcher(self._changed)
-        threading.Thread(
-            target=self._reloader.run,
-            args=(threading.main_thread(),),
-            name="django_tasks-code-watcher",
-            daemon=True,
-        ).start()
-        threading.Thread(
-            target=self._watch_parent,
-            args=(on_orphaned,),
-            name="django_tasks-reloader-watcher",
-            daemon=True,
-        ).start()
+        reloader = self._reloader = autoreload.get_reloader()
+        for directory in self.dirs:
+            reloader.watch_dir(directory, "**/*.py")
+
+        def changed(sender: Any, file_path: Path, **kwargs: Any) -> bool:
+            self._changed(str(file_path))
+            return True  # handled: Django's own reaction (sys.exit(3) in that thread) is not
+
+        autoreload.file_changed.connect(changed, sender=reloader, weak=False)
+        for target, args, name in (
+            (reloader.run, (threading.main_thread(),), "django_tasks-code-watcher"),
+            (self._sweep_and_watch_parent, (on_orphaned,), "django_tasks-reloader-watcher"),
+        ):
+            threading.Thread(target=target, args=args, name=name, daemon=True).start()
         logger.info(
-            "Reloading on code changes (%s; --noreload to turn off)",
-            type(self._reloader).__name__,
+            "Reloading on code changes (%s; --noreload to turn off)", type(reloader).__name__
         )
 
     def stop(self) -> None:
@@ -146,19 +149,20 @@ class CodeWatcher:
         if self._reloader is not None:
             self._reloader.stop()
 
-    def _changed(self, path: Path) -> None:
+    def _changed(self, path: str) -> None:
         if self._fired.is_set() or self._on_change is None:
             return
         self._fired.set()
-        self._on_change(str(path))
+        self._on_change(path)
 
-    def _watch_parent(self, on_orphaned: Callable[[], None]) -> None:
+    def _sweep_and_watch_parent(self, on_orphaned: Callable[[], None]) -> None:
         started = time.monotonic()
         sweeps = list(self.SWEEPS)
         while not self._fired.wait(0.5):
             if sweeps and time.monotonic() - started >= sweeps[0]:
                 sweeps.pop(0)
-                if (path := changed_since(self.created)) is not None:
+                path = watched_files.changed_file(self.dirs, *self.snapshots)
+                if path is not None:
                     self._changed(path)
                     return
             if os.getppid() != self.parent_pid:
@@ -170,63 +174,73 @@ class CodeWatcher:
 class Reloader:
     """The reloader's side: start the worker, start it again after a code change."""
 
-    def __init__(self, args: list[str] | None = None) -> None:
+    def __init__(self, args: list[str] | None = None, *, burst: bool = False) -> None:
         self.args = autoreload.get_child_arguments() if args is None else args
+        self.burst = burst
         self.child: subprocess.Popen[bytes] | None = None
-        self._stopping = False
-        self.started = 0.0  # when the last worker was started
+        self.dirs = watched_files.project_dirs()
+        self._stopping: int | None = None  # the stop signal received
 
     def run(self) -> int:
-        """Run workers until one stops for another reason than a code change; its exit code."""
-        previous = {
-            signum: signal.signal(signum, self._on_signal)
-            for signum in (signal.SIGTERM, signal.SIGINT)
-        }
+        """Run workers until stopped (0), or until a ``--burst`` worker ends (its code)."""
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in PASSED_ON}
+        retry = RETRY_FIRST
         try:
-            while not self._stopping:
-                code = self._run_worker()
-                if self._stopping:
-                    return code
+            while self._stopping is None:
+                snapshot = watched_files.take(self.dirs)
+                began = time.monotonic()
+                code = self._run_worker(snapshot)
+                if self._stopping is not None:
+                    return 0 if code in (0, EXIT_RELOAD) or code < 0 else code
                 if code == EXIT_RELOAD:
                     logger.info("Starting the worker again with the changed code")
                     continue
-                if code == 0:
-                    return 0
-                logger.error(
-                    "The worker %s: it starts again when one of the project's modules "
-                    "changes (Ctrl-C to quit)",
-                    _how_it_ended(code),
-                )
-                if not self._wait_for_change(self.started):
+                if code == 0 or self.burst:
                     return code
+                if time.monotonic() - began > HEALTHY_AFTER:
+                    retry = RETRY_FIRST
+                logger.error(
+                    "The worker %s: it starts again when a file of the project changes, or "
+                    "in %.0f s (Ctrl-C to quit)",
+                    _how_it_ended(code),
+                    retry,
+                )
+                self._wait_for_change(snapshot, retry)
+                retry = min(retry * 2, RETRY_MOST)
             return 0
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
-    def _run_worker(self) -> int:
-        self.started = time.time()
-        env = {**os.environ, RELOADED_ENV: "1"}
-        self.child = subprocess.Popen(self.args, env=env, close_fds=False)
+    def _run_worker(self, snapshot: Snapshot) -> int:
+        handle, name = tempfile.mkstemp(prefix="django_tasks-reload-", suffix=".json")
+        os.close(handle)
+        path = Path(name)
+        watched_files.save_snapshot(snapshot, path)
+        env = {**os.environ, RELOADED_ENV: str(os.getpid()), SNAPSHOT_ENV: str(path)}
         try:
+            self.child = subprocess.Popen(self.args, env=env, close_fds=False)
+            if self._stopping is not None:  # asked to stop while it was being started
+                self.child.send_signal(PASSED_ON[signal.Signals(self._stopping)])
             return self.child.wait()
         finally:
             self.child = None
+            watched_files.remove(path)
 
-    def _wait_for_change(self, since: float) -> bool:
-        """Block until a module this process imported changed after ``since`` (True) or a
-        stop signal (False). Polled twice a second, by the files' times: an edit saved
-        between the worker's failure and this call counts too."""
-        while not self._stopping:
-            if (path := changed_since(since)) is not None:
+    def _wait_for_change(self, snapshot: Snapshot, seconds: float) -> None:
+        """Until a watched file differs from ``snapshot``, ``seconds`` pass or a stop."""
+        deadline = time.monotonic() + seconds
+        while self._stopping is None and time.monotonic() < deadline:
+            path = watched_files.changed_file(self.dirs, snapshot)
+            if path is not None:
                 logger.info("%s changed", path)
-                return True
+                return
             time.sleep(0.5)
-        return False
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """Pass the stop on to the worker (a terminal's Ctrl-C reaches it too: it counts the
-        two as one request), or stop waiting for a change."""
-        self._stopping = True
-        if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signal.SIGTERM)
+        """Pass the stop on to the worker as the other stop signal (see the module
+        docstring), or stop waiting for a change."""
+        self._stopping = signum
+        child = self.child
+        if child is not None and child.poll() is None:
+            child.send_signal(PASSED_ON[signal.Signals(signum)])

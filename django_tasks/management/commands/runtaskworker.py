@@ -176,7 +176,7 @@ class Command(BaseCommand):
         if reload and not is_reloaded_worker():
             # This process only starts the worker again and again: it holds no connection.
             connections.close_all()
-            code = Reloader().run()
+            code = Reloader(burst=options["burst"]).run()
             if code:
                 sys.exit(code)
             return
