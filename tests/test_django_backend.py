@@ -47,6 +47,7 @@ else:
     from tests.taskapp.models import Effect
     from tests.taskapp.standard import (
         add_json,
+        async_cancels_itself,
         async_double,
         async_exits,
         async_fails,
@@ -264,6 +265,47 @@ else:
         adapter = find_task(run.task_key, run.task_name)
         assert adapter.is_async
         assert registry.get(run.task_key) is adapter
+
+    def test_an_async_task_raising_cancelled_error_itself_fails_with_a_django_error(
+        close_connections_of_sync_to_async,
+    ):
+        result = async_cancels_itself.enqueue()
+        drain()
+        result.refresh()
+        assert result.status == TaskResultStatus.FAILED
+        [error] = result.errors
+        assert error.exception_class_path == "asyncio.exceptions.CancelledError"
+        assert "cancelled inside the task" in error.traceback
+
+    def test_async_tasks_outlive_a_broken_connection_of_djangos_sync_thread(
+        close_connections_of_sync_to_async,
+    ):
+        """The result's reads and writes run in asgiref's sync thread, no request's: a
+        connection the server dropped there is replaced, as a request's would be."""
+        import asyncio
+
+        from asgiref.sync import sync_to_async
+        from django.db import connection
+
+        first = async_double.enqueue(1)
+        drain()
+        assert task_backends["default"].get_result(first.id).return_value == 2
+
+        def backend_pid() -> int:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                return int(cursor.fetchone()[0])
+
+        async def its_pid() -> int:
+            return await sync_to_async(backend_pid)()
+
+        pid = asyncio.run(its_pid())
+        with connection.cursor() as cursor:  # the test's own connection
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        results = [async_double.enqueue(n) for n in (2, 3)]
+        drain()
+        get = task_backends["default"].get_result
+        assert [get(r.id).return_value for r in results] == [4, 6]
 
     def test_a_real_worker_process_runs_async_tasks_and_sends_the_signals(start_worker):
         result, marked = async_double.enqueue(2), async_marks.enqueue("async in a worker")

@@ -238,6 +238,7 @@ if django.VERSION >= (6, 0):
             ("runtime", "RuntimeError: late_standard cannot be imported in this process"),
             # not "Unknown task": the ImportError that caused it, first
             ("import", "ModuleNotFoundError: No module named 'a_package_this_worker_lacks'"),
+            ("name", "ImportError: cannot import name 'no_such_name' from 'json'"),
             ("queue", "InvalidTask: Queue 'emails' is not valid for backend"),
         ],
     )

@@ -11,15 +11,17 @@ made the adapter yet finds it with :func:`resolve` from the run's task name and 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import threading
 import uuid
+from collections.abc import Callable
 from traceback import format_exception
 from typing import Any
 
 from asgiref.sync import markcoroutinefunction, sync_to_async
-from django.db import connections
+from django.db import close_old_connections, connections
 from django.tasks import TaskContext, TaskResultStatus, task_backends
 from django.tasks.base import Task as DjangoTask
 from django.tasks.base import TaskError
@@ -120,8 +122,9 @@ def _not_a_path(error: ImportError, task_name: str) -> bool:
     worker lacks, an import cycle: then that error, not "unknown", is the run's failure."""
     if isinstance(error.__cause__, AttributeError):  # import_string: no such attribute
         return True
-    missing = error.name if isinstance(error, ModuleNotFoundError) else None
-    return missing is None or task_name == missing or task_name.startswith(f"{missing}.")
+    if not isinstance(error, ModuleNotFoundError) or not error.name:
+        return False  # "cannot import name ..." inside the module: its own failure
+    return task_name == error.name or task_name.startswith(f"{error.name}.")
 
 
 registry.add_resolver(resolve)
@@ -164,7 +167,7 @@ async def aexecute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     the reads, writes and signals around it in Django's sync thread (``sync_to_async``)."""
     from ..worker.outcomes import TaskRunCancelled, TaskRunTimeout
 
-    result, sender = await sync_to_async(_begin)(get_run_context())
+    result, sender = await sync_to_async(_as_a_request(_begin))(get_run_context())
     task = result.task
     try:
         if task.takes_context:
@@ -172,11 +175,33 @@ async def aexecute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         else:
             value = await task.acall(*args, **kwargs)
         value, value_text = _returned(value)
-    except (TaskRunTimeout, TaskRunCancelled, asyncio.CancelledError):
+    except (TaskRunTimeout, TaskRunCancelled):
         raise  # timed out or cancelled by the worker: its rules apply
+    except asyncio.CancelledError as exc:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # the worker cancelled its coroutine (a timeout, a cancel)
+        return await sync_to_async(_as_a_request(_failed))(result, sender, exc)  # its own
     except BaseException as exc:
-        return await sync_to_async(_failed)(result, sender, exc)
-    return await sync_to_async(_succeeded)(result, sender, value, value_text)
+        return await sync_to_async(_as_a_request(_failed))(result, sender, exc)
+    return await sync_to_async(_as_a_request(_succeeded))(result, sender, value, value_text)
+
+
+def _as_a_request(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` as Django runs a request in its thread: a connection left broken (a database
+    restart, PgBouncer's disconnect) or past ``CONN_MAX_AGE`` is closed before, and closed
+    after when its age says so. ``sync_to_async`` runs it in a thread that is no request's
+    and no worker slot's, where nothing else would ever do it."""
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        close_old_connections()
+        try:
+            return fn(*args)
+        finally:
+            close_old_connections()
+
+    return call
 
 
 def _begin(context: Any) -> tuple[Any, type]:

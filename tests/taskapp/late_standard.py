@@ -16,6 +16,8 @@ if _LATE == "runtime":
     raise RuntimeError("late_standard cannot be imported in this process")
 if _LATE == "import":  # a package the worker's environment lacks
     import a_package_this_worker_lacks  # type: ignore[import-not-found]  # noqa: F401
+if _LATE == "name":  # a name its module no longer has (an older version installed)
+    from json import no_such_name  # type: ignore[attr-defined]  # noqa: F401
 
 
 @task(queue_name="emails" if _LATE == "queue" else "other")

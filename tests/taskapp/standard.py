@@ -137,3 +137,10 @@ async def async_marks(label: str) -> str:
     """The ORM from a coroutine: Django's async methods."""
     await Effect.objects.acreate(label=label)
     return label
+
+
+@task
+async def async_cancels_itself() -> None:
+    """Its own code raises CancelledError (an inner task it awaited was cancelled): not the
+    worker's cancel, so the run fails as any exception fails it."""
+    raise asyncio.CancelledError("cancelled inside the task")
