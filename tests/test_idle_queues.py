@@ -92,3 +92,35 @@ def test_a_worker_on_the_default_queue_names_the_queue_its_runs_wait_in(
     assert waiting.state.name == "Scheduled"
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
+
+
+def test_a_null_among_a_workers_queues_hides_nothing(db_conn: QueueConnection) -> None:
+    add.apply_async(args=(1, 2), queue="emails")
+    live_worker("odd:1", [None, "elsewhere"])  # type: ignore[list-item]
+    rows = unserved_queues(db_conn, ["default"], heartbeat_timeout=10)
+    assert [queue for queue, _, _ in rows] == ["emails"]
+
+
+def test_an_odd_queue_name_written_by_hand_is_quoted_in_the_message(
+    db_conn: QueueConnection,
+) -> None:
+    from django_tasks.models import TaskRun
+
+    run = add.apply_async(args=(1, 2), queue="emails")
+    TaskRun.objects.filter(pk=run.id).update(queue="em ails'; rm -rf ~")
+    rows = unserved_queues(db_conn, ["default"], heartbeat_timeout=10)
+    message = describe(rows, ["default"], db_conn.db_epoch())
+    assert '"em ails\'; rm -rf ~" (1 ready' in message
+    assert "--queues 'default,em ails'\"'\"'; rm -rf ~'" in message  # one shell word
+
+
+def test_a_queue_whose_first_entries_are_all_due_later_is_not_named(
+    db_conn: QueueConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(idle_queues, "COUNT_CAP", 2)
+    for _ in range(2):
+        add.apply_async(args=(1, 2), queue="emails", priority=5, countdown=3600)
+    add.apply_async(args=(1, 2), queue="emails")  # ready, behind two entries due later
+    assert unserved_queues(db_conn, ["default"], heartbeat_timeout=10) == []
+    monkeypatch.setattr(idle_queues, "COUNT_CAP", 3)
+    assert [n for _, n, _ in unserved_queues(db_conn, ["default"], heartbeat_timeout=10)] == [1]

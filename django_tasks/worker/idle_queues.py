@@ -7,55 +7,78 @@ warning naming each queue with ready runs that neither its pool nor any other li
 serves, with the ``--queues`` that would serve it. The same warning is repeated only when the
 set of queues changes or after :data:`REPEAT_AFTER` seconds.
 
-What it reads stays small however long the queues: the distinct queues of the ready index are
-found by a skip scan (one index probe per queue), the served ones from the worker table, and
-only the unserved queues' ready runs are counted, up to :data:`COUNT_CAP` each.
+What it reads stays small however long and many the queues: the distinct queues of the ready
+index are found by a skip scan (one index probe per queue, up to :data:`MOST_QUEUES`), the
+served ones from the worker table, and of the first :data:`MOST_UNSERVED` unserved queues the
+first :data:`COUNT_CAP` entries in the index's order are read, the ready runs among them
+counted (so "the oldest" is the oldest of those, and a queue whose first entries are all due
+later is not named).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import shlex
 import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from ..storable import shown
 from .connection import QueueConnection
 
-__all__ = ["CHECK_EVERY", "COUNT_CAP", "REPEAT_AFTER", "IdleQueueWarning", "unserved_queues"]
+__all__ = [
+    "CHECK_EVERY",
+    "COUNT_CAP",
+    "REPEAT_AFTER",
+    "IdleQueueWarning",
+    "describe",
+    "unserved_queues",
+]
 
 logger = logging.getLogger("django_tasks.worker")
 
-CHECK_EVERY, REPEAT_AFTER, COUNT_CAP, MOST_QUEUES = 60.0, 300.0, 10_000, 20
+CHECK_EVERY, REPEAT_AFTER = 60.0, 300.0
+#: Queues with runs in the ready index looked at (a skip scan: one index probe each), the
+#: unserved ones among them whose runs are looked at, the entries read per queue (ready runs
+#: are counted among them: "1,000+"), and the queues named.
+MOST_QUEUES, MOST_UNSERVED, COUNT_CAP, MOST_NAMED = 1_000, 100, 1_000, 20
 
 UNSERVED = """
-WITH RECURSIVE queues(queue) AS (
-    (SELECT queue FROM django_tasks_taskrun
+WITH RECURSIVE queues(queue, seen) AS (
+    (SELECT queue, 1 FROM django_tasks_taskrun
      WHERE state_type = 'SCHEDULED' AND blocked = 0 ORDER BY queue LIMIT 1)
     UNION ALL
     SELECT (SELECT r.queue FROM django_tasks_taskrun r
             WHERE r.state_type = 'SCHEDULED' AND r.blocked = 0 AND r.queue > q.queue
-            ORDER BY r.queue LIMIT 1)
-    FROM queues q WHERE q.queue IS NOT NULL
+            ORDER BY r.queue LIMIT 1), q.seen + 1
+    FROM queues q WHERE q.queue IS NOT NULL AND q.seen < %(most_queues)s
 ), served AS (
     SELECT DISTINCT jsonb_array_elements_text(queues) AS queue FROM django_tasks_worker
     WHERE stopped IS NULL
       AND last_heartbeat > clock_timestamp() - make_interval(secs => %(heartbeat_timeout)s)
+), unserved AS (
+    SELECT q.queue FROM queues q
+    WHERE q.queue IS NOT NULL AND NOT q.queue = ANY(%(mine)s)
+      AND NOT EXISTS (SELECT 1 FROM served s WHERE s.queue = q.queue)
+    ORDER BY q.queue
+    LIMIT %(most_unserved)s
 )
-SELECT q.queue, ready.n, ready.oldest
-FROM queues q
+SELECT u.queue, ready.n, ready.oldest
+FROM unserved u
 CROSS JOIN LATERAL (
-    SELECT count(*) AS n, min(scheduled_time) AS oldest FROM (
+    SELECT count(*) FILTER (WHERE scheduled_time <= now()) AS n,
+           min(scheduled_time) FILTER (WHERE scheduled_time <= now()) AS oldest
+    FROM (
         SELECT scheduled_time FROM django_tasks_taskrun r
-        WHERE r.state_type = 'SCHEDULED' AND r.blocked = 0 AND r.queue = q.queue
-          AND r.scheduled_time <= clock_timestamp()
+        WHERE r.state_type = 'SCHEDULED' AND r.blocked = 0 AND r.queue = u.queue
         LIMIT %(cap)s
-    ) capped
+    ) looked
 ) ready
-WHERE q.queue IS NOT NULL AND NOT q.queue = ANY(%(mine)s)
-  AND q.queue NOT IN (SELECT queue FROM served) AND ready.n > 0
-ORDER BY q.queue
-LIMIT %(most)s
+WHERE ready.n > 0
+ORDER BY u.queue
+LIMIT %(most_named)s
 """
 
 
@@ -68,7 +91,9 @@ def unserved_queues(
         "mine": list(mine),
         "heartbeat_timeout": heartbeat_timeout,
         "cap": COUNT_CAP,
-        "most": MOST_QUEUES,
+        "most_queues": MOST_QUEUES,
+        "most_unserved": MOST_UNSERVED,
+        "most_named": MOST_NAMED,
     }
     rows = db.execute(UNSERVED, params, give_up_on_stop=True)
     return [(str(queue), int(n), oldest) for queue, n, oldest in rows]
@@ -80,13 +105,20 @@ def describe(rows: list[tuple[str, int, datetime]], mine: Sequence[str], now: fl
     for queue, n, oldest in rows:
         count = f"{COUNT_CAP:,}+" if n >= COUNT_CAP else f"{n:,}"
         waited = max(0, int(now - oldest.timestamp()))
-        parts.append(f"{queue} ({count} ready, the oldest for {_duration(waited)})")
+        parts.append(f"{_name(queue)} ({count} ready, the oldest for {_duration(waited)})")
     names = [queue for queue, _, _ in rows]
+    option = shlex.quote(",".join([*mine, *names]))
     return (
         f"Runs are waiting in queues that no live worker serves: {'; '.join(parts)}. This "
-        f"worker serves {', '.join(mine)}: start it with --queues {','.join([*mine, *names])}"
+        f"worker serves {', '.join(mine)}: start it with --queues {option}"
         " (or another worker with the missing queues)."
     )
+
+
+def _name(queue: str) -> str:
+    """A queue's name as is when it is one ``.delay()`` accepts; quoted (cut, escaped) when a
+    row written by hand holds something else."""
+    return queue if re.fullmatch(r"[\w.:-]{1,100}", queue, flags=re.ASCII) else shown(queue)
 
 
 def _duration(seconds: int) -> str:
