@@ -239,6 +239,7 @@ if django.VERSION >= (6, 0):
             # not "Unknown task": the ImportError that caused it, first
             ("import", "ModuleNotFoundError: No module named 'a_package_this_worker_lacks'"),
             ("name", "ImportError: cannot import name 'no_such_name' from 'json'"),
+            ("attribute", "AttributeError: module 'posixpath' has no attribute 'no_such_function'"),
             ("queue", "InvalidTask: Queue 'emails' is not valid for backend"),
         ],
     )

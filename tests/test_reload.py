@@ -7,6 +7,7 @@ import importlib
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -92,8 +93,11 @@ def test_a_code_change_restarts_the_pool_after_its_running_run_finishes(
 ) -> None:
     tasks_py, env = project
     tasks = load_tasks(tasks_py)
+    handed_over = set(Path(tempfile.gettempdir()).glob("django_tasks-reload-*.json"))
     worker = start_worker("--queues", "reloadq", env=env)  # DEBUG on: reloads by default
     assert tasks.version.delay().result(timeout=60) == "v1"
+    # The snapshot of the files' times the reloader handed over: read and removed.
+    assert set(Path(tempfile.gettempdir()).glob("django_tasks-reload-*.json")) <= handed_over
     long = tasks.slow.delay(3.0)
     wait_until(lambda: long.state.is_running(), timeout=30)
 
@@ -193,8 +197,6 @@ def test_a_worker_killed_under_its_reloader_starts_again_by_itself(
     os.kill(supervisor, signal.SIGKILL)
     wait_until(lambda: "The worker was killed by SIGKILL" in worker_log(worker), timeout=30)
     assert "or in 5 s" in worker_log(worker)
-    # Its worker processes notice that their supervisor is gone and stop by themselves.
-    wait_until(lambda: session_pids(worker.pid) == [worker.pid], timeout=30)
     assert worker.poll() is None  # the reloader waits: for a change, or RETRY_FIRST seconds
 
     # No edit: the worker is back after the pause (a database away, an OOM kill...).

@@ -11,24 +11,22 @@ made the adapter yet finds it with :func:`resolve` from the run's task name and 
 from __future__ import annotations
 
 import asyncio
-import functools
+import importlib
 import inspect
 import json
 import threading
 import uuid
-from collections.abc import Callable
 from traceback import format_exception
 from typing import Any
 
-from asgiref.sync import markcoroutinefunction, sync_to_async
-from django.db import close_old_connections, connections
+from asgiref.sync import ThreadSensitiveContext, markcoroutinefunction, sync_to_async
+from django.db import connections
 from django.tasks import TaskContext, TaskResultStatus, task_backends
 from django.tasks.base import Task as DjangoTask
 from django.tasks.base import TaskError
 from django.tasks.signals import task_finished, task_started
 from django.utils import timezone
 from django.utils.json import normalize_json
-from django.utils.module_loading import import_string
 
 from ..aio import is_async
 from ..conf import task_settings
@@ -99,32 +97,27 @@ def adapter_for(django_task: DjangoTask[Any, Any], **options: Any) -> Task[Any, 
 def resolve(task_key: str, task_name: str) -> Task[Any, Any] | None:
     """The registry's resolver (registered below): in a worker, the adapter of the
     ``django.tasks`` Task a run names, or ``None`` when the name is no module path, or the
-    path of something else or of a Task with another key. Raises UnknownTask (its cause: the
-    ImportError) when the name does not import, and whatever the Task's module raises while
-    it is imported - an ImportError inside it too (the worker fails the run with it)."""
-    if "." not in task_name:
+    path of something else or of a Task with another key. Raises UnknownTask (its cause says
+    why) when the name's module does not exist or lacks the name, and whatever the module
+    raises while it is imported - an ImportError or AttributeError of its own code too (the
+    worker fails the run with it)."""
+    module_path, _, attribute = task_name.rpartition(".")
+    if not module_path:
         return None
     try:
-        candidate = import_string(task_name)
-    except ImportError as exc:
-        if _not_a_path(exc, task_name):
-            raise UnknownTask(task_key) from exc
+        module = importlib.import_module(module_path)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_path == exc.name or module_path.startswith(f"{exc.name}.")):
+            raise UnknownTask(task_key) from exc  # no such module
         raise  # its module was found and failed inside: that error is the run's failure
+    candidate = getattr(module, attribute, None)
+    if candidate is None:
+        missing = ImportError(f"Module {module_path!r} has no attribute {attribute!r}")
+        raise UnknownTask(task_key) from missing
     if not isinstance(candidate, DjangoTask):
         return None
     adapter = adapter_for(candidate)
     return adapter if adapter.key == task_key else None
-
-
-def _not_a_path(error: ImportError, task_name: str) -> bool:
-    """Whether importing ``task_name`` failed because it names no module or no attribute of
-    one (then the task is unknown here), rather than inside a module it found - a package the
-    worker lacks, an import cycle: then that error, not "unknown", is the run's failure."""
-    if isinstance(error.__cause__, AttributeError):  # import_string: no such attribute
-        return True
-    if not isinstance(error, ModuleNotFoundError) or not error.name:
-        return False  # "cannot import name ..." inside the module: its own failure
-    return task_name == error.name or task_name.startswith(f"{error.name}.")
 
 
 registry.add_resolver(resolve)
@@ -164,10 +157,21 @@ def execute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
 
 async def aexecute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """:func:`execute` for an ``async def`` Task: its coroutine awaited on the worker's loop,
-    the reads, writes and signals around it in Django's sync thread (``sync_to_async``)."""
+    the reads, writes and signals around it - and the Task's own ORM calls through
+    ``sync_to_async`` - in a sync thread of the run's own (``ThreadSensitiveContext``, as
+    Django gives each request of an ASGI server), whose connections are closed when it ends:
+    a connection the server dropped never outlives its run, and no run closes another's."""
+    async with ThreadSensitiveContext():
+        try:
+            return await _aexecute(args, kwargs)
+        finally:
+            await sync_to_async(connections.close_all)()
+
+
+async def _aexecute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     from ..worker.outcomes import TaskRunCancelled, TaskRunTimeout
 
-    result, sender = await sync_to_async(_as_a_request(_begin))(get_run_context())
+    result, sender = await sync_to_async(_begin)(get_run_context())
     task = result.task
     try:
         if task.takes_context:
@@ -181,27 +185,10 @@ async def aexecute(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         current = asyncio.current_task()
         if current is not None and current.cancelling():
             raise  # the worker cancelled its coroutine (a timeout, a cancel)
-        return await sync_to_async(_as_a_request(_failed))(result, sender, exc)  # its own
+        return await sync_to_async(_failed)(result, sender, exc)  # raised by its own code
     except BaseException as exc:
-        return await sync_to_async(_as_a_request(_failed))(result, sender, exc)
-    return await sync_to_async(_as_a_request(_succeeded))(result, sender, value, value_text)
-
-
-def _as_a_request(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` as Django runs a request in its thread: a connection left broken (a database
-    restart, PgBouncer's disconnect) or past ``CONN_MAX_AGE`` is closed before, and closed
-    after when its age says so. ``sync_to_async`` runs it in a thread that is no request's
-    and no worker slot's, where nothing else would ever do it."""
-
-    @functools.wraps(fn)
-    def call(*args: Any) -> Any:
-        close_old_connections()
-        try:
-            return fn(*args)
-        finally:
-            close_old_connections()
-
-    return call
+        return await sync_to_async(_failed)(result, sender, exc)
+    return await sync_to_async(_succeeded)(result, sender, value, value_text)
 
 
 def _begin(context: Any) -> tuple[Any, type]:

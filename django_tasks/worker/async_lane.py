@@ -37,7 +37,6 @@ from ..aio import Ended, LoopThread, RunTimeout, call_on_loop
 from ..logs import for_run
 from ..registry import UnknownTask, registry
 from ..states import StateName, StateType
-from .claimer import Claimer
 from .connection import QueueConnection
 from .deferred import log_discarded
 from .journal import ProcessJournal
@@ -338,7 +337,7 @@ class AsyncLane:
         self.freed = 0
         self.wake = threading.Condition()
         #: The lane's claims (its floors, its rate wakes, its errors in a row).
-        self.claimer = Claimer(worker, lane=self)
+        self.claimer = worker.claimer_class(worker, lane=self)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.finisher: Finisher | None = None

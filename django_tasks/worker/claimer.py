@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import threading
 import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from .async_lane import AsyncLane
     from .process import Worker
 
-__all__ = ["BURST_ERRORS", "ERROR_BACKOFF", "Claimer"]
+__all__ = ["BURST_ERRORS", "ERROR_BACKOFF", "Claimer", "RateWakes"]
 
 logger = logging.getLogger("django_tasks.worker")
 
@@ -43,11 +44,40 @@ ERROR_BACKOFF = 1.0
 BURST_ERRORS = 3
 
 
+class RateWakes:
+    """When runs sent to wait for a rate may start (monotonic clock): a heap behind a lock,
+    shared by a process's slot threads (any idle slot wakes for a run another slot's claim
+    sent to wait; two slots must not pop the same entry)."""
+
+    def __init__(self) -> None:
+        self._heap: list[float] = []
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        with self._lock:
+            return bool(self._heap)
+
+    def push(self, at: float) -> None:
+        with self._lock:
+            heapq.heappush(self._heap, at)
+
+    def wait(self, now: float) -> float | None:
+        """0 when one is due (it is taken, with every other due one), else the seconds to
+        the next; ``None`` when none is waited for."""
+        with self._lock:
+            heap = self._heap
+            if heap and heap[0] <= now:
+                while heap and heap[0] <= now:
+                    heapq.heappop(heap)
+                return 0.0
+            return heap[0] - now if heap else None
+
+
 class Claimer:
     """Claims for one thread of ``worker``: a slot's (``lane`` None) or the async lane's."""
 
     def __init__(
-        self, worker: Worker, lane: AsyncLane | None = None, rate_wakes: list[float] | None = None
+        self, worker: Worker, lane: AsyncLane | None = None, rate_wakes: RateWakes | None = None
     ) -> None:
         self.worker = worker
         self.lane = lane
@@ -55,7 +85,7 @@ class Claimer:
         self.floors = ClaimFloors()
         #: When runs sent to wait for a rate may start (monotonic clock, a heap): the slots
         #: share one (any idle slot wakes for a run another slot's claim sent to wait).
-        self.rate_wakes: list[float] = [] if rate_wakes is None else rate_wakes
+        self.rate_wakes = RateWakes() if rate_wakes is None else rate_wakes
         #: Claims that failed in a row (unexpected errors).
         self.errors = 0
 
@@ -76,19 +106,18 @@ class Claimer:
         Comparing generations (not a shared Event) means a notification that arrives while
         this thread is claiming is not lost: the thread goes straight back to claiming.
         """
-        worker, wakes, lane = self.worker, self.rate_wakes, self.lane
-        timeout, now = worker.poll_interval, time.monotonic()
+        worker, lane = self.worker, self.lane
+        timeout = worker.poll_interval
         owed = self.floors.owed_in()  # a plain claim owed (.floors): wake for it
         if owed is not None:
             if owed == 0.0:
                 return
             timeout = min(timeout, owed)
-        if wakes and wakes[0] <= now:  # a run sent to wait for a rate may start now
-            while wakes and wakes[0] <= now:
-                heapq.heappop(wakes)
+        rate = self.rate_wakes.wait(time.monotonic())  # a run sent to wait for a rate
+        if rate == 0.0:  # ... may start now
             return
-        if wakes:  # ... or then
-            timeout = min(timeout, wakes[0] - now)
+        if rate is not None:  # ... or then
+            timeout = min(timeout, rate)
         if lane is not None:
             with lane.wake:
                 lane.wake.wait_for(
@@ -227,5 +256,5 @@ class Claimer:
         admission = self.worker.gate.admit(db, claimed, self.worker.name)
         offset = time.monotonic() - db.db_epoch()
         for start in admission.wake_at:
-            heapq.heappush(self.rate_wakes, start.timestamp() + offset)
+            self.rate_wakes.push(start.timestamp() + offset)
         return admission.runs

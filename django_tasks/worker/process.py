@@ -53,7 +53,7 @@ from ..schedules.ticker import enqueue_due_ticks
 from ..storable import describe_exception
 from . import claimer
 from .async_lane import AsyncCalls, AsyncLane
-from .claimer import Claimer
+from .claimer import Claimer, RateWakes
 from .connection import QueueConnection
 from .deferred import DeferredOutcomes
 from .descendants import kill_tree, reap_adopted
@@ -169,7 +169,7 @@ class Worker:
         #: Each slot thread's :class:`.claimer.Claimer` (``.claimer``; the lane has its own),
         #: and the slots' shared heap of rate wake-ups.
         self._claimers = threading.local()
-        self._rate_wakes: list[float] = []
+        self._rate_wakes = RateWakes()
         self._stopping = threading.Event()
         self._control_done = threading.Event()
         self._wake = threading.Condition()

@@ -112,12 +112,15 @@ class CodeWatcher:
     def __init__(self) -> None:
         given = os.environ.get(RELOADED_ENV, "")
         self.parent_pid = int(given) if given.isdigit() else os.getppid()
-        self.dirs = watched_files.project_dirs()
+        self.files = watched_files.project_files(watched_files.project_dirs())
         # The reloader's snapshot (before this process started) first, then this process's.
+        handed = os.environ.get(SNAPSHOT_ENV)
         self.snapshots: tuple[Snapshot, ...] = (
-            watched_files.load_snapshot(os.environ.get(SNAPSHOT_ENV)),
-            watched_files.take(self.dirs),
+            watched_files.load_snapshot(handed),
+            watched_files.take(self.files),
         )
+        if handed:  # read: gone, whatever becomes of the reloader
+            watched_files.remove(Path(handed))
         self._on_change: Callable[[str], None] | None = None
         self._reloader: autoreload.BaseReloader | None = None
         self._fired = threading.Event()
@@ -127,8 +130,7 @@ class CodeWatcher:
         other thread runs)."""
         self._on_change = on_change
         reloader = self._reloader = autoreload.get_reloader()
-        for directory in self.dirs:
-            reloader.watch_dir(directory, "**/*.py")
+        reloader.extra_files.update(self.files)  # watched beside the imported modules
 
         def changed(sender: Any, file_path: Path, **kwargs: Any) -> bool:
             self._changed(str(file_path))
@@ -161,7 +163,7 @@ class CodeWatcher:
         while not self._fired.wait(0.5):
             if sweeps and time.monotonic() - started >= sweeps[0]:
                 sweeps.pop(0)
-                path = watched_files.changed_file(self.dirs, *self.snapshots)
+                path = watched_files.changed_file(self.files, *self.snapshots)
                 if path is not None:
                     self._changed(path)
                     return
@@ -187,7 +189,10 @@ class Reloader:
         retry = RETRY_FIRST
         try:
             while self._stopping is None:
-                snapshot = watched_files.take(self.dirs)
+                files = watched_files.project_files(self.dirs)  # new files since, too
+                snapshot = watched_files.take(files)
+                if self._stopping is not None:  # asked to stop meanwhile: start nothing
+                    return 0
                 began = time.monotonic()
                 code = self._run_worker(snapshot)
                 if self._stopping is not None:
@@ -205,7 +210,7 @@ class Reloader:
                     _how_it_ended(code),
                     retry,
                 )
-                self._wait_for_change(snapshot, retry)
+                self._wait_for_change(files, snapshot, retry)
                 retry = min(retry * 2, RETRY_MOST)
             return 0
         finally:
@@ -227,11 +232,11 @@ class Reloader:
             self.child = None
             watched_files.remove(path)
 
-    def _wait_for_change(self, snapshot: Snapshot, seconds: float) -> None:
+    def _wait_for_change(self, files: list[Path], snapshot: Snapshot, seconds: float) -> None:
         """Until a watched file differs from ``snapshot``, ``seconds`` pass or a stop."""
         deadline = time.monotonic() + seconds
         while self._stopping is None and time.monotonic() < deadline:
-            path = watched_files.changed_file(self.dirs, snapshot)
+            path = watched_files.changed_file(files, snapshot)
             if path is not None:
                 logger.info("%s changed", path)
                 return

@@ -16,6 +16,8 @@ if _LATE == "runtime":
     raise RuntimeError("late_standard cannot be imported in this process")
 if _LATE == "import":  # a package the worker's environment lacks
     import a_package_this_worker_lacks  # type: ignore[import-not-found]  # noqa: F401
+if _LATE == "attribute":  # its own code reads an attribute that is not there
+    os.path.no_such_function  # type: ignore[attr-defined]  # noqa: B018
 if _LATE == "name":  # a name its module no longer has (an older version installed)
     from json import no_such_name  # type: ignore[attr-defined]  # noqa: F401
 
