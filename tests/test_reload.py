@@ -174,7 +174,9 @@ def test_noreload_and_burst_and_production_do_not_reload(
         assert wants_reload(True, burst=False) is True
     _tasks_py, env = project
     worker = start_worker("--queues", "reloadq", "--noreload", env=env)
-    wait_until(lambda: "starting 1 workers" in worker_log(worker), timeout=60)
+    # Its worker process ready (a stop sent while it still boots waits for it: a loaded
+    # machine took more than the 30 s below once).
+    wait_until(lambda: "] Worker " in worker_log(worker) and " started" in worker_log(worker))
     assert "Reloading on code changes" not in worker_log(worker)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(30) == 0
