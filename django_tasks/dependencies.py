@@ -61,6 +61,8 @@ def collect_upstreams(
     """Every future a run depends on, once each, in the order met. Containers are visited
     once each, so a structure that holds itself (which pickle accepts) is no problem, and
     without recursion, so neither is one nested a hundred thousand deep."""
+    if not wait_for and _all_plain(args) and _all_plain(kwargs.values()):
+        return []  # the usual call: no container to look into (a quarter of a bulk item's Python)
     found: dict[uuid.UUID, Upstream] = {}
     seen: set[int] = set()
     # A stack, popped from its end: the arguments first, then wait_for in its order.
@@ -79,6 +81,14 @@ def collect_upstreams(
             items = list(value.values() if isinstance(value, dict) else value)
             todo.extend((item, kind, allowed) for item in reversed(items))
     return list(found.values())
+
+
+#: Types that never hold a future.
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+
+
+def _all_plain(values: Iterable[Any]) -> bool:
+    return all(type(value) in _PLAIN for value in values)
 
 
 def check_upstreams(upstreams: list[Upstream]) -> None:

@@ -12,7 +12,7 @@ import functools
 import json
 import uuid
 from base64 import b64encode
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -291,6 +291,15 @@ def _execute_prepared(query: str, params: dict[str, Any]) -> Any:
     return row[0] if row else None
 
 
+#: Runs per statement of a bulk enqueue. A larger batch is sent as several statements,
+#: pipelined in one transaction (a savepoint inside the caller's), so that PostgreSQL inserts
+#: one chunk while Python checks and serializes the next instead of waiting for the whole
+#: batch: with 20,000 runs the server's part (about 10 us a run) all but disappears from the
+#: caller's time (benchmarks/bulk.py: 36,000 -> 80,000 runs/s on a 2-core machine). A batch of
+#: at most one chunk is one statement, as before: no transaction of its own.
+BULK_CHUNK = 1000
+
+
 def enqueue_many(
     task: Task[Any, Any],
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
@@ -299,10 +308,12 @@ def enqueue_many(
     priority: int,
     scheduled_time: datetime | None,
 ) -> list[TaskRunFuture[Any]]:
-    """Insert many SCHEDULED runs in one round trip (``unnest`` of arrays) and one NOTIFY.
+    """Insert many SCHEDULED runs: one statement (and one NOTIFY) per :data:`BULK_CHUNK` runs.
 
-    Every call is bound and serialized before anything is sent, so one bad item writes
-    nothing at all.
+    One bad item writes nothing at all: a small batch is checked and serialized before
+    anything is sent; the chunks of a large one are written in one transaction (a savepoint
+    when the caller has one open), rolled back when a later item fails, so the caller's own
+    transaction goes on as if the call had not been made.
     """
     check_importable(task)
     if task.options.unique is not False:
@@ -310,23 +321,56 @@ def enqueue_many(
             f"Task {task.name!r} is unique: enqueue its runs with .delay(), which returns the "
             f"live run of a key instead of adding one (delay_many() adds every run)."
         )
-    ids, items = [], []
+    params = {
+        **_run_columns(task, queue, priority, scheduled_time),
+        "state_name": StateName.SCHEDULED,
+    }
+    ids: list[uuid.UUID] = []
+    chunks = _chunks(task, calls, ids, queue, priority, scheduled_time)
+    alias = task_settings().DATABASE_ALIAS
+    if len(calls) > BULK_CHUNK:
+        _send_pipelined(alias, params, chunks)
+    else:
+        items = next(chunks, None)  # the whole batch, built before anything is sent
+        if items is None:
+            return []
+        with explain_missing_schema(alias), connections[alias].cursor() as cursor:
+            cursor.execute(sql.ENQUEUE_MANY, {**params, "items": items})
+    for run_id in ids:
+        send(run_enqueued, task, run_id=run_id)
+    return [TaskRunFuture(run_id) for run_id in ids]
+
+
+def _chunks(
+    task: Task[Any, Any],
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+    ids: list[uuid.UUID],
+    queue: str,
+    priority: int,
+    scheduled_time: datetime | None,
+) -> Iterator[str]:
+    """The runs of ``calls`` as ENQUEUE_MANY's JSON arrays of ``[id, name, base64
+    parameters, preview]``, :data:`BULK_CHUNK` at a time; their ids are added to ``ids``."""
+    items: list[list[Any]] = []
     for args, kwargs in calls:
         if collect_upstreams(args, kwargs):
             raise TypeError("delay_many() does not take futures: use .delay() (or wait_for).")
         run = RunDocument.build(task, args, kwargs, queue, priority, scheduled_time)
         ids.append(run.id)
         items.append([str(run.id), run.name, b64encode(run.payload).decode(), run.preview])
-    if not ids:
-        return []
-    params = {
-        **_run_columns(task, queue, priority, scheduled_time),
-        "items": json.dumps(items),
-        "state_name": StateName.SCHEDULED,
-    }
-    alias = task_settings().DATABASE_ALIAS
-    with explain_missing_schema(alias), connections[alias].cursor() as cursor:
-        cursor.execute(sql.ENQUEUE_MANY, params)
-    for run_id in ids:
-        send(run_enqueued, task, run_id=run_id)
-    return [TaskRunFuture(run_id) for run_id in ids]
+        if len(items) == BULK_CHUNK:
+            yield json.dumps(items)
+            items = []
+    if items:
+        yield json.dumps(items)
+
+
+def _send_pipelined(alias: str, params: dict[str, Any], chunks: Iterator[str]) -> None:
+    """Send each chunk as it is built, without waiting for the one before (psycopg's
+    pipeline mode), in one transaction: all the runs are written, or none."""
+    wrapper = connections[alias]
+    with explain_missing_schema(alias), transaction.atomic(using=alias):
+        conn = wrapper.connection
+        with wrapper.wrap_database_errors, psycopg.Cursor(conn) as cursor, conn.pipeline():
+            for items in chunks:
+                cursor.execute(sql.ENQUEUE_MANY, {**params, "items": items})

@@ -1,0 +1,81 @@
+"""delay_many() of more runs than one statement takes: chunks pipelined in one transaction."""
+
+import threading
+import uuid
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from django_tasks import topic
+from django_tasks.models import TaskRun, TaskRunState
+from django_tasks.sql import LISTEN
+from tests.taskapp.tasks import add
+
+from .conftest import drain
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(topic, "BULK_CHUNK", 3)
+
+
+def _count(conn) -> int:
+    row = conn.execute("SELECT count(*) FROM django_tasks_taskrun").fetchone()
+    return int(row[0])
+
+
+def test_a_batch_of_several_chunks_is_one_transaction_and_one_notify(
+    small_chunks, second_connection
+):
+    second_connection.execute(LISTEN)
+    with transaction.atomic():
+        futures = add.delay_many([(i, 1) for i in range(10)])
+        assert TaskRun.objects.count() == 10
+        assert _count(second_connection) == 0  # nothing is visible before the commit
+    assert _count(second_connection) == 10
+    notes = list(second_connection.notifies(timeout=1, stop_after=2))
+    assert [n.payload for n in notes] == ["default"]  # the chunks' NOTIFYs are merged
+    runs = list(TaskRun.objects.order_by("created"))
+    assert [run.id for run in runs] == [future.id for future in futures]  # first in, first out
+    assert [run.parameters_preview["a"] for run in runs] == list(range(10))
+    assert TaskRunState.objects.filter(type="SCHEDULED", name="Scheduled").count() == 10
+    drain()
+    assert [future.result(timeout=1) for future in futures] == [i + 1 for i in range(10)]
+
+
+def test_the_default_chunk_size_with_a_partial_last_chunk():
+    futures = add.delay_many([(i, i) for i in range(topic.BULK_CHUNK * 2 + 7)])
+    assert TaskRun.objects.count() == len(futures) == topic.BULK_CHUNK * 2 + 7
+    assert TaskRunState.objects.count() == len(futures)
+    assert len({future.id for future in futures}) == len(futures)
+
+
+def test_a_bad_item_in_a_later_chunk_writes_nothing(small_chunks):
+    items = [(i, 1) for i in range(7)] + [(threading.Lock(), 1)] + [(1, 1)]
+    with pytest.raises(TypeError, match="parameters cannot be pickled"):
+        add.delay_many(items)
+    assert not TaskRun.objects.exists()
+    assert not TaskRunState.objects.exists()
+
+
+def test_a_bad_item_leaves_the_callers_transaction_usable(small_chunks):
+    items = [(i, 1) for i in range(7)] + [(threading.Lock(), 1)]
+    with transaction.atomic():
+        before = add.delay(1, 1)
+        with pytest.raises(TypeError):
+            add.delay_many(items)
+        after = add.delay(2, 2)  # the chunks sent were rolled back to a savepoint
+    assert set(TaskRun.objects.values_list("id", flat=True)) == {before.id, after.id}
+
+
+def test_a_database_error_in_a_later_chunk_writes_nothing(small_chunks, monkeypatch):
+    ids = iter([uuid.UUID(int=n) for n in (1, 2, 3, 4, 5, 4, 7)])  # the 6th repeats the 4th
+    monkeypatch.setattr(topic, "uuid7", lambda: next(ids))
+    with pytest.raises(IntegrityError, match="duplicate key"):
+        add.delay_many([(i, 1) for i in range(7)])
+    assert not TaskRun.objects.exists()
+    monkeypatch.undo()
+    assert len(add.delay_many([(1, 1)] * 5)) == 5  # the connection goes on
+    assert TaskRun.objects.count() == 5
