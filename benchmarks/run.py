@@ -199,10 +199,10 @@ def ours_single(n: int) -> float:
 
 
 def ours_bulk(n: int) -> float:
+    """One ``delay_many()`` of ``n`` runs (sent in pipelined chunks: ``topic.BULK_CHUNK``)."""
     reset()
     started = time.perf_counter()
-    for offset in range(0, n, 10_000):
-        noop.delay_many([()] * min(10_000, n - offset))
+    noop.delay_many([()] * n)
     return n / (time.perf_counter() - started)
 
 
@@ -257,8 +257,11 @@ def raw_drain(n: int, processes: int, *, fresh: bool = True) -> float:
     return n / (finished - started)
 
 
-def start_workers(concurrency: int, *extra: str, root: Path = ROOT) -> subprocess.Popen[bytes]:
-    """``runtaskworker`` of the code in ``root`` (this checkout, or another one to compare)."""
+def start_workers(
+    concurrency: int, *extra: str, root: Path = ROOT, wait: bool = True
+) -> subprocess.Popen[bytes]:
+    """``runtaskworker`` of the code in ``root`` (this checkout, or another one to compare);
+    ``wait``: until its worker processes are up."""
     env = dict(os.environ)
     proc = subprocess.Popen(
         [
@@ -275,10 +278,13 @@ def start_workers(concurrency: int, *extra: str, root: Path = ROOT) -> subproces
         env=env,
         start_new_session=True,
     )
-    wait_for(
-        "SELECT count(*) FROM django_tasks_worker WHERE stopped IS NULL", concurrency, timeout=60
-    )
-    time.sleep(0.3)
+    if wait:
+        wait_for(
+            "SELECT count(*) FROM django_tasks_worker WHERE stopped IS NULL",
+            concurrency,
+            timeout=60,
+        )
+        time.sleep(0.3)
     return proc
 
 
