@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from django_tasks import sql
@@ -18,7 +19,7 @@ from django_tasks.topic import open_worker_connection
 from django_tasks.worker import floors as floors_module
 from django_tasks.worker.async_lane import AsyncLane
 from django_tasks.worker.connection import QueueConnection
-from django_tasks.worker.floors import ClaimFloors, Floor
+from django_tasks.worker.floors import IN_FLIGHT_MARGIN, ClaimFloors, Floor
 from django_tasks.worker.process import Worker
 from tests.taskapp.tasks import add, noop, on_other_queue
 
@@ -198,6 +199,7 @@ def test_after_a_claim_that_found_nothing_the_next_starts_at_its_time(
     try:
         assert drain_claims(worker, db) == 2_000  # dead entries under the held snapshot
         noop.delay_many([()] * 1_000)  # live runs the "lane" will not take
+        time.sleep(IN_FLIGHT_MARGIN.total_seconds())  # enqueued before the margin of its floor
         seen: dict[str, Any] = {}
         lane_thread = threading.Thread(target=lane_claims, args=(worker, seen))
         lane_thread.start()
@@ -216,6 +218,7 @@ def test_after_a_claim_that_found_nothing_the_next_starts_at_its_time(
     floor = seen["floor"]
     assert floor.priority == 0
     assert seen["before"] - timedelta(seconds=1) < floor.scheduled_time <= seen["after"]
+    assert floor.scheduled_time <= seen["after"] - IN_FLIGHT_MARGIN
     assert plain > 3_000, plain  # 2,000 dead entries and 1,000 runs of another task
     assert floored <= 5, floored
     assert ids == [wanted]
@@ -253,6 +256,25 @@ def test_a_plain_claim_when_due_finds_the_run_behind_the_floor_before_later_runs
     finally:
         db.close()
     assert claims == [False, True, False, True]
+
+
+def test_a_run_committed_just_after_an_empty_plain_claim_is_taken_by_the_floored_one(
+    claims, rare_plain_claims
+):
+    """The run's INSERT (its scheduled time) comes before an empty plain claim starts, its
+    commit after: the floor that claim leaves is IN_FLIGHT_MARGIN earlier than its start, so
+    the claim its NOTIFY wakes - floored - takes the run instead of leaving it to the next
+    plain claim (tens of milliseconds later: the p99 of an idle worker's latency)."""
+    worker, db = worker_and_connection()
+    try:
+        with transaction.atomic():
+            run = add.delay(1, 1).id
+            time.sleep(0.01)  # the claim starts well after the run's scheduled time
+            assert worker.claimer().claim(db) == []  # plain: the run is not committed yet
+        assert [claimed.id for claimed in worker.claimer().claim(db)] == [run]
+    finally:
+        db.close()
+    assert claims == [False, True]
 
 
 def test_burst_workers_always_claim_plainly(claims):
@@ -316,7 +338,7 @@ def test_the_floor_moves_to_the_last_run_placed_in_index_order():
     assert floors.owed == {"default"}  # it found nothing: a plain claim is owed
     later = now + timedelta(seconds=3)
     floors.claimed("other", [flushed], None, 0.001, later)  # a plain claim that found nothing
-    assert floors.floors["other"] == Floor(0, later)
+    assert floors.floors["other"] == Floor(0, later - IN_FLIGHT_MARGIN)
     floors.claimed("default", [], None, 0.001, later)
-    assert floors.floors["default"] == Floor(3, later)  # its priority kept
+    assert floors.floors["default"] == Floor(3, later - IN_FLIGHT_MARGIN)  # its priority kept
     assert floors.owed == set()

@@ -33,10 +33,10 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-__all__ = ["DEFAULT_PRIORITY", "PLAIN_SHARE", "ClaimFloors", "Floor"]
+__all__ = ["DEFAULT_PRIORITY", "IN_FLIGHT_MARGIN", "PLAIN_SHARE", "ClaimFloors", "Floor"]
 
 #: The share of a claiming thread's time that plain claims may take: after a plain claim that
 #: took ``t`` seconds, claims start from floors for ``t / PLAIN_SHARE`` seconds.
@@ -44,6 +44,14 @@ PLAIN_SHARE = 0.05
 
 #: The priority of runs enqueued without one: the floor's after a claim that found nothing.
 DEFAULT_PRIORITY = 0
+
+#: How far before its start a plain claim that found nothing puts the floor (seconds). A run's
+#: scheduled time is stamped when its INSERT runs, before its commit makes it visible: an
+#: enqueue committing while the claim ran is behind the claim's start, and its NOTIFY's claim,
+#: from a floor at that start, would miss it until the next plain claim (tens of milliseconds:
+#: the p99 of an idle worker's latency). The margin walks the entries of the runs claimed in
+#: those milliseconds, a few microseconds.
+IN_FLIGHT_MARGIN = timedelta(milliseconds=50)
 
 #: The columns of a claimed row (sql.CLAIM's final SELECT) that place it in the ready index.
 _KIND, _PRIORITY, _SCHEDULED_TIME, _RATE_SLOT = 0, 11, 12, 16
@@ -98,7 +106,8 @@ class ClaimFloors:
             self.floors[queue] = Floor(last[_PRIORITY], last[_SCHEDULED_TIME])
         elif floor is None:
             known = self.floors.get(queue)
-            self.floors[queue] = Floor(DEFAULT_PRIORITY if known is None else known.priority, began)
+            priority = DEFAULT_PRIORITY if known is None else known.priority
+            self.floors[queue] = Floor(priority, began - IN_FLIGHT_MARGIN)
         elif not any(row[_KIND] == "claimed" for row in rows):
             self.owed.add(queue)
 
