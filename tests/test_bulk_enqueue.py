@@ -79,3 +79,18 @@ def test_a_database_error_in_a_later_chunk_writes_nothing(small_chunks, monkeypa
     monkeypatch.undo()
     assert len(add.delay_many([(1, 1)] * 5)) == 5  # the connection goes on
     assert TaskRun.objects.count() == 5
+
+
+def test_a_database_error_in_a_later_chunk_inside_the_callers_transaction(
+    small_chunks, monkeypatch
+):
+    with transaction.atomic():
+        before = add.delay(1, 1)
+        ids = iter([uuid.UUID(int=n) for n in (1, 2, 3, 4, 5, 4, 7)])
+        monkeypatch.setattr(topic, "uuid7", lambda: next(ids))
+        with pytest.raises(IntegrityError):
+            add.delay_many([(i, 1) for i in range(7)])
+        monkeypatch.undo()
+        after = add.delay(2, 2)  # rolled back to the savepoint: the transaction goes on
+    assert set(TaskRun.objects.values_list("id", flat=True)) == {before.id, after.id}
+    assert TaskRunState.objects.count() == 2

@@ -201,18 +201,20 @@ def test_workers_and_enqueues_fall_back_to_unprepared_statements_behind_pgbounce
     proc = start_worker("--concurrency", "2", env=env)
     wait_for_live_workers(2)
     # Enqueued through PgBouncer too: outside a transaction the fallback is silent but for
-    # its warning; inside one, after it, nothing is prepared any more.
+    # its warning; inside one, after it, nothing is prepared any more; a large delay_many()
+    # is chunks pipelined in a transaction of its own.
     stderr = _enqueue_through(
         env,
         "for i in range(100):\n    add.delay(i, i)\n"
         "with transaction.atomic():\n    add.delay_many([(i, 1) for i in range(100)])\n"
-        "    add.delay(1000, 1)\n",
+        "    add.delay(1000, 1)\n"
+        "add.delay_many([(i, 3) for i in range(2500)])\n",  # pipelined chunks (BULK_CHUNK)
     )
     assert stderr.count("PREPARE_STATEMENTS") <= 1
     futures = [add.delay(i, 2) for i in range(300)]  # and directly
     wait_until(lambda: not TaskRun.objects.exclude(state_type="COMPLETED").exists(), 120)
     drained = time.monotonic() - start
-    assert TaskRun.objects.filter(state_type="COMPLETED").count() == 501
+    assert TaskRun.objects.filter(state_type="COMPLETED").count() == 3001
     assert [f.result(timeout=5) for f in futures[:3]] == [2, 3, 4]
 
     # Cancel a running run through PgBouncer.
