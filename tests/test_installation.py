@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.test import override_settings
 
+from django_tasks import topic
 from django_tasks.checks import check_included_urls
 from django_tasks.migrated import NotMigrated
 from django_tasks.topic import open_worker_connection
@@ -65,7 +66,9 @@ def test_delay_without_the_enqueue_function_says_run_migrate():
         transaction.set_rollback(True)  # the function comes back
 
 
-def test_bulk_enqueue_without_the_tables_says_run_migrate():
+@pytest.mark.parametrize("chunk", [1000, 1], ids=["one statement", "pipelined chunks"])
+def test_bulk_enqueue_without_the_tables_says_run_migrate(chunk, monkeypatch):
+    monkeypatch.setattr(topic, "BULK_CHUNK", chunk)
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("ALTER TABLE django_tasks_taskrun RENAME TO hidden_taskrun")
