@@ -1,5 +1,7 @@
 import pytest
 from django.core.management import CommandError, call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
 
 from tests.taskapp.tasks import add
 
@@ -41,3 +43,27 @@ def test_burst_run_in_process(monkeypatch):
     call_command("runtaskworker", "--burst", "--queues", "q1, q2", "--concurrency", "1", "-v", "0")
     assert future.result(timeout=1) == 5
     assert signal.getsignal(signal.SIGTERM) is before  # handlers are put back
+
+
+def test_the_worker_checks_its_settings_before_it_starts():
+    with (
+        override_settings(DJANGO_TASKS={"UNKNOWN": 1}),
+        pytest.raises(SystemCheckError, match=r"django_tasks\.E002"),
+    ):
+        call_command("runtaskworker", "--burst", "-v", "0", skip_checks=False)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_does_not_check_the_urls_and_templates_it_never_serves(monkeypatch):
+    from django.db import connection
+
+    monkeypatch.setenv("DJANGO_TASKS_TEST_DB", connection.settings_dict["NAME"])
+    future = add.apply_async((2, 3), queue="q3")
+    with override_settings(ROOT_URLCONF="tests.no_such_urls"):
+        with pytest.raises(ModuleNotFoundError, match="no_such_urls"):
+            call_command("check")  # every check: the URL configuration is imported
+        call_command(
+            "runtaskworker", "--burst", "--queues", "q3", "--concurrency", "1", "-v", "0",
+            skip_checks=False,
+        )  # fmt: skip
+    assert future.result(timeout=1) == 5
