@@ -377,6 +377,8 @@ def settle() -> None:
 
 
 def _raw_listener(ready: Any) -> None:
+    """Claims and marks done in one transaction: ``started`` is the claim's clock, before its
+    commit (a worker that ran its task inside that transaction)."""
     conn = open_worker_connection()
     conn.execute("LISTEN bench")
     ready.set()
@@ -390,10 +392,45 @@ def _raw_listener(ready: Any) -> None:
                 pass
 
 
-def raw_latency(n: int, rate: float) -> tuple[float, float]:
+#: The raw claim in autocommit, ``started`` set by the worker afterwards (RAW_STARTED).
+RAW_CLAIM_COMMITTED = RAW_CLAIM.replace("started = clock_timestamp()", "started = NULL")
+RAW_STARTED = """UPDATE bench_raw_job SET state_type = 'COMPLETED', finished = clock_timestamp(),
+    started = to_timestamp(%s) WHERE id = ANY(%s)"""
+
+
+def _raw_committed_listener(ready: Any) -> None:
+    """A raw worker whose claim is committed before it calls the task (as ours, and any worker
+    that holds no transaction open while a task runs): ``started`` is when the claim's result
+    came back - this process's clock moved to the database's by an offset measured at start,
+    as our worker stamps its runs - written with the run's completion."""
+    conn = open_worker_connection()
+    conn.autocommit = True
+    offsets = []
+    for _ in range(3):
+        before = time.time()
+        row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+        after = time.time()
+        assert row is not None
+        offsets.append((after - before, float(row[0]) - (before + after) / 2))
+    offset = min(offsets)[1]
+    conn.execute("LISTEN bench")
+    ready.set()
+    while True:
+        rows = conn.execute(RAW_CLAIM_COMMITTED, ["raw"]).fetchall()
+        if rows:
+            started = time.time() + offset  # the task would be called here
+            conn.execute(RAW_STARTED, [started, [row[0] for row in rows]])
+        else:
+            for _ in conn.notifies(timeout=1.0, stop_after=1):
+                pass
+
+
+def raw_latency(n: int, rate: float, *, committed: bool = False) -> tuple[float, float]:
+    """A raw LISTEN worker's enqueue -> start; ``committed``: its claim committed first."""
     raw(RAW_TABLE)
     ready = multiprocessing.Event()
-    proc = multiprocessing.Process(target=_raw_listener, args=(ready,))
+    listener = _raw_committed_listener if committed else _raw_listener
+    proc = multiprocessing.Process(target=listener, args=(ready,))
     proc.start()
     ready.wait(10)
     time.sleep(0.3)
