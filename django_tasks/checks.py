@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.checks.registry import registry
 from django.db import connections
 from django.urls import NoReverseMatch, reverse
 
@@ -17,23 +20,40 @@ from .metrics import metrics_available
 from .storable import shown
 
 __all__ = [
+    "NOT_FOR_WORKERS",
     "RECORD_MODES",
     "TAG",
-    "WORKER_CHECKS",
     "check_database",
     "check_included_urls",
     "check_schedules",
     "check_settings",
+    "checks_without",
 ]
 
-#: The tag of the app's own checks that concern workers too (settings, schedules, database):
-#: ``runtaskworker`` runs only these and Django's model checks (:data:`WORKER_CHECKS`).
+#: The tag of the app's own checks (``manage.py check --tag django_tasks``).
 TAG = "django_tasks"
-#: What ``runtaskworker`` checks before it starts: not the URL configuration and templates,
-#: which a worker never serves and whose checks took about 0.12 s of its 0.5-0.6 s start-up
-#: (importing every view, loading the template engines); ``manage.py check``, ``migrate``
-#: and ``runserver`` still run every check.
-WORKER_CHECKS = [Tags.models, TAG]
+#: The checks ``runtaskworker`` leaves out (:func:`checks_without`): the URL configuration and
+#: the templates, which a worker never serves and whose checks took about 0.12 s of its
+#: 0.5-0.6 s start-up (importing every view, loading the template engines). ``manage.py
+#: check``, ``migrate`` and ``runserver`` still run them.
+NOT_FOR_WORKERS = (Tags.urls, Tags.templates)
+
+
+@contextmanager
+def checks_without(tags: Iterable[str]) -> Iterator[None]:
+    """Django's check registry without the checks tagged with any of ``tags`` while the block
+    runs (a command's checks, before it starts any thread). A command's
+    ``requires_system_checks`` can only name the tags to run, which would leave out every
+    untagged check - most projects' own - and Django's caches, translation or security ones."""
+    left_out = {
+        check for check in registry.registered_checks if set(getattr(check, "tags", ())) & set(tags)
+    }
+    registry.registered_checks -= left_out
+    try:
+        yield
+    finally:
+        registry.registered_checks |= left_out
+
 
 RECORD_MODES = ("batched", "sync")
 #: Settings that take one of a few strings.

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import uuid
 from base64 import b64encode
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -265,6 +267,7 @@ def _execute_prepared(query: str, params: dict[str, Any]) -> Any:
     Django configures them.
     """
     wrapper = connections[task_settings().DATABASE_ALIAS]
+    wrapper.validate_no_broken_transaction()  # as Django's own cursor does
     wrapper.ensure_connection()
     conn = wrapper.connection
     prepare = preparing()
@@ -296,8 +299,11 @@ def _execute_prepared(query: str, params: dict[str, Any]) -> Any:
 #: one chunk while Python checks and serializes the next instead of waiting for the whole
 #: batch: with 20,000 runs the server's part (about 10 us a run) all but disappears from the
 #: caller's time (benchmarks/bulk.py: 36,000 -> 80,000 runs/s on a 2-core machine). A batch of
-#: at most one chunk is one statement, as before: no transaction of its own.
+#: one chunk is one statement, as before: no transaction of its own.
 BULK_CHUNK = 1000
+#: ... and at most about this many bytes of parameters: a chunk travels as one jsonb value,
+#: which PostgreSQL caps at 256 MB (1,000 runs of 300 KB each would not fit).
+BULK_CHUNK_BYTES = 64 * 1024 * 1024
 
 
 def enqueue_many(
@@ -308,12 +314,15 @@ def enqueue_many(
     priority: int,
     scheduled_time: datetime | None,
 ) -> list[TaskRunFuture[Any]]:
-    """Insert many SCHEDULED runs: one statement (and one NOTIFY) per :data:`BULK_CHUNK` runs.
+    """Insert many SCHEDULED runs: one statement (and one NOTIFY) per chunk of
+    :data:`BULK_CHUNK` runs.
 
-    One bad item writes nothing at all: a small batch is checked and serialized before
-    anything is sent; the chunks of a large one are written in one transaction (a savepoint
+    One bad item writes nothing at all: a batch of one chunk is checked and serialized before
+    anything is sent; the chunks of a larger one are written in one transaction (a savepoint
     when the caller has one open), rolled back when a later item fails, so the caller's own
-    transaction goes on as if the call had not been made.
+    transaction goes on as if the call had not been made. The chunks of a larger batch are
+    sent on psycopg's connection, beside Django's cursor: its ``execute_wrapper()`` hooks
+    and query capture see the transaction's BEGIN/SAVEPOINT and COMMIT, not the statements.
     """
     check_importable(task)
     if task.options.unique is not False:
@@ -328,14 +337,15 @@ def enqueue_many(
     ids: list[uuid.UUID] = []
     chunks = _chunks(task, calls, ids, queue, priority, scheduled_time)
     alias = task_settings().DATABASE_ALIAS
-    if len(calls) > BULK_CHUNK:
-        _send_pipelined(alias, params, chunks)
-    else:
-        items = next(chunks, None)  # the whole batch, built before anything is sent
-        if items is None:
-            return []
+    first = next(chunks, None)
+    if first is None:
+        return []
+    second = next(chunks, None)
+    if second is None:  # the whole batch, built before anything is sent: one statement
         with explain_missing_schema(alias), connections[alias].cursor() as cursor:
-            cursor.execute(sql.ENQUEUE_MANY, {**params, "items": items})
+            cursor.execute(sql.ENQUEUE_MANY, {**params, "items": first})
+    else:
+        _send_pipelined(alias, params, itertools.chain((first, second), chunks))
     for run_id in ids:
         send(run_enqueued, task, run_id=run_id)
     return [TaskRunFuture(run_id) for run_id in ids]
@@ -350,17 +360,21 @@ def _chunks(
     scheduled_time: datetime | None,
 ) -> Iterator[str]:
     """The runs of ``calls`` as ENQUEUE_MANY's JSON arrays of ``[id, name, base64
-    parameters, preview]``, :data:`BULK_CHUNK` at a time; their ids are added to ``ids``."""
+    parameters, preview]``, :data:`BULK_CHUNK` at a time (fewer when they would pass
+    :data:`BULK_CHUNK_BYTES`); their ids are added to ``ids``."""
     items: list[list[Any]] = []
+    size = 0
     for args, kwargs in calls:
         if collect_upstreams(args, kwargs):
             raise TypeError("delay_many() does not take futures: use .delay() (or wait_for).")
         run = RunDocument.build(task, args, kwargs, queue, priority, scheduled_time)
         ids.append(run.id)
-        items.append([str(run.id), run.name, b64encode(run.payload).decode(), run.preview])
-        if len(items) == BULK_CHUNK:
+        payload = b64encode(run.payload).decode()
+        items.append([str(run.id), run.name, payload, run.preview])
+        size += len(payload)
+        if len(items) == BULK_CHUNK or size > BULK_CHUNK_BYTES:
             yield json.dumps(items)
-            items = []
+            items, size = [], 0
     if items:
         yield json.dumps(items)
 
@@ -369,8 +383,13 @@ def _send_pipelined(alias: str, params: dict[str, Any], chunks: Iterator[str]) -
     """Send each chunk as it is built, without waiting for the one before (psycopg's
     pipeline mode), in one transaction: all the runs are written, or none."""
     wrapper = connections[alias]
+    # Django's cursor refuses to run in a transaction it has marked for rollback; so do we
+    # (a savepoint is not taken then, and the runs would vanish with the caller's rollback).
+    wrapper.validate_no_broken_transaction()
     with explain_missing_schema(alias), transaction.atomic(using=alias):
         conn = wrapper.connection
-        with wrapper.wrap_database_errors, psycopg.Cursor(conn) as cursor, conn.pipeline():
+        # Pipeline mode needs libpq 14 (psycopg's binary package has it); else one by one.
+        pipeline = conn.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
+        with wrapper.wrap_database_errors, psycopg.Cursor(conn) as cursor, pipeline:
             for items in chunks:
                 cursor.execute(sql.ENQUEUE_MANY, {**params, "items": items})

@@ -3,11 +3,14 @@
 import threading
 import uuid
 
+import psycopg
 import pytest
 from django.db import IntegrityError, transaction
+from django.db.transaction import TransactionManagementError
 
 from django_tasks import topic
 from django_tasks.models import TaskRun, TaskRunState
+from django_tasks.signals import run_enqueued
 from django_tasks.sql import LISTEN
 from tests.taskapp.tasks import add
 
@@ -94,3 +97,38 @@ def test_a_database_error_in_a_later_chunk_inside_the_callers_transaction(
         after = add.delay(2, 2)  # rolled back to the savepoint: the transaction goes on
     assert set(TaskRun.objects.values_list("id", flat=True)) == {before.id, after.id}
     assert TaskRunState.objects.count() == 2
+
+
+def test_chunks_are_cut_by_bytes_too(monkeypatch):
+    """A chunk is one jsonb value (256 MB at most): runs with large arguments are sent in
+    smaller chunks - here every run is a chunk of its own, fewer runs than BULK_CHUNK."""
+    monkeypatch.setattr(topic, "BULK_CHUNK_BYTES", 10)
+    futures = add.delay_many([("x" * 100, "y")] * 5)
+    assert TaskRun.objects.count() == TaskRunState.objects.count() == 5
+    drain()
+    assert futures[4].result(timeout=1) == "x" * 100 + "y"
+
+
+def test_without_pipeline_mode_the_chunks_go_one_by_one(small_chunks, monkeypatch):
+    monkeypatch.setattr(psycopg.Pipeline, "is_supported", classmethod(lambda cls: False))
+    monkeypatch.setattr(psycopg.Connection, "pipeline", None)  # would raise if called
+    futures = add.delay_many([(i, 1) for i in range(10)])
+    assert TaskRun.objects.count() == 10
+    assert [run.id for run in TaskRun.objects.order_by("created")] == [f.id for f in futures]
+
+
+@pytest.mark.parametrize("runs", [2, 10])
+def test_a_transaction_marked_for_rollback_is_refused(small_chunks, runs):
+    received = []
+    run_enqueued.connect(received.append, weak=False, dispatch_uid="test_bulk")
+    try:
+        with transaction.atomic():
+            transaction.set_rollback(True)
+            with pytest.raises(TransactionManagementError):
+                add.delay_many([(i, 1) for i in range(runs)])
+            with pytest.raises(TransactionManagementError):
+                add.delay(1, 1)
+    finally:
+        run_enqueued.disconnect(dispatch_uid="test_bulk")
+    assert received == []  # no future, no signal for runs that would vanish
+    assert not TaskRun.objects.exists()

@@ -1,4 +1,6 @@
 import pytest
+from django.core.checks import Error, register
+from django.core.checks.registry import registry
 from django.core.management import CommandError, call_command
 from django.core.management.base import SystemCheckError
 from django.test import override_settings
@@ -67,3 +69,18 @@ def test_the_worker_does_not_check_the_urls_and_templates_it_never_serves(monkey
             skip_checks=False,
         )  # fmt: skip
     assert future.result(timeout=1) == 5
+
+
+def _project_check(app_configs=None, **kwargs):
+    return [Error("SMTP_RELAY is not set: the tasks that send mail cannot run", id="project.E001")]
+
+
+def test_the_worker_runs_the_projects_untagged_checks():
+    register(_project_check)
+    try:
+        with pytest.raises(SystemCheckError, match=r"project\.E001"):
+            call_command("runtaskworker", "--burst", "-v", "0", skip_checks=False)
+    finally:
+        registry.registered_checks.discard(_project_check)
+    assert _project_check not in registry.registered_checks
+    assert any("urls" in check.tags for check in registry.registered_checks)  # put back

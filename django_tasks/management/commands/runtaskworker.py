@@ -12,7 +12,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from django_tasks.checks import WORKER_CHECKS
+from django_tasks.checks import NOT_FOR_WORKERS, checks_without
 from django_tasks.conf import task_settings
 from django_tasks.logs import configure_worker_logging
 from django_tasks.migrated import NotMigrated, check_migrated
@@ -87,7 +87,11 @@ def _metrics_server(port: int | None, addr: str) -> Callable[..., Any] | None:
 
 class Command(BaseCommand):
     help = "Run background task runs from the PostgreSQL topic until SIGTERM/SIGINT."
-    requires_system_checks = WORKER_CHECKS  # not the URLs and templates: a faster start
+
+    def check(self, *args: Any, **kwargs: Any) -> None:
+        """Every system check but those of the URLs and templates a worker never serves."""
+        with checks_without(NOT_FOR_WORKERS):
+            super().check(*args, **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
