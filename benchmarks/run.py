@@ -425,8 +425,47 @@ def _raw_committed_listener(ready: Any) -> None:
                 pass
 
 
-def raw_latency(n: int, rate: float, *, committed: bool = False) -> tuple[float, float]:
-    """A raw LISTEN worker's enqueue -> start; ``committed``: its claim committed first."""
+#: The raw enqueue, returning the new row's id (to match it with when its commit returned).
+RAW_INSERT_NOTIFY_ID = (
+    f"WITH i AS (INSERT INTO bench_raw_job {RAW_COLUMNS} VALUES {RAW_VALUES} RETURNING id) "
+    "SELECT (SELECT id FROM i), pg_notify('bench', 'default')"
+)
+
+
+def clock_offset(conn: Any) -> float:
+    """The database's clock minus this process's (seconds), from the quickest of 3 round
+    trips - as the worker measures it."""
+    samples = []
+    for _ in range(3):
+        before = time.time()
+        row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+        after = time.time()
+        assert row is not None
+        samples.append((after - before, float(row[0]) - (before + after) / 2))
+    return min(samples)[1]
+
+
+def _latencies(rows: list[Any], committed: dict[Any, float]) -> dict[str, list[float]]:
+    """``rows``: (id, created, started) as epochs on the database's clock. In ms, from the
+    enqueue's INSERT (``created``) and from the moment its commit returned to the enqueuer
+    (``committed``, this process's clock moved to the database's)."""
+    out: dict[str, list[float]] = {"created": [], "committed": []}
+    for run_id, created, started in rows:
+        if started is None:
+            continue
+        out["created"].append((float(started) - float(created)) * 1000)
+        if run_id in committed:
+            out["committed"].append((float(started) - committed[run_id]) * 1000)
+    return out
+
+
+Latency = dict[str, tuple[float, float]]
+
+
+def raw_latency(n: int, rate: float, *, committed: bool = False) -> Latency:
+    """A raw LISTEN worker's enqueue -> start, p50 and p99 in ms, from the enqueue's INSERT
+    ("created") and from its commit ("committed"); ``committed``: the worker's claim is
+    committed before it would call the task."""
     raw(RAW_TABLE)
     ready = multiprocessing.Event()
     listener = _raw_committed_listener if committed else _raw_listener
@@ -435,34 +474,45 @@ def raw_latency(n: int, rate: float, *, committed: bool = False) -> tuple[float,
     ready.wait(10)
     time.sleep(0.3)
     conn = open_worker_connection()
+    offset = clock_offset(conn)
+    returned: dict[Any, float] = {}
     for _ in range(n):
-        conn.execute(RAW_INSERT_NOTIFY, [PAYLOAD])
+        row = conn.execute(RAW_INSERT_NOTIFY_ID, [PAYLOAD]).fetchone()
+        assert row is not None
+        returned[row[0]] = time.time() + offset
         time.sleep(1 / rate)
     time.sleep(0.5)
     rows = conn.execute(
-        "SELECT extract(epoch FROM started - created) * 1000 FROM bench_raw_job"
+        "SELECT id, extract(epoch FROM created), extract(epoch FROM started) FROM bench_raw_job"
     ).fetchall()
     conn.close()
     proc.kill()
-    return _percentiles([float(r[0]) for r in rows if r[0] is not None])
+    return {k: _percentiles(v) for k, v in _latencies(rows, returned).items()}
 
 
-def ours_latency(n: int, rate: float) -> tuple[float, float]:
+def ours_latency(n: int, rate: float) -> Latency:
+    """An idle worker's enqueue -> start as :func:`raw_latency` measures it: to the run's
+    RUNNING time (the worker's clock when it called the task, on the database's)."""
     reset()
     proc = start_workers(1)
+    conn = open_worker_connection()
+    offset = clock_offset(conn)
+    returned: dict[Any, float] = {}
     try:
         for _ in range(n):
-            noop.delay()
+            run_id = noop.delay().id
+            returned[run_id] = time.time() + offset
             time.sleep(1 / rate)
         time.sleep(0.5)
     finally:
         stop_workers(proc)
-    rows = raw(
-        """SELECT extract(epoch FROM s.timestamp - r.created) * 1000
+    rows = conn.execute(
+        """SELECT r.id, extract(epoch FROM r.created), extract(epoch FROM s.timestamp)
            FROM django_tasks_taskrun r JOIN django_tasks_taskrunstate s ON s.run_id = r.id
            WHERE s.type = 'RUNNING'"""
-    )
-    return _percentiles([float(r[0]) for r in rows])
+    ).fetchall()
+    conn.close()
+    return {k: _percentiles(v) for k, v in _latencies(rows, returned).items()}
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:
@@ -561,8 +611,8 @@ def main(argv: list[str] | None = None) -> None:
         raw_drains[2],
         "",
     )
-    p50, p99 = ours_latency(options.latency_runs, 50)
-    raw_p50, raw_p99 = raw_latency(options.latency_runs, 50)
+    p50, p99 = ours_latency(options.latency_runs, 50)["created"]
+    raw_p50, raw_p99 = raw_latency(options.latency_runs, 50)["created"]
     rows.append(
         (
             "(c) enqueue->start p50, idle worker, 50 runs/s",
