@@ -211,14 +211,23 @@ def test_a_stop_sent_to_the_whole_process_group_lets_the_running_run_finish(
     project: tuple[Path, dict[str, str]], start_worker: Callable[..., Any]
 ) -> None:
     """systemd, honcho or a terminal signal the group: the reloader and the worker both get
-    it, and the reloader passes it on - still one request (graceful), not two (at once)."""
+    it, and the reloader passes it on - still one request (graceful), not two (at once). The
+    demo's ``rundemo`` (or honcho) also sends SIGTERM to the reloader itself after a Ctrl-C:
+    that third signal is the same request too, not a second Ctrl-C passed on."""
     tasks_py, env = project
     tasks = load_tasks(tasks_py)
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum, then in (
+        (signal.SIGTERM, None),
+        (signal.SIGINT, None),
+        (signal.SIGINT, signal.SIGTERM),
+    ):
         worker = start_worker("--queues", "reloadq", "--reload", env=env)
         long = tasks.slow.delay(2.0)
         wait_until(lambda: long.state.is_running(), timeout=60)  # noqa: B023
         os.killpg(worker.pid, signum)  # start_worker gives each a session (and group) of its own
+        if then is not None:
+            time.sleep(0.1)
+            worker.send_signal(then)  # the reloader alone
         assert worker.wait(30) == 0
         assert long.result(timeout=10) == "slow-v1"
         assert "at once" not in worker_log(worker)

@@ -21,7 +21,9 @@ With ``DEBUG = True`` (or ``--reload``), ``runtaskworker`` runs as two processes
 Signals: a stop sent to the process group reaches both processes. The reloader passes on the
 *other* signal (SIGINT for SIGTERM, SIGTERM for SIGINT), which the worker counts as the same
 request (:mod:`.stopping`), so one Ctrl-C or one ``kill -TERM -<group>`` stops gracefully and a
-second one stops at once, as without the reloader.
+second one stops at once, as without the reloader. The same request reaching the reloader by
+a second signal (the demo's ``rundemo`` or honcho sends SIGTERM after a Ctrl-C to the group)
+is not passed on.
 
 Edits saved while the worker starts are not missed: the reloader snapshots the files' times
 before it starts the worker and hands the snapshot over; the worker compares with it.
@@ -49,6 +51,7 @@ from django.conf import settings
 from django.utils import autoreload
 
 from . import watched_files
+from .stopping import DUPLICATE, StopRequests
 from .watched_files import Snapshot
 
 __all__ = [
@@ -181,7 +184,8 @@ class Reloader:
         self.burst = burst
         self.child: subprocess.Popen[bytes] | None = None
         self.dirs = watched_files.project_dirs()
-        self._stopping: int | None = None  # the stop signal received
+        self._stopping: int | None = None  # the first stop signal received
+        self._requests = StopRequests()
 
     def run(self) -> int:
         """Run workers until stopped (0), or until a ``--burst`` worker ends (its code)."""
@@ -244,8 +248,13 @@ class Reloader:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         """Pass the stop on to the worker as the other stop signal (see the module
-        docstring), or stop waiting for a change."""
-        self._stopping = signum
+        docstring), or stop waiting for a change. The same request by another signal (a
+        process manager's SIGTERM to this process after a Ctrl-C to the group) is not passed
+        on: the worker would count it as a second request and stop its runs at once."""
+        if self._requests.add(signum) == DUPLICATE:
+            return
+        if self._stopping is None:
+            self._stopping = signum
         child = self.child
         if child is not None and child.poll() is None:
             child.send_signal(PASSED_ON[signal.Signals(signum)])
