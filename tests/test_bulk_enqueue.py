@@ -2,6 +2,7 @@
 
 import threading
 import uuid
+from typing import Any
 
 import psycopg
 import pytest
@@ -106,7 +107,8 @@ def test_chunks_are_cut_by_bytes_too(monkeypatch):
     futures = add.delay_many([("x" * 100, "y")] * 5)
     assert TaskRun.objects.count() == TaskRunState.objects.count() == 5
     drain()
-    assert futures[4].result(timeout=1) == "x" * 100 + "y"
+    result: object = futures[4].result(timeout=1)
+    assert result == "x" * 100 + "y"
 
 
 def test_without_pipeline_mode_the_chunks_go_one_by_one(small_chunks, monkeypatch):
@@ -119,7 +121,7 @@ def test_without_pipeline_mode_the_chunks_go_one_by_one(small_chunks, monkeypatc
 
 @pytest.mark.parametrize("runs", [2, 10])
 def test_a_transaction_marked_for_rollback_is_refused(small_chunks, runs):
-    received = []
+    received: list[Any] = []
     run_enqueued.connect(received.append, weak=False, dispatch_uid="test_bulk")
     try:
         with transaction.atomic():
