@@ -53,6 +53,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from django_tasks.topic import open_worker_connection  # noqa: E402
+from django_tasks.worker.connection import clock_offset  # noqa: E402
 from tests.taskapp.tasks import noop  # noqa: E402
 
 RAW_TABLE = """
@@ -405,14 +406,7 @@ def _raw_committed_listener(ready: Any) -> None:
     as our worker stamps its runs - written with the run's completion."""
     conn = open_worker_connection()
     conn.autocommit = True
-    offsets = []
-    for _ in range(3):
-        before = time.time()
-        row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
-        after = time.time()
-        assert row is not None
-        offsets.append((after - before, float(row[0]) - (before + after) / 2))
-    offset = min(offsets)[1]
+    offset = clock_offset(conn)
     conn.execute("LISTEN bench")
     ready.set()
     while True:
@@ -430,19 +424,6 @@ RAW_INSERT_NOTIFY_ID = (
     f"WITH i AS (INSERT INTO bench_raw_job {RAW_COLUMNS} VALUES {RAW_VALUES} RETURNING id) "
     "SELECT (SELECT id FROM i), pg_notify('bench', 'default')"
 )
-
-
-def clock_offset(conn: Any) -> float:
-    """The database's clock minus this process's (seconds), from the quickest of 3 round
-    trips - as the worker measures it."""
-    samples = []
-    for _ in range(3):
-        before = time.time()
-        row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
-        after = time.time()
-        assert row is not None
-        samples.append((after - before, float(row[0]) - (before + after) / 2))
-    return min(samples)[1]
 
 
 def _latencies(rows: list[Any], committed: dict[Any, float]) -> dict[str, list[float]]:

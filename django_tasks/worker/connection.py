@@ -14,7 +14,7 @@ import psycopg
 from ..connect import open_worker_connection
 from ..poolers import disconnected, lost, preparing, stop_preparing
 
-__all__ = ["MAX_BACKOFF", "QueueConnection"]
+__all__ = ["MAX_BACKOFF", "QueueConnection", "clock_offset"]
 
 logger = logging.getLogger("django_tasks.worker")
 
@@ -22,6 +22,20 @@ logger = logging.getLogger("django_tasks.worker")
 MAX_BACKOFF = 5.0
 #: Round trips that measure the database's clock when a connection opens (the quickest wins).
 _CLOCK_SAMPLES = 3
+
+
+def clock_offset(conn: psycopg.Connection[Any]) -> float:
+    """The database's clock minus this process's, in seconds, from the quickest of
+    :data:`_CLOCK_SAMPLES` round trips (its middle is nearest to when the database read its
+    clock)."""
+    samples = []
+    for _ in range(_CLOCK_SAMPLES):
+        before = time.time()
+        row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+        after = time.time()
+        assert row is not None
+        samples.append((after - before, float(row[0]) - (before + after) / 2))
+    return min(samples)[1]
 
 
 class QueueConnection:
@@ -65,14 +79,7 @@ class QueueConnection:
         # Django turns preparing off (prepare_threshold=None), and then psycopg ignores even
         # an explicit prepare=True: switch it back on for the queue's own connections.
         conn.prepare_threshold = 5 if self.prepare else None
-        samples = []
-        for _ in range(_CLOCK_SAMPLES):
-            before = time.time()
-            row = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
-            after = time.time()
-            assert row is not None
-            samples.append((after - before, float(row[0]) - (before + after) / 2))
-        self.clock_offset = min(samples)[1]
+        self.clock_offset = clock_offset(conn)
         self.conn = conn
         return conn
 
