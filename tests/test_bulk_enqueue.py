@@ -1,5 +1,6 @@
 """delay_many() of more runs than one statement takes: chunks pipelined in one transaction."""
 
+import json
 import threading
 import uuid
 from typing import Any
@@ -25,17 +26,36 @@ def small_chunks(monkeypatch):
     monkeypatch.setattr(topic, "BULK_CHUNK", 3)
 
 
+@pytest.fixture
+def sent_chunks(monkeypatch) -> list[int]:
+    """The number of runs in each chunk sent through the pipeline."""
+    sizes: list[int] = []
+    real = topic._send_pipelined
+
+    def counting(alias, params, chunks):
+        def counted():
+            for items in chunks:
+                sizes.append(len(json.loads(items)))
+                yield items
+
+        return real(alias, params, counted())
+
+    monkeypatch.setattr(topic, "_send_pipelined", counting)
+    return sizes
+
+
 def _count(conn) -> int:
     row = conn.execute("SELECT count(*) FROM django_tasks_taskrun").fetchone()
     return int(row[0])
 
 
 def test_a_batch_of_several_chunks_is_one_transaction_and_one_notify(
-    small_chunks, second_connection
+    small_chunks, sent_chunks, second_connection
 ):
     second_connection.execute(LISTEN)
     with transaction.atomic():
         futures = add.delay_many([(i, 1) for i in range(10)])
+        assert sent_chunks == [3, 3, 3, 1]
         assert TaskRun.objects.count() == 10
         assert _count(second_connection) == 0  # nothing is visible before the commit
     assert _count(second_connection) == 10
@@ -100,11 +120,12 @@ def test_a_database_error_in_a_later_chunk_inside_the_callers_transaction(
     assert TaskRunState.objects.count() == 2
 
 
-def test_chunks_are_cut_by_bytes_too(monkeypatch):
+def test_chunks_are_cut_by_bytes_too(monkeypatch, sent_chunks):
     """A chunk is one jsonb value (256 MB at most): runs with large arguments are sent in
     smaller chunks - here every run is a chunk of its own, fewer runs than BULK_CHUNK."""
     monkeypatch.setattr(topic, "BULK_CHUNK_BYTES", 10)
     futures = add.delay_many([("x" * 100, "y")] * 5)
+    assert sent_chunks == [1, 1, 1, 1, 1]
     assert TaskRun.objects.count() == TaskRunState.objects.count() == 5
     drain()
     result: object = futures[4].result(timeout=1)
