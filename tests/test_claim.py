@@ -1,5 +1,6 @@
 """The claim query: SKIP LOCKED with real concurrent connections, order, queues, due time."""
 
+import json
 import threading
 from datetime import timedelta
 
@@ -9,7 +10,8 @@ from django.utils import timezone
 from django_tasks import sql
 from django_tasks.models import TaskRun
 from django_tasks.topic import open_worker_connection
-from tests.taskapp.tasks import add, on_other_queue
+from tests.conftest import drain
+from tests.taskapp.tasks import add, noop, on_other_queue
 
 NOTHING_DONE = {"done": "[]"}  # no deferred completions to write with the claim
 
@@ -110,3 +112,95 @@ def test_claim_uses_the_partial_index():
     ready_scan = plan.split("CTE ready")[1].split("CTE claimed")[0]
     assert "Index Scan using django_tasks_ready_idx" in ready_scan, plan
     assert "Sort" not in ready_scan, plan  # read in index order, stops after LIMIT rows
+
+
+VARIANTS = [
+    {"limits": limits, "tasks": tasks, "rates": rates, "floored": floored, "flushes": flushes}
+    for limits in (False, True)
+    for tasks in sql.CLAIM_TASKS
+    for rates in (False, True)
+    for floored in (False, True)
+    for flushes in (False, True)
+]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_claim_statement_claims_the_ready_run_and_only_a_flushing_one_writes():
+    """Each of the 48 statements a worker may send claims the same run; the ones without the
+    flush (an idle worker's: nothing deferred to write) need no ``done`` and leave a deferred
+    completion alone, the others write it."""
+    conn = open_worker_connection()
+    try:
+        for variant in VARIANTS:
+            held, ready = add.delay(0, 0), add.delay(1, 1)  # committed (Django's connection)
+            with conn.transaction(force_rollback=True):
+                conn.execute(
+                    "UPDATE django_tasks_taskrun SET state_type = 'PENDING', worker = 'w'"
+                    " WHERE id = %s",
+                    [held.id],
+                )
+                done = [
+                    {
+                        "id": str(held.id),
+                        "started": 1.0,
+                        "finished": 2.0,
+                        "type": "COMPLETED",
+                        "name": "Completed",
+                        "message": "",
+                        "result": None,
+                        "preview": None,
+                        "traceback": "",
+                    }
+                ]
+                params = {
+                    "queue": "default",
+                    "limit": 5,
+                    "worker": "w",
+                    "late_after": 5.0,
+                    "task_keys": [add.key] if variant["tasks"] == "only" else ["other.key"],
+                    "slot_queues": [],
+                    "slot_tags": [],
+                    "floor_priority": 0,
+                    "floor_time": timezone.now() - timedelta(days=1),
+                }
+                if variant["flushes"]:
+                    params["done"] = json.dumps(done)
+                rows = conn.execute(sql.claim(**variant), params).fetchall()
+                assert [(r[0], r[1]) for r in rows if r[0] == "claimed"] == [
+                    ("claimed", ready.id)
+                ], variant
+                flushed = [r[1] for r in rows if r[0] == "flushed"]
+                state = conn.execute(
+                    "SELECT state_type FROM django_tasks_taskrun WHERE id = %s", [held.id]
+                ).fetchone()
+                assert state is not None
+                if variant["flushes"]:
+                    assert (flushed, state[0]) == ([held.id], "COMPLETED"), variant
+                else:
+                    assert (flushed, state[0]) == ([], "PENDING"), variant
+            TaskRun.objects.filter(pk__in=[held.id, ready.id]).update(state_type="COMPLETED")
+    finally:
+        conn.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_sends_the_flush_only_with_completions_to_write(monkeypatch):
+    """The slot's first claim has nothing deferred (no flush); the short run's completion is
+    written by the next claim (with the flush), and the last claim has nothing left."""
+    seen: list[tuple[str, bool]] = []
+    real = sql.claim
+
+    def spying(**kwargs):
+        seen.append((kwargs["tasks"], kwargs["flushes"]))
+        return real(**kwargs)
+
+    monkeypatch.setattr(sql, "claim", spying)
+    run = noop.delay()
+    drain()
+    slot = [flushes for tasks, flushes in seen if tasks != "only"]  # the async lane's: never
+    assert slot == [False, True, False]
+    assert {flushes for tasks, flushes in seen if tasks == "only"} <= {False}
+    assert TaskRun.objects.get(pk=run.id).state_type == "COMPLETED"
+    assert list(
+        TaskRun.objects.get(pk=run.id).states.order_by("timestamp").values_list("type", flat=True)
+    ) == ["SCHEDULED", "PENDING", "RUNNING", "COMPLETED"]

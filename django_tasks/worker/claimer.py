@@ -220,7 +220,11 @@ class Claimer:
                 "floor_time": floor and floor.scheduled_time,
             }
             claim = sql.claim(
-                limits=gate.concurrency, tasks=tasks, rates=gate.rates, floored=floor is not None
+                limits=gate.concurrency,
+                tasks=tasks,
+                rates=gate.rates,
+                floored=floor is not None,
+                flushes=bool(done.items),
             )
             began = time.monotonic()
             rows = self._claim_rows(db, claim, params, done)
