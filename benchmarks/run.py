@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -455,14 +456,13 @@ def raw_latency(n: int, rate: float, *, committed: bool = False) -> Latency:
     ready.wait(10)
     time.sleep(0.3)
     conn = open_worker_connection()
-    offset = clock_offset(conn)
-    returned: dict[Any, float] = {}
-    for _ in range(n):
+
+    def enqueue() -> Any:
         row = conn.execute(RAW_INSERT_NOTIFY_ID, [PAYLOAD]).fetchone()
         assert row is not None
-        returned[row[0]] = time.time() + offset
-        time.sleep(1 / rate)
-    time.sleep(0.5)
+        return row[0]
+
+    returned = _paced(n, rate, conn, enqueue)
     rows = conn.execute(
         "SELECT id, extract(epoch FROM created), extract(epoch FROM started) FROM bench_raw_job"
     ).fetchall()
@@ -471,20 +471,29 @@ def raw_latency(n: int, rate: float, *, committed: bool = False) -> Latency:
     return {k: _percentiles(v) for k, v in _latencies(rows, returned).items()}
 
 
-def ours_latency(n: int, rate: float) -> Latency:
-    """An idle worker's enqueue -> start as :func:`raw_latency` measures it: to the run's
-    RUNNING time (the worker's clock when it called the task, on the database's)."""
-    reset()
-    proc = start_workers(1)
-    conn = open_worker_connection()
+def _paced(n: int, rate: float, conn: Any, enqueue: Callable[[], Any]) -> dict[Any, float]:
+    """``enqueue()`` ``n`` times at ``rate`` a second, then half a second for the last to
+    start: each returned id with when its commit returned (this process's clock moved to the
+    database's, by ``conn``)."""
     offset = clock_offset(conn)
     returned: dict[Any, float] = {}
+    for _ in range(n):
+        run_id = enqueue()
+        returned[run_id] = time.time() + offset
+        time.sleep(1 / rate)
+    time.sleep(0.5)
+    return returned
+
+
+def ours_latency(n: int, rate: float, root: Path = ROOT) -> Latency:
+    """An idle worker's enqueue -> start as :func:`raw_latency` measures it: to the run's
+    RUNNING time (the worker's clock when it called the task, on the database's); the worker
+    runs the code of ``root`` (this checkout, or another one to compare)."""
+    reset()
+    proc = start_workers(1, root=root)
+    conn = open_worker_connection()
     try:
-        for _ in range(n):
-            run_id = noop.delay().id
-            returned[run_id] = time.time() + offset
-            time.sleep(1 / rate)
-        time.sleep(0.5)
+        returned = _paced(n, rate, conn, lambda: noop.delay().id)
     finally:
         stop_workers(proc)
     rows = conn.execute(
